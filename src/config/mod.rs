@@ -1,0 +1,1 @@
+//! The TOML configuration: schema, embedded defaults, and validation with field names.

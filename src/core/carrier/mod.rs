@@ -1,0 +1,1 @@
+//! Carrier trunks: inbound source ACLs, OPTIONS health probing, and registration.

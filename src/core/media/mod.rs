@@ -1,0 +1,1 @@
+//! Media for the call path: G.711 codecs, the canned prompt, and RTP packetization.

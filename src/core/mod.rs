@@ -1,0 +1,9 @@
+//! The sans-IO core: protocol and policy as plain state machines. Every entry point takes the
+//! current time as `now: Instant`; outputs are messages to send, events, and the next deadline.
+//! Nothing here opens a socket, spawns a task, sleeps or reads the clock.
+
+pub mod carrier;
+pub mod media;
+pub mod sdp;
+pub mod sip;
+pub mod timer;

@@ -1,0 +1,14 @@
+//! SIP per RFC 3261, sans-IO: the message model and its parsing, typed headers, stream framing,
+//! the transaction layer (timers A-K), dialogs, and digest authentication.
+
+pub mod digest;
+pub mod framing;
+pub mod headers;
+pub mod message;
+pub mod parse;
+pub mod transaction;
+pub mod transport;
+
+pub use message::{Header, Headers, Method, Request, Response, SipMessage};
+pub use parse::{parse_message, ParseError, SipHeaders};
+pub use transport::{Peer, Transport};

@@ -1,0 +1,1 @@
+//! The SIP transaction layer (RFC 3261 §17): client and server, INVITE and non-INVITE.

@@ -1,0 +1,1 @@
+//! The thin tokio I/O shell: sockets, tasks, the HTTP server, and the one clock read.
