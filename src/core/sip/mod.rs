@@ -1,6 +1,7 @@
 //! SIP per RFC 3261, sans-IO: the message model and its parsing, typed headers, stream framing,
 //! the transaction layer (timers A-K), dialogs, and digest authentication.
 
+pub mod dialog;
 pub mod digest;
 pub mod framing;
 pub mod headers;

@@ -4,7 +4,7 @@
 mod call_id;
 mod cseq;
 mod name_addr;
-mod params;
+pub(crate) mod params;
 mod via;
 
 pub use call_id::call_id;
