@@ -47,10 +47,12 @@ pub enum Timer {
     Hangup = 17,
     /// A circuit breaker leaves Open for Half-open.
     BreakerCooldown = 18,
+    /// A ringing call is answered with 200 OK (after the configured answer delay).
+    Answer = 19,
 }
 
 impl Timer {
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
     pub const ALL: [Timer; Timer::COUNT] = [
         Timer::A,
         Timer::B,
@@ -71,6 +73,7 @@ impl Timer {
         Timer::MediaTick,
         Timer::Hangup,
         Timer::BreakerCooldown,
+        Timer::Answer,
     ];
 }
 

@@ -1,0 +1,61 @@
+//! A serializable snapshot of the endpoint for the status page and `/status`: carrier states,
+//! call counts and counters of what was dropped and why.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::core::carrier::probe::Prober;
+use crate::core::carrier::register::Registrar;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub calls_offered: u64,
+    pub calls_answered: u64,
+    pub calls_ended: u64,
+    pub rtp_received: u64,
+    pub rtp_invalid: u64,
+    pub sip_parse_errors: u64,
+    pub dropped_unknown_source: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CarrierStatus {
+    pub name: String,
+    /// `up`, `down`, `unknown` (not yet decided), or `unprobed` (no proxy configured).
+    pub state: &'static str,
+    pub registered: bool,
+    /// Whether this carrier registers at all.
+    pub registers: bool,
+}
+
+impl CarrierStatus {
+    pub fn of(name: &str, prober: Option<&Prober>, registrar: Option<&Registrar>, now: Instant) -> Self {
+        let state = match prober.map(Prober::is_up) {
+            None => "unprobed",
+            Some(None) => "unknown",
+            Some(Some(true)) => "up",
+            Some(Some(false)) => "down",
+        };
+        CarrierStatus {
+            name: name.to_string(),
+            state,
+            registered: registrar.is_some_and(|r| r.is_registered(now)),
+            registers: registrar.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallsStatus {
+    pub active: usize,
+    pub answered_total: u64,
+    pub rtp_packets_received_total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointStatus {
+    pub carriers: Vec<CarrierStatus>,
+    pub calls: CallsStatus,
+    pub counters: Counters,
+}
