@@ -1,1 +1,235 @@
-//! The thin tokio I/O shell: sockets, tasks, the HTTP server, and the one clock read.
+//! The thin tokio I/O shell: it binds the sockets named in the config, runs one task per
+//! socket or connection, and drives the sans-IO [`Endpoint`] from a single loop that owns it.
+//! The loop is the only place that reads the clock ([`clock::now`]).
+//!
+//! Drive loop: feed each network event with `now`, then drain `poll_output()` (transmit,
+//! bind/close media ports, log events) until it returns `Timeout(t)`; sleep until `t` or the
+//! next event, whichever is first; on wake-up call `handle_timeout(now)`.
+
+pub mod clock;
+pub mod http;
+mod media;
+mod net;
+mod setup;
+mod stream;
+pub mod tls;
+mod udp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+pub use setup::{endpoint_config, SetupError};
+
+use self::media::MediaSockets;
+use self::net::{NetEvent, NetTx};
+use crate::config::Config;
+use crate::core::endpoint::{Endpoint, Event, Input, Output, Transmit};
+use crate::core::sip::{Peer, Transport};
+
+/// The drive loop wakes at least this often, so `/livez` sees it turn.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+/// Events buffered between socket tasks and the drive loop.
+const EVENT_QUEUE: usize = 4096;
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("cannot bind {what} {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+/// Runs the appliance until ctrl-c / SIGTERM.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let started = clock::now();
+    let ep_cfg = endpoint_config(&config)?;
+    let (events_tx, mut events_rx) = mpsc::channel::<NetEvent>(EVENT_QUEUE);
+    let udp = bind_sip(&config, &events_tx).await?;
+    let shared = http::Shared::new(started);
+    serve_http(config.status.listen, shared.clone()).await?;
+    let mut shell = Shell {
+        endpoint: Endpoint::new(ep_cfg.clone(), started, rand::random()),
+        udp,
+        streams: HashMap::new(),
+        media: MediaSockets::new(ep_cfg.media_ip),
+        events: events_tx,
+    };
+    tracing::info!(listen = ?ep_cfg.listen, status = %config.status.listen, "trunkguard running");
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let now = clock::now();
+        let deadline = shell.drain();
+        shared.beat(now, shell.endpoint.status(now));
+        let sleep_until = deadline.min(now + MAX_SLEEP);
+        tokio::select! {
+            ev = events_rx.recv() => match ev {
+                Some(ev) => shell.on_net_event(ev),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(sleep_until.into()) => shell.endpoint.handle_timeout(clock::now()),
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Binds every `[sip] listen` address and starts its reader or acceptor.
+async fn bind_sip(config: &Config, events: &NetTx) -> Result<HashMap<SocketAddr, Arc<UdpSocket>>, RunError> {
+    let mut udp = HashMap::new();
+    let acceptor = match &config.sip.tls {
+        Some(t) => Some(TlsAcceptor::from(tls::server_config(&tls::TlsFiles {
+            cert: &t.cert,
+            key: &t.key,
+            client_ca: t.client_ca.as_deref(),
+            require_client_cert: t.require_client_cert,
+        })?)),
+        None => None,
+    };
+    for listen in &config.sip.listen {
+        let addr = listen.addr;
+        let bind_err = |source| RunError::Bind { what: "SIP", addr, source };
+        match listen.transport {
+            Transport::Udp => {
+                let socket = udp::bind(addr).await.map_err(bind_err)?;
+                udp::spawn_reader(socket.clone(), events.clone());
+                udp.insert(addr, socket);
+            }
+            Transport::Tcp => {
+                let l = TcpListener::bind(addr).await.map_err(bind_err)?;
+                stream::spawn_tcp_acceptor(l, events.clone());
+            }
+            Transport::Tls => {
+                let l = TcpListener::bind(addr).await.map_err(bind_err)?;
+                match &acceptor {
+                    Some(a) => stream::spawn_tls_acceptor(l, a.clone(), events.clone()),
+                    None => return Err(SetupError::TlsWithoutCert.into()),
+                }
+            }
+        }
+    }
+    Ok(udp)
+}
+
+async fn serve_http(addr: SocketAddr, shared: Arc<http::Shared>) -> Result<(), RunError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| RunError::Bind { what: "HTTP", addr, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, http::app(shared)).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(())
+}
+
+/// The drive loop's state: the endpoint and the sockets it speaks through.
+struct Shell {
+    endpoint: Endpoint,
+    udp: HashMap<SocketAddr, Arc<UdpSocket>>,
+    streams: HashMap<Peer, mpsc::Sender<Vec<u8>>>,
+    media: MediaSockets,
+    events: NetTx,
+}
+
+impl Shell {
+    fn on_net_event(&mut self, ev: NetEvent) {
+        let now = clock::now();
+        match ev {
+            NetEvent::Sip { peer, data } => self.endpoint.handle_input(now, Input::Sip { peer, data: &data }),
+            NetEvent::Rtp { port, from, data } => {
+                self.endpoint.handle_input(now, Input::Rtp { local_port: port, from, data: &data })
+            }
+            NetEvent::Connected { peer, writer } => {
+                self.streams.insert(peer, writer);
+            }
+            NetEvent::Disconnected { peer } => {
+                self.streams.remove(&peer);
+            }
+        }
+    }
+
+    /// Performs every queued output; returns the endpoint's next deadline.
+    fn drain(&mut self) -> std::time::Instant {
+        loop {
+            match self.endpoint.poll_output() {
+                Output::Transmit(Transmit::Sip { peer, data }) => self.send_sip(peer, data),
+                Output::Transmit(Transmit::Rtp { local_port, to, data }) => self.media.send(local_port, to, &data),
+                Output::Event(ev) => self.on_event(ev),
+                Output::Timeout(t) => return t,
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::MediaOpen { port } => self.media.open(port, self.events.clone()),
+            Event::MediaClose { port } => self.media.close(port),
+            Event::CallAnswered { call_id, carrier } => tracing::info!(%call_id, %carrier, "call answered"),
+            Event::CallEnded { call_id, reason } => tracing::info!(%call_id, reason, "call ended"),
+            Event::CarrierState { carrier, up } => tracing::info!(%carrier, up, "carrier state"),
+            Event::Registration { carrier, registered } => tracing::info!(%carrier, registered, "registration"),
+        }
+    }
+
+    fn send_sip(&mut self, peer: Peer, data: Vec<u8>) {
+        match peer.transport {
+            Transport::Udp => self.send_udp(peer.addr, &data),
+            Transport::Tcp | Transport::Tls => match self.streams.get(&peer) {
+                Some(w) => {
+                    if w.try_send(data).is_err() {
+                        tracing::debug!(%peer.addr, "stream writer full or closed; message dropped");
+                    }
+                }
+                None if peer.transport == Transport::Tcp => {
+                    stream::spawn_tcp_connect(peer.addr, data, self.events.clone());
+                }
+                None => tracing::debug!(%peer.addr, "no TLS connection to peer; message dropped"),
+            },
+        }
+    }
+
+    /// Sends from the UDP socket of the same address family (the first one bound).
+    fn send_udp(&self, to: SocketAddr, data: &[u8]) {
+        let socket = self
+            .udp
+            .iter()
+            .find(|(a, _)| a.is_ipv4() == to.is_ipv4())
+            .or_else(|| self.udp.iter().next())
+            .map(|(_, s)| s);
+        match socket {
+            Some(s) => {
+                if let Err(e) = s.try_send_to(data, to) {
+                    tracing::debug!(%to, error = %e, "udp send failed");
+                }
+            }
+            None => tracing::debug!(%to, "no UDP socket to send from"),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The local HTTP server: `/livez` (the drive loop turns) and `/status` (a JSON snapshot of
+//! carriers and calls). Built as `fn app() -> Router` so it is tested with `oneshot`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use axum::Router;
+
+use crate::core::endpoint::EndpointStatus;
+
+/// The drive loop is considered stuck when it has not turned for this long.
+pub const LIVENESS_WINDOW: Duration = Duration::from_secs(5);
+
+/// What the drive loop shares with the HTTP handlers.
+pub struct Shared {
+    started: Instant,
+    /// Milliseconds since `started` at the drive loop's last turn.
+    heartbeat_ms: AtomicU64,
+    status: RwLock<Option<EndpointStatus>>,
+}
+
+impl Shared {
+    pub fn new(started: Instant) -> Arc<Shared> {
+        Arc::new(Shared { started, heartbeat_ms: AtomicU64::new(0), status: RwLock::new(None) })
+    }
+
+    /// Called by the drive loop each turn with the time it read.
+    pub fn beat(&self, now: Instant, status: EndpointStatus) {
+        let ms = now.saturating_duration_since(self.started).as_millis() as u64;
+        self.heartbeat_ms.store(ms, Ordering::Relaxed);
+        if let Ok(mut s) = self.status.write() {
+            *s = Some(status);
+        }
+    }
+
+    fn alive(&self, now: Instant) -> bool {
+        let last = self.started + Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(last) <= LIVENESS_WINDOW
+    }
+}
+
+pub fn app(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/status", get(status))
+        .with_state(shared)
+}
+
+async fn livez(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if shared.alive(super::clock::now()) {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "drive loop stalled\n")
+    }
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let snapshot = shared.status.read().ok().and_then(|s| s.clone());
+    match snapshot {
+        Some(s) => (StatusCode::OK, Json(serde_json::to_value(s).unwrap_or_default())).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn livez_follows_the_heartbeat() {
+        let t0 = Instant::now() - Duration::from_secs(60);
+        let shared = Shared::new(t0);
+        // never beat since t0, 60 s ago: stalled
+        let resp = app(shared.clone()).oneshot(Request::get("/livez").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let status = EndpointStatus {
+            carriers: vec![],
+            calls: crate::core::endpoint::CallsStatus { active: 0, answered_total: 3, rtp_packets_received_total: 9 },
+            counters: Default::default(),
+        };
+        shared.beat(Instant::now(), status);
+        let resp = app(shared.clone()).oneshot(Request::get("/livez").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let resp = app(shared).oneshot(Request::get("/status").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["calls"]["answered_total"], 3);
+    }
+}

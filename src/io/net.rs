@@ -1,0 +1,20 @@
+//! What the socket tasks tell the drive loop.
+
+use tokio::sync::mpsc;
+
+use crate::core::sip::Peer;
+
+/// An event from a socket task to the drive loop.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// One SIP datagram or one framed stream message.
+    Sip { peer: Peer, data: Vec<u8> },
+    /// An RTP/RTCP datagram on a media port.
+    Rtp { port: u16, from: std::net::SocketAddr, data: Vec<u8> },
+    /// A stream connection is up; messages for `peer` go to `writer`.
+    Connected { peer: Peer, writer: mpsc::Sender<Vec<u8>> },
+    /// A stream connection closed.
+    Disconnected { peer: Peer },
+}
+
+pub type NetTx = mpsc::Sender<NetEvent>;
