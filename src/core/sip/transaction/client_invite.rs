@@ -124,7 +124,7 @@ impl ClientInvite {
 
     fn retransmit(&mut self, now: Instant, out: &mut Outbox) {
         out.send(self.peer, self.wire.clone());
-        self.interval_a *= 2;
+        self.interval_a = self.interval_a.saturating_mul(2);
         self.timers.set(Timer::A, now + self.interval_a);
     }
 

@@ -95,7 +95,7 @@ impl ClientNonInvite {
         out.send(self.peer, self.wire.clone());
         self.interval_e = match self.state {
             State::Proceeding => self.cfg.t2,
-            _ => (self.interval_e * 2).min(self.cfg.t2),
+            _ => self.interval_e.saturating_mul(2).min(self.cfg.t2),
         };
         self.timers.set(Timer::E, now + self.interval_e);
     }

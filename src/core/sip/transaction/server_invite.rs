@@ -151,7 +151,7 @@ impl ServerInvite {
 
     fn retransmit_final(&mut self, now: Instant, out: &mut Outbox) {
         self.resend(out);
-        self.interval_g = (self.interval_g * 2).min(self.cfg.t2);
+        self.interval_g = self.interval_g.saturating_mul(2).min(self.cfg.t2);
         self.timers.set(Timer::G, now + self.interval_g);
     }
 
