@@ -47,12 +47,17 @@ pub enum Timer {
     Hangup = 17,
     /// A circuit breaker leaves Open for Half-open.
     BreakerCooldown = 18,
+    /// L (RFC 6026): an INVITE server in Accepted absorbs INVITE retransmissions, 64·T1.
+    L = 19,
+    /// C (RFC 3261 §16.6 step 11, applied to the UAC): an INVITE client in Proceeding gives up
+    /// after 3 minutes without a final response (Timer B only runs in Calling).
+    C = 20,
     /// A ringing call is answered with 200 OK (after the configured answer delay).
-    Answer = 19,
+    Answer = 21,
 }
 
 impl Timer {
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 22;
     pub const ALL: [Timer; Timer::COUNT] = [
         Timer::A,
         Timer::B,
@@ -73,6 +78,8 @@ impl Timer {
         Timer::MediaTick,
         Timer::Hangup,
         Timer::BreakerCooldown,
+        Timer::L,
+        Timer::C,
         Timer::Answer,
     ];
 }
