@@ -178,7 +178,11 @@ mod tests {
             assert_eq!(linear_to_alaw(alaw_to_linear(c)), c, "A-law code {c:#04x}");
             // 0x7F is μ-law's negative zero; it decodes to 0, which encodes as 0xFF.
             let expect = if c == 0x7F { 0xFF } else { c };
-            assert_eq!(linear_to_ulaw(ulaw_to_linear(c)), expect, "μ-law code {c:#04x}");
+            assert_eq!(
+                linear_to_ulaw(ulaw_to_linear(c)),
+                expect,
+                "μ-law code {c:#04x}"
+            );
         }
     }
 
