@@ -1,1 +1,9 @@
 //! Media for the call path: G.711 codecs, the canned prompt, and RTP packetization.
+//!
+//! - [`g711`]: μ-law / A-law companding.
+//! - [`prompt`]: a prompt loaded from WAV and the player that cuts it into 20 ms RTP packets.
+//! - [`rtp`]: inspecting received RTP packets without trusting them.
+
+pub mod g711;
+pub mod prompt;
+pub mod rtp;
