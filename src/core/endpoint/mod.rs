@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
+pub use build::host_port;
 pub use call::{CallState, FRAME};
 pub use carrier::CarrierSettings;
 pub use ports::PortPool;
