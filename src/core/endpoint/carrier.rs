@@ -103,7 +103,7 @@ impl CarrierLink {
         let contact = format!("<sip:{}@{}>;expires={expires}", self.settings.contact_user, host_port(local));
         let mut req = build::out_of_dialog(OutOfDialog {
             method: Method::Register,
-            request_uri: format!("sip:{domain}"),
+            request_uri: self.registrar.as_ref().map(|r| r.uri_for_digest().to_string()).unwrap_or_else(|| format!("sip:{domain}")),
             from_uri: aor.clone(),
             from_tag: &self.register_from_tag,
             to_uri: aor,
@@ -120,8 +120,4 @@ impl CarrierLink {
         Some(req)
     }
 
-    /// The request-URI a digest response must be computed over.
-    pub fn register_uri(&self) -> String {
-        format!("sip:{}", self.domain())
-    }
 }
