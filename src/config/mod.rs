@@ -71,6 +71,12 @@ fn serde_diagnostic(e: &toml::de::Error, map: &SourceMap<'_>, origin: &str) -> D
         origin: origin.to_owned(),
         line: start.map(|s| map.line_of(s)),
         field: start.map(|s| map.path_at(s)).unwrap_or_default(),
-        message: e.message().trim().to_owned(),
+        message: one_line(e.message()),
     }
+}
+
+/// toml messages may span lines ("invalid table header\nexpected ..."); keep one per diagnostic.
+fn one_line(message: &str) -> String {
+    let parts: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    parts.join("; ")
 }

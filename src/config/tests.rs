@@ -239,6 +239,10 @@ fn syntax_error_has_line() {
     assert!(all[0].line.is_some(), "{:?}", all[0]);
     let all = errors("a = 1\nb = = 2\n");
     assert_eq!(all[0].line, Some(2));
+    let all = errors("[sip\nlisten = 1\n");
+    assert_eq!(all[0].line, Some(1));
+    assert!(!all[0].message.contains('\n'), "{:?}", all[0].message);
+    assert!(all[0].message.contains("invalid table header; expected"), "{:?}", all[0].message);
 }
 
 #[test]
