@@ -14,7 +14,11 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_RUNTIME: u8 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "trunkguard", version, about = "SIP/RTP appliance between phone carriers and cloud AI voice agents")]
+#[command(
+    name = "trunkguard",
+    version,
+    about = "SIP/RTP appliance between phone carriers and cloud AI voice agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -71,9 +75,14 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         },
         None => Config::embedded_default(),
     };
-    let origin = path.as_ref().map_or("embedded default".to_owned(), |p| p.display().to_string());
+    let origin = path
+        .as_ref()
+        .map_or("embedded default".to_owned(), |p| p.display().to_string());
     tracing::info!(config = %origin, summary = %config.summary(), "starting trunkguard");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -2,7 +2,10 @@
 
 use std::process::Command;
 
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/firmware/etc/trunkguard/trunkguard.toml");
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/firmware/etc/trunkguard/trunkguard.toml"
+);
 
 fn check_config(path: &std::path::Path) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_trunkguard"))
@@ -12,7 +15,11 @@ fn check_config(path: &std::path::Path) -> (i32, String, String) {
         .output()
         .expect("run trunkguard");
     let code = out.status.code().expect("exit code");
-    (code, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        code,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -32,7 +39,10 @@ fn broken_file_exits_two_naming_each_field() {
     let text = std::fs::read_to_string(EXAMPLE)
         .unwrap()
         .replace("down_after = 2,", "down_after = 0,")
-        .replace("udp:127.0.0.1:5060\", \"tcp", "udpx:127.0.0.1:5060\", \"tcp");
+        .replace(
+            "udp:127.0.0.1:5060\", \"tcp",
+            "udpx:127.0.0.1:5060\", \"tcp",
+        );
     let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
     let (listen_line, probe_line) = (line_of("udpx:"), line_of("down_after = 0"));
     std::fs::write(&path, &text).unwrap();
@@ -40,8 +50,18 @@ fn broken_file_exits_two_naming_each_field() {
     assert_eq!(code, 2, "stdout: {stdout} stderr: {stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     let p = path.display();
-    assert!(stderr.contains(&format!("{p}:{listen_line}: sip.listen[0]: \"udpx:127.0.0.1:5060\": unknown transport")), "{stderr}");
-    assert!(stderr.contains(&format!("{p}:{probe_line}: carrier[0].probe.down_after: must be at least 1")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{p}:{listen_line}: sip.listen[0]: \"udpx:127.0.0.1:5060\": unknown transport"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{p}:{probe_line}: carrier[0].probe.down_after: must be at least 1"
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -51,7 +71,10 @@ fn unknown_key_and_missing_file_exit_two() {
     std::fs::write(&path, "[status]\nlisten = \"127.0.0.1:8080\"\nport = 1\n").unwrap();
     let (code, _, stderr) = check_config(&path);
     assert_eq!(code, 2);
-    assert!(stderr.contains(":3: status.port: unknown field `port`"), "{stderr}");
+    assert!(
+        stderr.contains(":3: status.port: unknown field `port`"),
+        "{stderr}"
+    );
     let (code, _, stderr) = check_config(&dir.path().join("missing.toml"));
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read configuration"), "{stderr}");

@@ -15,7 +15,10 @@ use crate::core::sip::Transport;
 pub const USER_AGENT: &str = concat!("trunkguard/", env!("CARGO_PKG_VERSION"));
 pub const SIP_LISTEN: [&str; 2] = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"];
 pub const MEDIA_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-pub const RTP_PORTS: PortRange = PortRange { start: 20000, end: 20999 };
+pub const RTP_PORTS: PortRange = PortRange {
+    start: 20000,
+    end: 20999,
+};
 pub const STATUS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 pub const HIGH_DEMAND_PROMPT: &str = "high-demand.wav";
 pub const MAX_CALL_DURATION_S: u64 = 3600;
@@ -45,17 +48,33 @@ impl Config {
         Config {
             sip: SipConfig {
                 listen: vec![
-                    ListenAddr { transport: Transport::Udp, addr: sip_loopback() },
-                    ListenAddr { transport: Transport::Tcp, addr: sip_loopback() },
+                    ListenAddr {
+                        transport: Transport::Udp,
+                        addr: sip_loopback(),
+                    },
+                    ListenAddr {
+                        transport: Transport::Tcp,
+                        addr: sip_loopback(),
+                    },
                 ],
                 tls: None,
                 user_agent: USER_AGENT.to_owned(),
                 domain: None,
             },
-            media: MediaConfig { bind: MEDIA_BIND, rtp_ports: RTP_PORTS },
-            status: StatusConfig { listen: STATUS_LISTEN },
-            prompts: PromptsConfig { dir: None, high_demand: HIGH_DEMAND_PROMPT.to_owned() },
-            call: CallConfig { max_duration_s: MAX_CALL_DURATION_S },
+            media: MediaConfig {
+                bind: MEDIA_BIND,
+                rtp_ports: RTP_PORTS,
+            },
+            status: StatusConfig {
+                listen: STATUS_LISTEN,
+            },
+            prompts: PromptsConfig {
+                dir: None,
+                high_demand: HIGH_DEMAND_PROMPT.to_owned(),
+            },
+            call: CallConfig {
+                max_duration_s: MAX_CALL_DURATION_S,
+            },
             carriers: vec![CarrierConfig {
                 name: "local".to_owned(),
                 proxy: None,

@@ -138,16 +138,26 @@ fn node_from_item(item: &Item, key_span: Option<Range<usize>>) -> Node {
     } else {
         Kind::Leaf
     };
-    Node { key_span, span: item.span(), kind }
+    Node {
+        key_span,
+        span: item.span(),
+        kind,
+    }
 }
 
 fn node_from_value(value: &Value, key_span: Option<Range<usize>>) -> Node {
     let kind = match value {
         Value::InlineTable(table) => table_kind(table),
-        Value::Array(array) => Kind::Array(array.iter().map(|v| node_from_value(v, None)).collect()),
+        Value::Array(array) => {
+            Kind::Array(array.iter().map(|v| node_from_value(v, None)).collect())
+        }
         _ => Kind::Leaf,
     };
-    Node { key_span, span: value.span(), kind }
+    Node {
+        key_span,
+        span: value.span(),
+        kind,
+    }
 }
 
 fn table_kind(table: &dyn TableLike) -> Kind {
@@ -189,7 +199,12 @@ probe = { interval_ms = 10, down_after = 0 }
         let map = SourceMap::new(DOC);
         let listen1 = path(&[key("sip"), key("listen"), Segment::Index(1)]);
         assert_eq!(map.line_of_path(&listen1), Some(3));
-        let down = path(&[key("carrier"), Segment::Index(1), key("probe"), key("down_after")]);
+        let down = path(&[
+            key("carrier"),
+            Segment::Index(1),
+            key("probe"),
+            key("down_after"),
+        ]);
         assert_eq!(map.line_of_path(&down), Some(10));
         let carrier1 = path(&[key("carrier"), Segment::Index(1)]);
         assert_eq!(map.line_of_path(&carrier1), Some(8));
@@ -207,7 +222,10 @@ probe = { interval_ms = 10, down_after = 0 }
     fn path_at_offset() {
         let map = SourceMap::new(DOC);
         let offset = DOC.find("down_after").unwrap();
-        assert_eq!(map.path_at(offset).to_string(), "carrier[1].probe.down_after");
+        assert_eq!(
+            map.path_at(offset).to_string(),
+            "carrier[1].probe.down_after"
+        );
         let offset = DOC.find("\"tcp:").unwrap();
         assert_eq!(map.path_at(offset).to_string(), "sip.listen[1]");
         assert_eq!(map.line_of(offset), 3);

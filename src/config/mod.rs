@@ -22,7 +22,9 @@ mod tests;
 
 use std::path::Path;
 
-pub use addr::{parse_net, parse_transport_addr, AddrError, ListenAddr, PortRange, SIPS_PORT, SIP_PORT};
+pub use addr::{
+    parse_net, parse_transport_addr, AddrError, ListenAddr, PortRange, SIPS_PORT, SIP_PORT,
+};
 pub use defaults::EMBEDDED_DEFAULT_TOML;
 pub use error::{ConfigError, Diagnostic, FieldPath, Segment};
 pub use model::{
@@ -58,8 +60,10 @@ impl Config {
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: origin.clone(),
+            source,
+        })?;
         Config::from_toml_str(&text, &origin)
     }
 }
@@ -77,6 +81,10 @@ fn serde_diagnostic(e: &toml::de::Error, map: &SourceMap<'_>, origin: &str) -> D
 
 /// toml messages may span lines ("invalid table header\nexpected ..."); keep one per diagnostic.
 fn one_line(message: &str) -> String {
-    let parts: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let parts: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     parts.join("; ")
 }

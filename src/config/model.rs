@@ -122,8 +122,12 @@ pub struct ProbeConfig {
 }
 
 impl ProbeConfig {
-    pub const DEFAULT: ProbeConfig =
-        ProbeConfig { interval_ms: 5000, timeout_ms: 2000, down_after: 3, up_after: 2 };
+    pub const DEFAULT: ProbeConfig = ProbeConfig {
+        interval_ms: 5000,
+        timeout_ms: 2000,
+        down_after: 3,
+        up_after: 2,
+    };
 
     /// Time between the starts of two probes.
     pub fn interval(&self) -> Duration {
@@ -214,7 +218,10 @@ impl Config {
 
     /// Host for From/To of OPTIONS to this carrier: `[sip].domain`, else the proxy IP.
     pub fn sip_domain_for(&self, carrier: &CarrierConfig) -> Option<String> {
-        self.sip.domain.clone().or_else(|| carrier.proxy.map(|p| host_of(p.addr)))
+        self.sip
+            .domain
+            .clone()
+            .or_else(|| carrier.proxy.map(|p| host_of(p.addr)))
     }
 
     /// Host of the AOR for REGISTER: `register.domain`, else [`Config::sip_domain_for`].
@@ -260,7 +267,13 @@ mod tests {
         let p = ProbeConfig::default();
         assert_eq!(p.interval(), Duration::from_secs(5));
         assert_eq!(p.timeout(), Duration::from_secs(2));
-        assert_eq!(CallConfig { max_duration_s: 3600 }.max_duration(), Duration::from_secs(3600));
+        assert_eq!(
+            CallConfig {
+                max_duration_s: 3600
+            }
+            .max_duration(),
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]

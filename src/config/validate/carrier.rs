@@ -19,7 +19,11 @@ struct Checked {
     nets: Vec<(usize, IpNet)>,
 }
 
-pub(crate) fn carriers(raw: Vec<RawCarrier>, path: &FieldPath, c: &mut Checker) -> Option<Vec<CarrierConfig>> {
+pub(crate) fn carriers(
+    raw: Vec<RawCarrier>,
+    path: &FieldPath,
+    c: &mut Checker,
+) -> Option<Vec<CarrierConfig>> {
     if raw.is_empty() {
         c.error(path, "at least one [[carrier]] is required");
         return None;
@@ -35,12 +39,17 @@ pub(crate) fn carriers(raw: Vec<RawCarrier>, path: &FieldPath, c: &mut Checker) 
 }
 
 fn carrier(raw: RawCarrier, path: &FieldPath, c: &mut Checker) -> Checked {
-    let name = required(raw.name, &path.key("name"), c).and_then(|n| carrier_name(&n, &path.key("name"), c));
+    let name = required(raw.name, &path.key("name"), c)
+        .and_then(|n| carrier_name(&n, &path.key("name"), c));
     let proxy = match raw.proxy {
         Some(text) => proxy(&text, &path.key("proxy"), c).map(Some),
         None => Some(None),
     };
-    let (nets, nets_ok) = inbound_from(raw.inbound_from.unwrap_or_default(), &path.key("inbound_from"), c);
+    let (nets, nets_ok) = inbound_from(
+        raw.inbound_from.unwrap_or_default(),
+        &path.key("inbound_from"),
+        c,
+    );
     let has_proxy = matches!(proxy, Some(Some(_)));
     let no_proxy = matches!(proxy, Some(None));
     if no_proxy && nets.is_empty() && nets_ok {
@@ -49,7 +58,10 @@ fn carrier(raw: RawCarrier, path: &FieldPath, c: &mut Checker) -> Checked {
     let probe = probe(raw.probe, has_proxy, no_proxy, &path.key("probe"), c);
     let register = match raw.register {
         Some(_) if no_proxy => {
-            c.error(&path.key("register"), "requires proxy (where REGISTER is sent)");
+            c.error(
+                &path.key("register"),
+                "requires proxy (where REGISTER is sent)",
+            );
             None
         }
         Some(r) => register(r, &path.key("register"), c).map(Some),
@@ -71,7 +83,10 @@ fn carrier(raw: RawCarrier, path: &FieldPath, c: &mut Checker) -> Checked {
 fn carrier_name(name: &str, path: &FieldPath, c: &mut Checker) -> Option<String> {
     let valid = |ch: char| ch.is_ascii_alphanumeric() || "-_.".contains(ch);
     if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
-        c.error(path, format!("{name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"));
+        c.error(
+            path,
+            format!("{name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
+        );
         return None;
     }
     Some(name.to_owned())
@@ -86,14 +101,21 @@ fn proxy(text: &str, path: &FieldPath, c: &mut Checker) -> Option<Peer> {
         }
     };
     if addr.port() == 0 || addr.ip().is_unspecified() {
-        c.error(path, format!("{text:?}: a proxy needs a concrete IP and a non-zero port"));
+        c.error(
+            path,
+            format!("{text:?}: a proxy needs a concrete IP and a non-zero port"),
+        );
         return None;
     }
     Some(Peer { transport, addr })
 }
 
 /// Parsed networks (with their indices) and whether all entries parsed.
-fn inbound_from(texts: Vec<String>, path: &FieldPath, c: &mut Checker) -> (Vec<(usize, IpNet)>, bool) {
+fn inbound_from(
+    texts: Vec<String>,
+    path: &FieldPath,
+    c: &mut Checker,
+) -> (Vec<(usize, IpNet)>, bool) {
     let mut nets = Vec::new();
     let mut ok = true;
     for (i, text) in texts.iter().enumerate() {
@@ -109,23 +131,55 @@ fn inbound_from(texts: Vec<String>, path: &FieldPath, c: &mut Checker) -> (Vec<(
 }
 
 /// `Some(Some(_))` with a proxy, `Some(None)` without one, `None` on error.
-fn probe(raw: Option<RawProbe>, has_proxy: bool, no_proxy: bool, path: &FieldPath, c: &mut Checker) -> Option<Option<ProbeConfig>> {
+fn probe(
+    raw: Option<RawProbe>,
+    has_proxy: bool,
+    no_proxy: bool,
+    path: &FieldPath,
+    c: &mut Checker,
+) -> Option<Option<ProbeConfig>> {
     if no_proxy {
         if raw.is_some() {
-            c.error(path, "requires proxy (a carrier without proxy is not probed)");
+            c.error(
+                path,
+                "requires proxy (a carrier without proxy is not probed)",
+            );
             return None;
         }
         return Some(None);
     }
     let raw = raw.unwrap_or_default();
     let d = ProbeConfig::DEFAULT;
-    let interval_ms = at_least(raw.interval_ms.unwrap_or(d.interval_ms), 1, &path.key("interval_ms"), c);
-    let timeout_ms = at_least(raw.timeout_ms.unwrap_or(d.timeout_ms), 1, &path.key("timeout_ms"), c);
-    let down_after = at_least(raw.down_after.unwrap_or(d.down_after), 1, &path.key("down_after"), c);
-    let up_after = at_least(raw.up_after.unwrap_or(d.up_after), 1, &path.key("up_after"), c);
+    let interval_ms = at_least(
+        raw.interval_ms.unwrap_or(d.interval_ms),
+        1,
+        &path.key("interval_ms"),
+        c,
+    );
+    let timeout_ms = at_least(
+        raw.timeout_ms.unwrap_or(d.timeout_ms),
+        1,
+        &path.key("timeout_ms"),
+        c,
+    );
+    let down_after = at_least(
+        raw.down_after.unwrap_or(d.down_after),
+        1,
+        &path.key("down_after"),
+        c,
+    );
+    let up_after = at_least(
+        raw.up_after.unwrap_or(d.up_after),
+        1,
+        &path.key("up_after"),
+        c,
+    );
     if let (Some(interval), Some(timeout)) = (interval_ms, timeout_ms) {
         if timeout > interval {
-            c.error(&path.key("timeout_ms"), format!("must not exceed interval_ms ({timeout} > {interval})"));
+            c.error(
+                &path.key("timeout_ms"),
+                format!("must not exceed interval_ms ({timeout} > {interval})"),
+            );
             return None;
         }
     }
@@ -141,13 +195,23 @@ fn probe(raw: Option<RawProbe>, has_proxy: bool, no_proxy: bool, path: &FieldPat
 }
 
 fn register(raw: RawRegister, path: &FieldPath, c: &mut Checker) -> Option<RegisterConfig> {
-    let user = required(raw.user, &path.key("user"), c).and_then(|u| user_part(&u, &path.key("user"), c));
+    let user =
+        required(raw.user, &path.key("user"), c).and_then(|u| user_part(&u, &path.key("user"), c));
     let password = password(raw.password_file, raw.password_env, path, c);
     let expires = raw.expires.unwrap_or(RegisterConfig::DEFAULT_EXPIRES_S);
-    let expires_s = at_least(expires, RegisterConfig::MIN_EXPIRES_S, &path.key("expires"), c);
+    let expires_s = at_least(
+        expires,
+        RegisterConfig::MIN_EXPIRES_S,
+        &path.key("expires"),
+        c,
+    );
     let domain = optional(raw.domain, |d, c| host(d, &path.key("domain"), c), c);
     let realm = optional(raw.realm, |r, c| realm(r, &path.key("realm"), c), c);
-    let contact_user = optional(raw.contact_user, |u, c| user_part(u, &path.key("contact_user"), c), c);
+    let contact_user = optional(
+        raw.contact_user,
+        |u, c| user_part(u, &path.key("contact_user"), c),
+        c,
+    );
     Some(RegisterConfig {
         user: user?,
         password: password?,
@@ -180,10 +244,18 @@ fn realm(value: &str, path: &FieldPath, c: &mut Checker) -> Option<String> {
 }
 
 /// Reads the password now. Errors never include its content.
-fn password(file: Option<String>, env: Option<String>, path: &FieldPath, c: &mut Checker) -> Option<Password> {
+fn password(
+    file: Option<String>,
+    env: Option<String>,
+    path: &FieldPath,
+    c: &mut Checker,
+) -> Option<Password> {
     match (file, env) {
         (Some(_), Some(_)) => {
-            c.error(&path.key("password_env"), "set either password_file or password_env, not both");
+            c.error(
+                &path.key("password_env"),
+                "set either password_file or password_env, not both",
+            );
             None
         }
         (None, None) => {
@@ -213,7 +285,10 @@ fn password_from_env(var: &str, path: &FieldPath, c: &mut Checker) -> Option<Pas
             None
         }
         Err(std::env::VarError::NotUnicode(_)) => {
-            c.error(path, format!("environment variable {var:?} is not valid UTF-8"));
+            c.error(
+                path,
+                format!("environment variable {var:?} is not valid UTF-8"),
+            );
             None
         }
     }
@@ -230,9 +305,14 @@ fn non_empty_password(secret: &str, path: &FieldPath, c: &mut Checker) -> Option
 fn check_unique_names(checked: &[Checked], path: &FieldPath, c: &mut Checker) {
     for (j, later) in checked.iter().enumerate() {
         let Some(name) = &later.name else { continue };
-        let first = checked[..j].iter().position(|e| e.name.as_ref() == Some(name));
+        let first = checked[..j]
+            .iter()
+            .position(|e| e.name.as_ref() == Some(name));
         if let Some(i) = first {
-            c.error(&path.index(j).key("name"), format!("duplicate carrier name {name:?} (also carrier[{i}])"));
+            c.error(
+                &path.index(j).key("name"),
+                format!("duplicate carrier name {name:?} (also carrier[{i}])"),
+            );
         }
     }
 }

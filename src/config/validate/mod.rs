@@ -44,7 +44,14 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
         (Some(sip), Some(media), Some(status), Some(prompts), Some(call), Some(carriers))
             if c.problems.is_empty() =>
         {
-            Ok(Config { sip, media, status, prompts, call, carriers })
+            Ok(Config {
+                sip,
+                media,
+                status,
+                prompts,
+                call,
+                carriers,
+            })
         }
         _ => Err(c.problems),
     }

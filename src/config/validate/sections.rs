@@ -39,11 +39,25 @@ pub(crate) fn sip(raw: RawSip, path: &FieldPath, c: &mut Checker) -> Option<SipC
         Some(d) => host(&d, &path.key("domain"), c).map(Some),
         None => Some(None),
     };
-    Some(SipConfig { listen: listen?, tls: tls?, user_agent: user_agent?, domain: domain? })
+    Some(SipConfig {
+        listen: listen?,
+        tls: tls?,
+        user_agent: user_agent?,
+        domain: domain?,
+    })
 }
 
-fn listen_addrs(raw: Option<Vec<String>>, path: &FieldPath, c: &mut Checker) -> Option<Vec<ListenAddr>> {
-    let texts = raw.unwrap_or_else(|| defaults::SIP_LISTEN.iter().map(|s| (*s).to_owned()).collect());
+fn listen_addrs(
+    raw: Option<Vec<String>>,
+    path: &FieldPath,
+    c: &mut Checker,
+) -> Option<Vec<ListenAddr>> {
+    let texts = raw.unwrap_or_else(|| {
+        defaults::SIP_LISTEN
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    });
     if texts.is_empty() {
         c.error(path, "must list at least one address");
         return None;
@@ -54,7 +68,10 @@ fn listen_addrs(raw: Option<Vec<String>>, path: &FieldPath, c: &mut Checker) -> 
         match text.parse::<ListenAddr>() {
             Ok(addr) => {
                 if let Some(j) = parsed.iter().position(|p| same_socket(*p, addr)) {
-                    c.error(&path.index(i), format!("{addr}: same socket as sip.listen[{j}]"));
+                    c.error(
+                        &path.index(i),
+                        format!("{addr}: same socket as sip.listen[{j}]"),
+                    );
                     ok = false;
                 }
                 parsed.push(addr);
@@ -77,18 +94,26 @@ fn same_socket(a: ListenAddr, b: ListenAddr) -> bool {
 fn tls(raw: RawTls, path: &FieldPath, c: &mut Checker) -> Option<TlsConfig> {
     let cert = required(raw.cert, &path.key("cert"), c)
         .and_then(|v| readable_file(&v, &path.key("cert"), c));
-    let key = required(raw.key, &path.key("key"), c)
-        .and_then(|v| readable_file(&v, &path.key("key"), c));
+    let key =
+        required(raw.key, &path.key("key"), c).and_then(|v| readable_file(&v, &path.key("key"), c));
     let client_ca = match raw.client_ca {
         Some(v) => readable_file(&v, &path.key("client_ca"), c).map(Some),
         None => Some(None),
     };
     let require_client_cert = raw.require_client_cert.unwrap_or(false);
     if require_client_cert && matches!(client_ca, Some(None)) {
-        c.error(&path.key("require_client_cert"), "requires client_ca (the CA that signs client certificates)");
+        c.error(
+            &path.key("require_client_cert"),
+            "requires client_ca (the CA that signs client certificates)",
+        );
         return None;
     }
-    Some(TlsConfig { cert: cert?, key: key?, client_ca: client_ca?, require_client_cert })
+    Some(TlsConfig {
+        cert: cert?,
+        key: key?,
+        client_ca: client_ca?,
+        require_client_cert,
+    })
 }
 
 pub(crate) fn media(raw: RawMedia, path: &FieldPath, c: &mut Checker) -> Option<MediaConfig> {
@@ -106,14 +131,20 @@ pub(crate) fn media(raw: RawMedia, path: &FieldPath, c: &mut Checker) -> Option<
         },
         None => Some(defaults::RTP_PORTS),
     };
-    Some(MediaConfig { bind: bind?, rtp_ports: rtp_ports? })
+    Some(MediaConfig {
+        bind: bind?,
+        rtp_ports: rtp_ports?,
+    })
 }
 
 fn parse_ip(text: &str, path: &FieldPath, c: &mut Checker) -> Option<IpAddr> {
     match text.parse::<IpAddr>() {
         Ok(ip) => Some(ip),
         Err(_) => {
-            c.error(path, format!("{text:?}: expected an IP address, e.g. \"127.0.0.1\""));
+            c.error(
+                path,
+                format!("{text:?}: expected an IP address, e.g. \"127.0.0.1\""),
+            );
             None
         }
     }
@@ -121,12 +152,17 @@ fn parse_ip(text: &str, path: &FieldPath, c: &mut Checker) -> Option<IpAddr> {
 
 pub(crate) fn status(raw: RawStatus, path: &FieldPath, c: &mut Checker) -> Option<StatusConfig> {
     let Some(text) = raw.listen else {
-        return Some(StatusConfig { listen: defaults::STATUS_LISTEN });
+        return Some(StatusConfig {
+            listen: defaults::STATUS_LISTEN,
+        });
     };
     match text.parse::<SocketAddr>() {
         Ok(listen) => Some(StatusConfig { listen }),
         Err(_) => {
-            c.error(&path.key("listen"), format!("{text:?}: expected IP:PORT, e.g. \"127.0.0.1:8080\""));
+            c.error(
+                &path.key("listen"),
+                format!("{text:?}: expected IP:PORT, e.g. \"127.0.0.1:8080\""),
+            );
             None
         }
     }
@@ -135,20 +171,31 @@ pub(crate) fn status(raw: RawStatus, path: &FieldPath, c: &mut Checker) -> Optio
 pub(crate) fn prompts(raw: RawPrompts, path: &FieldPath, c: &mut Checker) -> Option<PromptsConfig> {
     let Some(dir) = raw.dir else {
         if raw.high_demand.is_some() {
-            c.error(&path.key("high_demand"), "has no effect without prompts.dir (the embedded prompt is used)");
+            c.error(
+                &path.key("high_demand"),
+                "has no effect without prompts.dir (the embedded prompt is used)",
+            );
             return None;
         }
-        return Some(PromptsConfig { dir: None, high_demand: defaults::HIGH_DEMAND_PROMPT.to_owned() });
+        return Some(PromptsConfig {
+            dir: None,
+            high_demand: defaults::HIGH_DEMAND_PROMPT.to_owned(),
+        });
     };
     let dir_path = PathBuf::from(&dir);
     if !dir_path.is_dir() {
         c.error(&path.key("dir"), format!("{dir:?}: not a directory"));
         return None;
     }
-    let high_demand = raw.high_demand.unwrap_or_else(|| defaults::HIGH_DEMAND_PROMPT.to_owned());
+    let high_demand = raw
+        .high_demand
+        .unwrap_or_else(|| defaults::HIGH_DEMAND_PROMPT.to_owned());
     let file = dir_path.join(&high_demand);
     readable_file(&file.to_string_lossy(), &path.key("high_demand"), c)?;
-    Some(PromptsConfig { dir: Some(dir_path), high_demand })
+    Some(PromptsConfig {
+        dir: Some(dir_path),
+        high_demand,
+    })
 }
 
 pub(crate) fn call(raw: RawCall, path: &FieldPath, c: &mut Checker) -> Option<CallConfig> {
@@ -168,7 +215,10 @@ pub(crate) fn check_rtp_vs_sip(sip: &SipConfig, media: &MediaConfig, c: &mut Che
     for (i, l) in sip.listen.iter().enumerate() {
         let port = l.addr.port();
         if port != 0 && ips_collide(l.addr.ip(), media.bind) && media.rtp_ports.contains(port) {
-            c.error(&path, format!("{} overlaps sip.listen[{i}] {l}", media.rtp_ports));
+            c.error(
+                &path,
+                format!("{} overlaps sip.listen[{i}] {l}", media.rtp_ports),
+            );
         }
     }
 }
@@ -183,7 +233,13 @@ pub(crate) fn check_status_vs_sip(sip: &SipConfig, status: &StatusConfig, c: &mu
             && port == status.listen.port()
             && ips_collide(l.addr.ip(), status.listen.ip());
         if clash {
-            c.error(&path, format!("{} is the same TCP socket as sip.listen[{i}] {l}", status.listen));
+            c.error(
+                &path,
+                format!(
+                    "{} is the same TCP socket as sip.listen[{i}] {l}",
+                    status.listen
+                ),
+            );
         }
     }
 }
