@@ -1,0 +1,91 @@
+//! Built-in defaults, and the embedded configuration used when `run` gets no `--config`:
+//! SIP on udp+tcp 127.0.0.1:5060, RTP on 127.0.0.1 20000-20999, HTTP on 127.0.0.1:8080, and one
+//! carrier "local" that accepts INVITEs from any loopback source.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use ipnet::{IpNet, Ipv4Net};
+
+use super::addr::{ListenAddr, PortRange};
+use super::model::{
+    CallConfig, CarrierConfig, Config, MediaConfig, PromptsConfig, SipConfig, StatusConfig,
+};
+use crate::core::sip::Transport;
+
+pub const USER_AGENT: &str = concat!("trunkguard/", env!("CARGO_PKG_VERSION"));
+pub const SIP_LISTEN: [&str; 2] = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"];
+pub const MEDIA_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+pub const RTP_PORTS: PortRange = PortRange {
+    start: 20000,
+    end: 20999,
+};
+pub const STATUS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+pub const HIGH_DEMAND_PROMPT: &str = "high-demand.wav";
+pub const MAX_CALL_DURATION_S: u64 = 3600;
+
+/// The embedded default configuration as TOML; parses to [`Config::embedded_default`].
+pub const EMBEDDED_DEFAULT_TOML: &str = r#"# trunkguard embedded default: loopback only, one local test carrier.
+[sip]
+listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+
+[media]
+bind = "127.0.0.1"
+rtp_ports = "20000-20999"
+
+[status]
+listen = "127.0.0.1:8080"
+
+# Any loopback source is the local test carrier; it has no proxy, so it is not probed.
+[[carrier]]
+name = "local"
+inbound_from = ["127.0.0.0/8"]
+"#;
+
+impl Config {
+    /// The configuration used when `run` is given no `--config`.
+    pub fn embedded_default() -> Config {
+        let loopback = Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).map(IpNet::V4);
+        Config {
+            sip: SipConfig {
+                listen: vec![
+                    ListenAddr {
+                        transport: Transport::Udp,
+                        addr: sip_loopback(),
+                    },
+                    ListenAddr {
+                        transport: Transport::Tcp,
+                        addr: sip_loopback(),
+                    },
+                ],
+                tls: None,
+                user_agent: USER_AGENT.to_owned(),
+                domain: None,
+            },
+            media: MediaConfig {
+                bind: MEDIA_BIND,
+                rtp_ports: RTP_PORTS,
+            },
+            status: StatusConfig {
+                listen: STATUS_LISTEN,
+            },
+            prompts: PromptsConfig {
+                dir: None,
+                high_demand: HIGH_DEMAND_PROMPT.to_owned(),
+            },
+            call: CallConfig {
+                max_duration_s: MAX_CALL_DURATION_S,
+            },
+            carriers: vec![CarrierConfig {
+                name: "local".to_owned(),
+                proxy: None,
+                inbound_from: loopback.into_iter().collect(),
+                probe: None,
+                register: None,
+            }],
+        }
+    }
+}
+
+fn sip_loopback() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060)
+}

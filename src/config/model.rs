@@ -1,0 +1,284 @@
+//! The validated, typed configuration. Values here have passed every check in `validate`; the
+//! rest of trunkguard reads them and never re-validates.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::addr::{ListenAddr, PortRange};
+use crate::core::sip::Peer;
+
+/// The whole configuration (`trunkguard.toml`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub media: MediaConfig,
+    pub status: StatusConfig,
+    pub prompts: PromptsConfig,
+    pub call: CallConfig,
+    /// `[[carrier]]` tables, in file order.
+    pub carriers: Vec<CarrierConfig>,
+}
+
+/// `[sip]`: where we listen for SIP and how we present ourselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipConfig {
+    pub listen: Vec<ListenAddr>,
+    /// Present whenever a `tls:` listen address is configured.
+    pub tls: Option<TlsConfig>,
+    /// `User-Agent` header value.
+    pub user_agent: String,
+    /// Host used in From/To of OPTIONS and REGISTER; `None` means the carrier's proxy host.
+    pub domain: Option<String>,
+}
+
+/// `[sip].tls`: PEM files for rustls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA bundle used to verify client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Reject TLS clients without a certificate signed by `client_ca`.
+    pub require_client_cert: bool,
+}
+
+/// `[media]`: RTP sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaConfig {
+    pub bind: IpAddr,
+    pub rtp_ports: PortRange,
+}
+
+/// `[status]`: the HTTP status server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusConfig {
+    pub listen: SocketAddr,
+}
+
+/// `[prompts]`: audio played to callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptsConfig {
+    /// Directory of prompt files; `None` means use the prompt embedded in the binary.
+    pub dir: Option<PathBuf>,
+    /// File name (inside `dir`) of the "high demand" prompt.
+    pub high_demand: String,
+}
+
+impl PromptsConfig {
+    /// Path of the high-demand prompt on disk, or `None` for the embedded prompt.
+    pub fn high_demand_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|dir| dir.join(&self.high_demand))
+    }
+}
+
+/// `[call]`: per-call policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallConfig {
+    pub max_duration_s: u64,
+}
+
+impl CallConfig {
+    /// Calls are torn down after this long.
+    pub fn max_duration(&self) -> Duration {
+        Duration::from_secs(self.max_duration_s)
+    }
+}
+
+/// One `[[carrier]]`: a SIP trunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarrierConfig {
+    /// Unique name (letters, digits, `-`, `_`, `.`), used in logs and the status page.
+    pub name: String,
+    /// Where OPTIONS, REGISTER and outbound INVITEs go. `None`: inbound-only IP peering.
+    pub proxy: Option<Peer>,
+    /// Sources whose INVITEs are accepted as this carrier. Disjoint across carriers.
+    pub inbound_from: Vec<IpNet>,
+    /// OPTIONS probing; `Some` exactly when `proxy` is set (defaults apply if not written).
+    pub probe: Option<ProbeConfig>,
+    /// REGISTER with digest auth; only possible with a `proxy`.
+    pub register: Option<RegisterConfig>,
+}
+
+impl CarrierConfig {
+    /// Whether an INVITE from `ip` belongs to this carrier.
+    pub fn accepts_from(&self, ip: IpAddr) -> bool {
+        self.inbound_from.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// `probe = { ... }`: OPTIONS health checking of a carrier's proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeConfig {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive failed probes before the carrier is marked down.
+    pub down_after: u32,
+    /// Consecutive successful probes before a down carrier is marked up.
+    pub up_after: u32,
+}
+
+impl ProbeConfig {
+    pub const DEFAULT: ProbeConfig = ProbeConfig {
+        interval_ms: 5000,
+        timeout_ms: 2000,
+        down_after: 3,
+        up_after: 2,
+    };
+
+    /// Time between the starts of two probes.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+
+    /// A probe without a final response within this time counts as failed.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// `register = { ... }`: REGISTER with the carrier's proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterConfig {
+    /// Digest username and (unless `contact_user` is set) the AOR / Contact user part.
+    pub user: String,
+    /// Read at load from `password_file` or `password_env`; never printed.
+    pub password: Password,
+    /// Requested registration lifetime in seconds (`expires` in the file).
+    pub expires_s: u32,
+    /// Host of the AOR (To/From) for REGISTER; default `[sip].domain`, then the proxy host.
+    pub domain: Option<String>,
+    /// Expected digest realm; `None` accepts the realm the carrier challenges with.
+    pub realm: Option<String>,
+    /// User part of the Contact; default `user`.
+    pub contact_user: Option<String>,
+}
+
+impl RegisterConfig {
+    pub const DEFAULT_EXPIRES_S: u32 = 300;
+    pub const MIN_EXPIRES_S: u32 = 60;
+
+    /// Requested registration lifetime.
+    pub fn expires(&self) -> Duration {
+        Duration::from_secs(u64::from(self.expires_s))
+    }
+
+    /// User part for the Contact header.
+    pub fn contact_user(&self) -> &str {
+        self.contact_user.as_deref().unwrap_or(&self.user)
+    }
+}
+
+/// A secret string. `Debug` and `Display` never show it; call [`Password::expose`] to use it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Password(secret.into())
+    }
+
+    /// The secret itself, for computing digest responses. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+impl fmt::Display for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Config {
+    /// The carrier with this name.
+    pub fn carrier(&self, name: &str) -> Option<&CarrierConfig> {
+        self.carriers.iter().find(|c| c.name == name)
+    }
+
+    /// The carrier whose `inbound_from` covers `ip` (networks are disjoint, so at most one).
+    pub fn carrier_for_source(&self, ip: IpAddr) -> Option<&CarrierConfig> {
+        self.carriers.iter().find(|c| c.accepts_from(ip))
+    }
+
+    /// Host for From/To of OPTIONS to this carrier: `[sip].domain`, else the proxy IP.
+    pub fn sip_domain_for(&self, carrier: &CarrierConfig) -> Option<String> {
+        self.sip
+            .domain
+            .clone()
+            .or_else(|| carrier.proxy.map(|p| host_of(p.addr)))
+    }
+
+    /// Host of the AOR for REGISTER: `register.domain`, else [`Config::sip_domain_for`].
+    pub fn register_domain_for(&self, carrier: &CarrierConfig) -> Option<String> {
+        carrier
+            .register
+            .as_ref()
+            .and_then(|r| r.domain.clone())
+            .or_else(|| self.sip_domain_for(carrier))
+    }
+
+    /// One line for `check-config`: `2 carriers, listen udp:127.0.0.1:5060, tcp:127.0.0.1:5060`.
+    pub fn summary(&self) -> String {
+        let n = self.carriers.len();
+        let noun = if n == 1 { "carrier" } else { "carriers" };
+        let listen: Vec<String> = self.sip.listen.iter().map(ToString::to_string).collect();
+        format!("{n} {noun}, listen {}", listen.join(", "))
+    }
+}
+
+/// IP as a SIP host: IPv6 in brackets.
+fn host_of(addr: SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_redacted() {
+        let p = Password::new("hunter2");
+        assert_eq!(format!("{p:?}"), "Password(<redacted>)");
+        assert_eq!(p.to_string(), "<redacted>");
+        assert_eq!(p.expose(), "hunter2");
+    }
+
+    #[test]
+    fn durations() {
+        let p = ProbeConfig::default();
+        assert_eq!(p.interval(), Duration::from_secs(5));
+        assert_eq!(p.timeout(), Duration::from_secs(2));
+        assert_eq!(
+            CallConfig {
+                max_duration_s: 3600
+            }
+            .max_duration(),
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn host_of_brackets_v6() {
+        assert_eq!(host_of("[::1]:5060".parse().unwrap()), "[::1]");
+        assert_eq!(host_of("10.0.0.1:5060".parse().unwrap()), "10.0.0.1");
+    }
+}

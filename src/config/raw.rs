@@ -1,0 +1,90 @@
+//! The file as serde sees it: every key optional, unknown keys rejected. `validate` turns this
+//! into the typed [`Config`](super::Config), applying defaults and checks.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawConfig {
+    pub sip: RawSip,
+    pub media: RawMedia,
+    pub status: RawStatus,
+    pub prompts: RawPrompts,
+    pub call: RawCall,
+    pub carrier: Vec<RawCarrier>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawSip {
+    pub listen: Option<Vec<String>>,
+    pub tls: Option<RawTls>,
+    pub user_agent: Option<String>,
+    pub domain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub client_ca: Option<String>,
+    pub require_client_cert: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawMedia {
+    pub bind: Option<String>,
+    pub rtp_ports: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawStatus {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawPrompts {
+    pub dir: Option<String>,
+    pub high_demand: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCall {
+    pub max_duration_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCarrier {
+    pub name: Option<String>,
+    pub proxy: Option<String>,
+    pub inbound_from: Option<Vec<String>>,
+    pub probe: Option<RawProbe>,
+    pub register: Option<RawRegister>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawProbe {
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub down_after: Option<u32>,
+    pub up_after: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRegister {
+    pub user: Option<String>,
+    pub password_file: Option<String>,
+    pub password_env: Option<String>,
+    pub expires: Option<u32>,
+    pub domain: Option<String>,
+    pub realm: Option<String>,
+    pub contact_user: Option<String>,
+}

@@ -1,0 +1,58 @@
+//! Turns the raw file into a typed [`Config`]: applies defaults, checks every value, and records
+//! every problem with its field path (lines are attached later from the source map).
+
+mod carrier;
+mod checks;
+mod sections;
+
+use super::error::FieldPath;
+use super::raw::RawConfig;
+use super::Config;
+
+/// Problems found, each with the path of the field at fault.
+pub(crate) type Problems = Vec<(FieldPath, String)>;
+
+/// Collects problems while validating.
+#[derive(Debug, Default)]
+pub(crate) struct Checker {
+    problems: Problems,
+}
+
+impl Checker {
+    pub(crate) fn error(&mut self, path: &FieldPath, message: impl Into<String>) {
+        self.problems.push((path.clone(), message.into()));
+    }
+}
+
+/// Validates the whole file; `Err` carries every problem found.
+pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
+    let mut c = Checker::default();
+    let root = FieldPath::root();
+    let sip = sections::sip(raw.sip, &root.key("sip"), &mut c);
+    let media = sections::media(raw.media, &root.key("media"), &mut c);
+    let status = sections::status(raw.status, &root.key("status"), &mut c);
+    let prompts = sections::prompts(raw.prompts, &root.key("prompts"), &mut c);
+    let call = sections::call(raw.call, &root.key("call"), &mut c);
+    let carriers = carrier::carriers(raw.carrier, &root.key("carrier"), &mut c);
+    if let (Some(sip), Some(media)) = (&sip, &media) {
+        sections::check_rtp_vs_sip(sip, media, &mut c);
+    }
+    if let (Some(sip), Some(status)) = (&sip, &status) {
+        sections::check_status_vs_sip(sip, status, &mut c);
+    }
+    match (sip, media, status, prompts, call, carriers) {
+        (Some(sip), Some(media), Some(status), Some(prompts), Some(call), Some(carriers))
+            if c.problems.is_empty() =>
+        {
+            Ok(Config {
+                sip,
+                media,
+                status,
+                prompts,
+                call,
+                carriers,
+            })
+        }
+        _ => Err(c.problems),
+    }
+}

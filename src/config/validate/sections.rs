@@ -1,0 +1,245 @@
+//! Validation of the single-instance sections: `[sip]`, `[media]`, `[status]`, `[prompts]`,
+//! `[call]`, and the checks between them (port clashes).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use super::checks::{at_least, header_text, host, readable_file, required};
+use super::Checker;
+use crate::config::addr::{ListenAddr, PortRange};
+use crate::config::defaults;
+use crate::config::error::FieldPath;
+use crate::config::model::{
+    CallConfig, MediaConfig, PromptsConfig, SipConfig, StatusConfig, TlsConfig,
+};
+use crate::config::raw::{RawCall, RawMedia, RawPrompts, RawSip, RawStatus, RawTls};
+use crate::core::sip::Transport;
+
+pub(crate) fn sip(raw: RawSip, path: &FieldPath, c: &mut Checker) -> Option<SipConfig> {
+    let listen = listen_addrs(raw.listen, &path.key("listen"), c);
+    let tls = match raw.tls {
+        Some(t) => tls(t, &path.key("tls"), c).map(Some),
+        None => Some(None),
+    };
+    if let (Some(listen), Some(None)) = (&listen, &tls) {
+        for (i, addr) in listen.iter().enumerate() {
+            if addr.transport == Transport::Tls {
+                c.error(
+                    &path.key("listen").index(i),
+                    format!("{addr}: a tls listen address needs [sip].tls with cert and key"),
+                );
+            }
+        }
+    }
+    let user_agent = match raw.user_agent {
+        Some(ua) => header_text(&ua, &path.key("user_agent"), c),
+        None => Some(defaults::USER_AGENT.to_owned()),
+    };
+    let domain = match raw.domain {
+        Some(d) => host(&d, &path.key("domain"), c).map(Some),
+        None => Some(None),
+    };
+    Some(SipConfig {
+        listen: listen?,
+        tls: tls?,
+        user_agent: user_agent?,
+        domain: domain?,
+    })
+}
+
+fn listen_addrs(
+    raw: Option<Vec<String>>,
+    path: &FieldPath,
+    c: &mut Checker,
+) -> Option<Vec<ListenAddr>> {
+    let texts = raw.unwrap_or_else(|| {
+        defaults::SIP_LISTEN
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    });
+    if texts.is_empty() {
+        c.error(path, "must list at least one address");
+        return None;
+    }
+    let mut parsed: Vec<ListenAddr> = Vec::new();
+    let mut ok = true;
+    for (i, text) in texts.iter().enumerate() {
+        match text.parse::<ListenAddr>() {
+            Ok(addr) => {
+                if let Some(j) = parsed.iter().position(|p| same_socket(*p, addr)) {
+                    c.error(
+                        &path.index(i),
+                        format!("{addr}: same socket as sip.listen[{j}]"),
+                    );
+                    ok = false;
+                }
+                parsed.push(addr);
+            }
+            Err(e) => {
+                c.error(&path.index(i), e.to_string());
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(parsed)
+}
+
+/// Two listen entries would bind the same socket (tcp and tls are both TCP sockets).
+fn same_socket(a: ListenAddr, b: ListenAddr) -> bool {
+    let stream = |t: Transport| t != Transport::Udp;
+    a.addr == b.addr && a.addr.port() != 0 && stream(a.transport) == stream(b.transport)
+}
+
+fn tls(raw: RawTls, path: &FieldPath, c: &mut Checker) -> Option<TlsConfig> {
+    let cert = required(raw.cert, &path.key("cert"), c)
+        .and_then(|v| readable_file(&v, &path.key("cert"), c));
+    let key =
+        required(raw.key, &path.key("key"), c).and_then(|v| readable_file(&v, &path.key("key"), c));
+    let client_ca = match raw.client_ca {
+        Some(v) => readable_file(&v, &path.key("client_ca"), c).map(Some),
+        None => Some(None),
+    };
+    let require_client_cert = raw.require_client_cert.unwrap_or(false);
+    if require_client_cert && matches!(client_ca, Some(None)) {
+        c.error(
+            &path.key("require_client_cert"),
+            "requires client_ca (the CA that signs client certificates)",
+        );
+        return None;
+    }
+    Some(TlsConfig {
+        cert: cert?,
+        key: key?,
+        client_ca: client_ca?,
+        require_client_cert,
+    })
+}
+
+pub(crate) fn media(raw: RawMedia, path: &FieldPath, c: &mut Checker) -> Option<MediaConfig> {
+    let bind = match raw.bind {
+        Some(text) => parse_ip(&text, &path.key("bind"), c),
+        None => Some(defaults::MEDIA_BIND),
+    };
+    let rtp_ports = match raw.rtp_ports {
+        Some(text) => match text.parse::<PortRange>() {
+            Ok(range) => Some(range),
+            Err(e) => {
+                c.error(&path.key("rtp_ports"), e.to_string());
+                None
+            }
+        },
+        None => Some(defaults::RTP_PORTS),
+    };
+    Some(MediaConfig {
+        bind: bind?,
+        rtp_ports: rtp_ports?,
+    })
+}
+
+fn parse_ip(text: &str, path: &FieldPath, c: &mut Checker) -> Option<IpAddr> {
+    match text.parse::<IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            c.error(
+                path,
+                format!("{text:?}: expected an IP address, e.g. \"127.0.0.1\""),
+            );
+            None
+        }
+    }
+}
+
+pub(crate) fn status(raw: RawStatus, path: &FieldPath, c: &mut Checker) -> Option<StatusConfig> {
+    let Some(text) = raw.listen else {
+        return Some(StatusConfig {
+            listen: defaults::STATUS_LISTEN,
+        });
+    };
+    match text.parse::<SocketAddr>() {
+        Ok(listen) => Some(StatusConfig { listen }),
+        Err(_) => {
+            c.error(
+                &path.key("listen"),
+                format!("{text:?}: expected IP:PORT, e.g. \"127.0.0.1:8080\""),
+            );
+            None
+        }
+    }
+}
+
+pub(crate) fn prompts(raw: RawPrompts, path: &FieldPath, c: &mut Checker) -> Option<PromptsConfig> {
+    let Some(dir) = raw.dir else {
+        if raw.high_demand.is_some() {
+            c.error(
+                &path.key("high_demand"),
+                "has no effect without prompts.dir (the embedded prompt is used)",
+            );
+            return None;
+        }
+        return Some(PromptsConfig {
+            dir: None,
+            high_demand: defaults::HIGH_DEMAND_PROMPT.to_owned(),
+        });
+    };
+    let dir_path = PathBuf::from(&dir);
+    if !dir_path.is_dir() {
+        c.error(&path.key("dir"), format!("{dir:?}: not a directory"));
+        return None;
+    }
+    let high_demand = raw
+        .high_demand
+        .unwrap_or_else(|| defaults::HIGH_DEMAND_PROMPT.to_owned());
+    let file = dir_path.join(&high_demand);
+    readable_file(&file.to_string_lossy(), &path.key("high_demand"), c)?;
+    Some(PromptsConfig {
+        dir: Some(dir_path),
+        high_demand,
+    })
+}
+
+pub(crate) fn call(raw: RawCall, path: &FieldPath, c: &mut Checker) -> Option<CallConfig> {
+    let max = raw.max_duration_s.unwrap_or(defaults::MAX_CALL_DURATION_S);
+    let max_duration_s = at_least(max, 1, &path.key("max_duration_s"), c)?;
+    Some(CallConfig { max_duration_s })
+}
+
+/// Two addresses could bind the same port: equal, or one is the wildcard of the same family.
+fn ips_collide(a: IpAddr, b: IpAddr) -> bool {
+    a == b || (a.is_ipv4() == b.is_ipv4() && (a.is_unspecified() || b.is_unspecified()))
+}
+
+/// No SIP listen port may fall inside the RTP range on a colliding address.
+pub(crate) fn check_rtp_vs_sip(sip: &SipConfig, media: &MediaConfig, c: &mut Checker) {
+    let path = FieldPath::root().key("media").key("rtp_ports");
+    for (i, l) in sip.listen.iter().enumerate() {
+        let port = l.addr.port();
+        if port != 0 && ips_collide(l.addr.ip(), media.bind) && media.rtp_ports.contains(port) {
+            c.error(
+                &path,
+                format!("{} overlaps sip.listen[{i}] {l}", media.rtp_ports),
+            );
+        }
+    }
+}
+
+/// The HTTP status server must not take a SIP TCP/TLS socket.
+pub(crate) fn check_status_vs_sip(sip: &SipConfig, status: &StatusConfig, c: &mut Checker) {
+    let path = FieldPath::root().key("status").key("listen");
+    for (i, l) in sip.listen.iter().enumerate() {
+        let port = l.addr.port();
+        let clash = l.transport != Transport::Udp
+            && port != 0
+            && port == status.listen.port()
+            && ips_collide(l.addr.ip(), status.listen.ip());
+        if clash {
+            c.error(
+                &path,
+                format!(
+                    "{} is the same TCP socket as sip.listen[{i}] {l}",
+                    status.listen
+                ),
+            );
+        }
+    }
+}
