@@ -122,7 +122,7 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn new(cfg: EndpointConfig, now: Instant, seed: u64) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let acl = InboundAcl::new(cfg.carriers.iter().enumerate().map(|(i, c)| (i, c.inbound_from.clone())).collect());
+        let acl = InboundAcl::new(cfg.carriers.iter().enumerate().map(|(i, c)| (i, c.inbound_from.clone())).collect::<Vec<_>>());
         let carriers = cfg
             .carriers
             .iter()
