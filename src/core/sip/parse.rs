@@ -230,8 +230,8 @@ fn validate(msg: &SipMessage) -> Result<(), ParseError> {
     }
     headers::call_id(required(h, "Call-ID")?)?;
     let cseq = CSeq::parse(required(h, "CSeq")?)?;
-    NameAddr::parse(required(h, "From")?)?;
-    NameAddr::parse(required(h, "To")?)?;
+    NameAddr::parse_for("From", required(h, "From")?)?;
+    NameAddr::parse_for("To", required(h, "To")?)?;
     Contact::parse_lines(h.get_all("Contact"))?;
     if let SipMessage::Request(r) = msg {
         if cseq.method != r.method {
@@ -249,8 +249,10 @@ fn validate(msg: &SipMessage) -> Result<(), ParseError> {
 /// the first From, To, Call-ID and CSeq lines as received, compact names expanded.
 ///
 /// Returns `None` when no response may or can be sent: the bytes look like a response, the
-/// request is an ACK (never answered), or there is no usable top Via. Values other than the top
-/// Via are not validated; they are echoed as received, as RFC 3261 §8.2.6.2 asks.
+/// request is an ACK (never answered), or the top Via has no usable sent-protocol and sent-by
+/// (its parameters and SIP version are not checked). Other values are not validated; they are
+/// echoed as received, as RFC 3261 §8.2.6 asks. Build the answer with
+/// [`super::validate::Rejection::response_for`] and [`ParseError::status`].
 pub fn parse_headers_lenient(buf: &[u8]) -> Option<Headers> {
     let buf = skip_leading_crlf(buf);
     let head = match find_head_end(buf) {
@@ -275,12 +277,29 @@ pub fn parse_headers_lenient(buf: &[u8]) -> Option<Headers> {
             _ => {}
         }
     }
-    let top = out.get("Via")?;
-    Via::parse_one(first_value(top).trim()).ok()?;
+    if !usable_via(out.get("Via")?) {
+        return None;
+    }
     if out.get("CSeq").is_some_and(|c| c.split_whitespace().nth(1) == Some("ACK")) {
         return None;
     }
     Some(out)
+}
+
+/// Whether a Via line's first value has a sent-protocol and sent-by a response can be routed
+/// by. Its parameters and SIP version are not checked, so a 400 can answer a broken parameter
+/// list and a 505 can reach a `SIP/7.0` sender.
+fn usable_via(line: &str) -> bool {
+    let v = first_value(line).trim();
+    let v = v.split(';').next().unwrap_or_default();
+    let normalized = match v.get(..4).filter(|p| p.eq_ignore_ascii_case("SIP/")) {
+        Some(_) => match v[4..].split_once('/') {
+            Some((_, rest)) => format!("SIP/2.0/{rest}"),
+            None => return false,
+        },
+        None => return false,
+    };
+    Via::parse_one(&normalized).is_ok()
 }
 
 /// The first comma-separated value of a header line (commas inside quotes do not count).
@@ -356,5 +375,45 @@ impl SipHeaders for Response {
 impl SipHeaders for SipMessage {
     fn headers_ref(&self) -> &Headers {
         self.headers()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unfolds_and_expands() {
+        let raw = b"\r\nOPTIONS sip:a@example.com SIP/2.0\r\nv: SIP/2.0/UDP h.example.com\r\n ;branch=z9hG4bK1\r\n\
+                    f: <sip:b@example.com>;tag=1\r\nt: sip:a@example.com\r\ni: x\r\nCSeq :\r\n  1\r\n\tOPTIONS\r\nl: 0\r\n\r\n";
+        let m = parse_message(raw).unwrap();
+        assert_eq!(m.headers().get("CSeq"), Some("1 OPTIONS"));
+        assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK1"));
+        assert_eq!(m.call_id(), Ok("x"));
+    }
+
+    #[test]
+    fn error_statuses() {
+        assert_eq!(ParseError::Version("SIP/7.0".into()).status(), 505);
+        assert_eq!(ParseError::Incomplete.status(), 400);
+        let r = parse_message(b"OPTIONS sip:a@b.com SIP/3.1\r\n\r\n").unwrap_err();
+        assert_eq!(r, ParseError::Version("SIP/3.1".into()));
+        let r = parse_message(b"OPTIONS sip:a@b.com SIPX\r\n\r\n").unwrap_err();
+        assert!(matches!(r, ParseError::StartLine(_)));
+    }
+
+    #[test]
+    fn lenient_recovery() {
+        let raw = b"INVITE sip:a@b.com SIP/7.0\r\nVia: SIP/7.0/UDP c.example.com;;\r\nVia: SIP/2.0/UDP d.example.com\r\n\
+                    To: broken \"\r\nCSeq: 1 INVITE\r\nCall-ID: z\r\nCall-ID: y\r\n";
+        let h = parse_headers_lenient(raw).unwrap();
+        assert_eq!(h.count("Via"), 2);
+        assert_eq!(h.get("To"), Some("broken \""));
+        assert_eq!(h.get_all("Call-ID").collect::<Vec<_>>(), vec!["z"]);
+        assert!(parse_headers_lenient(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a.com\r\n\r\n").is_none());
+        assert!(parse_headers_lenient(b"ACK sip:a@b.com SIP/2.0\r\nVia: SIP/2.0/UDP a.com\r\n\r\n").is_none());
+        assert!(parse_headers_lenient(b"FOO sip:a@b.com SIP/2.0\r\nCSeq: 1 ACK\r\nVia: SIP/2.0/UDP a.com\r\n\r\n").is_none());
+        assert!(parse_headers_lenient(b"INVITE sip:a@b.com SIP/2.0\r\nVia: garbage\r\n\r\n").is_none());
+        assert!(parse_headers_lenient(b"").is_none());
     }
 }

@@ -23,7 +23,7 @@ impl Contact {
                 if part.trim().is_empty() {
                     return Err(malformed("Contact", "empty value"));
                 }
-                NameAddr::parse(part)
+                NameAddr::parse_for("Contact", part)
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Contact::List)

@@ -24,26 +24,31 @@ pub struct NameAddr {
 
 impl NameAddr {
     pub fn parse(value: &str) -> Result<NameAddr, HeaderError> {
+        NameAddr::parse_for("From/To", value)
+    }
+
+    /// [`NameAddr::parse`] naming `header` in errors.
+    pub fn parse_for(header: &'static str, value: &str) -> Result<NameAddr, HeaderError> {
         let v = value.trim_matches(is_ws);
         if v.is_empty() {
-            return Err(malformed("From/To", "empty"));
+            return Err(malformed(header, "empty"));
         }
-        let (display, rest) = split_display(v)?;
+        let (display, rest) = split_display(header, v)?;
         if let Some(inner) = rest.strip_prefix('<') {
-            let gt = inner.find('>').ok_or_else(|| malformed("From/To", "unclosed <"))?;
+            let gt = inner.find('>').ok_or_else(|| malformed(header, "unclosed <"))?;
             let uri = &inner[..gt];
             if uri.is_empty() || uri.contains(char::is_whitespace) {
-                return Err(malformed("From/To", "empty URI or whitespace inside <>"));
+                return Err(malformed(header, "empty URI or whitespace inside <>"));
             }
             Uri::parse(uri)?;
             return Ok(NameAddr {
                 display,
                 uri: uri.to_string(),
-                params: Params::parse_strict("From/To", &inner[gt + 1..])?,
+                params: Params::parse_strict(header, &inner[gt + 1..])?,
             });
         }
         if display.is_some() {
-            return Err(malformed("From/To", "display name without <URI>"));
+            return Err(malformed(header, "display name without <URI>"));
         }
         // addr-spec form: parameters after the URI belong to the header
         let (uri, params) = match v.find(';') {
@@ -51,13 +56,13 @@ impl NameAddr {
             None => (v, ""),
         };
         if uri.contains(|c: char| c.is_whitespace() || c == ',' || c == '?') {
-            return Err(malformed("From/To", "addr-spec with whitespace, comma or ? needs <>"));
+            return Err(malformed(header, "addr-spec with whitespace, comma or ? needs <>"));
         }
         Uri::parse(uri)?;
         Ok(NameAddr {
             display: None,
             uri: uri.to_string(),
-            params: Params::parse_strict("From/To", params)?,
+            params: Params::parse_strict(header, params)?,
         })
     }
 
@@ -82,12 +87,12 @@ impl NameAddr {
 }
 
 /// Splits off a display name (quoted-string, or tokens before `<`). Returns the rest.
-fn split_display(v: &str) -> Result<(Option<String>, &str), HeaderError> {
+fn split_display<'a>(header: &'static str, v: &'a str) -> Result<(Option<String>, &'a str), HeaderError> {
     if v.starts_with('"') {
-        let n = quoted_string_len(v).ok_or_else(|| malformed("From/To", "unbalanced quotes"))?;
+        let n = quoted_string_len(v).ok_or_else(|| malformed(header, "unbalanced quotes"))?;
         let rest = v[n..].trim_start_matches(is_ws);
         if !rest.starts_with('<') {
-            return Err(malformed("From/To", "quoted display name without <URI>"));
+            return Err(malformed(header, "quoted display name without <URI>"));
         }
         return Ok((Some(v[..n].to_string()), rest));
     }
@@ -95,7 +100,7 @@ fn split_display(v: &str) -> Result<(Option<String>, &str), HeaderError> {
         Some(lt) => {
             let d = v[..lt].trim_matches(is_ws);
             if !d.split(is_ws).filter(|w| !w.is_empty()).all(is_token) {
-                return Err(malformed("From/To", "display name is neither tokens nor quoted"));
+                return Err(malformed(header, "display name is neither tokens nor quoted"));
             }
             Ok(((!d.is_empty()).then(|| d.to_string()), &v[lt..]))
         }
