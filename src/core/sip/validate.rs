@@ -7,7 +7,7 @@
 //!
 //! ACK is never answered: a caller that gets `Err` for an ACK drops the ACK silently.
 
-use super::headers::{self, Accept, HeaderError, MediaType, NameAddr, SipDate, Uri};
+use super::headers::{self, Accept, MediaType, NameAddr, SipDate, Uri};
 use super::message::{reason_phrase, Header, Headers, Method, Request, Response};
 use super::parse::{ParseError, SipHeaders};
 
@@ -246,7 +246,7 @@ fn check_accept(req: &Request, policy: &Policy) -> Result<(), Rejection> {
     }
     let mut ranges = Vec::new();
     for line in req.headers.get_all("Accept") {
-        ranges.extend(Accept::parse(line).map_err(|e: HeaderError| Rejection::bad(e))?.0);
+        ranges.extend(Accept::parse(line).map_err(Rejection::bad)?.0);
     }
     let accept = Accept(ranges);
     if policy.body_types.iter().any(|t| accept.accepts(t)) {
@@ -288,8 +288,7 @@ mod tests {
     #[test]
     fn each_rejection() {
         assert_eq!(status(&req("", "OPTIONS", "urn:x:y", "")), Some(416));
-        let zero = req("", "OPTIONS", "sip:x@example.com", "");
-        let mut zero = zero.clone();
+        let mut zero = req("", "OPTIONS", "sip:x@example.com", "");
         zero.headers.set("Max-Forwards", "0");
         assert_eq!(status(&zero), Some(483));
         assert_eq!(check_request_with(&zero, &Policy::endpoint()), Ok(()));
