@@ -9,7 +9,8 @@ pub mod message;
 pub mod parse;
 pub mod transaction;
 pub mod transport;
+pub mod validate;
 
 pub use message::{Header, Headers, Method, Request, Response, SipMessage};
-pub use parse::{parse_message, ParseError, SipHeaders};
+pub use parse::{parse_headers_lenient, parse_message, ParseError, SipHeaders};
 pub use transport::{Peer, Transport};

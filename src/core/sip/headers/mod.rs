@@ -1,16 +1,33 @@
 //! Typed SIP header values, one header per file (after kbalt/ezk). Each type parses from the
 //! unfolded header value and prints back to wire form with `Display`.
 
+mod accept;
 mod call_id;
+mod contact;
+mod content_length;
+mod content_type;
 mod cseq;
+mod date;
+mod max_forwards;
 mod name_addr;
+mod option_tags;
 pub(crate) mod params;
+pub(crate) mod syntax;
+mod uri;
 mod via;
 
+pub use accept::Accept;
 pub use call_id::call_id;
+pub use contact::Contact;
+pub use content_length::content_length;
+pub use content_type::MediaType;
 pub use cseq::CSeq;
+pub use date::SipDate;
+pub use max_forwards::max_forwards;
 pub use name_addr::NameAddr;
+pub use option_tags::option_tags;
 pub use params::Params;
+pub use uri::{parse_host_port, Host, SipUri, Uri};
 pub use via::Via;
 
 use thiserror::Error;

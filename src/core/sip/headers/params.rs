@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+use super::syntax::{is_token, is_token_char, quoted_string_len};
+use super::{malformed, HeaderError};
+
 /// Parameters in order; names compared case-insensitively, values kept verbatim.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Params(pub Vec<(String, Option<String>)>);
@@ -21,6 +24,29 @@ impl Params {
             }
         }
         Params(out)
+    }
+
+    /// Strict `*( SEMI generic-param )` (RFC 3261 §25.1): every parameter is a token name with
+    /// an optional token / host / quoted-string value; LWS around `;` and `=` is allowed,
+    /// empty parameters (`;;`) are not. `s` must be empty or start with `;`.
+    pub fn parse_strict(header: &'static str, s: &str) -> Result<Params, HeaderError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(Params::default());
+        }
+        let rest = s.strip_prefix(';').ok_or_else(|| malformed(header, "junk before parameters"))?;
+        let mut out = Vec::new();
+        for part in split_outside_quotes(rest, ';') {
+            let (name, value) = match part.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim())),
+                None => (part.trim(), None),
+            };
+            if !is_token(name) || !value.is_none_or(is_gen_value) {
+                return Err(malformed(header, format!("bad parameter {:?}", part.trim())));
+            }
+            out.push((name.to_string(), value.map(str::to_string)));
+        }
+        Ok(Params(out))
     }
 
     pub fn get(&self, name: &str) -> Option<Option<&str>> {
@@ -55,6 +81,14 @@ impl fmt::Display for Params {
     }
 }
 
+/// gen-value = token / host / quoted-string (host chars beyond token: `:` `[` `]`).
+fn is_gen_value(v: &str) -> bool {
+    if v.starts_with('"') {
+        return quoted_string_len(v) == Some(v.len());
+    }
+    !v.is_empty() && v.chars().all(|c| is_token_char(c) || c == ':' || c == '[' || c == ']')
+}
+
 /// Splits on `sep` where it stands outside double quotes and angle brackets.
 pub(crate) fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
@@ -78,4 +112,31 @@ pub(crate) fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
     }
     parts.push(&s[start..]);
     parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_params() {
+        let p = Params::parse_strict("To", " ;   tag    = 1918181833n ; q = 0.33;x=\"a;b\";lr").unwrap();
+        assert_eq!(p.value("tag"), Some("1918181833n"));
+        assert_eq!(p.value("q"), Some("0.33"));
+        assert_eq!(p.value("x"), Some("\"a;b\""));
+        assert_eq!(p.get("lr"), Some(None));
+        assert_eq!(p.to_string(), ";tag=1918181833n;q=0.33;x=\"a;b\";lr");
+        assert!(Params::parse_strict("Via", ";received=[2001:db8::9:255]").is_ok());
+        assert!(Params::parse_strict("Via", ";received=2001:db8::9:255").is_ok());
+        for bad in [";;", ";a;;b", ";a=", ";a b=c", "x;a", ";a=\"open", ";a=b c"] {
+            assert!(Params::parse_strict("To", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lenient_params_keep_working() {
+        let p = Params::parse(";a=1;;b");
+        assert_eq!(p.0.len(), 2);
+        assert!(Params::parse("").0.is_empty());
+    }
 }

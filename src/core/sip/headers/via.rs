@@ -3,6 +3,8 @@
 use std::fmt;
 
 use super::params::{split_outside_quotes, Params};
+use super::syntax::is_token;
+use super::uri::parse_host_port;
 use super::{malformed, HeaderError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,16 +32,17 @@ impl Via {
         let (name, version, transport) = (parts.next(), parts.next(), parts.next());
         if !matches!(name, Some(n) if n.eq_ignore_ascii_case("SIP"))
             || version != Some("2.0")
-            || transport.is_none_or(str::is_empty)
+            || !transport.is_some_and(is_token)
             || parts.next().is_some()
         {
             return Err(malformed("Via", "sent-protocol is not SIP/2.0/<transport>"));
         }
         let rest = rest.trim_start();
         let (sent_by, params) = match rest.find(';') {
-            Some(i) => (rest[..i].trim(), Params::parse(&rest[i..])),
+            Some(i) => (rest[..i].trim(), Params::parse_strict("Via", &rest[i..])?),
             None => (rest.trim(), Params::default()),
         };
+        parse_host_port(sent_by).map_err(|_| malformed("Via", "bad sent-by"))?;
         let (host, port) = split_host_port(sent_by).ok_or_else(|| malformed("Via", "bad sent-by"))?;
         Ok(Via {
             transport: transport.unwrap_or_default().to_ascii_uppercase(),
@@ -113,5 +116,46 @@ pub(crate) fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SIP/2.0/{} {}{}", self.transport, self.sent_by(), self.params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folded_and_multi() {
+        let v = Via::parse_all("SIP  / 2.0  / TCP     spindle.example.com   ; branch  =   z9hG4bK9ikj8  , SIP  /    2.0   / UDP  192.168.255.111   ; branch= z9hG4bK30239").unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].transport, "TCP");
+        assert_eq!(v[0].host, "spindle.example.com");
+        assert_eq!(v[0].branch(), Some("z9hG4bK9ikj8"));
+        assert_eq!(v[1].sent_by(), "192.168.255.111");
+        assert_eq!(v[1].branch(), Some("z9hG4bK30239"));
+    }
+
+    #[test]
+    fn ipv6_sent_by_and_received() {
+        let v = Via::parse_one("SIP/2.0/UDP [2001:db8::9:1]:6050;received=2001:db8::9:255;branch=z9hG4bKas3").unwrap();
+        assert_eq!(v.host, "[2001:db8::9:1]");
+        assert_eq!(v.port, Some(6050));
+        assert_eq!(v.params.value("received"), Some("2001:db8::9:255"));
+        assert_eq!(v.to_string(), "SIP/2.0/UDP [2001:db8::9:1]:6050;received=2001:db8::9:255;branch=z9hG4bKas3");
+        assert!(Via::parse_one("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255]").is_ok());
+    }
+
+    #[test]
+    fn rejects() {
+        for bad in [
+            "SIP/2.0/UDP 192.0.2.15;;",
+            "SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw",
+            "SIP/2.0/UDP",
+            "SIP/2.0/UDP 2001:db8::1",
+            "SIP/2.0/UDP host:port",
+            "SIP/2.0 host",
+        ] {
+            assert!(Via::parse_one(bad).is_err(), "{bad}");
+        }
+        assert!(Via::parse_all("SIP/2.0/UDP 192.0.2.15;;,;,,").is_err());
     }
 }
