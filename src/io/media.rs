@@ -69,10 +69,6 @@ impl MediaSockets {
             self.send_errors += 1;
         }
     }
-
-    pub fn open_count(&self) -> usize {
-        self.sockets.len()
-    }
 }
 
 /// Binds synchronously so the port is ready before the 200 OK that names it goes out.

@@ -109,7 +109,7 @@ where
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(rd: &mut R, peer: Peer, events: &NetTx) {
-    let mut framer = StreamFramer::new();
+    let mut framer = StreamFramer::default();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match rd.read(&mut buf).await {

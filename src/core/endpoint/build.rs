@@ -6,10 +6,9 @@ use std::net::SocketAddr;
 use crate::core::sip::message::{reason_phrase, Headers, Method, Request, Response};
 use crate::core::sip::Transport;
 
-/// What the endpoint says about itself in Allow, Accept and Supported.
+/// What the endpoint says about itself in Allow and Accept.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO";
 pub const ACCEPT: &str = "application/sdp";
-pub const SUPPORTED: &str = "";
 
 /// A response to `req` per RFC 3261 §8.2.6.2: Via, From, Call-ID and CSeq copied, To copied with
 /// `to_tag` added when it has none (never for 100 Trying).

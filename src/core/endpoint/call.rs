@@ -50,7 +50,6 @@ pub struct Call {
     pub pending_2xx: Option<Pending2xx>,
     pub player: Option<PromptPlayer>,
     pub timers: TimerTable,
-    pub started: Instant,
     pub rtp_received: u64,
     pub rtp_invalid: u64,
     pub rtp_sent: u64,
@@ -111,9 +110,5 @@ impl Call {
         }
         self.timers.set(Timer::MediaTick, due.max(now));
         Some(packets)
-    }
-
-    pub fn is_answered(&self) -> bool {
-        !matches!(self.state, CallState::Ringing)
     }
 }

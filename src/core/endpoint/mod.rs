@@ -35,7 +35,7 @@ use crate::core::sdp::{self, AnswerParams, SdpError};
 use crate::core::sip::dialog::{random_token, Dialog};
 use crate::core::sip::message::{Method, Request, Response, SipMessage};
 use crate::core::sip::transaction::{new_branch, ClientTxId, TransactionLayer, TxEvent};
-use crate::core::sip::validate::check_request;
+use crate::core::sip::validate::{check_request_with, Policy};
 use crate::core::sip::{parse, Peer, SipHeaders, Transport};
 use crate::core::timer::{SipTimers, Timer, TimerTable};
 
@@ -297,11 +297,11 @@ impl Endpoint {
             self.on_ack(now, &req);
             return;
         }
-        if let Err(rejection) = check_request(&req) {
+        if let Err(rejection) = check_request_with(&req, &Policy::endpoint()) {
             let mut resp = self.response(&req, rejection.status, None);
             resp.reason = rejection.reason.clone();
-            for (name, value) in &rejection.headers {
-                resp.headers.push(name.clone(), value.clone());
+            for h in &rejection.headers {
+                resp.headers.push(h.name.clone(), h.value.clone());
             }
             self.send_response(now, resp);
             return;
@@ -376,7 +376,9 @@ impl Endpoint {
         self.next_call += 1;
         let invite_branch = req.top_via().ok().and_then(|v| v.branch().map(str::to_string)).unwrap_or_default();
         let mut timers = TimerTable::default();
-        timers.set(Timer::Answer, now + self.cfg.answer_delay);
+        if !self.cfg.answer_delay.is_zero() {
+            timers.set(Timer::Answer, now + self.cfg.answer_delay);
+        }
         timers.set(Timer::Hangup, now + self.cfg.max_call_duration);
         let remote_rtp = negotiated.remote_rtp;
         let call = Call {
@@ -392,7 +394,6 @@ impl Endpoint {
             pending_2xx: None,
             player: None,
             timers,
-            started: now,
             rtp_received: 0,
             rtp_invalid: 0,
             rtp_sent: 0,
@@ -406,6 +407,9 @@ impl Endpoint {
         }
         self.calls.insert(id, call);
         self.counters.calls_offered += 1;
+        if self.cfg.answer_delay.is_zero() {
+            self.answer_call(now, id);
+        }
     }
 
     /// SDP offer/answer for an INVITE: its offer, or ours when it has none.

@@ -84,7 +84,7 @@ impl Harness {
 
     fn send(&mut self, from: &str, text: &str) {
         let peer = Peer { transport: Transport::Udp, addr: from.parse().unwrap() };
-        let text = text.replace('\n', "\r\n");
+        let text = text.replace("\r\n", "\n").replace('\n', "\r\n");
         self.ep.handle_input(self.now, Input::Sip { peer, data: text.as_bytes() });
         self.drain();
     }
@@ -118,7 +118,7 @@ impl Harness {
         let mut sip = Vec::new();
         self.out.retain(|o| match o {
             Output::Transmit(Transmit::Sip { peer, data }) => {
-                sip.push((peer.addr, parse::parse_message(data).expect("we send valid SIP")));
+                sip.push((peer.addr, parse_or_status_line(data)));
                 false
             }
             _ => true,
@@ -141,6 +141,24 @@ impl Harness {
             })
             .collect()
     }
+}
+
+/// Our messages parse, except responses that echo a request's broken headers (a 400): for
+/// those only the status line is kept.
+fn parse_or_status_line(data: &[u8]) -> SipMessage {
+    parse::parse_message(data).unwrap_or_else(|e| {
+        let text = String::from_utf8_lossy(data);
+        let status = text
+            .strip_prefix("SIP/2.0 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("we sent unparseable SIP ({e}): {text}"));
+        SipMessage::Response(Response::new(status, "echo"))
+    })
+}
+
+fn cancel(call_id: &str, branch: &str) -> String {
+    in_dialog("CANCEL", call_id, "x", 1, branch).replace("To: <sip:bot@127.0.0.1>;tag=x", "To: <sip:bot@127.0.0.1>")
 }
 
 fn invite(call_id: &str, branch: &str, sdp: &str) -> String {
@@ -284,8 +302,7 @@ fn cancel_before_answer_gets_200_and_the_invite_487() {
     let mut h = Harness::new(cfg);
     h.send(CARRIER_A, &invite("c1", "z9hG4bK-inv1", PCMU_OFFER));
     assert_eq!(h.statuses(), vec![100, 180]);
-    let cancel = in_dialog("CANCEL", "c1", "", 1, "z9hG4bK-inv1").replace(";tag=", "");
-    h.send(CARRIER_A, &cancel);
+    h.send(CARRIER_A, &cancel("c1", "z9hG4bK-inv1"));
     let mut statuses = h.statuses();
     statuses.sort();
     assert_eq!(statuses, vec![200, 487]);
@@ -298,8 +315,7 @@ fn cancel_before_answer_gets_200_and_the_invite_487() {
 fn cancel_after_answer_does_not_end_the_call() {
     let mut h = Harness::new(config());
     answered(&mut h, "c1");
-    let cancel = in_dialog("CANCEL", "c1", "", 1, "z9hG4bK-inv1").replace(";tag=", "");
-    h.send(CARRIER_A, &cancel);
+    h.send(CARRIER_A, &cancel("c1", "z9hG4bK-inv1"));
     assert_eq!(h.statuses(), vec![200]);
     assert_eq!(h.ep.status(h.now).calls.active, 1);
 }
@@ -399,16 +415,21 @@ fn carrier_probing_marks_down_then_up() {
     h.advance(Duration::from_millis(200));
     assert_eq!(h.ep.status(h.now).carriers[0].state, "down");
     assert!(h.out.iter().any(|o| matches!(o, Output::Event(Event::CarrierState { up: false, .. }))));
-    // answer the next two probes
-    for _ in 0..2 {
-        h.take_sip();
-        h.advance(Duration::from_millis(1000));
-        let probes = h.take_sip();
-        let (_, SipMessage::Request(opt)) = probes.last().expect("a probe").clone() else { panic!("request") };
-        let mut ok = build::response_to(&opt.headers, 200, Some("p"), "carrier");
-        ok.headers.push("Contact", "<sip:carrier@127.0.0.2>");
-        h.send(CARRIER_A, &String::from_utf8(ok.to_bytes()).unwrap());
+    // the carrier comes back: answer every probe at once; up after two good probes
+    let back = h.now;
+    for _ in 0..500 {
+        h.advance(Duration::from_millis(10));
+        for (_, m) in h.take_sip() {
+            if let SipMessage::Request(opt) = m {
+                let ok = build::response_to(&opt.headers, 200, Some("p"), "carrier");
+                h.send(CARRIER_A, &String::from_utf8(ok.to_bytes()).unwrap());
+            }
+        }
+        if h.ep.status(h.now).carriers[0].state == "up" {
+            break;
+        }
     }
+    assert!(h.now - back <= Duration::from_millis(2100), "up after two probe intervals, took {:?}", h.now - back);
     assert_eq!(h.ep.status(h.now).carriers[0].state, "up");
 }
 
@@ -419,3 +440,4 @@ fn a_carrier_b_call_is_classified_as_carrier_b() {
     assert!(h.out.iter().any(|o| matches!(o, Output::Event(Event::CallAnswered { carrier, .. }) if carrier == "carrier-b")));
     let _ = NameAddr::parse("<sip:x@y>");
 }
+
