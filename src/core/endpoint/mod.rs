@@ -627,6 +627,7 @@ impl Endpoint {
         match call.media_tick(now) {
             Some(packets) => {
                 call.rtp_sent += packets.len() as u64;
+                self.counters.rtp_sent += packets.len() as u64;
                 for data in packets {
                     self.out.push_back(Output::Transmit(Transmit::Rtp { local_port, to, data }));
                 }

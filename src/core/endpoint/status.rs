@@ -14,6 +14,7 @@ pub struct Counters {
     pub calls_answered: u64,
     pub calls_ended: u64,
     pub rtp_received: u64,
+    pub rtp_sent: u64,
     pub rtp_invalid: u64,
     pub sip_parse_errors: u64,
     pub dropped_unknown_source: u64,
