@@ -7,3 +7,5 @@
 pub mod g711;
 pub mod prompt;
 pub mod rtp;
+pub mod jitter;
+pub mod plc;
