@@ -3,6 +3,8 @@
 //! - [`g711`]: μ-law / A-law companding.
 //! - [`prompt`]: a prompt loaded from WAV and the player that cuts it into 20 ms RTP packets.
 //! - [`rtp`]: inspecting received RTP packets without trusting them.
+//! - [`jitter`]: the adaptive jitter buffer that turns received RTP into 20 ms frames.
+//! - [`plc`]: G.711 packet loss concealment for the frames the jitter buffer reports lost.
 
 pub mod g711;
 pub mod prompt;

@@ -37,7 +37,11 @@ impl Default for G711Plc {
 impl G711Plc {
     /// Concealment for audio at `sample_rate` Hz (8000 for G.711; 0 means 8000).
     pub fn new(sample_rate: u32) -> G711Plc {
-        let rate = if sample_rate == 0 { 8000 } else { sample_rate as usize };
+        let rate = if sample_rate == 0 {
+            8000
+        } else {
+            sample_rate as usize
+        };
         G711Plc {
             rate: rate.min(192_000),
             history: Vec::new(),
@@ -229,7 +233,10 @@ mod tests {
             let truth = voice(f0, 5 * 160, 160);
             let c = correlation(&out, &truth);
             assert!(c > 0.9, "f0 {f0}: correlation {c}");
-            assert!(energy(&out) > 0.5 * energy(&truth), "f0 {f0}: first frame too quiet");
+            assert!(
+                energy(&out) > 0.5 * energy(&truth),
+                "f0 {f0}: first frame too quiet"
+            );
         }
     }
 
@@ -265,9 +272,13 @@ mod tests {
         let mut good = vec![-12000i16; 160];
         plc.good_frame(&mut good);
         assert!(!plc.is_concealing());
-        assert!((i32::from(good[0]) - i32::from(last)).abs() < 4000, "click at recovery");
-        assert!(good[..32].iter().any(|&s| s != -12000));
-        assert!(good[32..].iter().all(|&s| s == -12000));
+        assert!(
+            (i32::from(good[0]) - i32::from(last)).abs() < 4000,
+            "click at recovery"
+        );
+        // 20 ms erased: 4 ms + 4 ms of cross-fade.
+        assert!(good[..64].iter().any(|&s| s != -12000));
+        assert!(good[64..].iter().all(|&s| s == -12000));
         // A good frame without erasure is left alone.
         let mut again = vec![5i16; 160];
         plc.good_frame(&mut again);

@@ -254,10 +254,12 @@ impl JitterBuffer {
         if info.ssrc != sec.ssrc {
             return Class::Discontinuity;
         }
-        let ext_seq = sec.extend_seq(info.seq);
-        if (ext_seq - sec.max_seq).abs() >= i64::from(self.cfg.resync_seq_jump) {
+        let delta = sec.extend_seq(info.seq) - sec.max_seq;
+        if delta >= i64::from(self.cfg.resync_seq_jump) || -delta > i64::from(self.cfg.max_misorder)
+        {
             return Class::Discontinuity;
         }
+        let ext_seq = sec.max_seq + delta;
         let ext_ts = sec.extend_ts(info.timestamp);
         if sec.skew(ext_ts, now, self.rate).abs() > self.cfg.max_ts_skew.as_secs_f64() {
             return Class::Discontinuity;
@@ -384,7 +386,10 @@ impl JitterBuffer {
         }
         let half = self.step / 2;
         loop {
-            let head = self.queue.first_key_value().map(|(&s, q)| (s, q.ts, q.marker));
+            let head = self
+                .queue
+                .first_key_value()
+                .map(|(&s, q)| (s, q.ts, q.marker));
             let Some((seq, ts, marker)) = head else {
                 return Some(self.lost_in_silence());
             };
@@ -400,7 +405,10 @@ impl JitterBuffer {
                 self.boundary_seq = Some(seq);
                 self.next_ts = ts;
                 self.boundary();
-                if self.slot_instant(ts, self.offset).is_some_and(|due| due > now) {
+                if self
+                    .slot_instant(ts, self.offset)
+                    .is_some_and(|due| due > now)
+                {
                     return None;
                 }
             }
@@ -476,7 +484,10 @@ impl JitterBuffer {
 
     /// The estimator's proposal within `[min_delay, max_delay]`.
     fn proposal(&self) -> Option<f64> {
-        let (min, max) = (self.cfg.min_delay.as_secs_f64(), self.cfg.max_delay.as_secs_f64());
+        let (min, max) = (
+            self.cfg.min_delay.as_secs_f64(),
+            self.cfg.max_delay.as_secs_f64(),
+        );
         self.estimator.proposal().map(|p| p.clamp(min, max))
     }
 
@@ -537,11 +548,513 @@ impl JitterBuffer {
         else {
             return 0;
         };
-        let from = if self.running {
-            self.next_ts
-        } else {
-            first.ts
-        };
+        let from = if self.running { self.next_ts } else { first.ts };
         (last.ts + self.step - from).max(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    const SSRC: u32 = 0x5EED_0001;
+    const MS: Duration = Duration::from_millis(1);
+
+    fn info(ssrc: u32, seq: u16, ts: u32, marker: bool) -> RtpInfo {
+        RtpInfo {
+            ssrc,
+            seq,
+            timestamp: ts,
+            payload_type: 0,
+            marker,
+            payload_len: 160,
+            payload_offset: 12,
+        }
+    }
+
+    #[derive(Clone)]
+    struct Arrival {
+        at: Instant,
+        info: RtpInfo,
+        payload: Vec<u8>,
+    }
+
+    /// Packet `i` of a 20 ms stream, sent at `t0 + i·20 ms`, arriving `delay(i)` later.
+    fn stream(
+        t0: Instant,
+        range: std::ops::Range<usize>,
+        ssrc: u32,
+        seq0: u16,
+        ts0: u32,
+        mut delay: impl FnMut(usize) -> Duration,
+    ) -> Vec<Arrival> {
+        range
+            .map(|i| Arrival {
+                at: t0 + 20 * MS * i as u32 + delay(i),
+                info: info(
+                    ssrc,
+                    seq0.wrapping_add(i as u16),
+                    ts0.wrapping_add(160 * i as u32),
+                    false,
+                ),
+                payload: (i as u32).to_be_bytes().to_vec(),
+            })
+            .collect()
+    }
+
+    struct Out {
+        at: Instant,
+        frame: Frame,
+        target_ms: u32,
+    }
+
+    /// Drives the buffer on a fake clock: arrivals are pushed at their instants, frames are
+    /// polled whenever the buffer says one is due.
+    fn run(buf: &mut JitterBuffer, mut arrivals: Vec<Arrival>, until: Instant) -> Vec<Out> {
+        arrivals.sort_by_key(|a| a.at);
+        let mut out = Vec::new();
+        let mut next = 0;
+        let mut now = arrivals.first().map_or(until, |a| a.at);
+        for _ in 0..1_000_000 {
+            while let Some(a) = arrivals.get(next).filter(|a| a.at <= now) {
+                buf.push(now, &a.info, &a.payload);
+                next += 1;
+            }
+            while let Some(frame) = buf.poll_frame(now) {
+                let target_ms = buf.stats().target_ms;
+                out.push(Out {
+                    at: now,
+                    frame,
+                    target_ms,
+                });
+            }
+            let wake = [arrivals.get(next).map(|a| a.at), buf.poll_timeout()];
+            match wake.into_iter().flatten().min() {
+                Some(t) if t <= until => now = now.max(t),
+                _ => return out,
+            }
+        }
+        panic!("simulation did not settle");
+    }
+
+    fn audio_seqs(out: &[Out]) -> Vec<u16> {
+        out.iter()
+            .filter_map(|o| match o.frame {
+                Frame::Audio { seq, .. } => Some(seq),
+                Frame::Lost { .. } => None,
+            })
+            .collect()
+    }
+
+    /// `Lost` frames released before the last audio frame (the tail after the stream ends
+    /// is concealed too, up to `max_conceal`).
+    fn lost_inside(out: &[Out]) -> Vec<u32> {
+        let last_audio = out
+            .iter()
+            .rposition(|o| matches!(o.frame, Frame::Audio { .. }))
+            .unwrap_or(0);
+        out[..last_audio]
+            .iter()
+            .filter_map(|o| match o.frame {
+                Frame::Lost { timestamp } => Some(timestamp),
+                Frame::Audio { .. } => None,
+            })
+            .collect()
+    }
+
+    fn near(a: Duration, b: Duration) -> bool {
+        a.abs_diff(b) <= Duration::from_micros(100)
+    }
+
+    #[test]
+    fn in_order_stream_plays_with_constant_delay() {
+        let t0 = Instant::now();
+        let mut buf = JitterBuffer::default();
+        assert_eq!(buf.poll_timeout(), None);
+        let arrivals = stream(t0, 0..200, SSRC, 1000, 5000, |_| Duration::ZERO);
+        let out = run(&mut buf, arrivals.clone(), t0 + 5 * 1000 * MS);
+        assert_eq!(audio_seqs(&out), (1000..1200).collect::<Vec<u16>>());
+        assert!(lost_inside(&out).is_empty());
+        // Held for the initial 40 ms, then settled at the 20 ms minimum.
+        assert!(near(out[0].at - t0, 40 * MS));
+        for (i, o) in out.iter().enumerate().take(200).skip(40) {
+            assert!(near(o.at - arrivals[i].at, 20 * MS), "frame {i}");
+            assert!(near(o.at - out[i - 1].at, 20 * MS), "frame {i}");
+        }
+        let s = buf.stats();
+        assert_eq!(
+            (s.received, s.late, s.duplicates, s.reordered, s.resyncs),
+            (200, 0, 0, 0, 0)
+        );
+        assert_eq!(s.target_ms, 20);
+        assert!(s.jitter_ms < 1e-6);
+        // The tail: three frames concealed, then the clock stops.
+        assert_eq!(s.lost, 3);
+        assert_eq!(buf.poll_timeout(), None);
+        match &out[0].frame {
+            Frame::Audio {
+                timestamp, payload, ..
+            } => {
+                assert_eq!(*timestamp, 5000);
+                assert_eq!(payload, &0u32.to_be_bytes());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reorders_100_packets_within_the_window() {
+        let t0 = Instant::now();
+        let cfg = JitterConfig {
+            min_delay: 100 * MS,
+            initial_delay: 100 * MS,
+            ..JitterConfig::default()
+        };
+        let mut buf = JitterBuffer::new(cfg);
+        let mut rng = SmallRng::seed_from_u64(1);
+        let arrivals = stream(t0, 0..100, SSRC, 7, 0, |_| MS * rng.gen_range(0..80));
+        let out = run(&mut buf, arrivals, t0 + 4000 * MS);
+        assert_eq!(audio_seqs(&out), (7..107).collect::<Vec<u16>>());
+        assert!(lost_inside(&out).is_empty());
+        let s = buf.stats();
+        assert!(s.reordered > 10, "{s:?}");
+        assert_eq!((s.late, s.duplicates), (0, 0));
+        assert!(s.jitter_ms > 5.0);
+    }
+
+    #[test]
+    fn duplicates_are_dropped_and_counted() {
+        let t0 = Instant::now();
+        let mut buf = JitterBuffer::default();
+        let mut arrivals = stream(t0, 0..50, SSRC, 0, 0, |_| Duration::ZERO);
+        let doubled = stream(t0, 0..50, SSRC, 0, 0, |_| 3 * MS);
+        arrivals.extend(doubled);
+        // Packet 5 again long after it was played.
+        arrivals.extend(stream(t0, 5..6, SSRC, 0, 0, |_| 300 * MS));
+        let out = run(&mut buf, arrivals, t0 + 2000 * MS);
+        assert_eq!(audio_seqs(&out), (0..50).collect::<Vec<u16>>());
+        let s = buf.stats();
+        assert_eq!((s.received, s.duplicates, s.late), (101, 51, 0));
+    }
+
+    #[test]
+    fn sequence_and_timestamp_wrap() {
+        let t0 = Instant::now();
+        let mut buf = JitterBuffer::default();
+        let ts0 = u32::MAX - 160 * 30;
+        let arrivals = stream(t0, 0..100, SSRC, 65_500, ts0, |_| Duration::ZERO);
+        let out = run(&mut buf, arrivals, t0 + 3000 * MS);
+        let expected: Vec<u16> = (0..100u16).map(|i| 65_500u16.wrapping_add(i)).collect();
+        assert_eq!(audio_seqs(&out), expected);
+        assert!(lost_inside(&out).is_empty());
+        assert_eq!(buf.stats().resyncs, 0);
+        let Frame::Audio { timestamp, .. } = out[99].frame else {
+            panic!("not audio");
+        };
+        assert_eq!(timestamp, ts0.wrapping_add(160 * 99));
+    }
+
+    fn assert_resynced_once(buf: &JitterBuffer, out: &[Out]) {
+        let s = buf.stats();
+        assert_eq!(s.resyncs, 1, "{s:?}");
+        assert!(audio_seqs(out).len() >= 97, "{s:?}");
+        assert!(lost_inside(out).len() <= 3, "{s:?}");
+        assert!(out.len() < 110);
+    }
+
+    #[test]
+    fn sequence_jumps_resync_instead_of_concealing() {
+        for jump in [3000u16, 3000u16.wrapping_neg(), 20_000] {
+            let t0 = Instant::now();
+            let mut buf = JitterBuffer::default();
+            let mut arrivals = stream(t0, 0..50, SSRC, 100, 0, |_| Duration::ZERO);
+            arrivals.extend(stream(
+                t0,
+                50..100,
+                SSRC,
+                100u16.wrapping_add(jump),
+                0,
+                |_| Duration::ZERO,
+            ));
+            let out = run(&mut buf, arrivals, t0 + 3000 * MS);
+            assert_resynced_once(&buf, &out);
+            let seqs = audio_seqs(&out);
+            assert_eq!(*seqs.last().unwrap(), 199u16.wrapping_add(jump));
+        }
+    }
+
+    #[test]
+    fn ssrc_change_resyncs_but_a_stray_packet_does_not() {
+        let t0 = Instant::now();
+        let mut buf = JitterBuffer::default();
+        let mut arrivals = stream(t0, 0..50, SSRC, 100, 0, |_| Duration::ZERO);
+        arrivals.extend(stream(t0, 50..100, 0xABCD, 9000, 777_777, |_| {
+            Duration::ZERO
+        }));
+        let out = run(&mut buf, arrivals, t0 + 3000 * MS);
+        assert_resynced_once(&buf, &out);
+        assert_eq!(*audio_seqs(&out).last().unwrap(), 9099);
+
+        let mut buf = JitterBuffer::default();
+        let mut arrivals = stream(t0, 0..100, SSRC, 100, 0, |_| Duration::ZERO);
+        arrivals.extend(stream(t0, 40..41, 0xABCD, 9000, 777_777, |_| 5 * MS));
+        let out = run(&mut buf, arrivals, t0 + 3000 * MS);
+        assert_eq!(audio_seqs(&out), (100..200).collect::<Vec<u16>>());
+        let s = buf.stats();
+        assert_eq!((s.resyncs, s.discarded), (0, 0));
+    }
+
+    #[test]
+    fn timestamp_jump_of_2_pow_31_resyncs() {
+        for jump in [1u32 << 31, (1u32 << 31) + 160, (1u32 << 31) - 160, 80_000] {
+            let t0 = Instant::now();
+            let mut buf = JitterBuffer::default();
+            let mut arrivals = stream(t0, 0..50, SSRC, 100, 0, |_| Duration::ZERO);
+            arrivals.extend(stream(t0, 50..100, SSRC, 100, jump, |_| Duration::ZERO));
+            let out = run(&mut buf, arrivals, t0 + 3000 * MS);
+            assert_resynced_once(&buf, &out);
+            let Some(Frame::Audio { timestamp, .. }) = out
+                .iter()
+                .rev()
+                .find(|o| matches!(o.frame, Frame::Audio { .. }))
+                .map(|o| o.frame.clone())
+            else {
+                panic!("no audio");
+            };
+            assert_eq!(timestamp, jump.wrapping_add(160 * 99), "jump {jump}");
+        }
+    }
+
+    #[test]
+    fn jitter_burst_grows_target_within_max_then_shrinks() {
+        let t0 = Instant::now();
+        let mut buf = JitterBuffer::default();
+        let mut rng = SmallRng::seed_from_u64(500);
+        // 12 s of audio; packets sent between 2 s and 2.5 s are delayed by up to 500 ms.
+        let arrivals = stream(t0, 0..600, SSRC, 0, 0, |i| {
+            let base = 30 * MS + Duration::from_micros(rng.gen_range(0..4000));
+            if (100..125).contains(&i) {
+                base + MS * rng.gen_range(0..500)
+            } else {
+                base
+            }
+        });
+        let out = run(&mut buf, arrivals, t0 + 13_000 * MS);
+        let before: Vec<u32> = out
+            .iter()
+            .filter(|o| o.at < t0 + 2000 * MS)
+            .map(|o| o.target_ms)
+            .collect();
+        let peak = out.iter().map(|o| o.target_ms).max().unwrap();
+        assert!(*before.last().unwrap() <= 30, "calm target {before:?}");
+        assert!(peak >= 150, "target did not grow: {peak}");
+        assert!(out.iter().all(|o| o.target_ms <= 200));
+        let s = buf.stats();
+        assert!(s.target_ms <= 40, "target did not shrink back: {s:?}");
+        // Once calm again, no more losses.
+        let calm = out
+            .iter()
+            .filter(|o| o.at > t0 + 6000 * MS && o.at < t0 + 11_900 * MS);
+        assert!(calm.clone().count() > 250);
+        assert!(calm.clone().all(|o| matches!(o.frame, Frame::Audio { .. })));
+        // Successive frames never jump by more than the step bounds outside boundaries.
+        let audio: Vec<&Out> = out.iter().filter(|o| o.at > t0 + 6000 * MS).collect();
+        for w in audio.windows(2).take(200) {
+            let gap = w[1].at - w[0].at;
+            assert!(gap >= 18 * MS && gap <= 26 * MS, "interval {gap:?}");
+        }
+    }
+
+    #[test]
+    fn marker_bit_is_a_talk_spurt_boundary() {
+        let t0 = Instant::now();
+        let cfg = JitterConfig {
+            grow_step: Duration::from_micros(100),
+            shrink_step: Duration::from_micros(100),
+            ..JitterConfig::default()
+        };
+        let mut buf = JitterBuffer::new(cfg);
+        let mut rng = SmallRng::seed_from_u64(80);
+        let mut arrivals = stream(t0, 0..100, SSRC, 0, 0, |i| {
+            if i < 50 || i == 80 {
+                Duration::ZERO
+            } else {
+                MS * rng.gen_range(0..80)
+            }
+        });
+        arrivals[80].info.marker = true;
+        let out = run(&mut buf, arrivals, t0 + 4000 * MS);
+        let at80 = out
+            .iter()
+            .position(|o| matches!(o.frame, Frame::Audio { seq: 80, .. }))
+            .unwrap();
+        let (before, after) = (out[at80 - 1].target_ms, out[at80].target_ms);
+        assert!(after >= before + 20, "target {before} -> {after} ms");
+        // Growing at the boundary pauses the clock: the marker frame comes late.
+        assert!(out[at80].at - out[at80 - 1].at >= 40 * MS);
+        // After it, the larger delay absorbs the jitter.
+        assert!(out[at80..]
+            .iter()
+            .take(19)
+            .all(|o| matches!(o.frame, Frame::Audio { .. })));
+    }
+
+    #[test]
+    fn losses_become_lost_frames_with_their_timestamps() {
+        let t0 = Instant::now();
+        let mut buf = JitterBuffer::default();
+        let arrivals: Vec<Arrival> = stream(t0, 0..60, SSRC, 0, 1000, |_| Duration::ZERO)
+            .into_iter()
+            .filter(|a| ![10, 30, 31].contains(&a.info.seq))
+            .collect();
+        let out = run(&mut buf, arrivals, t0 + 3000 * MS);
+        assert_eq!(
+            lost_inside(&out),
+            vec![1000 + 1600, 1000 + 4800, 1000 + 4960]
+        );
+        assert_eq!(audio_seqs(&out).len(), 57);
+        assert_eq!(buf.stats().lost, 3 + 3);
+        // Slots keep the 20 ms cadence through the losses.
+        for w in out[25..40].windows(2) {
+            assert!(near(w[1].at - w[0].at, 20 * MS));
+        }
+    }
+
+    #[test]
+    fn late_packets_are_dropped_and_counted() {
+        let t0 = Instant::now();
+        let mut buf = JitterBuffer::default();
+        let arrivals = stream(t0, 0..60, SSRC, 0, 0, |i| {
+            if i == 20 {
+                400 * MS
+            } else {
+                Duration::ZERO
+            }
+        });
+        let out = run(&mut buf, arrivals, t0 + 3000 * MS);
+        assert_eq!(audio_seqs(&out).len(), 59);
+        assert_eq!(lost_inside(&out).len(), 1);
+        assert_eq!(buf.stats().late, 1);
+    }
+
+    #[test]
+    fn silence_between_talk_spurts_is_not_concealed_for_long() {
+        let t0 = Instant::now();
+        let mut buf = JitterBuffer::default();
+        let mut arrivals = stream(t0, 0..50, SSRC, 0, 0, |_| Duration::ZERO);
+        // Second spurt after 2 s of silence: contiguous seq, timestamps advanced, marker set.
+        let mut second = stream(t0 + 2000 * MS, 0..50, SSRC, 50, 16_000 + 160 * 50, |_| {
+            Duration::ZERO
+        });
+        second[0].info.marker = true;
+        arrivals.extend(second);
+        let out = run(&mut buf, arrivals, t0 + 5000 * MS);
+        assert_eq!(audio_seqs(&out), (0..100).collect::<Vec<u16>>());
+        assert_eq!(lost_inside(&out).len(), 3);
+        let s = buf.stats();
+        assert_eq!((s.late, s.resyncs), (0, 0));
+    }
+
+    #[test]
+    fn frame_duration_is_learnt_from_timestamps() {
+        let t0 = Instant::now();
+        let mut buf = JitterBuffer::default();
+        // 30 ms packets (240 samples).
+        let arrivals: Vec<Arrival> = (0..50u32)
+            .map(|i| Arrival {
+                at: t0 + 30 * MS * i,
+                info: info(SSRC, i as u16, 240 * i, false),
+                payload: vec![0xFF; 240],
+            })
+            .collect();
+        let out = run(&mut buf, arrivals, t0 + 3000 * MS);
+        assert_eq!(audio_seqs(&out).len(), 50);
+        assert!(lost_inside(&out).is_empty());
+        for w in out[10..49].windows(2) {
+            assert!((w[1].at - w[0].at).abs_diff(30 * MS) <= 2 * MS);
+        }
+        assert_eq!(buf.step, 240);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let t0 = Instant::now();
+        let mut buf = JitterBuffer::default();
+        for i in 0..200u16 {
+            buf.push(t0, &info(SSRC, i, u32::from(i) * 160, false), &[0; 160]);
+            assert!(buf.queue.len() <= 50);
+        }
+        let s = buf.stats();
+        assert_eq!(s.discarded, 150);
+        assert_eq!(s.depth_ms, 1000);
+        let mut frames = 0;
+        let mut now = t0;
+        while let Some(t) = buf.poll_timeout() {
+            now = now.max(t);
+            while buf.poll_frame(now).is_some() {
+                frames += 1;
+            }
+            assert!(frames < 1000);
+        }
+        assert!(frames >= 50);
+        assert_eq!(buf.stats().depth_ms, 0);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut rng = SmallRng::seed_from_u64(0xBAD);
+        let configs = [
+            JitterConfig::default(),
+            JitterConfig {
+                clock_rate: 0,
+                frame_ms: 0,
+                min_delay: Duration::from_secs(5),
+                max_delay: Duration::ZERO,
+                initial_delay: Duration::from_secs(100),
+                max_packets: 0,
+                window: 0,
+                k: f64::NAN,
+                resync_seq_jump: 0,
+                max_misorder: 0,
+                max_ts_skew: Duration::ZERO,
+                max_conceal: 0,
+                grow_step: Duration::from_secs(1000),
+                shrink_step: Duration::ZERO,
+            },
+        ];
+        for cfg in configs {
+            let mut buf = JitterBuffer::new(cfg);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut seq = 0u16;
+            let mut ts = 0u32;
+            for _ in 0..20_000 {
+                now += Duration::from_micros(rng.gen_range(0..40_000));
+                match rng.gen_range(0..10) {
+                    0 => seq = rng.gen(),
+                    1 => ts = rng.gen(),
+                    _ => {
+                        seq = seq.wrapping_add(rng.gen_range(0..3));
+                        ts = ts.wrapping_add(rng.gen_range(0..400));
+                    }
+                }
+                let ssrc = rng.gen_range(1..4);
+                let len = rng.gen_range(0..3000);
+                let payload = vec![0x55; len];
+                let mut inf = info(ssrc, seq, ts, rng.gen_bool(0.1));
+                inf.payload_len = rng.gen();
+                inf.payload_offset = rng.gen();
+                buf.push(now, &inf, &payload);
+                while buf.poll_frame(now).is_some() {}
+                assert!(buf.queue.len() <= buf.config().max_packets);
+                if let Some(t) = buf.poll_timeout() {
+                    assert!(t > now);
+                }
+                let s = buf.stats();
+                assert!(s.target_ms <= buf.config().max_delay.as_millis() as u32);
+            }
+        }
     }
 }

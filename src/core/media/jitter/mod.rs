@@ -42,12 +42,13 @@
 //!
 //! # Discontinuities
 //!
-//! A packet with a new SSRC, a sequence jump of at least `resync_seq_jump` (3000) either way,
-//! or a timestamp that disagrees with its arrival time by more than `max_ts_skew` (1 s; e.g. a
-//! ±2^31 jump) is held as a candidate. When the next packet continues from the candidate, the
-//! buffer resyncs: the queue is flushed and a new section starts at the candidate. A lone
-//! stray packet is discarded without disturbing playout. Sequence numbers and timestamps are
-//! extended across wraps (65535 -> 0, 2^32 -> 0).
+//! A packet with a new SSRC, a sequence jump of at least `resync_seq_jump` (3000) forward or
+//! more than `max_misorder` (100, as RFC 3550 A.1) backward, or a timestamp that disagrees
+//! with its arrival time by more than `max_ts_skew` (1 s; e.g. a ±2^31 jump) is held as a
+//! candidate. When the next packet continues from the candidate, the buffer resyncs: the
+//! queue is flushed and a new section starts at the candidate. A lone stray packet is
+//! discarded without disturbing playout. Sequence numbers and timestamps are extended across
+//! wraps (65535 -> 0, 2^32 -> 0).
 
 pub mod buffer;
 pub mod estimator;
@@ -96,8 +97,10 @@ pub struct JitterConfig {
     pub window: usize,
     /// Weight of the standard deviation in `mean + k·σ`.
     pub k: f64,
-    /// Sequence jump (either way) that starts a new section.
+    /// Forward sequence jump that starts a new section.
     pub resync_seq_jump: u16,
+    /// Backward sequence jump beyond which a packet is not a late one but a new section.
+    pub max_misorder: u16,
     /// Disagreement between timestamp and arrival time that starts a new section.
     pub max_ts_skew: Duration,
     /// Consecutive `Lost` frames with an empty queue before the clock stops.
@@ -120,6 +123,7 @@ impl Default for JitterConfig {
             window: 100,
             k: 2.0,
             resync_seq_jump: 3000,
+            max_misorder: 100,
             max_ts_skew: Duration::from_secs(1),
             max_conceal: 3,
             grow_step: Duration::from_millis(5),
@@ -148,6 +152,7 @@ impl JitterConfig {
             self.k = d.k;
         }
         self.resync_seq_jump = self.resync_seq_jump.clamp(2, 32_000);
+        self.max_misorder = self.max_misorder.clamp(1, self.resync_seq_jump);
         self.max_ts_skew = self
             .max_ts_skew
             .clamp(Duration::from_millis(100), Duration::from_secs(3600));
