@@ -29,9 +29,10 @@ fn two_carriers_config(ports: Ports) -> String {
 }
 
 /// Runs `scenario` (uac_pcmu.xml / uac_wait_bye.xml) from `ip` against
-/// `target` with the SDP pointing at a test-owned RTP sink on `ip`.
+/// `target` with the SDP pointing at a test-owned symmetric RTP peer on
+/// `ip` that records the prompt and talks back.
 fn run_uac(ports: Ports, target: SocketAddr, ip: &str, scenario_file: &str) -> (Sipp, RtpSink) {
-    let sink = RtpSink::bind(ip, ports.audio(0));
+    let sink = RtpSink::bind_talking(ip, ports.audio(0));
     let (target, peer, media, audio) = (
         target.to_string(),
         ports.peer(0).to_string(),
@@ -104,9 +105,13 @@ fn caller_hangs_up(ports: Ports, carrier_ip: &str) {
     assert_eq!(sipp.errors().trim(), "", "unexpected messages at the caller");
     assert_no_active_calls(&app);
     assert_eq!(app.calls_counter("answered_total"), 1, "{}", app.status_json());
-    // SIPp streamed caller.ulaw (50 packets/s) to the appliance for 2.4 s.
-    let received = app.calls_counter("rtp_packets_received_total");
-    assert!(received > 50, "appliance counted only {received} received RTP packets");
+    // The test's peer talked back (50 packets/s) for the ~2.4 s call.
+    let (received, sent) = (app.calls_counter("rtp_packets_received_total"), sink.sent() as u64);
+    assert!(sent > 50, "the test peer sent only {sent} RTP packets");
+    assert!(
+        received * 2 >= sent && received <= sent,
+        "appliance counted {received} received RTP packets, the peer sent {sent}"
+    );
     app.assert_alive();
 }
 
@@ -134,6 +139,37 @@ fn appliance_hangs_up_after_the_prompt() {
     assert_no_active_calls(&app);
     assert_eq!(app.calls_counter("answered_total"), 1);
     app.assert_alive();
+}
+
+#[test]
+fn call_with_sipp_rtp_stream_is_answered_and_its_rtp_counted() {
+    let ports = Ports::new(23600);
+    let mut app = Appliance::start(&two_carriers_config(ports));
+    let mut sipp = sipp_rtp_stream_call(ports, sip_addr(ports));
+    assert!(sipp.wait_success(Duration::from_secs(25)), "uac_rtp_stream failed (sipp diagnostics below)");
+    assert_no_active_calls(&app);
+    assert_eq!(app.calls_counter("answered_total"), 1);
+    // SIPp streamed caller.ulaw (50 packets/s) for the 2.4 s call.
+    let received = app.calls_counter("rtp_packets_received_total");
+    assert!((60..=150).contains(&received), "appliance counted {received} received RTP packets");
+    app.assert_alive();
+}
+
+/// uac_rtp_stream.xml from carrier A: SIPp's own symmetric RTP.
+fn sipp_rtp_stream_call(ports: Ports, target: SocketAddr) -> Sipp {
+    let (target, peer, media) = (
+        target.to_string(),
+        ports.peer(0).to_string(),
+        ports.sipp_media(0).to_string(),
+    );
+    Sipp::spawn(
+        "uac_rtp_stream",
+        ports.sipp_control(0),
+        &[
+            "-sf", &scenario("uac_rtp_stream.xml"), &target, "-i", CARRIER_A_IP, "-p", &peer, "-mi",
+            CARRIER_A_IP, "-mp", &media, "-m", "1",
+        ],
+    )
 }
 
 #[test]
@@ -231,6 +267,7 @@ fn selftest_uac_pcmu_against_sipp_fake_appliance() {
     sink.speech().assert_speech(100);
     assert!(n < 160, "caller hung up at 2.4 s but got {n} packets");
     assert_eq!(answered_rtp_port(&sipp), Some(ports.sipp_media(1)));
+    assert!(sink.sent() > 50, "the talking peer sent {} packets", sink.sent());
     assert!(uas.wait_success(Duration::from_secs(10)), "fake appliance failed");
 }
 
@@ -244,6 +281,15 @@ fn selftest_uac_wait_bye_against_sipp_fake_appliance() {
     // caller.ulaw is 2.85 s: ~142 packets.
     let speech = sink.speech();
     speech.assert_speech(130);
+    assert!(uas.wait_success(Duration::from_secs(10)), "fake appliance failed");
+}
+
+#[test]
+fn selftest_uac_rtp_stream_against_sipp_fake_appliance() {
+    let ports = Ports::new(23800);
+    let mut uas = fake_appliance(ports);
+    let mut sipp = sipp_rtp_stream_call(ports, sip_addr(ports));
+    assert!(sipp.wait_success(Duration::from_secs(25)), "uac_rtp_stream failed (sipp diagnostics below)");
     assert!(uas.wait_success(Duration::from_secs(10)), "fake appliance failed");
 }
 

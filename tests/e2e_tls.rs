@@ -207,12 +207,12 @@ fn try_untrusted(config: Arc<ClientConfig>, addr: SocketAddr, invite: &str) -> R
     }
 }
 
-fn in_dialog(method: &str, cseq: u32, local: SocketAddr, to: SocketAddr, call_id: &str, to_hdr: &str) -> String {
+fn in_dialog(method: &str, cseq: u32, local: SocketAddr, to: SocketAddr, call_id: &str, from_hdr: &str, to_hdr: &str) -> String {
     format!(
         "{method} sip:agent@{to};transport=tls SIP/2.0\r\n\
          Via: SIP/2.0/TLS {local};branch={}\r\n\
          Max-Forwards: 70\r\n\
-         From: \"e2e\" <sip:caller@{local}>;tag=e2e-{call_id}\r\n\
+         From: {from_hdr}\r\n\
          To: {to_hdr}\r\n\
          Call-ID: {call_id}\r\n\
          CSeq: {cseq} {method}\r\n\
@@ -269,14 +269,15 @@ fn tls_call_with_client_certificate_and_rogue_clients_refused() {
     assert!(sdp.contains("m=audio "), "200 OK without SDP answer:\n{ok}");
     assert!(sdp.contains("RTP/AVP 0") || sdp.contains("RTP/AVP 8"), "answer is not PCMU/PCMA:\n{sdp}");
     let to_hdr = header(&ok, "To", Some("t")).expect("To in 200");
+    let from_hdr = header(&ok, "From", Some("f")).expect("From in 200");
     assert!(to_hdr.contains("tag="), "200 OK To has no tag: {to_hdr}");
 
-    tls.write_all(in_dialog("ACK", 1, local, addr, &call_id, &to_hdr).as_bytes()).unwrap();
+    tls.write_all(in_dialog("ACK", 1, local, addr, &call_id, &from_hdr, &to_hdr).as_bytes()).unwrap();
     tls.flush().unwrap();
     let got_audio = wait_until(Duration::from_secs(3), Duration::from_millis(50), || sink.count() >= 50);
     assert!(got_audio, "only {} RTP packets 3 s after ACK", sink.count());
 
-    tls.write_all(in_dialog("BYE", 2, local, addr, &call_id, &to_hdr).as_bytes()).unwrap();
+    tls.write_all(in_dialog("BYE", 2, local, addr, &call_id, &from_hdr, &to_hdr).as_bytes()).unwrap();
     tls.flush().unwrap();
     let mut bye_ok = false;
     let deadline = Instant::now() + Duration::from_secs(3);

@@ -467,30 +467,63 @@ pub struct RtpPacket {
 
 /// A UDP socket owned by the test that records RTP packets (the address
 /// the test's SDP offers). A background thread reads until dropped.
+///
+/// A *talking* sink is a symmetric RTP peer (RFC 4961), like a real
+/// carrier: once the appliance's first packet arrives, it answers from the
+/// same socket with `tests/sipp/caller.ulaw` (PCMU, 20 ms, looped) to that
+/// packet's source, until the appliance has been silent for 500 ms.
 pub struct RtpSink {
     pub addr: SocketAddr,
     packets: Arc<Mutex<Vec<RtpPacket>>>,
     non_rtp: Arc<Mutex<usize>>,
+    sent: Arc<Mutex<usize>>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
-/// Upper bound on how long an [`RtpSink`] thread reads.
+/// Upper bound on how long an [`RtpSink`] thread runs.
 const RTP_SINK_MAX: Duration = Duration::from_secs(120);
+/// A talking sink stops once the appliance has been silent this long.
+const TALK_UNTIL_QUIET: Duration = Duration::from_millis(500);
 
 impl RtpSink {
+    /// A silent sink: records, never sends.
     pub fn bind(ip: &str, port: u16) -> RtpSink {
+        Self::start(ip, port, None)
+    }
+
+    /// A symmetric peer that answers with `tests/sipp/caller.ulaw`.
+    pub fn bind_talking(ip: &str, port: u16) -> RtpSink {
+        let audio = fs::read(repo_root().join("tests/sipp/caller.ulaw")).expect("tests/sipp/caller.ulaw");
+        Self::start(ip, port, Some(audio))
+    }
+
+    fn start(ip: &str, port: u16, talk: Option<Vec<u8>>) -> RtpSink {
         let sock = UdpSocket::bind((ip, port)).unwrap_or_else(|e| panic!("bind RTP sink {ip}:{port}: {e}"));
         sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
         let addr = sock.local_addr().expect("local addr");
-        let packets = Arc::new(Mutex::new(Vec::new()));
-        let non_rtp = Arc::new(Mutex::new(0usize));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, n, s) = (packets.clone(), non_rtp.clone(), stop.clone());
-        let thread = thread::spawn(move || {
+        let mut sink = RtpSink {
+            addr,
+            packets: Arc::new(Mutex::new(Vec::new())),
+            non_rtp: Arc::new(Mutex::new(0usize)),
+            sent: Arc::new(Mutex::new(0usize)),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        };
+        if let Some(audio) = talk {
+            let (tx, p, sent, stop) = (
+                sock.try_clone().expect("clone RTP socket"),
+                sink.packets.clone(),
+                sink.sent.clone(),
+                sink.stop.clone(),
+            );
+            sink.threads.push(thread::spawn(move || talk_back(tx, audio, p, sent, stop)));
+        }
+        let (p, n, stop) = (sink.packets.clone(), sink.non_rtp.clone(), sink.stop.clone());
+        sink.threads.push(thread::spawn(move || {
             let started = Instant::now();
             let mut buf = [0u8; 2048];
-            while !s.load(Ordering::Relaxed) && started.elapsed() < RTP_SINK_MAX {
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < RTP_SINK_MAX {
                 if let Ok((len, from)) = sock.recv_from(&mut buf) {
                     match parse_rtp(&buf[..len], from) {
                         Some(pkt) => p.lock().unwrap().push(pkt),
@@ -498,14 +531,8 @@ impl RtpSink {
                     }
                 }
             }
-        });
-        RtpSink {
-            addr,
-            packets,
-            non_rtp,
-            stop,
-            thread: Some(thread),
-        }
+        }));
+        sink
     }
 
     pub fn count(&self) -> usize {
@@ -519,6 +546,11 @@ impl RtpSink {
     /// Datagrams that did not look like RTP.
     pub fn non_rtp(&self) -> usize {
         *self.non_rtp.lock().unwrap()
+    }
+
+    /// RTP packets a talking sink has sent to the appliance.
+    pub fn sent(&self) -> usize {
+        *self.sent.lock().unwrap()
     }
 
     /// Waits (bounded) until no packet arrived for `quiet`; returns the count.
@@ -539,10 +571,52 @@ impl RtpSink {
     }
 }
 
+/// The talking half of [`RtpSink::bind_talking`]: waits for the first
+/// received packet, then sends 20 ms PCMU packets to its source.
+fn talk_back(
+    sock: UdpSocket,
+    audio: Vec<u8>,
+    received: Arc<Mutex<Vec<RtpPacket>>>,
+    sent: Arc<Mutex<usize>>,
+    stop: Arc<AtomicBool>,
+) {
+    let started = Instant::now();
+    let alive = || !stop.load(Ordering::Relaxed) && started.elapsed() < RTP_SINK_MAX;
+    let peer = loop {
+        if !alive() {
+            return;
+        }
+        if let Some(p) = received.lock().unwrap().first() {
+            break p.from;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let ssrc = 0x7e57_0000 | (std::process::id() & 0xffff);
+    let frames: Vec<&[u8]> = audio.chunks(160).filter(|c| c.len() == 160).collect();
+    let t0 = Instant::now();
+    for i in 0u32.. {
+        let last_heard = received.lock().unwrap().last().map(|p| p.at);
+        if !alive() || last_heard.is_some_and(|t| t.elapsed() > TALK_UNTIL_QUIET) {
+            return;
+        }
+        let mut pkt = Vec::with_capacity(172);
+        pkt.extend_from_slice(&[0x80, if i == 0 { 0x80 } else { 0x00 }]);
+        pkt.extend_from_slice(&(i as u16).to_be_bytes());
+        pkt.extend_from_slice(&(i.wrapping_mul(160)).to_be_bytes());
+        pkt.extend_from_slice(&ssrc.to_be_bytes());
+        pkt.extend_from_slice(frames[i as usize % frames.len()]);
+        if sock.send_to(&pkt, peer).is_ok() {
+            *sent.lock().unwrap() += 1;
+        }
+        let next = t0 + Duration::from_millis(20) * (i + 1);
+        thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+}
+
 impl Drop for RtpSink {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -749,19 +823,25 @@ pub fn branch() -> String {
     format!("z9hG4bK-e2e-{}-{}", std::process::id(), BRANCH.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A fresh From tag (a token: no '@' or other separators).
+pub fn tag() -> String {
+    format!("e2e{}x{}", std::process::id(), BRANCH.fetch_add(1, Ordering::Relaxed))
+}
+
 /// A handwritten OPTIONS from `from` to `to` (UDP).
 pub fn options_request(from: SocketAddr, to: SocketAddr, call_id: &str) -> String {
     format!(
         "OPTIONS sip:{to} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {from};branch={}\r\n\
          Max-Forwards: 70\r\n\
-         From: <sip:e2e@{from}>;tag=e2e-{call_id}\r\n\
+         From: <sip:e2e@{from}>;tag={}\r\n\
          To: <sip:{to}>\r\n\
          Call-ID: {call_id}\r\n\
          CSeq: 1 OPTIONS\r\n\
          Accept: application/sdp\r\n\
          Content-Length: 0\r\n\r\n",
-        branch()
+        branch(),
+        tag()
     )
 }
 
@@ -783,7 +863,7 @@ pub fn invite_request(transport: &str, from: SocketAddr, to: SocketAddr, call_id
         "INVITE sip:agent@{to} SIP/2.0\r\n\
          Via: SIP/2.0/{transport} {from};branch={}\r\n\
          Max-Forwards: 70\r\n\
-         From: \"e2e\" <sip:caller@{from}>;tag=e2e-{call_id}\r\n\
+         From: \"e2e\" <sip:caller@{from}>;tag={}\r\n\
          To: <sip:agent@{to}>\r\n\
          Call-ID: {call_id}\r\n\
          CSeq: 1 INVITE\r\n\
@@ -791,6 +871,7 @@ pub fn invite_request(transport: &str, from: SocketAddr, to: SocketAddr, call_id
          Content-Type: application/sdp\r\n\
          Content-Length: {}\r\n\r\n{sdp}",
         branch(),
+        tag(),
         sdp.len()
     )
 }
