@@ -101,7 +101,8 @@ fn probe_marks_carrier_up_then_down_when_proxy_dies_then_up_again() {
     let ports = Ports::new(24000);
     let mut app = Appliance::start(&probe_config(ports));
     assert_ne!(app.carrier_state("carrier-a"), "up", "up before any proxy exists");
-    assert_eq!(app.carrier_state("carrier-b"), "unknown", "carrier-b has no proxy to probe");
+    let b = app.carrier_state("carrier-b");
+    assert!(b != "up" && b != "down", "carrier-b has no proxy to probe, yet it is {b}");
 
     let mut proxy = options_responder(ports, 0);
     let t_up = time_until_state(&app, "up", Duration::from_secs(5));
@@ -178,8 +179,10 @@ fn register_with_wrong_password_stays_unregistered_without_hammering() {
     });
     assert!(tried, "no authenticated REGISTER attempt within 5 s");
     thread::sleep(Duration::from_secs(3));
+    // Two for the first attempt (challenge, credentials); retries back off
+    // (>= 1 s apart), so at most three more fit into 3 s.
     let registers = registrar.received_requests("REGISTER");
-    assert!(registers <= 4, "{registers} REGISTERs within ~3 s after a 403: hammering the registrar");
+    assert!(registers <= 5, "{registers} REGISTERs within ~3 s after a 403: hammering the registrar");
     assert!(!app.carrier_registered("carrier-a"), "registered with a wrong password: {}", app.status_json());
     app.assert_alive();
 }
