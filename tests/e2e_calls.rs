@@ -313,3 +313,26 @@ fn selftest_speech_check_rejects_silence() {
     assert_eq!(alaw_to_linear(0xD5), 8);
     assert_eq!(alaw_to_linear(0x2A), -32256);
 }
+
+#[test]
+fn calls_over_tcp_are_answered() {
+    let ports = Ports::new(23800);
+    let mut app = Appliance::start(&two_carriers_config(ports));
+    let (target, peer, media) = (
+        sip_addr(ports).to_string(),
+        ports.peer(0).to_string(),
+        ports.sipp_media(0).to_string(),
+    );
+    let mut sipp = Sipp::spawn(
+        "uac-tcp",
+        ports.sipp_control(0),
+        &[
+            "-sn", "uac", &target, "-t", "t1", "-i", CARRIER_B_IP, "-p", &peer, "-mi", CARRIER_B_IP, "-mp",
+            &media, "-m", "3", "-r", "3",
+        ],
+    );
+    assert!(sipp.wait_success(Duration::from_secs(30)), "sipp -sn uac -t t1 failed (sipp diagnostics below)");
+    assert_no_active_calls(&app);
+    assert_eq!(app.calls_counter("answered_total"), 3, "{}", app.status_json());
+    app.assert_alive();
+}
