@@ -11,3 +11,4 @@ pub mod prompt;
 pub mod rtp;
 pub mod jitter;
 pub mod plc;
+pub mod codec;
