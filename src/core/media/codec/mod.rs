@@ -12,6 +12,8 @@ pub mod opus;
 pub mod pipeline;
 pub mod resample;
 
+pub use opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusFmtp};
+
 
 
 pub use resample::Resampler;
