@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod resample;
 
 pub use opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusFmtp};
+pub use pipeline::{AiFormat, Decoder, Encoder, G711Decoder, Transcoder};
 
 
 
