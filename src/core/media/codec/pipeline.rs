@@ -455,3 +455,238 @@ fn encode_from(
         encoder.encode_into(mono, out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::media::codec::opus::tests::{aligned_correlation, rms, tone};
+    use crate::core::media::prompt::Prompt;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    fn no_fmtp() -> OpusFmtp {
+        OpusFmtp::default()
+    }
+
+    fn prompt() -> Vec<i16> {
+        let p = Prompt::high_demand().unwrap();
+        let s = p.samples();
+        s[..s.len() / 160 * 160].to_vec()
+    }
+
+    #[test]
+    fn ulaw_to_ulaw_is_bit_exact_both_ways() {
+        let mut t = Transcoder::new(&Codec::PCMU, &no_fmtp(), AiFormat::G711(Law::Ulaw)).unwrap();
+        let mut rng = SmallRng::seed_from_u64(0x711);
+        for i in 0..100 {
+            let mut frame: Vec<u8> = (0..160).map(|_| rng.gen()).collect();
+            frame[i % 160] = 0x7F; // negative zero: a decode/encode round trip would change it
+            assert_eq!(t.caller_to_ai_bytes(Some(&frame)).unwrap(), &frame[..]);
+            let mut out = Vec::new();
+            assert_eq!(t.ai_bytes_to_caller(&frame, &mut out).unwrap(), 160);
+            assert_eq!(out, frame);
+        }
+        assert_eq!(t.resampling_delay_us(), (0, 0));
+    }
+
+    #[test]
+    fn ulaw_loss_is_concealed_then_recovered() {
+        let mut t = Transcoder::new(&Codec::PCMU, &no_fmtp(), AiFormat::G711(Law::Ulaw)).unwrap();
+        let x = tone(220.0, Rate::Hz8000, 1600, 9000.0);
+        for f in x.chunks(160) {
+            let mut p = Vec::new();
+            Law::Ulaw.encode_into(f, &mut p);
+            t.caller_to_ai_bytes(Some(&p)).unwrap();
+        }
+        let concealed = t.caller_to_ai(None).unwrap();
+        assert_eq!(concealed.len(), 160);
+        assert!(rms(concealed) > 3000.0, "concealed rms {}", rms(concealed));
+        // Next good frame is cross-faded (re-encoded), the one after passes through again.
+        let next = vec![0xFFu8; 160];
+        let first = t.caller_to_ai_bytes(Some(&next)).unwrap().to_vec();
+        assert_ne!(first, next);
+        assert_eq!(t.caller_to_ai_bytes(Some(&next)).unwrap(), &next[..]);
+    }
+
+    #[test]
+    fn pcma_caller_to_ulaw_ai_transcodes() {
+        let mut t = Transcoder::new(&Codec::PCMA, &no_fmtp(), AiFormat::G711(Law::Ulaw)).unwrap();
+        let x = tone(500.0, Rate::Hz8000, 160, 12000.0);
+        let mut p = Vec::new();
+        Law::Alaw.encode_into(&x, &mut p);
+        let ai = t.caller_to_ai_bytes(Some(&p)).unwrap().to_vec();
+        let back = Law::Ulaw.decode(&ai);
+        let (_, c) = aligned_correlation(&x, &back, 1);
+        assert!(c > 0.999, "correlation {c}");
+        let mut out = Vec::new();
+        t.ai_bytes_to_caller(&ai, &mut out).unwrap();
+        let (_, c) = aligned_correlation(&x, &Law::Alaw.decode(&out), 1);
+        assert!(c > 0.999, "correlation {c}");
+    }
+
+    #[test]
+    fn g711_caller_with_16k_ai_round_trip() {
+        let mut t = Transcoder::new(&Codec::PCMU, &no_fmtp(), AiFormat::Pcm(Rate::Hz16000)).unwrap();
+        let x = prompt();
+        let mut back = Vec::new();
+        for f in x.chunks_exact(160) {
+            let mut p = Vec::new();
+            Law::Ulaw.encode_into(f, &mut p);
+            let ai = t.caller_to_ai(Some(&p)).unwrap().to_vec();
+            assert_eq!(ai.len(), 320);
+            let payload = t.ai_to_caller(&ai).unwrap();
+            assert_eq!(payload.len(), 160);
+            back.extend(Law::Ulaw.decode(&payload));
+        }
+        let (up, down) = t.resampling_delay_us();
+        let (lag, c) = aligned_correlation(&x[..x.len() - 400], &back, 80);
+        eprintln!(
+            "pipeline PCMU<->16k PCM: loop delay {lag} samples at 8 kHz, resampler delays \
+             {up}/{down} us, correlation {c:.4}"
+        );
+        assert!(c > 0.9, "correlation {c}");
+        assert!(up < 3000 && down < 3000);
+        assert!(lag <= 48, "loop delay {lag} samples");
+    }
+
+    /// Caller's side of an Opus call: the prompt upsampled to 16 kHz and encoded.
+    fn caller_opus_packets(x8k: &[i16]) -> (Vec<i16>, Vec<Vec<u8>>) {
+        let mut up = Resampler::new(Rate::Hz8000, Rate::Hz16000).unwrap();
+        let mut enc = OpusEncoder::new(OpusConfig { rate: Rate::Hz16000, ..OpusConfig::default() }).unwrap();
+        let mut x16 = Vec::new();
+        let mut packets = Vec::new();
+        for f in x8k.chunks_exact(160) {
+            let s = up.process(f).unwrap().to_vec();
+            packets.push(enc.encode(&s).unwrap().to_vec());
+            x16.extend(s);
+        }
+        (x16, packets)
+    }
+
+    #[test]
+    fn opus_caller_to_16k_ai_and_back() {
+        let opus = Codec::opus(111);
+        let mut t = Transcoder::new(&opus, &no_fmtp(), AiFormat::Pcm(Rate::Hz16000)).unwrap();
+        assert_eq!(t.resampling_delay_us(), (0, 0), "Opus leg runs at the AI rate");
+        let (x16, packets) = caller_opus_packets(&prompt());
+        let mut ai = Vec::new();
+        for p in &packets {
+            let pcm = t.caller_to_ai(Some(p)).unwrap();
+            assert_eq!(pcm.len(), 320);
+            ai.extend_from_slice(pcm);
+        }
+        let (lag, c) = aligned_correlation(&x16[..x16.len() - 1600], &ai, 16 * 30);
+        eprintln!("pipeline Opus->16k: delay {lag} samples, correlation {c:.4}");
+        assert!(c > 0.9, "caller->AI correlation {c}");
+        // AI -> caller: encode the AI audio, decode as the caller would.
+        let mut dec = OpusDecoder::new(Rate::Hz16000, 1).unwrap();
+        let mut heard = Vec::new();
+        for f in x16.chunks_exact(320) {
+            let payload = t.ai_to_caller(f).unwrap();
+            heard.extend_from_slice(dec.decode(&payload).unwrap());
+        }
+        let (_, c) = aligned_correlation(&x16[..x16.len() - 1600], &heard, 16 * 30);
+        assert!(c > 0.9, "AI->caller correlation {c}");
+        assert!(matches!(t.ai_to_caller(&[0; 100]), Err(CodecError::BadFrameLen { .. })));
+    }
+
+    #[test]
+    fn opus_loss_conceals_and_fec_recovers() {
+        let opus = Codec::opus(111);
+        let fmtp = OpusFmtp::parse("useinbandfec=1");
+        let mut t = Transcoder::new(&opus, &fmtp, AiFormat::Pcm(Rate::Hz16000)).unwrap();
+        let (_, packets) = caller_opus_packets(&prompt());
+        for p in &packets[..30] {
+            t.caller_to_ai(Some(p)).unwrap();
+        }
+        let concealed = t.caller_to_ai(None).unwrap();
+        assert_eq!(concealed.len(), 320);
+        assert!(rms(concealed) > 50.0, "PLC frame silent: rms {}", rms(concealed));
+        let recovered = t.caller_to_ai_lost(Some(&packets[32])).unwrap();
+        assert_eq!(recovered.len(), 320);
+        assert!(rms(recovered) > 50.0);
+        assert_eq!(t.caller_to_ai(Some(&packets[32])).unwrap().len(), 320);
+    }
+
+    #[test]
+    fn prompt_plays_in_opus_and_g711() {
+        let x = prompt();
+        // Opus caller with a 24 kHz AI side: the prompt goes 8k -> 24k -> Opus.
+        let mut t = Transcoder::new(&Codec::opus(96), &no_fmtp(), AiFormat::Pcm(Rate::Hz24000)).unwrap();
+        let mut dec = OpusDecoder::new(Rate::Hz8000, 1).unwrap();
+        let mut heard = Vec::new();
+        for f in x.chunks_exact(160) {
+            let payload = t.encode_prompt_frame(f).unwrap();
+            assert!(!payload.is_empty());
+            heard.extend_from_slice(dec.decode(&payload).unwrap());
+        }
+        let (lag, c) = aligned_correlation(&x[..x.len() - 800], &heard, 8 * 40);
+        eprintln!("prompt through Opus: delay {lag} samples at 8 kHz, correlation {c:.4}");
+        assert!(c > 0.9, "prompt correlation {c}");
+        // Stereo-preferring Opus peer: payloads still decode to the prompt.
+        let mut t = Transcoder::new(&Codec::opus(96), &OpusFmtp::parse("stereo=1"), AiFormat::Pcm(Rate::Hz8000)).unwrap();
+        assert_eq!(t.encoder().channels(), 2);
+        let p = t.encode_prompt_frame(&x[1600..1760]).unwrap();
+        assert_eq!(dec.decode(&p).unwrap().len(), 160);
+        // G.711: the same bytes PromptPlayer would send.
+        let mut t = Transcoder::new(&Codec::PCMA, &no_fmtp(), AiFormat::Pcm(Rate::Hz16000)).unwrap();
+        let mut expect = Vec::new();
+        Law::Alaw.encode_into(&x[..160], &mut expect);
+        assert_eq!(t.encode_prompt_frame(&x[..160]).unwrap(), expect);
+    }
+
+    #[test]
+    fn stereo_caller_is_downmixed_for_ai() {
+        let fmtp = OpusFmtp::parse("sprop-stereo=1");
+        let mut t = Transcoder::new(&Codec::opus(111), &fmtp, AiFormat::Pcm(Rate::Hz48000)).unwrap();
+        assert_eq!(t.decoder().channels(), 2);
+        let mut enc = OpusEncoder::new(OpusConfig { channels: 2, ..OpusConfig::default() }).unwrap();
+        let mono = tone(440.0, Rate::Hz48000, 960, 8000.0);
+        let stereo: Vec<i16> = mono.iter().flat_map(|&s| [s, s]).collect();
+        for _ in 0..5 {
+            let p = enc.encode(&stereo).unwrap().to_vec();
+            assert_eq!(t.caller_to_ai(Some(&p)).unwrap().len(), 960);
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut rng = SmallRng::seed_from_u64(0xBAD);
+        let setups = [
+            (Codec::PCMU, AiFormat::Pcm(Rate::Hz16000)),
+            (Codec::PCMA, AiFormat::G711(Law::Ulaw)),
+            (Codec::opus(111), AiFormat::Pcm(Rate::Hz24000)),
+            (Codec::opus(111), AiFormat::G711(Law::Alaw)),
+        ];
+        for (codec, ai) in setups {
+            let mut t = Transcoder::new(&codec, &no_fmtp(), ai).unwrap();
+            for _ in 0..500 {
+                let len = rng.gen_range(0..500);
+                let junk: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+                let payload = if rng.gen_bool(0.2) { None } else { Some(&junk[..]) };
+                let _ = t.caller_to_ai_bytes(payload);
+                let _ = t.caller_to_ai_lost(Some(&junk));
+                let pcm: Vec<i16> = (0..rng.gen_range(0..700)).map(|_| rng.gen()).collect();
+                let _ = t.ai_to_caller(&pcm);
+                let mut out = Vec::new();
+                let _ = t.ai_bytes_to_caller(&junk, &mut out);
+                let _ = t.encode_prompt_frame(&pcm);
+            }
+        }
+    }
+
+    #[test]
+    fn unsupported_codecs_are_refused() {
+        let odd = Codec { clock_rate: 16000, ..Codec::PCMU };
+        assert!(matches!(
+            Transcoder::new(&odd, &no_fmtp(), AiFormat::G711(Law::Ulaw)),
+            Err(CodecError::UnsupportedCodec(_))
+        ));
+        let odd = Codec { clock_rate: 8000, ..Codec::opus(111) };
+        assert!(matches!(
+            Transcoder::new(&odd, &no_fmtp(), AiFormat::G711(Law::Ulaw)),
+            Err(CodecError::UnsupportedCodec(_))
+        ));
+        assert!(matches!(Rate::from_hz(44100), Err(CodecError::UnsupportedRate(44100))));
+    }
+}
