@@ -611,18 +611,22 @@ mod tests {
     #[test]
     fn prompt_plays_in_opus_and_g711() {
         let x = prompt();
-        // Opus caller with a 24 kHz AI side: the prompt goes 8k -> 24k -> Opus.
+        // Opus caller with a 24 kHz AI side: the prompt goes 8k -> 24k -> Opus. Compare at
+        // 24 kHz against the same upsampling, so the alignment is sample-exact.
         let mut t = Transcoder::new(&Codec::opus(96), &no_fmtp(), AiFormat::Pcm(Rate::Hz24000)).unwrap();
-        let mut dec = OpusDecoder::new(Rate::Hz8000, 1).unwrap();
-        let mut heard = Vec::new();
+        let mut up = Resampler::new(Rate::Hz8000, Rate::Hz24000).unwrap();
+        let mut dec24 = OpusDecoder::new(Rate::Hz24000, 1).unwrap();
+        let (mut sent, mut heard) = (Vec::new(), Vec::new());
         for f in x.chunks_exact(160) {
             let payload = t.encode_prompt_frame(f).unwrap();
             assert!(!payload.is_empty());
-            heard.extend_from_slice(dec.decode(&payload).unwrap());
+            heard.extend_from_slice(dec24.decode(&payload).unwrap());
+            sent.extend_from_slice(up.process(f).unwrap());
         }
-        let (lag, c) = aligned_correlation(&x[..x.len() - 800], &heard, 8 * 40);
-        eprintln!("prompt through Opus: delay {lag} samples at 8 kHz, correlation {c:.4}");
+        let (lag, c) = aligned_correlation(&sent[..sent.len() - 2400], &heard, 24 * 40);
+        eprintln!("prompt through Opus: codec delay {lag} samples at 24 kHz, correlation {c:.4}");
         assert!(c > 0.9, "prompt correlation {c}");
+        let mut dec = OpusDecoder::new(Rate::Hz8000, 1).unwrap();
         // Stereo-preferring Opus peer: payloads still decode to the prompt.
         let mut t = Transcoder::new(&Codec::opus(96), &OpusFmtp::parse("stereo=1"), AiFormat::Pcm(Rate::Hz8000)).unwrap();
         assert_eq!(t.encoder().channels(), 2);
