@@ -112,6 +112,8 @@ pub struct Negotiated {
     pub remote_rtp: SocketAddr,
     /// Packetization interval we send and announced.
     pub ptime_ms: u32,
+    /// The offer's `a=fmtp` parameters for the chosen codec (Opus: stereo, useinbandfec, ...).
+    pub fmtp: Option<String>,
 }
 
 /// Our side of the answer (or offer): the RTP address we listen on, and the `o=` identifiers.
@@ -226,8 +228,19 @@ pub fn answer(offer: &[u8], p: &AnswerParams) -> Result<(Negotiated, String), Sd
         dtmf_payload_type: selection.dtmf_payload_type,
         remote_rtp,
         ptime_ms: PTIME_MS,
+        fmtp: fmtp_of(chosen, selection.codec.payload_type),
     };
     Ok((negotiated, desc.marshal()))
+}
+
+/// The `a=fmtp:<pt> ...` parameters of payload type `pt` in a media description.
+fn fmtp_of(md: &MediaDescription, pt: u8) -> Option<String> {
+    let prefix = format!("{pt} ");
+    md.attributes
+        .iter()
+        .filter(|a| a.key == "fmtp")
+        .filter_map(|a| a.value.as_deref())
+        .find_map(|v| v.strip_prefix(&prefix).map(|rest| rest.trim().to_string()))
 }
 
 /// Our offer (for outbound calls / re-INVITE without SDP): PCMU, PCMA, telephone-event.
@@ -923,5 +936,28 @@ mod tests {
         assert_eq!(neg.codec, Codec::PCMU);
         assert_eq!(neg.dtmf_payload_type, Some(101));
         assert_eq!(neg.remote_rtp, "192.0.2.10:40000".parse().unwrap());
+    }
+}
+
+#[cfg(test)]
+mod fmtp_tests {
+    use super::*;
+
+    #[test]
+    fn the_chosen_codecs_fmtp_is_carried() {
+        let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
+            m=audio 7000 RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\n\
+            a=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:101 telephone-event/48000\r\n\
+            a=fmtp:101 0-16\r\n";
+        let p = AnswerParams {
+            local_ip: "127.0.0.1".parse().unwrap(),
+            local_port: 20000,
+            session_id: 1,
+            session_version: 1,
+        };
+        let (n, _) = answer(offer.as_bytes(), &p).unwrap();
+        assert_eq!(n.codec.name, CodecName::Opus);
+        assert_eq!(n.fmtp.as_deref(), Some("minptime=10;useinbandfec=1"));
+        assert_eq!(n.dtmf_payload_type, Some(101));
     }
 }
