@@ -312,7 +312,13 @@ impl DtmfReceiver {
 
     /// RFC 4733 §2.5.1.3: a long press continues with a new timestamp and no marker, after a
     /// segment whose duration reached the 16-bit maximum.
-    fn is_next_segment(&self, a: &Active, info: &RtpInfo, key: DtmfKey, _ev: TelephoneEvent) -> bool {
+    fn is_next_segment(
+        &self,
+        a: &Active,
+        info: &RtpInfo,
+        key: DtmfKey,
+        _ev: TelephoneEvent,
+    ) -> bool {
         const NEAR_MAX: u16 = u16::MAX - 2 * 1600;
         !info.marker
             && key == a.key
@@ -321,8 +327,12 @@ impl DtmfReceiver {
     }
 
     fn next_segment(&mut self, now: Instant, info: &RtpInfo, ev: TelephoneEvent) {
-        let Some(a) = self.active.as_mut() else { return };
-        a.base = a.base.saturating_add(info.timestamp.wrapping_sub(a.segment_ts));
+        let Some(a) = self.active.as_mut() else {
+            return;
+        };
+        a.base = a
+            .base
+            .saturating_add(info.timestamp.wrapping_sub(a.segment_ts));
         a.segment_ts = info.timestamp;
         a.duration = ev.duration;
         self.remember(info.ssrc, info.timestamp);
@@ -344,7 +354,9 @@ impl DtmfReceiver {
     }
 
     fn update(&mut self, now: Instant, key: DtmfKey, ev: TelephoneEvent) {
-        let Some(a) = self.active.as_mut() else { return };
+        let Some(a) = self.active.as_mut() else {
+            return;
+        };
         // Out-of-order updates carry a smaller duration: keep the largest.
         a.duration = a.duration.max(ev.duration);
         a.key = key;
@@ -498,11 +510,17 @@ impl DtmfSender {
 
     /// Queues a press of `key` lasting `duration` (at least 40 ms, at most one 16-bit
     /// segment: about 8 s at 8000 Hz). It starts at `now` if nothing is being sent.
-    pub fn send_digit(&mut self, now: Instant, key: DtmfKey, duration: Duration) -> Result<(), DtmfError> {
+    pub fn send_digit(
+        &mut self,
+        now: Instant,
+        key: DtmfKey,
+        duration: Duration,
+    ) -> Result<(), DtmfError> {
         if self.queue.len() >= Self::QUEUE_CAPACITY {
             return Err(DtmfError::QueueFull(self.queue.len()));
         }
-        self.queue.push_back((key, duration.max(Self::MIN_DURATION)));
+        self.queue
+            .push_back((key, duration.max(Self::MIN_DURATION)));
         if self.current.is_none() && !self.timers.is_set(Timer::DtmfSend) {
             self.timers.set(Timer::DtmfSend, now);
         }
@@ -511,7 +529,12 @@ impl DtmfSender {
 
     /// Queues every key of `digits` (see [`send_digit`](Self::send_digit)); nothing is queued
     /// if one character is not a key.
-    pub fn send_digits(&mut self, now: Instant, digits: &str, duration: Duration) -> Result<(), DtmfError> {
+    pub fn send_digits(
+        &mut self,
+        now: Instant,
+        digits: &str,
+        duration: Duration,
+    ) -> Result<(), DtmfError> {
         let keys: Vec<DtmfKey> = digits
             .chars()
             .map(|c| DtmfKey::from_char(c).ok_or(DtmfError::BadKey(c)))
@@ -519,7 +542,8 @@ impl DtmfSender {
         if self.queue.len() + keys.len() > Self::QUEUE_CAPACITY {
             return Err(DtmfError::QueueFull(self.queue.len()));
         }
-        keys.into_iter().try_for_each(|k| self.send_digit(now, k, duration))
+        keys.into_iter()
+            .try_for_each(|k| self.send_digit(now, k, duration))
     }
 
     /// The next packet due at `now`, if any. `stream_timestamp` is the call's RTP timestamp
@@ -531,8 +555,16 @@ impl DtmfSender {
         }
         if self.current.is_none() {
             let (key, duration) = self.queue.pop_front()?;
-            let total = duration_to_samples(duration, self.clock_rate).min(u64::from(u16::MAX)) as u16;
-            self.current = Some(Sending { key, total, started: now, timestamp: None, updates: 0, ends: 0 });
+            let total =
+                duration_to_samples(duration, self.clock_rate).min(u64::from(u16::MAX)) as u16;
+            self.current = Some(Sending {
+                key,
+                total,
+                started: now,
+                timestamp: None,
+                updates: 0,
+                ends: 0,
+            });
         }
         let packet = self.next_of_current(now, stream_timestamp);
         self.schedule(now);
@@ -562,7 +594,8 @@ impl DtmfSender {
             Some(min) if !ts_newer(stream_timestamp, min) && stream_timestamp != min => min,
             _ => stream_timestamp,
         });
-        let elapsed = duration_to_samples(now.saturating_duration_since(cur.started), self.clock_rate);
+        let elapsed =
+            duration_to_samples(now.saturating_duration_since(cur.started), self.clock_rate);
         let marker = cur.updates == 0 && cur.ends == 0;
         let end = elapsed >= u64::from(cur.total) || cur.ends > 0;
         let duration = if end { cur.total } else { elapsed as u16 };
@@ -575,7 +608,12 @@ impl DtmfSender {
             payload_type: self.payload_type,
             marker,
             timestamp: ts,
-            event: TelephoneEvent { event: cur.key.code(), end, volume, duration },
+            event: TelephoneEvent {
+                event: cur.key.code(),
+                end,
+                volume,
+                duration,
+            },
         })
     }
 
@@ -592,7 +630,8 @@ impl DtmfSender {
             if self.queue.is_empty() {
                 self.timers.stop(Timer::DtmfSend);
             } else {
-                self.timers.set(Timer::DtmfSend, now + Self::INTER_DIGIT_GAP);
+                self.timers
+                    .set(Timer::DtmfSend, now + Self::INTER_DIGIT_GAP);
             }
             return;
         }
@@ -639,11 +678,25 @@ mod tests {
     }
 
     fn info(ts: u32, seq: u16, marker: bool) -> RtpInfo {
-        RtpInfo { ssrc: SSRC, seq, timestamp: ts, payload_type: PT, marker, payload_len: 4, payload_offset: 12 }
+        RtpInfo {
+            ssrc: SSRC,
+            seq,
+            timestamp: ts,
+            payload_type: PT,
+            marker,
+            payload_len: 4,
+            payload_offset: 12,
+        }
     }
 
     fn ev(event: u8, end: bool, duration: u16) -> [u8; 4] {
-        TelephoneEvent { event, end, volume: 10, duration }.to_bytes()
+        TelephoneEvent {
+            event,
+            end,
+            volume: 10,
+            duration,
+        }
+        .to_bytes()
     }
 
     #[test]
@@ -662,11 +715,19 @@ mod tests {
 
     #[test]
     fn payload_round_trip_and_short_payload() {
-        let e = TelephoneEvent { event: 11, end: true, volume: 63, duration: 0xABCD };
+        let e = TelephoneEvent {
+            event: 11,
+            end: true,
+            volume: 63,
+            duration: 0xABCD,
+        };
         assert_eq!(e.to_bytes(), [11, 0xBF, 0xAB, 0xCD]);
         assert_eq!(TelephoneEvent::parse(&e.to_bytes()), Ok(e));
         for n in 0..4 {
-            assert_eq!(TelephoneEvent::parse(&[1, 2, 3][..n.min(3)]), Err(DtmfError::Short(n.min(3))));
+            assert_eq!(
+                TelephoneEvent::parse(&[1, 2, 3][..n.min(3)]),
+                Err(DtmfError::Short(n.min(3)))
+            );
         }
     }
 
@@ -674,7 +735,12 @@ mod tests {
     fn sender_timeline_start_updates_three_ends() {
         let t0 = Instant::now();
         let mut tx = DtmfSender::new(PT, 8000);
-        tx.send_digit(t0, DtmfKey::from_char('5').unwrap(), Duration::from_millis(120)).unwrap();
+        tx.send_digit(
+            t0,
+            DtmfKey::from_char('5').unwrap(),
+            Duration::from_millis(120),
+        )
+        .unwrap();
         assert_eq!(tx.poll_timeout(), Some(t0));
         let sent = run_sender(&mut tx, t0);
         let infos: Vec<(u64, RtpInfo, TelephoneEvent)> = sent
@@ -693,7 +759,9 @@ mod tests {
         assert_eq!(ends, vec![false, false, false, true, true, true]);
         assert!(infos[0].1.marker);
         assert!(infos[1..].iter().all(|x| !x.1.marker));
-        assert!(infos.iter().all(|x| x.1.timestamp == 0 && x.1.ssrc == SSRC && x.1.payload_type == PT));
+        assert!(infos
+            .iter()
+            .all(|x| x.1.timestamp == 0 && x.1.ssrc == SSRC && x.1.payload_type == PT));
         assert!(infos.iter().all(|x| x.2.event == 5));
         let seqs: Vec<u16> = infos.iter().map(|x| x.1.seq).collect();
         assert_eq!(seqs, (100..106).collect::<Vec<_>>());
@@ -704,7 +772,8 @@ mod tests {
     fn round_trip_sender_to_receiver_reports_each_digit_once() {
         let t0 = Instant::now();
         let mut tx = DtmfSender::new(PT, 8000);
-        tx.send_digits(t0, "12#*9D!", Duration::from_millis(100)).unwrap();
+        tx.send_digits(t0, "12#*9D!", Duration::from_millis(100))
+            .unwrap();
         let sent = run_sender(&mut tx, t0);
         let mut rx = DtmfReceiver::new(8000);
         let mut got = Vec::new();
@@ -713,11 +782,19 @@ mod tests {
         }
         let keys: String = got.iter().map(|e| e.key.as_char()).collect();
         assert_eq!(keys, "12#*9D!");
-        assert!(got.iter().all(|e| e.duration == Duration::from_millis(100) && e.duration_samples == 800));
+        assert!(got
+            .iter()
+            .all(|e| e.duration == Duration::from_millis(100) && e.duration_samples == 800));
         assert!(got.iter().all(|e| e.cause == EndCause::EndBit));
         // Distinct, increasing timestamps per press.
-        assert!(got.windows(2).all(|w| ts_newer(w[1].timestamp, w[0].timestamp)));
-        assert_eq!(rx.stats().duplicates, 14, "two repeated end packets per press");
+        assert!(got
+            .windows(2)
+            .all(|w| ts_newer(w[1].timestamp, w[0].timestamp)));
+        assert_eq!(
+            rx.stats().duplicates,
+            14,
+            "two repeated end packets per press"
+        );
         assert_eq!(rx.stats().events, 7);
     }
 
@@ -732,7 +809,11 @@ mod tests {
         for step in 0..100u32 {
             let now = t0 + Duration::from_millis(10) * step;
             while let Some(p) = tx.poll_packet(now, 5000) {
-                got.extend(feed(&mut rx, now, &build_rtp(&p, SSRC, step as u16).unwrap()));
+                got.extend(feed(
+                    &mut rx,
+                    now,
+                    &build_rtp(&p, SSRC, step as u16).unwrap(),
+                ));
             }
         }
         assert_eq!(got.len(), 2);
@@ -744,16 +825,37 @@ mod tests {
     fn duplicates_and_repeated_ends_are_ignored() {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
-        assert_eq!(rx.on_packet(t0, &info(1000, 1, true), &ev(3, false, 0)), Ok(None));
-        assert_eq!(rx.on_packet(t0, &info(1000, 1, true), &ev(3, false, 0)), Ok(None));
-        assert_eq!(rx.on_packet(t0, &info(1000, 2, false), &ev(3, false, 400)), Ok(None));
-        let e = rx.on_packet(t0, &info(1000, 3, false), &ev(3, true, 800)).unwrap().unwrap();
-        assert_eq!((e.key.as_char(), e.duration_samples, e.timestamp), ('3', 800, 1000));
+        assert_eq!(
+            rx.on_packet(t0, &info(1000, 1, true), &ev(3, false, 0)),
+            Ok(None)
+        );
+        assert_eq!(
+            rx.on_packet(t0, &info(1000, 1, true), &ev(3, false, 0)),
+            Ok(None)
+        );
+        assert_eq!(
+            rx.on_packet(t0, &info(1000, 2, false), &ev(3, false, 400)),
+            Ok(None)
+        );
+        let e = rx
+            .on_packet(t0, &info(1000, 3, false), &ev(3, true, 800))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.key.as_char(), e.duration_samples, e.timestamp),
+            ('3', 800, 1000)
+        );
         for seq in 4..10 {
-            assert_eq!(rx.on_packet(t0, &info(1000, seq, false), &ev(3, true, 800)), Ok(None));
+            assert_eq!(
+                rx.on_packet(t0, &info(1000, seq, false), &ev(3, true, 800)),
+                Ok(None)
+            );
         }
         // A late update of the finished press is not a new press either.
-        assert_eq!(rx.on_packet(t0, &info(1000, 2, false), &ev(3, false, 400)), Ok(None));
+        assert_eq!(
+            rx.on_packet(t0, &info(1000, 2, false), &ev(3, false, 400)),
+            Ok(None)
+        );
         assert_eq!(rx.poll_event(t0 + Duration::from_secs(5)), None);
         assert_eq!(rx.stats().events, 1);
         assert_eq!(rx.stats().duplicates, 7);
@@ -763,11 +865,23 @@ mod tests {
     fn lost_start_packet_still_reports() {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
-        assert_eq!(rx.on_packet(t0, &info(2000, 2, false), &ev(9, false, 400)), Ok(None));
-        let e = rx.on_packet(t0, &info(2000, 3, false), &ev(9, true, 640)).unwrap().unwrap();
-        assert_eq!((e.key.as_char(), e.duration, e.cause), ('9', Duration::from_millis(80), EndCause::EndBit));
+        assert_eq!(
+            rx.on_packet(t0, &info(2000, 2, false), &ev(9, false, 400)),
+            Ok(None)
+        );
+        let e = rx
+            .on_packet(t0, &info(2000, 3, false), &ev(9, true, 640))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.key.as_char(), e.duration, e.cause),
+            ('9', Duration::from_millis(80), EndCause::EndBit)
+        );
         // Only an end packet arrives: reported from it alone.
-        let e = rx.on_packet(t0, &info(9000, 9, false), &ev(1, true, 800)).unwrap().unwrap();
+        let e = rx
+            .on_packet(t0, &info(9000, 9, false), &ev(1, true, 800))
+            .unwrap()
+            .unwrap();
         assert_eq!((e.key.as_char(), e.duration_samples), ('1', 800));
     }
 
@@ -775,14 +889,32 @@ mod tests {
     fn out_of_order_updates_keep_the_largest_duration() {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
-        assert_eq!(rx.on_packet(t0, &info(500, 3, false), &ev(7, false, 800)), Ok(None));
-        assert_eq!(rx.on_packet(t0, &info(500, 1, true), &ev(7, false, 0)), Ok(None));
-        assert_eq!(rx.on_packet(t0, &info(500, 2, false), &ev(7, false, 400)), Ok(None));
+        assert_eq!(
+            rx.on_packet(t0, &info(500, 3, false), &ev(7, false, 800)),
+            Ok(None)
+        );
+        assert_eq!(
+            rx.on_packet(t0, &info(500, 1, true), &ev(7, false, 0)),
+            Ok(None)
+        );
+        assert_eq!(
+            rx.on_packet(t0, &info(500, 2, false), &ev(7, false, 400)),
+            Ok(None)
+        );
         // End lost; the next press ends this one, with the largest duration seen.
-        let e = rx.on_packet(t0, &info(5000, 9, true), &ev(8, false, 0)).unwrap().unwrap();
-        assert_eq!((e.key.as_char(), e.duration_samples, e.cause), ('7', 800, EndCause::NextEvent));
+        let e = rx
+            .on_packet(t0, &info(5000, 9, true), &ev(8, false, 0))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.key.as_char(), e.duration_samples, e.cause),
+            ('7', 800, EndCause::NextEvent)
+        );
         // A packet older than the current press, of no known press, is stale.
-        assert_eq!(rx.on_packet(t0, &info(400, 0, false), &ev(7, true, 80)), Ok(None));
+        assert_eq!(
+            rx.on_packet(t0, &info(400, 0, false), &ev(7, true, 80)),
+            Ok(None)
+        );
         assert_eq!(rx.stats().stale, 1);
     }
 
@@ -790,8 +922,14 @@ mod tests {
     fn newer_press_that_ends_at_once_queues_second_event() {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
-        assert_eq!(rx.on_packet(t0, &info(100, 1, true), &ev(1, false, 0)), Ok(None));
-        let first = rx.on_packet(t0, &info(2000, 5, false), &ev(2, true, 800)).unwrap().unwrap();
+        assert_eq!(
+            rx.on_packet(t0, &info(100, 1, true), &ev(1, false, 0)),
+            Ok(None)
+        );
+        let first = rx
+            .on_packet(t0, &info(2000, 5, false), &ev(2, true, 800))
+            .unwrap()
+            .unwrap();
         assert_eq!(first.key.as_char(), '1');
         let second = rx.poll_event(t0).unwrap();
         assert_eq!(second.key.as_char(), '2');
@@ -802,16 +940,28 @@ mod tests {
     fn all_end_packets_lost_times_out() {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
-        assert_eq!(rx.on_packet(t0, &info(100, 1, true), &ev(0, false, 0)), Ok(None));
+        assert_eq!(
+            rx.on_packet(t0, &info(100, 1, true), &ev(0, false, 0)),
+            Ok(None)
+        );
         let t1 = t0 + Duration::from_millis(50);
-        assert_eq!(rx.on_packet(t1, &info(100, 2, false), &ev(0, false, 400)), Ok(None));
+        assert_eq!(
+            rx.on_packet(t1, &info(100, 2, false), &ev(0, false, 400)),
+            Ok(None)
+        );
         assert_eq!(rx.poll_timeout(), Some(t1 + DtmfReceiver::TIMEOUT));
         assert_eq!(rx.poll_event(t1 + Duration::from_millis(499)), None);
         let e = rx.poll_event(t1 + DtmfReceiver::TIMEOUT).unwrap();
-        assert_eq!((e.key.as_char(), e.duration_samples, e.cause), ('0', 400, EndCause::Timeout));
+        assert_eq!(
+            (e.key.as_char(), e.duration_samples, e.cause),
+            ('0', 400, EndCause::Timeout)
+        );
         assert_eq!(rx.poll_timeout(), None);
         // A late end packet of it is a duplicate.
-        assert_eq!(rx.on_packet(t1, &info(100, 3, false), &ev(0, true, 800)), Ok(None));
+        assert_eq!(
+            rx.on_packet(t1, &info(100, 3, false), &ev(0, true, 800)),
+            Ok(None)
+        );
         assert_eq!(rx.stats().events, 1);
     }
 
@@ -819,10 +969,22 @@ mod tests {
     fn long_press_segments_are_one_event() {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
-        assert_eq!(rx.on_packet(t0, &info(0, 1, true), &ev(4, false, 65_000)), Ok(None));
-        assert_eq!(rx.on_packet(t0, &info(0, 2, false), &ev(4, false, 65_535)), Ok(None));
-        assert_eq!(rx.on_packet(t0, &info(65_535, 3, false), &ev(4, false, 400)), Ok(None));
-        let e = rx.on_packet(t0, &info(65_535, 4, false), &ev(4, true, 800)).unwrap().unwrap();
+        assert_eq!(
+            rx.on_packet(t0, &info(0, 1, true), &ev(4, false, 65_000)),
+            Ok(None)
+        );
+        assert_eq!(
+            rx.on_packet(t0, &info(0, 2, false), &ev(4, false, 65_535)),
+            Ok(None)
+        );
+        assert_eq!(
+            rx.on_packet(t0, &info(65_535, 3, false), &ev(4, false, 400)),
+            Ok(None)
+        );
+        let e = rx
+            .on_packet(t0, &info(65_535, 4, false), &ev(4, true, 800))
+            .unwrap()
+            .unwrap();
         assert_eq!((e.timestamp, e.duration_samples), (0, 65_535 + 800));
         assert_eq!(rx.stats().events, 1);
     }
@@ -832,15 +994,25 @@ mod tests {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
         for n in 0..4 {
-            assert_eq!(rx.on_packet(t0, &info(1, 1, false), &[0xFF; 3][..n]), Err(DtmfError::Short(n)));
+            assert_eq!(
+                rx.on_packet(t0, &info(1, 1, false), &[0xFF; 3][..n]),
+                Err(DtmfError::Short(n))
+            );
         }
-        assert_eq!(rx.on_packet(t0, &info(1, 1, false), &[200, 0, 0, 0]), Err(DtmfError::UnsupportedEvent(200)));
+        assert_eq!(
+            rx.on_packet(t0, &info(1, 1, false), &[200, 0, 0, 0]),
+            Err(DtmfError::UnsupportedEvent(200))
+        );
         assert_eq!(rx.stats().errors, 5);
         let mut state = 0x1234_5678u32;
         for i in 0..5000u32 {
             state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
             let bytes = state.to_be_bytes();
-            let _ = rx.on_packet(t0, &info(state >> 3, i as u16, i % 7 == 0), &bytes[..(i % 5) as usize]);
+            let _ = rx.on_packet(
+                t0,
+                &info(state >> 3, i as u16, i % 7 == 0),
+                &bytes[..(i % 5) as usize],
+            );
             let _ = rx.poll_event(t0 + Duration::from_millis(u64::from(i)));
         }
     }
@@ -849,10 +1021,17 @@ mod tests {
     fn send_digits_rejects_bad_keys_and_full_queue() {
         let t0 = Instant::now();
         let mut tx = DtmfSender::new(PT, 8000);
-        assert_eq!(tx.send_digits(t0, "12x", Duration::from_millis(100)), Err(DtmfError::BadKey('x')));
+        assert_eq!(
+            tx.send_digits(t0, "12x", Duration::from_millis(100)),
+            Err(DtmfError::BadKey('x'))
+        );
         assert_eq!(tx.queued(), 0);
         let many = "1".repeat(DtmfSender::QUEUE_CAPACITY);
-        tx.send_digits(t0, &many, Duration::from_millis(100)).unwrap();
-        assert!(matches!(tx.send_digit(t0, DtmfKey::FLASH, Duration::from_millis(100)), Err(DtmfError::QueueFull(_))));
+        tx.send_digits(t0, &many, Duration::from_millis(100))
+            .unwrap();
+        assert!(matches!(
+            tx.send_digit(t0, DtmfKey::FLASH, Duration::from_millis(100)),
+            Err(DtmfError::QueueFull(_))
+        ));
     }
 }

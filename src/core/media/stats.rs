@@ -104,7 +104,10 @@ pub fn mos_from_r(r: f64) -> f64 {
 /// The simplified E-model for a codec, a loss in percent and a one-way delay in ms.
 pub fn e_model(codec: MosCodec, loss_percent: f64, one_way_delay_ms: f64) -> EModel {
     let r = R_DEFAULT - delay_impairment(one_way_delay_ms) - loss_impairment(codec, loss_percent);
-    EModel { r, mos: mos_from_r(r) }
+    EModel {
+        r,
+        mos: mos_from_r(r),
+    }
 }
 
 /// A snapshot of a call's media quality, for logs and the HTTP API.
@@ -148,11 +151,15 @@ pub struct CallMediaStats {
 
 impl CallMediaStats {
     /// Builds the snapshot from the jitter buffer and RTCP counters, and the concealed time.
-    pub fn collect(codec: MosCodec, jitter: &JitterStats, rtcp: &RtcpStats, concealed_ms: u64) -> CallMediaStats {
+    pub fn collect(
+        codec: MosCodec,
+        jitter: &JitterStats,
+        rtcp: &RtcpStats,
+        concealed_ms: u64,
+    ) -> CallMediaStats {
         let rtt_ms = rtcp.rtt.map(|d| d.as_secs_f64() * 1000.0);
         let loss_percent = heard_loss_percent(jitter);
-        let one_way_delay_ms =
-            rtt_ms.unwrap_or(0.0) / 2.0 + f64::from(jitter.target_ms) + FRAME_MS;
+        let one_way_delay_ms = rtt_ms.unwrap_or(0.0) / 2.0 + f64::from(jitter.target_ms) + FRAME_MS;
         let em = e_model(codec, loss_percent, one_way_delay_ms);
         CallMediaStats {
             codec,
@@ -178,7 +185,9 @@ impl CallMediaStats {
 
 /// Concealed frames over frames due (played from a packet or concealed), percent.
 fn heard_loss_percent(j: &JitterStats) -> f64 {
-    let played = j.received.saturating_sub(j.duplicates + j.late + j.discarded);
+    let played = j
+        .received
+        .saturating_sub(j.duplicates + j.late + j.discarded);
     let due = played + j.lost;
     if due == 0 {
         0.0
@@ -203,7 +212,11 @@ mod tests {
         assert!((m.r - 93.2).abs() < 1e-9);
         assert!((m.mos - 4.41).abs() < 0.01, "{}", m.mos);
         let low_delay = e_model(MosCodec::G711, 0.0, 60.0);
-        assert!(low_delay.mos > 4.35 && low_delay.mos < 4.41, "{}", low_delay.mos);
+        assert!(
+            low_delay.mos > 4.35 && low_delay.mos < 4.41,
+            "{}",
+            low_delay.mos
+        );
     }
 
     #[test]
@@ -249,13 +262,20 @@ mod tests {
         let mut last = 0.0;
         for r10 in -200..=1200 {
             let m = mos_from_r(f64::from(r10) / 10.0);
-            assert!((1.0..=4.5).contains(&m) && m >= last - 1e-12, "R {}", r10 as f64 / 10.0);
+            assert!(
+                (1.0..=4.5).contains(&m) && m >= last - 1e-12,
+                "R {}",
+                r10 as f64 / 10.0
+            );
             last = m;
         }
         assert_eq!(mos_from_r(f64::NAN), 1.0);
         assert_eq!(mos_from_r(150.0), 4.5);
         assert_eq!(e_model(MosCodec::G711, 100.0, 2000.0).mos, 1.0);
-        assert_eq!(e_model(MosCodec::G711, -5.0, -5.0).mos, e_model(MosCodec::G711, 0.0, 0.0).mos);
+        assert_eq!(
+            e_model(MosCodec::G711, -5.0, -5.0).mos,
+            e_model(MosCodec::G711, 0.0, 0.0).mos
+        );
     }
 
     #[test]
@@ -286,9 +306,15 @@ mod tests {
             ..Default::default()
         };
         let s = CallMediaStats::collect(MosCodec::G711, &jitter, &rtcp, 500);
-        assert_eq!((s.packets_received, s.packets_sent, s.packets_lost), (1000, 990, 15));
+        assert_eq!(
+            (s.packets_received, s.packets_sent, s.packets_lost),
+            (1000, 990, 15)
+        );
         assert_eq!((s.packets_late, s.duplicates, s.concealed_ms), (10, 5, 500));
-        assert_eq!((s.jitter_buffer_depth_ms, s.jitter_buffer_target_ms), (40, 60));
+        assert_eq!(
+            (s.jitter_buffer_depth_ms, s.jitter_buffer_target_ms),
+            (40, 60)
+        );
         assert_eq!(s.jitter_ms, 3.46);
         assert_eq!(s.rtt_ms, Some(80.0));
         assert_eq!(s.remote_loss_percent, Some(25.0));
@@ -304,8 +330,19 @@ mod tests {
         assert_eq!(json["mos"], s.mos);
 
         // Nothing yet: no loss, no RTT, a MOS for the buffer delay alone.
-        let empty = CallMediaStats::collect(MosCodec::Opus, &JitterStats::default(), &RtcpStats::default(), 0);
-        assert_eq!((empty.loss_percent, empty.rtt_ms, empty.packets_lost), (0.0, None, 0));
-        assert_eq!(serde_json::to_value(&empty).unwrap()["rtt_ms"], serde_json::Value::Null);
+        let empty = CallMediaStats::collect(
+            MosCodec::Opus,
+            &JitterStats::default(),
+            &RtcpStats::default(),
+            0,
+        );
+        assert_eq!(
+            (empty.loss_percent, empty.rtt_ms, empty.packets_lost),
+            (0.0, None, 0)
+        );
+        assert_eq!(
+            serde_json::to_value(&empty).unwrap()["rtt_ms"],
+            serde_json::Value::Null
+        );
     }
 }
