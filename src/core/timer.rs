@@ -54,10 +54,16 @@ pub enum Timer {
     C = 20,
     /// A ringing call is answered with 200 OK (after the configured answer delay).
     Answer = 21,
+    /// Next RTCP report of a call (RFC 3550 §6.2, randomized around the report interval).
+    RtcpReport = 22,
+    /// Next RFC 4733 telephone-event packet (start, update or end retransmission).
+    DtmfSend = 23,
+    /// A received telephone-event got no packet for a while: it is reported as ended.
+    DtmfTimeout = 24,
 }
 
 impl Timer {
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 25;
     pub const ALL: [Timer; Timer::COUNT] = [
         Timer::A,
         Timer::B,
@@ -81,6 +87,9 @@ impl Timer {
         Timer::L,
         Timer::C,
         Timer::Answer,
+        Timer::RtcpReport,
+        Timer::DtmfSend,
+        Timer::DtmfTimeout,
     ];
 }
 

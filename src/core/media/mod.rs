@@ -1,15 +1,26 @@
-//! Media for the call path: G.711 codecs, the canned prompt, and RTP packetization.
+//! Media for the call path: everything between RTP on the wire and audio frames.
 //!
 //! - [`g711`]: μ-law / A-law companding.
-//! - [`prompt`]: a prompt loaded from WAV and the player that cuts it into 20 ms RTP packets.
+//! - [`prompt`]: a prompt loaded from WAV (8 kHz mono PCM).
 //! - [`rtp`]: inspecting received RTP packets without trusting them.
+//! - [`rtp_out`]: the sending side of an RTP stream (SSRC, sequence, timestamp, marker).
 //! - [`jitter`]: the adaptive jitter buffer that turns received RTP into 20 ms frames.
 //! - [`plc`]: G.711 packet loss concealment for the frames the jitter buffer reports lost.
 //! - [`codec`]: the per-call codec pipeline (Opus, resampling, caller <-> AI transcoding).
+//! - [`dtmf`]: RFC 4733 telephone-events, received (one event per key press) and sent.
+//! - [`rtcp`]: RTCP sender/receiver reports per call (RFC 3550), loss, jitter and RTT.
+//! - [`stats`]: per-call media statistics and the E-model (ITU-T G.107) MOS estimate.
+//! - [`playout`]: the playout buffer for bursty audio from the AI (barge-in flush, marks).
+//! - [`session`]: one call's media, tying all of the above to a 20 ms clock.
 
-pub mod g711;
-pub mod prompt;
-pub mod rtp;
-pub mod jitter;
-pub mod plc;
 pub mod codec;
+pub mod dtmf;
+pub mod g711;
+pub mod jitter;
+pub mod playout;
+pub mod plc;
+pub mod prompt;
+pub mod rtcp;
+pub mod rtp;
+pub mod rtp_out;
+pub mod stats;

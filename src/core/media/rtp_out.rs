@@ -2,9 +2,8 @@
 //! marker bit at the start of a talk spurt, and marshalling through `rtc-rtp`.
 
 use bytes::Bytes;
-use rtc_rtp::header::Header;
-use rtc_rtp::packet::Packet;
-use shared::marshal::Marshal;
+use rtc_rtp::{Header, Packet};
+use rtc_shared::marshal::Marshal;
 
 /// One outgoing RTP stream.
 #[derive(Debug, Clone)]
