@@ -23,4 +23,5 @@ pub mod prompt;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtp_out;
+pub mod session;
 pub mod stats;

@@ -61,6 +61,13 @@ impl RtpOut {
         packet.marshal().map(|b| b.to_vec()).unwrap_or_default()
     }
 
+    /// Advances the timestamp over `ticks` in which nothing was sent (the next packet then
+    /// starts a talk spurt).
+    pub fn skip(&mut self, ticks: u32) {
+        self.next_timestamp = self.next_timestamp.wrapping_add(ticks);
+        self.start_of_spurt = true;
+    }
+
     /// The next packet starts a talk spurt (marker bit), e.g. after a pause.
     pub fn mark_spurt(&mut self) {
         self.start_of_spurt = true;

@@ -1,0 +1,467 @@
+//! One call's media, sans-IO: received RTP goes through the adaptive jitter buffer and the
+//! decoder (with concealment) towards the AI side; what the caller hears (the canned prompt, or
+//! audio from the AI through the playout buffer) is encoded in the negotiated codec and sent on
+//! a 20 ms clock; telephone-events both ways; RTCP reports; symmetric RTP.
+//!
+//! Drive it like the endpoint: `on_rtp` / `on_rtcp` / `handle_timeout(now)`, then drain
+//! `poll_transmit` and `poll_event`; `poll_timeout` says when to come back.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use super::codec::opus::OpusFmtp;
+use super::codec::pipeline::{AiFormat, Transcoder};
+use super::codec::{CodecError, Rate};
+use super::dtmf::{DtmfEvent, DtmfKey, DtmfReceiver, DtmfSender};
+use super::jitter::{Frame, JitterBuffer, JitterConfig};
+use super::playout::{PlayoutBuffer, PlayoutError};
+use super::prompt::Prompt;
+use super::rtcp::{RtcpConfig, RtcpSession};
+use super::rtp::inspect;
+use super::rtp_out::RtpOut;
+use super::stats::{CallMediaStats, MosCodec};
+use crate::core::sdp::{CodecName, Negotiated};
+use crate::core::timer::{Timer, TimerTable};
+
+/// The frame clock of the call.
+pub const FRAME: Duration = Duration::from_millis(20);
+/// Decoded caller frames kept for the AI side before the oldest is dropped (200 ms).
+const CALLER_QUEUE_FRAMES: usize = 10;
+/// A late wake-up sends at most this many frames at once, then skips ahead.
+const MAX_CATCH_UP_FRAMES: usize = 10;
+/// Prompt audio is 8 kHz: 160 samples per frame.
+const PROMPT_FRAME: usize = 160;
+
+#[derive(Debug, Error)]
+pub enum MediaError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Playout(#[from] PlayoutError),
+}
+
+/// Everything a media session is built from.
+#[derive(Debug, Clone)]
+pub struct MediaParams {
+    pub negotiated: Negotiated,
+    /// The audio format of the AI side (what decoded caller audio becomes, and what the
+    /// playout buffer holds).
+    pub ai_format: AiFormat,
+    /// Jitter buffer tuning; its clock rate is taken from the negotiated codec.
+    pub jitter: JitterConfig,
+    pub ssrc: u32,
+    pub initial_seq: u16,
+    pub initial_timestamp: u32,
+    pub cname: String,
+    /// Wall-clock time at `now` in NTP format (RTCP sender reports), supplied by the shell.
+    pub ntp_now: u64,
+    pub seed: u64,
+}
+
+/// Where a media datagram goes: the call's RTP or RTCP socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaTransmit {
+    pub rtcp: bool,
+    pub to: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// The caller pressed a key (RFC 4733), reported once when the press ends.
+    Dtmf { digit: char, duration: Duration },
+    /// The prompt has been sent completely.
+    PromptFinished,
+}
+
+/// What was received and sent, and what was thrown away and why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MediaCounters {
+    pub rtp_received: u64,
+    pub rtp_invalid: u64,
+    pub rtp_wrong_source: u64,
+    pub rtp_unknown_payload_type: u64,
+    pub decode_errors: u64,
+    pub concealed_frames: u64,
+    pub caller_frames: u64,
+    pub caller_frames_unconsumed: u64,
+    pub rtp_sent: u64,
+    pub rtcp_received: u64,
+    pub rtcp_invalid: u64,
+    pub dtmf_received: u64,
+}
+
+/// Prompt playback position.
+#[derive(Debug, Clone)]
+struct PromptCursor {
+    prompt: Prompt,
+    position: usize,
+}
+
+impl PromptCursor {
+    /// The next 20 ms of the prompt at 8 kHz (the last frame padded with silence).
+    fn next_frame(&mut self, out: &mut Vec<i16>) -> bool {
+        let samples = self.prompt.samples();
+        if self.position >= samples.len() {
+            return false;
+        }
+        let end = (self.position + PROMPT_FRAME).min(samples.len());
+        out.clear();
+        out.extend_from_slice(&samples[self.position..end]);
+        out.resize(PROMPT_FRAME, 0);
+        self.position = end;
+        true
+    }
+}
+
+pub struct MediaSession {
+    codec_name: CodecName,
+    payload_type: u8,
+    dtmf_payload_type: Option<u8>,
+    /// RTP clock ticks per 20 ms frame.
+    frame_ticks: u32,
+    transcoder: Transcoder,
+    jitter: JitterBuffer,
+    playout: PlayoutBuffer,
+    rtp_out: RtpOut,
+    rtcp: RtcpSession,
+    dtmf_rx: DtmfReceiver,
+    dtmf_tx: Option<DtmfSender>,
+    prompt: Option<PromptCursor>,
+    remote_rtp: SocketAddr,
+    remote_rtcp: SocketAddr,
+    latched: bool,
+    timers: TimerTable,
+    out: VecDeque<MediaTransmit>,
+    events: VecDeque<MediaEvent>,
+    caller_audio: VecDeque<Vec<i16>>,
+    counters: MediaCounters,
+    scratch_pcm: Vec<i16>,
+    scratch_payload: Vec<u8>,
+}
+
+impl MediaSession {
+    pub fn new(p: MediaParams, now: Instant) -> Result<MediaSession, MediaError> {
+        let codec = p.negotiated.codec;
+        let fmtp = OpusFmtp::parse(p.negotiated.fmtp.as_deref().unwrap_or(""));
+        let transcoder = Transcoder::new(&codec, &fmtp, p.ai_format)?;
+        let jitter = JitterBuffer::new(JitterConfig { clock_rate: codec.clock_rate, frame_ms: 20, ..p.jitter });
+        let playout = PlayoutBuffer::new(p.ai_format.rate().hz(), PlayoutBuffer::DEFAULT_CAPACITY)?;
+        let mut rtcp_cfg = RtcpConfig::new(p.ssrc, p.cname);
+        rtcp_cfg.clock_rate = codec.clock_rate;
+        let remote_rtp = p.negotiated.remote_rtp;
+        Ok(MediaSession {
+            codec_name: codec.name,
+            payload_type: codec.payload_type,
+            dtmf_payload_type: p.negotiated.dtmf_payload_type,
+            frame_ticks: codec.clock_rate / 50,
+            transcoder,
+            jitter,
+            playout,
+            rtp_out: RtpOut::new(codec.payload_type, p.ssrc, p.initial_seq, p.initial_timestamp),
+            rtcp: RtcpSession::new(rtcp_cfg, now, p.ntp_now, p.seed),
+            dtmf_rx: DtmfReceiver::new(codec.clock_rate),
+            dtmf_tx: p.negotiated.dtmf_payload_type.map(|pt| DtmfSender::new(pt, codec.clock_rate)),
+            prompt: None,
+            remote_rtp,
+            remote_rtcp: rtcp_of(remote_rtp),
+            latched: false,
+            timers: TimerTable::default(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            caller_audio: VecDeque::with_capacity(CALLER_QUEUE_FRAMES),
+            counters: MediaCounters::default(),
+            scratch_pcm: Vec::with_capacity(PROMPT_FRAME),
+            scratch_payload: Vec::with_capacity(512),
+        })
+    }
+
+    /// Starts the 20 ms send clock (at the ACK: media may flow).
+    pub fn start(&mut self, now: Instant) {
+        if !self.timers.is_set(Timer::MediaTick) {
+            self.timers.set(Timer::MediaTick, now);
+        }
+    }
+
+    /// Plays `prompt` from the next frame on, in the negotiated codec.
+    pub fn play_prompt(&mut self, prompt: Prompt) {
+        self.prompt = Some(PromptCursor { prompt, position: 0 });
+        self.rtp_out.mark_spurt();
+    }
+
+    pub fn is_playing_prompt(&self) -> bool {
+        self.prompt.is_some()
+    }
+
+    /// Audio from the AI side, in the session's AI format, queued for the caller.
+    pub fn push_ai_audio(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
+        Ok(self.playout.push(pcm)?)
+    }
+
+    /// Barge-in: drops queued AI audio at once; returns the samples dropped.
+    pub fn flush_ai_audio(&mut self) -> usize {
+        self.playout.flush().dropped_samples
+    }
+
+    /// Samples of AI audio the caller has really been sent.
+    pub fn ai_samples_played(&self) -> u64 {
+        self.playout.played_samples()
+    }
+
+    /// Sends `digits` (0-9, *, #, A-D) as RFC 4733 events; false when the peer has no
+    /// telephone-event payload type or a digit is not valid.
+    pub fn send_digits(&mut self, now: Instant, digits: &str, each: Duration) -> bool {
+        match self.dtmf_tx.as_mut() {
+            Some(tx) => tx.send_digits(now, digits, each).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The oldest decoded caller frame (AI format), for the AI bridge.
+    pub fn poll_caller_audio(&mut self) -> Option<Vec<i16>> {
+        self.caller_audio.pop_front()
+    }
+
+    /// A datagram on the RTP port.
+    pub fn on_rtp(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let info = match inspect(data) {
+            Ok(info) => info,
+            Err(_) => {
+                self.counters.rtp_invalid += 1;
+                return;
+            }
+        };
+        if self.latched && from != self.remote_rtp {
+            self.counters.rtp_wrong_source += 1;
+            return;
+        }
+        let payload = data.get(info.payload_offset..info.payload_offset + info.payload_len).unwrap_or(&[]);
+        if Some(info.payload_type) == self.dtmf_payload_type {
+            self.latch(from);
+            self.counters.rtp_received += 1;
+            match self.dtmf_rx.on_packet(now, &info, payload) {
+                Ok(Some(ev)) => self.dtmf_event(ev),
+                Ok(None) => {}
+                Err(_) => self.counters.rtp_invalid += 1,
+            }
+            return;
+        }
+        if info.payload_type != self.payload_type {
+            self.counters.rtp_unknown_payload_type += 1;
+            return;
+        }
+        self.latch(from);
+        self.counters.rtp_received += 1;
+        self.rtcp.on_rtp_received(now, &info);
+        self.jitter.push(now, &info, payload);
+    }
+
+    /// A datagram on the RTCP port.
+    pub fn on_rtcp(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        match self.rtcp.on_rtcp(now, data) {
+            Ok(_) => {
+                self.counters.rtcp_received += 1;
+                if self.latched {
+                    self.remote_rtcp = from;
+                }
+            }
+            Err(_) => self.counters.rtcp_invalid += 1,
+        }
+    }
+
+    /// Symmetric RTP: after the first valid packet, send to where the caller's packets come
+    /// from, and accept no other source.
+    fn latch(&mut self, from: SocketAddr) {
+        if !self.latched {
+            self.latched = true;
+            if from != self.remote_rtp {
+                self.remote_rtp = from;
+                self.remote_rtcp = rtcp_of(from);
+            }
+        }
+    }
+
+    fn dtmf_event(&mut self, ev: DtmfEvent) {
+        self.counters.dtmf_received += 1;
+        self.events.push_back(MediaEvent::Dtmf { digit: ev.key.as_char(), duration: ev.duration });
+    }
+
+    /// Runs everything due at `now`: received frames out of the jitter buffer, frames to send,
+    /// telephone-events, RTCP.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.drain_jitter(now);
+        while let Some(ev) = self.dtmf_rx.poll_event(now) {
+            self.dtmf_event(ev);
+        }
+        if self.timers.is_expired(Timer::MediaTick, now) {
+            self.send_due_frames(now);
+        }
+        while let Some(report) = self.rtcp.poll_report(now) {
+            self.out.push_back(MediaTransmit { rtcp: true, to: self.remote_rtcp, data: report });
+        }
+    }
+
+    fn drain_jitter(&mut self, now: Instant) {
+        while let Some(frame) = self.jitter.poll_frame(now) {
+            let decoded = match &frame {
+                Frame::Audio { payload, .. } => self.transcoder.caller_to_ai(Some(payload)),
+                Frame::Lost { .. } => {
+                    self.counters.concealed_frames += 1;
+                    self.transcoder.caller_to_ai_lost(None)
+                }
+            };
+            match decoded {
+                Ok(pcm) => {
+                    let pcm = pcm.to_vec();
+                    self.queue_caller_audio(pcm);
+                }
+                Err(_) => self.counters.decode_errors += 1,
+            }
+        }
+    }
+
+    fn queue_caller_audio(&mut self, pcm: Vec<i16>) {
+        self.counters.caller_frames += 1;
+        if self.caller_audio.len() == CALLER_QUEUE_FRAMES {
+            self.caller_audio.pop_front();
+            self.counters.caller_frames_unconsumed += 1;
+        }
+        self.caller_audio.push_back(pcm);
+    }
+
+    /// Sends every frame whose slot has come, scheduling from the previous deadline so the
+    /// clock does not drift; a very late wake-up skips ahead instead of bursting.
+    fn send_due_frames(&mut self, now: Instant) {
+        let mut due = self.timers.get(Timer::MediaTick).unwrap_or(now);
+        let mut sent = 0;
+        while due <= now && sent < MAX_CATCH_UP_FRAMES {
+            self.send_frame(now);
+            due += FRAME;
+            sent += 1;
+        }
+        if due <= now {
+            due = now + FRAME;
+        }
+        self.timers.set(Timer::MediaTick, due);
+    }
+
+    /// One 20 ms slot: telephone-events pause the audio; otherwise the prompt, else AI audio.
+    fn send_frame(&mut self, now: Instant) {
+        if self.send_dtmf(now) {
+            return;
+        }
+        let mut payload = std::mem::take(&mut self.scratch_payload);
+        payload.clear();
+        let encoded = self.next_audio_payload(now, &mut payload);
+        if encoded {
+            let packet = self.rtp_out.packet(&payload, self.frame_ticks);
+            self.sent_packet(now, payload.len(), packet);
+        } else {
+            // nothing to say: keep the timestamp running so the next spurt lines up
+            self.rtp_out.skip(self.frame_ticks);
+        }
+        self.scratch_payload = payload;
+    }
+
+    fn next_audio_payload(&mut self, now: Instant, payload: &mut Vec<u8>) -> bool {
+        if let Some(cursor) = self.prompt.as_mut() {
+            let mut pcm = std::mem::take(&mut self.scratch_pcm);
+            let more = cursor.next_frame(&mut pcm);
+            let result = if more { self.transcoder.encode_prompt_frame_into(&pcm, payload).is_ok() } else { false };
+            self.scratch_pcm = pcm;
+            if more {
+                return result;
+            }
+            self.prompt = None;
+            self.events.push_back(MediaEvent::PromptFinished);
+        }
+        if self.playout.is_empty() {
+            return false;
+        }
+        let frame = self.playout.next_frame(now);
+        self.transcoder.ai_to_caller_into(&frame.samples, payload).is_ok()
+    }
+
+    fn send_dtmf(&mut self, now: Instant) -> bool {
+        let ts = self.rtp_out.timestamp();
+        let Some(tx) = self.dtmf_tx.as_mut() else { return false };
+        if !tx.is_active() && tx.queued() == 0 {
+            return false;
+        }
+        let mut any = false;
+        while let Some(p) = tx.poll_packet(now, ts) {
+            let data = self.rtp_out.packet_at(p.payload_type, &p.payload(), p.timestamp, p.marker);
+            self.out.push_back(MediaTransmit { rtcp: false, to: self.remote_rtp, data });
+            self.counters.rtp_sent += 1;
+            any = true;
+        }
+        if !tx.is_active() {
+            self.rtp_out.skip(self.frame_ticks);
+            self.rtp_out.mark_spurt();
+        }
+        any || tx.is_active()
+    }
+
+    fn sent_packet(&mut self, now: Instant, payload_len: usize, packet: Vec<u8>) {
+        self.rtcp.on_rtp_sent(now, self.rtp_out.timestamp().wrapping_sub(self.frame_ticks), payload_len);
+        self.counters.rtp_sent += 1;
+        self.out.push_back(MediaTransmit { rtcp: false, to: self.remote_rtp, data: packet });
+    }
+
+    /// Ends the session: an RTCP BYE to the peer.
+    pub fn close(&mut self, now: Instant, reason: &str) {
+        if let Some(bye) = self.rtcp.bye(now, reason) {
+            self.out.push_back(MediaTransmit { rtcp: true, to: self.remote_rtcp, data: bye });
+        }
+        self.timers.stop_all();
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<MediaTransmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let own = self.timers.next_timeout();
+        let dtmf = [self.dtmf_rx.poll_timeout(), self.dtmf_tx.as_ref().and_then(DtmfSender::poll_timeout)];
+        [own, self.jitter.poll_timeout(), self.rtcp.poll_timeout()].into_iter().chain(dtmf).flatten().min()
+    }
+
+    pub fn remote_rtp(&self) -> SocketAddr {
+        self.remote_rtp
+    }
+
+    pub fn counters(&self) -> MediaCounters {
+        self.counters
+    }
+
+    /// Loss, jitter, buffer depth, concealment and the MOS estimate.
+    pub fn stats(&self) -> CallMediaStats {
+        let codec = match self.codec_name {
+            CodecName::Opus => MosCodec::Opus,
+            _ => MosCodec::G711,
+        };
+        let concealed_ms = self.counters.concealed_frames * 20;
+        CallMediaStats::collect(codec, &self.jitter.stats(), &self.rtcp.stats(), concealed_ms)
+    }
+
+    /// The AI-side rate of this session.
+    pub fn ai_rate(&self) -> Rate {
+        self.transcoder.ai_format().rate()
+    }
+}
+
+/// RTCP goes to the port above RTP (RFC 3550 §11), unless the peer's RTCP arrives elsewhere.
+fn rtcp_of(rtp: SocketAddr) -> SocketAddr {
+    SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
+}
+
+#[cfg(test)]
+mod tests;

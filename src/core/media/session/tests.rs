@@ -1,0 +1,263 @@
+//! A call's media on a fake clock: the prompt in each codec, the receive path through the
+//! jitter buffer, symmetric RTP, bad input, telephone-events both ways, RTCP, AI audio.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::core::media::codec::opus::OpusDecoder;
+use crate::core::media::dtmf::build_rtp;
+use crate::core::media::g711::Law;
+use crate::core::media::rtp::inspect;
+use crate::core::sdp::Codec;
+
+const CARRIER: &str = "127.0.0.2:6000";
+
+fn params(codec: Codec, ai: AiFormat) -> MediaParams {
+    MediaParams {
+        negotiated: Negotiated {
+            codec,
+            dtmf_payload_type: Some(101),
+            remote_rtp: CARRIER.parse().unwrap(),
+            ptime_ms: 20,
+            fmtp: None,
+        },
+        ai_format: ai,
+        jitter: JitterConfig::default(),
+        ssrc: 0x1234_5678,
+        initial_seq: 100,
+        initial_timestamp: 1000,
+        cname: "test@trunkguard".into(),
+        ntp_now: 0,
+        seed: 3,
+    }
+}
+
+fn pcmu_session(t0: Instant) -> MediaSession {
+    MediaSession::new(params(Codec::PCMU, AiFormat::G711(Law::Ulaw)), t0).unwrap()
+}
+
+/// Advances in 1 ms steps, collecting every datagram sent.
+fn run(s: &mut MediaSession, from: Instant, to: Instant) -> Vec<MediaTransmit> {
+    let mut out = Vec::new();
+    let mut now = from;
+    while now <= to {
+        if s.poll_timeout().is_some_and(|t| t <= now) {
+            s.handle_timeout(now);
+        }
+        while let Some(t) = s.poll_transmit() {
+            out.push(t);
+        }
+        now += Duration::from_millis(1);
+    }
+    out
+}
+
+fn rtp_packets(out: &[MediaTransmit]) -> Vec<&MediaTransmit> {
+    out.iter().filter(|t| !t.rtcp).collect()
+}
+
+fn caller_packet(seq: u16, ts: u32, pt: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = RtpOut::new(pt, 0xcafe, seq, ts);
+    out.packet_at(pt, payload, ts, false)
+}
+
+#[test]
+fn the_prompt_plays_in_pcmu_at_50_packets_per_second_and_matches_the_wav() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    let prompt = Prompt::high_demand().unwrap();
+    s.play_prompt(prompt.clone());
+    s.start(t0);
+    let out = run(&mut s, t0, t0 + Duration::from_millis(999));
+    let rtp = rtp_packets(&out);
+    assert_eq!(rtp.len(), 50);
+    assert!(rtp.iter().all(|t| t.to == CARRIER.parse::<SocketAddr>().unwrap()));
+    let first = inspect(&rtp[0].data).unwrap();
+    assert!(first.marker);
+    assert_eq!((first.payload_type, first.seq, first.timestamp), (0, 100, 1000));
+    let second = inspect(&rtp[1].data).unwrap();
+    assert_eq!((second.seq, second.timestamp), (101, 1160));
+    // decoded back, the first second is the WAV's first second within G.711 error
+    let decoded: Vec<i16> = rtp
+        .iter()
+        .flat_map(|t| {
+            let i = inspect(&t.data).unwrap();
+            Law::Ulaw.decode(&t.data[i.payload_offset..i.payload_offset + i.payload_len])
+        })
+        .collect();
+    for (a, b) in decoded.iter().zip(prompt.samples()) {
+        let err = (*a as i32 - *b as i32).abs();
+        assert!(err <= (b.unsigned_abs() as i32 / 16).max(8), "{a} vs {b}");
+    }
+}
+
+#[test]
+fn the_prompt_finishes_once_and_then_nothing_is_sent() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    let prompt = Prompt::from_samples(vec![1000; 800]).unwrap(); // 100 ms
+    s.play_prompt(prompt);
+    s.start(t0);
+    let out = run(&mut s, t0, t0 + Duration::from_millis(500));
+    assert_eq!(rtp_packets(&out).len(), 5);
+    assert_eq!(s.poll_event(), Some(MediaEvent::PromptFinished));
+    assert_eq!(s.poll_event(), None);
+    assert_eq!(s.counters().rtp_sent, 5);
+}
+
+#[test]
+fn the_prompt_plays_in_opus_for_an_opus_only_caller() {
+    let t0 = Instant::now();
+    let mut s = MediaSession::new(params(Codec::opus(111), AiFormat::Pcm(Rate::Hz24000)), t0).unwrap();
+    s.play_prompt(Prompt::high_demand().unwrap());
+    s.start(t0);
+    let out = run(&mut s, t0, t0 + Duration::from_millis(999));
+    let rtp = rtp_packets(&out);
+    assert_eq!(rtp.len(), 50);
+    let mut dec = OpusDecoder::new(Rate::Hz48000, 1).unwrap();
+    let mut energy = 0f64;
+    let mut last_ts = None;
+    for t in &rtp {
+        let i = inspect(&t.data).unwrap();
+        assert_eq!(i.payload_type, 111);
+        if let Some(prev) = last_ts {
+            assert_eq!(i.timestamp.wrapping_sub(prev), 960, "48 kHz RTP clock, 20 ms");
+        }
+        last_ts = Some(i.timestamp);
+        let pcm = dec.decode(&t.data[i.payload_offset..i.payload_offset + i.payload_len]).unwrap();
+        energy += pcm.iter().map(|x| (*x as f64).powi(2)).sum::<f64>();
+    }
+    assert!(energy / (50.0 * 960.0) > 1e4, "the Opus prompt is speech, not silence");
+}
+
+#[test]
+fn received_rtp_goes_through_the_jitter_buffer_to_the_ai_side() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.start(t0);
+    let from: SocketAddr = CARRIER.parse().unwrap();
+    let mut now = t0;
+    for i in 0..50u16 {
+        s.on_rtp(now, from, &caller_packet(i, u32::from(i) * 160, 0, &[0x55; 160]));
+        run(&mut s, now, now + Duration::from_millis(19));
+        now += Duration::from_millis(20);
+    }
+    // while the stream runs: nothing lost, nothing concealed
+    let stats = s.stats();
+    assert_eq!(stats.packets_received, 50);
+    assert_eq!(stats.concealed_ms, 0, "{stats:?}");
+    assert!(stats.mos > 4.0, "clean G.711 call: {stats:?}");
+    run(&mut s, now, now + Duration::from_millis(300));
+    let c = s.counters();
+    assert_eq!(c.rtp_received, 50);
+    assert!(c.caller_frames >= 50, "every frame decoded: {c:?}");
+    let frame = s.poll_caller_audio().expect("decoded caller audio");
+    assert_eq!(frame.len(), 160);
+    assert!(frame.iter().all(|x| *x == Law::Ulaw.decode(&[0x55])[0]));
+}
+
+#[test]
+fn rtp_latches_to_the_first_source_and_drops_others() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    let real: SocketAddr = "127.0.0.2:7002".parse().unwrap();
+    let other: SocketAddr = "127.0.0.66:7002".parse().unwrap();
+    s.on_rtp(t0, real, &caller_packet(1, 160, 0, &[0xff; 160]));
+    s.on_rtp(t0, other, &caller_packet(2, 320, 0, &[0xff; 160]));
+    assert_eq!(s.counters().rtp_wrong_source, 1);
+    assert_eq!(s.remote_rtp(), real);
+    s.play_prompt(Prompt::from_samples(vec![1; 1600]).unwrap());
+    s.start(t0);
+    let out = run(&mut s, t0, t0 + Duration::from_millis(100));
+    assert!(rtp_packets(&out).iter().all(|t| t.to == real));
+}
+
+#[test]
+fn bad_rtp_is_counted_never_fatal() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    let from: SocketAddr = CARRIER.parse().unwrap();
+    let mut v1 = caller_packet(1, 160, 0, &[0; 160]);
+    v1[0] = 0x40; // version 1
+    s.on_rtp(t0, from, &v1);
+    s.on_rtp(t0, from, &[0x80, 0]); // short
+    s.on_rtp(t0, from, &caller_packet(2, 320, 99, &[0; 160])); // unknown payload type
+    let mut pad = caller_packet(3, 480, 0, &[0; 10]);
+    pad[0] |= 0x20;
+    let last = pad.len() - 1;
+    pad[last] = 200; // padding longer than the payload
+    s.on_rtp(t0, from, &pad);
+    let c = s.counters();
+    assert_eq!(c.rtp_invalid, 3);
+    assert_eq!(c.rtp_unknown_payload_type, 1);
+    assert_eq!(c.rtp_received, 0);
+    s.on_rtcp(t0, from, &[1, 2, 3]);
+    assert_eq!(s.counters().rtcp_invalid, 1);
+}
+
+#[test]
+fn a_telephone_event_becomes_one_digit() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    let from: SocketAddr = CARRIER.parse().unwrap();
+    let mut tx = DtmfSender::new(101, 8000);
+    tx.send_digit(t0, DtmfKey::from_char('5').unwrap(), Duration::from_millis(100)).unwrap();
+    let mut seq = 10;
+    let mut now = t0;
+    for _ in 0..400 {
+        while let Some(p) = tx.poll_packet(now, 5000) {
+            s.on_rtp(now, from, &build_rtp(&p, 0xcafe, seq).unwrap());
+            seq += 1;
+        }
+        now += Duration::from_millis(1);
+    }
+    s.handle_timeout(now);
+    let digits: Vec<MediaEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert_eq!(digits.len(), 1, "{digits:?}");
+    assert!(matches!(digits[0], MediaEvent::Dtmf { digit: '5', .. }));
+}
+
+#[test]
+fn digits_are_sent_as_telephone_events_pausing_audio() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.play_prompt(Prompt::high_demand().unwrap());
+    s.start(t0);
+    assert!(s.send_digits(t0, "1", Duration::from_millis(100)));
+    let out = run(&mut s, t0, t0 + Duration::from_millis(400));
+    let pts: Vec<u8> = rtp_packets(&out).iter().map(|t| inspect(&t.data).unwrap().payload_type).collect();
+    assert!(pts.iter().filter(|pt| **pt == 101).count() >= 4, "start, updates, 3 ends: {pts:?}");
+    assert!(pts.contains(&0), "audio resumes after the event");
+    let first_audio = pts.iter().position(|pt| *pt == 0).unwrap();
+    assert!(pts[first_audio..].iter().all(|pt| *pt == 0), "no audio during the event: {pts:?}");
+}
+
+#[test]
+fn rtcp_reports_go_to_the_port_above_rtp() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.play_prompt(Prompt::high_demand().unwrap());
+    s.start(t0);
+    let out = run(&mut s, t0, t0 + Duration::from_secs(8));
+    let rtcp: Vec<&MediaTransmit> = out.iter().filter(|t| t.rtcp).collect();
+    assert!(!rtcp.is_empty());
+    assert!(rtcp.iter().all(|t| t.to == "127.0.0.2:6001".parse::<SocketAddr>().unwrap()));
+    assert_eq!(rtcp[0].data[1], 200, "a sender report: we sent media");
+}
+
+#[test]
+fn ai_audio_is_played_after_the_prompt_and_flushed_at_barge_in() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.start(t0);
+    let tone: Vec<i16> = (0..8000).map(|i| ((i as f32 * 0.3).sin() * 6000.0) as i16).collect();
+    s.push_ai_audio(&tone).unwrap();
+    let out = run(&mut s, t0, t0 + Duration::from_millis(499));
+    assert_eq!(rtp_packets(&out).len(), 25);
+    assert_eq!(s.ai_samples_played(), 25 * 160);
+    let dropped = s.flush_ai_audio();
+    assert_eq!(dropped, 8000 - 25 * 160);
+    let out = run(&mut s, t0 + Duration::from_millis(500), t0 + Duration::from_millis(700));
+    assert!(rtp_packets(&out).is_empty(), "nothing left to play after the flush");
+}
