@@ -64,6 +64,11 @@ impl Config {
             media: MediaConfig {
                 bind: MEDIA_BIND,
                 rtp_ports: RTP_PORTS,
+                jitter_min_ms: MediaConfig::DEFAULT_JITTER_MIN_MS,
+                jitter_max_ms: MediaConfig::DEFAULT_JITTER_MAX_MS,
+                jitter_initial_ms: MediaConfig::DEFAULT_JITTER_INITIAL_MS,
+                opus_complexity: MediaConfig::DEFAULT_OPUS_COMPLEXITY,
+                opus_bitrate: MediaConfig::DEFAULT_OPUS_BITRATE,
             },
             status: StatusConfig {
                 listen: STATUS_LISTEN,

@@ -51,6 +51,23 @@ pub struct TlsConfig {
 pub struct MediaConfig {
     pub bind: IpAddr,
     pub rtp_ports: PortRange,
+    /// Jitter buffer target delay bounds (adaptive between them), milliseconds.
+    pub jitter_min_ms: u64,
+    pub jitter_max_ms: u64,
+    /// Where the jitter buffer starts before it has measured anything (at most 60 ms).
+    pub jitter_initial_ms: u64,
+    /// Opus encoder complexity, 0..=10.
+    pub opus_complexity: u8,
+    /// Opus target bitrate, bit/s.
+    pub opus_bitrate: u32,
+}
+
+impl MediaConfig {
+    pub const DEFAULT_JITTER_MIN_MS: u64 = 20;
+    pub const DEFAULT_JITTER_MAX_MS: u64 = 200;
+    pub const DEFAULT_JITTER_INITIAL_MS: u64 = 40;
+    pub const DEFAULT_OPUS_COMPLEXITY: u8 = 5;
+    pub const DEFAULT_OPUS_BITRATE: u32 = 32_000;
 }
 
 /// `[status]`: the HTTP status server.

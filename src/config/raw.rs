@@ -37,6 +37,11 @@ pub(crate) struct RawTls {
 pub(crate) struct RawMedia {
     pub bind: Option<String>,
     pub rtp_ports: Option<String>,
+    pub jitter_min_ms: Option<u64>,
+    pub jitter_max_ms: Option<u64>,
+    pub jitter_initial_ms: Option<u64>,
+    pub opus_complexity: Option<u8>,
+    pub opus_bitrate: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -189,8 +189,15 @@ impl Shell {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::MediaOpen { port } => self.media.open(port, self.events.clone()),
-            Event::MediaClose { port } => self.media.close(port),
+            Event::MediaOpen { port } => {
+                self.media.open(port, self.events.clone());
+                self.media.open(port + 1, self.events.clone());
+            }
+            Event::MediaClose { port } => {
+                self.media.close(port);
+                self.media.close(port + 1);
+            }
+            Event::Dtmf { call_id, digit } => tracing::info!(%call_id, %digit, "DTMF received"),
             Event::CallAnswered { call_id, carrier } => tracing::info!(%call_id, %carrier, "call answered"),
             Event::CallEnded { call_id, reason } => tracing::info!(%call_id, reason, "call ended"),
             Event::CarrierState { carrier, up } => tracing::info!(%carrier, up, "carrier state"),

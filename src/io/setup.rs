@@ -10,6 +10,10 @@ use crate::config::{CarrierConfig, Config};
 use crate::core::carrier::probe::ProbeSettings;
 use crate::core::carrier::register::RegisterSettings;
 use crate::core::endpoint::{CarrierSettings, EndpointConfig};
+use crate::core::media::codec::opus::OpusTuning;
+use crate::core::media::codec::pipeline::AiFormat;
+use crate::core::media::g711::Law;
+use crate::core::media::jitter::JitterConfig;
 use crate::core::media::prompt::{Prompt, PromptError};
 use crate::core::timer::SipTimers;
 
@@ -40,6 +44,16 @@ pub fn endpoint_config(config: &Config) -> Result<EndpointConfig, SetupError> {
         answer_delay: Duration::ZERO,
         max_call_duration: Duration::from_secs(config.call.max_duration_s),
         hangup_after_prompt: HANGUP_AFTER_PROMPT,
+        jitter: JitterConfig {
+            min_delay: Duration::from_millis(config.media.jitter_min_ms),
+            max_delay: Duration::from_millis(config.media.jitter_max_ms),
+            initial_delay: Duration::from_millis(config.media.jitter_initial_ms),
+            ..JitterConfig::default()
+        },
+        opus: OpusTuning { complexity: config.media.opus_complexity, bitrate: config.media.opus_bitrate },
+        // the AI side speaks 8 kHz μ-law until the AI bridge chooses per endpoint
+        ai_format: AiFormat::G711(Law::Ulaw),
+        ntp_anchor: Some(super::clock::ntp_anchor()),
     })
 }
 

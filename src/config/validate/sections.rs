@@ -131,10 +131,42 @@ pub(crate) fn media(raw: RawMedia, path: &FieldPath, c: &mut Checker) -> Option<
         },
         None => Some(defaults::RTP_PORTS),
     };
+    let key = |k| path.key(k);
+    let jitter_min_ms = ranged(raw.jitter_min_ms, MediaConfig::DEFAULT_JITTER_MIN_MS, (10, 1000), &key("jitter_min_ms"), c);
+    let jitter_max_ms = ranged(raw.jitter_max_ms, MediaConfig::DEFAULT_JITTER_MAX_MS, (20, 2000), &key("jitter_max_ms"), c);
+    let jitter_initial_ms =
+        ranged(raw.jitter_initial_ms, MediaConfig::DEFAULT_JITTER_INITIAL_MS, (10, 60), &key("jitter_initial_ms"), c);
+    let complexity = raw.opus_complexity.map(u64::from);
+    let opus_complexity =
+        ranged(complexity, MediaConfig::DEFAULT_OPUS_COMPLEXITY.into(), (0, 10), &key("opus_complexity"), c);
+    let bitrate = raw.opus_bitrate.map(u64::from);
+    let opus_bitrate =
+        ranged(bitrate, MediaConfig::DEFAULT_OPUS_BITRATE.into(), (6_000, 510_000), &key("opus_bitrate"), c);
+    if let (Some(min), Some(max)) = (jitter_min_ms, jitter_max_ms) {
+        if min > max {
+            c.error(&key("jitter_max_ms"), format!("must not be below jitter_min_ms ({max} < {min})"));
+            return None;
+        }
+    }
     Some(MediaConfig {
         bind: bind?,
         rtp_ports: rtp_ports?,
+        jitter_min_ms: jitter_min_ms?,
+        jitter_max_ms: jitter_max_ms?,
+        jitter_initial_ms: jitter_initial_ms?,
+        opus_complexity: u8::try_from(opus_complexity?).ok()?,
+        opus_bitrate: u32::try_from(opus_bitrate?).ok()?,
     })
+}
+
+/// `value` (or `default` when absent) within `lo..=hi`, else an error naming `path`.
+fn ranged(value: Option<u64>, default: u64, (lo, hi): (u64, u64), path: &FieldPath, c: &mut Checker) -> Option<u64> {
+    let v = value.unwrap_or(default);
+    if !(lo..=hi).contains(&v) {
+        c.error(path, format!("must be between {lo} and {hi} (got {v})"));
+        return None;
+    }
+    Some(v)
 }
 
 fn parse_ip(text: &str, path: &FieldPath, c: &mut Checker) -> Option<IpAddr> {

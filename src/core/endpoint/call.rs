@@ -2,17 +2,13 @@
 //! waiting for ACK, playing, hanging up), its RTP port and the prompt being played, and its own
 //! timers. Only data and small state steps live here; the endpoint wires them to SIP and RTP.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::core::media::prompt::PromptPlayer;
+use crate::core::media::session::MediaSession;
 use crate::core::sdp::Negotiated;
 use crate::core::sip::dialog::Dialog;
 use crate::core::sip::message::{Request, Response};
 use crate::core::timer::{Timer, TimerTable};
-
-/// The 20 ms frame clock of the prompt.
-pub const FRAME: Duration = Duration::from_millis(20);
 
 /// Where a call stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,14 +44,10 @@ pub struct Call {
     pub negotiated: Negotiated,
     pub answer_sdp: String,
     pub pending_2xx: Option<Pending2xx>,
-    pub player: Option<PromptPlayer>,
+    /// The call's media: RTP both ways, the prompt, DTMF, RTCP.
+    pub media: MediaSession,
     pub timers: TimerTable,
-    pub rtp_received: u64,
-    pub rtp_invalid: u64,
-    pub rtp_sent: u64,
-    /// Where RTP is sent: the offer's address until the first valid packet arrives from the
-    /// carrier, then that packet's source (symmetric RTP).
-    pub remote_rtp: SocketAddr,
+    pub started: Instant,
 }
 
 impl Call {
@@ -84,31 +76,4 @@ impl Call {
         self.pending_2xx.take().is_some()
     }
 
-    /// Starts the prompt on the 20 ms frame clock.
-    pub fn start_media(&mut self, now: Instant, player: Option<PromptPlayer>) {
-        self.player = player;
-        self.timers.set(Timer::MediaTick, now);
-    }
-
-    /// Packets due at `now`. Frames are scheduled from the previous deadline, not from `now`,
-    /// so a late wake-up catches up instead of drifting. Returns `None` when the prompt is over.
-    pub fn media_tick(&mut self, now: Instant) -> Option<Vec<Vec<u8>>> {
-        let player = self.player.as_mut()?;
-        let mut due = self.timers.get(Timer::MediaTick).unwrap_or(now);
-        let mut packets = Vec::new();
-        // bound the catch-up: at most 10 frames (200 ms) per wake-up
-        while due <= now && packets.len() < 10 {
-            match player.next_packet() {
-                Some(p) => packets.push(p),
-                None => {
-                    self.timers.stop(Timer::MediaTick);
-                    self.player = None;
-                    return if packets.is_empty() { None } else { Some(packets) };
-                }
-            }
-            due += FRAME;
-        }
-        self.timers.set(Timer::MediaTick, due.max(now));
-        Some(packets)
-    }
 }

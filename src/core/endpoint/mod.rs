@@ -19,18 +19,21 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
 pub use build::host_port;
-pub use call::{CallState, FRAME};
+pub use call::CallState;
 pub use carrier::CarrierSettings;
 pub use ports::PortPool;
-pub use status::{CallsStatus, CarrierStatus, Counters, EndpointStatus};
+pub use status::{ActiveCall, CallsStatus, CarrierStatus, Counters, EndpointStatus};
 
 use self::call::Call;
 use self::carrier::CarrierLink;
 use crate::core::carrier::acl::InboundAcl;
 use crate::core::carrier::probe::ProbeOutput;
 use crate::core::carrier::register::RegisterOutput;
-use crate::core::media::prompt::{Prompt, PromptPlayer};
-use crate::core::media::rtp as rtp_inspect;
+use crate::core::media::codec::opus::OpusTuning;
+use crate::core::media::codec::pipeline::AiFormat;
+use crate::core::media::jitter::JitterConfig;
+use crate::core::media::prompt::Prompt;
+use crate::core::media::session::{MediaEvent, MediaParams, MediaSession};
 use crate::core::sdp::{self, AnswerParams, SdpError};
 use crate::core::sip::dialog::{random_token, Dialog};
 use crate::core::sip::message::{Method, Request, Response, SipMessage};
@@ -57,6 +60,14 @@ pub struct EndpointConfig {
     pub max_call_duration: Duration,
     /// Silence after the prompt ends, before BYE.
     pub hangup_after_prompt: Duration,
+    /// Jitter buffer bounds and tuning for every call.
+    pub jitter: JitterConfig,
+    /// Opus encoder complexity and bitrate.
+    pub opus: OpusTuning,
+    /// The audio format calls hand to (and take from) the AI side.
+    pub ai_format: AiFormat,
+    /// Wall-clock time at an instant, in NTP format, for RTCP sender reports.
+    pub ntp_anchor: Option<(Instant, u64)>,
 }
 
 /// Something that happened on the network, handed in by the I/O shell.
@@ -85,10 +96,13 @@ pub enum Transmit {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Bind an RTP socket on this port before the next transmit that names it.
+    /// Bind the RTP socket on this (even) port and RTCP on the one above, before the next
+    /// transmit that names them.
     MediaOpen { port: u16 },
-    /// The call on this port is over; close its socket.
+    /// The call on this port is over; close its RTP and RTCP sockets.
     MediaClose { port: u16 },
+    /// The caller pressed a key (RFC 4733).
+    Dtmf { call_id: String, digit: char },
     CallAnswered { call_id: String, carrier: String },
     CallEnded { call_id: String, reason: &'static str },
     CarrierState { carrier: String, up: bool },
@@ -153,7 +167,7 @@ impl Endpoint {
         self.last_now = now;
         match input {
             Input::Sip { peer, data } => self.handle_sip(now, peer, data),
-            Input::Rtp { local_port, from, data } => self.handle_rtp(local_port, from, data),
+            Input::Rtp { local_port, from, data } => self.handle_rtp(now, local_port, from, data),
         }
         self.pump(now);
     }
@@ -172,6 +186,18 @@ impl Endpoint {
         for id in due {
             self.call_timeouts(now, id);
         }
+        let media_due: Vec<u64> = self
+            .calls
+            .values()
+            .filter(|c| c.media.poll_timeout().is_some_and(|t| t <= now))
+            .map(|c| c.id)
+            .collect();
+        for id in media_due {
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.media.handle_timeout(now);
+            }
+            self.drain_media(now, id);
+        }
         self.pump(now);
     }
 
@@ -184,7 +210,7 @@ impl Endpoint {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let calls = self.calls.values().filter_map(|c| c.timers.next_timeout());
+        let calls = self.calls.values().flat_map(|c| [c.timers.next_timeout(), c.media.poll_timeout()]).flatten();
         let carriers = self.carriers.iter().filter_map(CarrierLink::poll_timeout);
         calls.chain(carriers).chain(self.tx.poll_timeout()).min()
     }
@@ -203,6 +229,20 @@ impl Endpoint {
                 rtp_packets_received_total: self.counters.rtp_received,
             },
             counters: self.counters.clone(),
+            active_calls: self
+                .calls
+                .values()
+                .map(|c| ActiveCall {
+                    call_id: c.dialog.call_id.clone(),
+                    carrier: self.cfg.carriers[c.carrier].name.clone(),
+                    caller: c.dialog.remote_uri.uri.clone(),
+                    state: format!("{:?}", c.state),
+                    codec: c.negotiated.codec.name.encoding_name().to_string(),
+                    duration_ms: now.saturating_duration_since(c.started).as_millis() as u64,
+                    media: c.media.stats(),
+                    counters: c.media.counters(),
+                })
+                .collect(),
         }
     }
 
@@ -240,24 +280,27 @@ impl Endpoint {
         self.tx.send_stateless(peer, SipMessage::Response(resp));
     }
 
-    fn handle_rtp(&mut self, local_port: u16, from: SocketAddr, data: &[u8]) {
-        let Some(call) = self.port_to_call.get(&local_port).and_then(|id| self.calls.get_mut(id)) else {
+    /// RTP arrives on the call's even port, RTCP on the odd one above it.
+    fn handle_rtp(&mut self, now: Instant, local_port: u16, from: SocketAddr, data: &[u8]) {
+        let rtp_port = local_port & !1;
+        let Some(call) = self.port_to_call.get(&rtp_port).and_then(|id| self.calls.get_mut(id)) else {
             self.counters.rtp_invalid += 1;
             return;
         };
-        match rtp_inspect::inspect(data) {
-            Ok(_) => {
-                call.rtp_received += 1;
-                self.counters.rtp_received += 1;
-                if call.rtp_received == 1 {
-                    call.remote_rtp = from; // symmetric RTP: answer where the packets come from
-                }
-            }
-            Err(_) => {
-                call.rtp_invalid += 1;
-                self.counters.rtp_invalid += 1;
-            }
+        let before = call.media.counters();
+        if local_port == rtp_port {
+            call.media.on_rtp(now, from, data);
+        } else {
+            call.media.on_rtcp(now, from, data);
         }
+        let after = call.media.counters();
+        self.counters.rtp_received += after.rtp_received - before.rtp_received;
+        self.counters.rtp_invalid += (after.rtp_invalid - before.rtp_invalid)
+            + (after.rtp_wrong_source - before.rtp_wrong_source)
+            + (after.rtp_unknown_payload_type - before.rtp_unknown_payload_type)
+            + (after.rtcp_invalid - before.rtcp_invalid);
+        let id = call.id;
+        self.drain_media(now, id);
     }
 
     /// Moves transaction-layer output into our queue and dispatches its events.
@@ -375,12 +418,21 @@ impl Endpoint {
         let id = self.next_call;
         self.next_call += 1;
         let invite_branch = req.top_via().ok().and_then(|v| v.branch().map(str::to_string)).unwrap_or_default();
+        let media = match self.media_session(now, &negotiated, &dialog.call_id) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set up media for the negotiated codec");
+                self.ports.release(port);
+                let resp = self.response(&req, 488, None);
+                self.send_response(now, resp);
+                return;
+            }
+        };
         let mut timers = TimerTable::default();
         if !self.cfg.answer_delay.is_zero() {
             timers.set(Timer::Answer, now + self.cfg.answer_delay);
         }
         timers.set(Timer::Hangup, now + self.cfg.max_call_duration);
-        let remote_rtp = negotiated.remote_rtp;
         let call = Call {
             id,
             carrier,
@@ -392,12 +444,9 @@ impl Endpoint {
             negotiated,
             answer_sdp: answer,
             pending_2xx: None,
-            player: None,
+            media,
             timers,
-            rtp_received: 0,
-            rtp_invalid: 0,
-            rtp_sent: 0,
-            remote_rtp,
+            started: now,
         };
         self.out.push_back(Output::Event(Event::MediaOpen { port }));
         self.port_to_call.insert(port, id);
@@ -421,6 +470,27 @@ impl Endpoint {
             SdpError::NoCommonCodec => 488,
             _ => 488,
         })
+    }
+
+    fn media_session(&mut self, now: Instant, negotiated: &sdp::Negotiated, call_id: &str) -> Result<MediaSession, crate::core::media::session::MediaError> {
+        let ntp_now = self
+            .cfg
+            .ntp_anchor
+            .map(|(at, ntp)| ntp.wrapping_add(ntp_duration(now.saturating_duration_since(at))))
+            .unwrap_or(0);
+        let params = MediaParams {
+            negotiated: negotiated.clone(),
+            ai_format: self.cfg.ai_format,
+            jitter: self.cfg.jitter.clone(),
+            opus: self.cfg.opus,
+            ssrc: self.rng_u32(),
+            initial_seq: self.rng_u32() as u16,
+            initial_timestamp: self.rng_u32(),
+            cname: format!("trunkguard-{}", sanitize(call_id)),
+            ntp_now,
+            seed: rand::RngCore::next_u64(&mut self.rng),
+        };
+        MediaSession::new(params, now)
     }
 
     fn find_call_by_invite(&self, req: &Request) -> Option<u64> {
@@ -459,26 +529,15 @@ impl Endpoint {
             return; // stray ACK: nothing to answer
         };
         let prompt = self.cfg.prompt.clone();
-        let ssrc = self.rng_u32();
-        let seq = self.rng_u32() as u16;
-        let ts = self.rng_u32();
         let Some(call) = self.calls.get_mut(&id) else { return };
         if !call.acknowledge() || call.state != CallState::Answered {
             return; // ACK of a re-INVITE, or a retransmitted ACK
         }
         call.state = CallState::Confirmed;
-        let player = match PromptPlayer::new(prompt, &call.negotiated.codec, ssrc, seq, ts) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot play the prompt in the negotiated codec");
-                None
-            }
-        };
-        let no_player = player.is_none();
-        call.start_media(now, player);
-        if no_player {
-            call.timers.set(Timer::Hangup, now + self.cfg.hangup_after_prompt);
-        }
+        call.media.play_prompt(prompt);
+        call.media.start(now);
+        call.media.handle_timeout(now);
+        self.drain_media(now, id);
     }
 
     fn on_cancel(&mut self, now: Instant, cancel: &Request) {
@@ -552,7 +611,7 @@ impl Endpoint {
         let (status, body) = match renegotiated {
             Some(Ok((neg, answer))) => {
                 if let Some(call) = self.calls.get_mut(&id) {
-                    call.remote_rtp = neg.remote_rtp;
+                    call.media.set_remote(neg.remote_rtp);
                     call.negotiated = neg;
                     call.answer_sdp = answer.clone();
                 }
@@ -583,17 +642,7 @@ impl Endpoint {
 
     fn call_timeouts(&mut self, now: Instant, id: u64) {
         let expired = match self.calls.get_mut(&id) {
-            Some(call) => {
-                // MediaTick is consumed by media_tick itself, which re-arms it.
-                let tick = call.timers.is_expired(Timer::MediaTick, now);
-                let mut due = call.timers.take_expired(now);
-                if tick {
-                    due.retain(|t| *t != Timer::MediaTick);
-                    call.timers.set(Timer::MediaTick, now);
-                    due.insert(0, Timer::MediaTick);
-                }
-                due
-            }
+            Some(call) => call.timers.take_expired(now),
             None => return,
         };
         for timer in expired {
@@ -601,7 +650,6 @@ impl Endpoint {
                 Timer::Answer => self.answer_call(now, id),
                 Timer::Retransmit2xx => self.retransmit_2xx(now, id),
                 Timer::AckWait => self.hang_up(now, id, "no ACK"),
-                Timer::MediaTick => self.media_tick(now, id),
                 Timer::Hangup => self.hang_up(now, id, "prompt played"),
                 _ => {}
             }
@@ -620,20 +668,25 @@ impl Endpoint {
         }
     }
 
-    fn media_tick(&mut self, now: Instant, id: u64) {
+    /// Sends what the call's media queued and handles its events.
+    fn drain_media(&mut self, now: Instant, id: u64) {
         let Some(call) = self.calls.get_mut(&id) else { return };
-        let local_port = call.local_port;
-        let to = call.remote_rtp;
-        match call.media_tick(now) {
-            Some(packets) => {
-                call.rtp_sent += packets.len() as u64;
-                self.counters.rtp_sent += packets.len() as u64;
-                for data in packets {
-                    self.out.push_back(Output::Transmit(Transmit::Rtp { local_port, to, data }));
-                }
+        let port = call.local_port;
+        while let Some(t) = call.media.poll_transmit() {
+            let local_port = if t.rtcp { port + 1 } else { port };
+            if !t.rtcp {
+                self.counters.rtp_sent += 1;
             }
-            None => {
-                call.timers.set(Timer::Hangup, now + self.cfg.hangup_after_prompt);
+            self.out.push_back(Output::Transmit(Transmit::Rtp { local_port, to: t.to, data: t.data }));
+        }
+        while let Some(ev) = call.media.poll_event() {
+            match ev {
+                MediaEvent::PromptFinished => call.timers.set(Timer::Hangup, now + self.cfg.hangup_after_prompt),
+                MediaEvent::Dtmf { digit, .. } => {
+                    tracing::info!(call_id = %call.dialog.call_id, %digit, "DTMF");
+                    let call_id = call.dialog.call_id.clone();
+                    self.out.push_back(Output::Event(Event::Dtmf { call_id, digit }));
+                }
             }
         }
     }
@@ -658,9 +711,11 @@ impl Endpoint {
         let Some(call) = self.calls.get_mut(&id) else { return };
         call.state = CallState::Ending;
         call.timers.stop_all();
-        call.player = None;
+        call.media.close(now, reason);
         let bye = call.dialog.new_request(Method::Bye, via, &contact, &user_agent);
         let peer = call.dialog.peer;
+        self.drain_media(now, id);
+        let Some(call) = self.calls.get(&id) else { return };
         tracing::info!(call_id = %call.dialog.call_id, reason, "hanging up");
         let tx = self.tx.send_request(now, peer, bye);
         self.pending.insert(tx, Pending::Bye { call: id });
@@ -861,6 +916,11 @@ fn granted_expires(resp: &Response, contact_user: &str) -> Option<u32> {
         .find(|c| c.uri.contains(&format!("sip:{contact_user}@")))
         .and_then(|c| c.params.value("expires").and_then(|e| e.parse().ok()));
     from_contact.or_else(|| resp.headers.get("Expires").and_then(|e| e.trim().parse().ok()))
+}
+
+/// A duration in NTP's 32.32 fixed-point format.
+fn ntp_duration(d: Duration) -> u64 {
+    (d.as_secs() << 32) + ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
 }
 
 /// Keeps a reason printable inside a quoted Warning text.

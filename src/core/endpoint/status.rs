@@ -7,6 +7,8 @@ use serde::Serialize;
 
 use crate::core::carrier::probe::Prober;
 use crate::core::carrier::register::Registrar;
+use crate::core::media::session::MediaCounters;
+use crate::core::media::stats::CallMediaStats;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
@@ -54,9 +56,24 @@ pub struct CallsStatus {
     pub rtp_packets_received_total: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One call in progress, with its media statistics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActiveCall {
+    pub call_id: String,
+    pub carrier: String,
+    /// The caller's From URI (caller-controlled: escape before display).
+    pub caller: String,
+    pub state: String,
+    pub codec: String,
+    pub duration_ms: u64,
+    pub media: CallMediaStats,
+    pub counters: MediaCounters,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EndpointStatus {
     pub carriers: Vec<CarrierStatus>,
     pub calls: CallsStatus,
     pub counters: Counters,
+    pub active_calls: Vec<ActiveCall>,
 }

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use thiserror::Error;
 
-use super::codec::opus::OpusFmtp;
+use super::codec::opus::{OpusFmtp, OpusTuning};
 use super::codec::pipeline::{AiFormat, Transcoder};
 use super::codec::{CodecError, Rate};
-use super::dtmf::{DtmfEvent, DtmfKey, DtmfReceiver, DtmfSender};
+use super::dtmf::{DtmfEvent, DtmfReceiver, DtmfSender};
 use super::jitter::{Frame, JitterBuffer, JitterConfig};
 use super::playout::{PlayoutBuffer, PlayoutError};
 use super::prompt::Prompt;
@@ -53,6 +53,8 @@ pub struct MediaParams {
     pub ai_format: AiFormat,
     /// Jitter buffer tuning; its clock rate is taken from the negotiated codec.
     pub jitter: JitterConfig,
+    /// Opus encoder complexity and bitrate (used when Opus is negotiated).
+    pub opus: OpusTuning,
     pub ssrc: u32,
     pub initial_seq: u16,
     pub initial_timestamp: u32,
@@ -118,6 +120,7 @@ impl PromptCursor {
     }
 }
 
+/// One call's media state (see the module docs).
 pub struct MediaSession {
     codec_name: CodecName,
     payload_type: u8,
@@ -148,7 +151,7 @@ impl MediaSession {
     pub fn new(p: MediaParams, now: Instant) -> Result<MediaSession, MediaError> {
         let codec = p.negotiated.codec;
         let fmtp = OpusFmtp::parse(p.negotiated.fmtp.as_deref().unwrap_or(""));
-        let transcoder = Transcoder::new(&codec, &fmtp, p.ai_format)?;
+        let transcoder = Transcoder::tuned(&codec, &fmtp, p.ai_format, p.opus)?;
         let jitter = JitterBuffer::new(JitterConfig { clock_rate: codec.clock_rate, frame_ms: 20, ..p.jitter });
         let playout = PlayoutBuffer::new(p.ai_format.rate().hz(), PlayoutBuffer::DEFAULT_CAPACITY)?;
         let mut rtcp_cfg = RtcpConfig::new(p.ssrc, p.cname);
@@ -271,6 +274,14 @@ impl MediaSession {
             }
             Err(_) => self.counters.rtcp_invalid += 1,
         }
+    }
+
+    /// The peer moved its media (re-INVITE / UPDATE): send there until its packets say
+    /// otherwise.
+    pub fn set_remote(&mut self, rtp: SocketAddr) {
+        self.remote_rtp = rtp;
+        self.remote_rtcp = rtcp_of(rtp);
+        self.latched = false;
     }
 
     /// Symmetric RTP: after the first valid packet, send to where the caller's packets come
@@ -455,6 +466,18 @@ impl MediaSession {
     /// The AI-side rate of this session.
     pub fn ai_rate(&self) -> Rate {
         self.transcoder.ai_format().rate()
+    }
+}
+
+impl std::fmt::Debug for MediaSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaSession")
+            .field("codec", &self.codec_name)
+            .field("ssrc", &self.rtp_out.ssrc())
+            .field("remote_rtp", &self.remote_rtp)
+            .field("latched", &self.latched)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
     }
 }
 

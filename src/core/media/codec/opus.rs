@@ -113,18 +113,38 @@ impl Default for OpusConfig {
     }
 }
 
+/// The operator's Opus encoder settings (`[media] opus_complexity`, `opus_bitrate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpusTuning {
+    /// 0..=10.
+    pub complexity: u8,
+    /// Target bitrate, bit/s; the peer's `maxaveragebitrate` lowers it.
+    pub bitrate: u32,
+}
+
+impl Default for OpusTuning {
+    fn default() -> Self {
+        OpusTuning { complexity: DEFAULT_COMPLEXITY, bitrate: DEFAULT_BITRATE }
+    }
+}
+
 impl OpusConfig {
     /// Settings for sending to the peer whose fmtp is `remote`, from PCM at `rate`.
     pub fn for_remote(remote: &OpusFmtp, rate: Rate) -> OpusConfig {
-        let default = OpusConfig::default();
+        OpusConfig::for_remote_tuned(remote, rate, OpusTuning::default())
+    }
+
+    /// As [`OpusConfig::for_remote`], with the operator's complexity and bitrate.
+    pub fn for_remote_tuned(remote: &OpusFmtp, rate: Rate, tuning: OpusTuning) -> OpusConfig {
         let bitrate = remote
             .maxaveragebitrate
-            .map_or(default.bitrate, |max| default.bitrate.min(max.max(6000)));
+            .map_or(tuning.bitrate, |max| tuning.bitrate.min(max.max(6000)));
         OpusConfig {
             rate,
             channels: remote.send_channels(),
             bitrate,
-            ..default
+            complexity: tuning.complexity.min(10),
+            ..OpusConfig::default()
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::core::media::g711::{Law, ALAW_TO_LINEAR, ULAW_TO_LINEAR};
 use crate::core::media::plc::G711Plc;
 use crate::core::sdp::{Codec, CodecName};
 
-use super::opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusFmtp};
+use super::opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusFmtp, OpusTuning};
 use super::resample::Resampler;
 use super::{CodecError, Rate, Result};
 
@@ -156,10 +156,15 @@ impl Encoder {
     /// The encoder for a negotiated `codec`; Opus takes PCM at `opus_rate`, with channels and
     /// bitrate per the peer's fmtp (`stereo`, `maxaveragebitrate`).
     pub fn for_codec(codec: &Codec, fmtp: &OpusFmtp, opus_rate: Rate) -> Result<Encoder> {
+        Encoder::for_codec_tuned(codec, fmtp, opus_rate, OpusTuning::default())
+    }
+
+    /// As [`Encoder::for_codec`], with the operator's Opus complexity and bitrate.
+    pub fn for_codec_tuned(codec: &Codec, fmtp: &OpusFmtp, opus_rate: Rate, tuning: OpusTuning) -> Result<Encoder> {
         match caller_kind(codec)? {
             CallerKind::G711(law) => Ok(Encoder::G711(law)),
-            CallerKind::Opus => Ok(Encoder::Opus(OpusEncoder::new(OpusConfig::for_remote(
-                fmtp, opus_rate,
+            CallerKind::Opus => Ok(Encoder::Opus(OpusEncoder::new(OpusConfig::for_remote_tuned(
+                fmtp, opus_rate, tuning,
             ))?)),
         }
     }
@@ -249,9 +254,14 @@ impl Transcoder {
     /// A transcoder for a call negotiated with `caller` (`fmtp`: the caller's Opus fmtp
     /// parameters, default when absent) and an AI side speaking `ai`.
     pub fn new(caller: &Codec, fmtp: &OpusFmtp, ai: AiFormat) -> Result<Transcoder> {
+        Transcoder::tuned(caller, fmtp, ai, OpusTuning::default())
+    }
+
+    /// As [`Transcoder::new`], with the operator's Opus encoder settings.
+    pub fn tuned(caller: &Codec, fmtp: &OpusFmtp, ai: AiFormat, tuning: OpusTuning) -> Result<Transcoder> {
         let ai_rate = ai.rate();
         let decoder = Decoder::for_codec(caller, fmtp, ai_rate)?;
-        let encoder = Encoder::for_codec(caller, fmtp, ai_rate)?;
+        let encoder = Encoder::for_codec_tuned(caller, fmtp, ai_rate, tuning)?;
         let up = resampler(decoder.rate(), ai_rate)?;
         let down = resampler(ai_rate, encoder.rate())?;
         let prompt_rs = resampler(Rate::Hz8000, encoder.rate())?;

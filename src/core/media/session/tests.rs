@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::core::media::codec::opus::OpusDecoder;
-use crate::core::media::dtmf::build_rtp;
+use crate::core::media::codec::opus::OpusTuning;
+use crate::core::media::dtmf::{build_rtp, DtmfKey};
 use crate::core::media::g711::Law;
 use crate::core::media::rtp::inspect;
 use crate::core::sdp::Codec;
@@ -24,6 +25,7 @@ fn params(codec: Codec, ai: AiFormat) -> MediaParams {
         },
         ai_format: ai,
         jitter: JitterConfig::default(),
+        opus: OpusTuning::default(),
         ssrc: 0x1234_5678,
         initial_seq: 100,
         initial_timestamp: 1000,
