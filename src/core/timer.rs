@@ -54,10 +54,20 @@ pub enum Timer {
     C = 20,
     /// A ringing call is answered with 200 OK (after the configured answer delay).
     Answer = 21,
+    /// AI call setup: the whole connect budget (primary, standby, retries) is spent.
+    AiSetupBudget = 22,
+    /// AI call setup: one WebSocket connect attempt gives up.
+    AiConnectTimeout = 23,
+    /// AI call setup: the backoff before the next connect attempt ends.
+    AiConnectRetry = 24,
+    /// AI session: no frame from the agent for the stall timeout while the caller talks.
+    AiStall = 25,
+    /// AI session: send a WebSocket ping to probe a quiet agent connection.
+    AiPing = 26,
 }
 
 impl Timer {
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 27;
     pub const ALL: [Timer; Timer::COUNT] = [
         Timer::A,
         Timer::B,
@@ -81,6 +91,11 @@ impl Timer {
         Timer::L,
         Timer::C,
         Timer::Answer,
+        Timer::AiSetupBudget,
+        Timer::AiConnectTimeout,
+        Timer::AiConnectRetry,
+        Timer::AiStall,
+        Timer::AiPing,
     ];
 }
 
