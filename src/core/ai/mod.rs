@@ -19,7 +19,6 @@ pub mod twilio;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use selector::{Action, AiBreakers, AttemptId, Endpoint, SelectorConfig, SetupAttempt};
-#[cfg(any())]
 pub use session::{
     AiAudio, AiEvent, AiProtocol, AiSession, CallInfo, OpenAiFormat, OpenAiSettings, Role,
     SessionConfig, SessionError, Transcript, TranscriptEntry,
