@@ -215,6 +215,9 @@ impl SetupAttempt {
     /// Gives up now (e.g. the call ended). An attempt in flight counts as a connect timeout
     /// for its breaker, so a half-open trial is never left dangling.
     pub fn abandon(&mut self, now: Instant, breakers: &mut AiBreakers) {
+        if let Phase::Connected(_) = self.phase {
+            return;
+        }
         if let Phase::InFlight { endpoint, .. } = self.phase {
             if let Some(breaker) = breakers.get_mut(endpoint) {
                 breaker.record(now, Err(FailureKind::ConnectTimeout));
