@@ -43,9 +43,13 @@ pub enum BreakerState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Inner {
     Closed,
-    Open { until: Instant },
+    Open {
+        until: Instant,
+    },
     /// `trial` is when the single trial was handed out, if it has been.
-    HalfOpen { trial: Option<Instant> },
+    HalfOpen {
+        trial: Option<Instant>,
+    },
 }
 
 /// Counters for metrics.
@@ -98,7 +102,8 @@ impl CircuitBreaker {
             Inner::HalfOpen { trial: Some(_) } => false,
             Inner::HalfOpen { trial: None } => {
                 self.inner = Inner::HalfOpen { trial: Some(now) };
-                self.timers.set(Timer::BreakerCooldown, now + self.config.trial_timeout);
+                self.timers
+                    .set(Timer::BreakerCooldown, now + self.config.trial_timeout);
                 true
             }
         };
@@ -325,7 +330,11 @@ mod tests {
         b.record(t0 + S(1), Ok(()));
         assert_eq!(b.state(t0 + S(1)), BreakerState::Open);
         b.record(t0 + S(2), Err(FailureKind::Dropped));
-        assert_eq!(b.poll_timeout(), Some(t0 + S(30)), "failure while open extends nothing");
+        assert_eq!(
+            b.poll_timeout(),
+            Some(t0 + S(30)),
+            "failure while open extends nothing"
+        );
     }
 
     #[test]

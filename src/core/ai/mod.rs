@@ -98,7 +98,10 @@ fn parse_tagged(
     tag: &'static str,
 ) -> Result<(serde_json::Value, String), ProtocolError> {
     if text.len() > max {
-        return Err(ProtocolError::Oversize { len: text.len(), max });
+        return Err(ProtocolError::Oversize {
+            len: text.len(),
+            max,
+        });
     }
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| ProtocolError::Json(e.to_string()))?;
@@ -158,7 +161,10 @@ mod tests {
         let big = format!("{{\"event\":\"x\",\"p\":\"{}\"}}", "a".repeat(100));
         assert_eq!(
             parse_tagged(&big, 50, "event").unwrap_err(),
-            ProtocolError::Oversize { len: big.len(), max: 50 }
+            ProtocolError::Oversize {
+                len: big.len(),
+                max: 50
+            }
         );
         assert_eq!(
             parse_tagged("[1,2]", 50, "event").unwrap_err(),

@@ -82,7 +82,10 @@ impl AiBreakers {
     /// Earliest moment a currently refusing breaker may admit again.
     fn next_admission(&self) -> Option<Instant> {
         let standby = self.standby.as_ref().and_then(CircuitBreaker::poll_timeout);
-        [self.primary.poll_timeout(), standby].into_iter().flatten().min()
+        [self.primary.poll_timeout(), standby]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -111,7 +114,10 @@ pub enum Action {
 enum Phase {
     /// Free to start an attempt (possibly after the retry timer).
     Idle,
-    InFlight { id: AttemptId, endpoint: Endpoint },
+    InFlight {
+        id: AttemptId,
+        endpoint: Endpoint,
+    },
     Connected(Endpoint),
     Fallback,
 }
@@ -133,7 +139,11 @@ impl SetupAttempt {
         let mut timers = TimerTable::default();
         timers.set(Timer::AiSetupBudget, now + config.effective_budget());
         SetupAttempt {
-            backoff: Backoff::new(config.backoff_base, config.backoff_max, config.backoff_floor),
+            backoff: Backoff::new(
+                config.backoff_base,
+                config.backoff_max,
+                config.backoff_floor,
+            ),
             config,
             phase: Phase::Idle,
             timers,
@@ -185,7 +195,11 @@ impl SetupAttempt {
         breakers: &mut AiBreakers,
         rng: &mut impl RngCore,
     ) {
-        let Phase::InFlight { id: current, endpoint } = self.phase else {
+        let Phase::InFlight {
+            id: current,
+            endpoint,
+        } = self.phase
+        else {
             return;
         };
         if current != id {
@@ -205,7 +219,11 @@ impl SetupAttempt {
                 self.last_failed = Some(endpoint);
                 let retry_at = now + self.backoff.next_delay(rng);
                 self.timers.set(Timer::AiConnectRetry, retry_at);
-                if self.timers.get(Timer::AiSetupBudget).is_some_and(|end| retry_at >= end) {
+                if self
+                    .timers
+                    .get(Timer::AiSetupBudget)
+                    .is_some_and(|end| retry_at >= end)
+                {
                     self.fall_back();
                 }
             }
@@ -264,7 +282,11 @@ impl SetupAttempt {
         let deadline = (now + self.config.attempt_timeout).min(budget_end);
         self.timers.set(Timer::AiConnectTimeout, deadline);
         self.phase = Phase::InFlight { id, endpoint };
-        Action::Connect { id, endpoint, deadline }
+        Action::Connect {
+            id,
+            endpoint,
+            deadline,
+        }
     }
 
     /// Every breaker refuses: wait for the earliest to reopen if that is within budget.
@@ -323,7 +345,11 @@ mod tests {
         let mut trace = Vec::new();
         for _ in 0..1000 {
             match setup.poll(now, breakers, &mut rng) {
-                Action::Connect { id, endpoint, deadline } => {
+                Action::Connect {
+                    id,
+                    endpoint,
+                    deadline,
+                } => {
                     assert!(deadline <= t0 + config.effective_budget());
                     assert!(deadline > now);
                     trace.push((now - t0, endpoint));
@@ -366,7 +392,11 @@ mod tests {
                 FailureKind::Dropped,
             );
             assert!(elapsed <= MS(1500), "seed {seed}: fallback at {elapsed:?}");
-            assert!(trace.len() >= 3, "seed {seed}: only {} attempts", trace.len());
+            assert!(
+                trace.len() >= 3,
+                "seed {seed}: only {} attempts",
+                trace.len()
+            );
             assert!(trace.iter().all(|(at, _)| *at < MS(1500)));
             // Consecutive attempts are separated by latency plus at least the floor.
             for w in trace.windows(2) {
@@ -408,7 +438,10 @@ mod tests {
         assert!(trace[1].0 >= MS(700));
         assert!(elapsed <= MS(1500));
         let on = |e| trace.iter().filter(|(_, x)| *x == e).count() as u32;
-        assert_eq!(breakers.primary.consecutive_failures(), on(Endpoint::Primary));
+        assert_eq!(
+            breakers.primary.consecutive_failures(),
+            on(Endpoint::Primary)
+        );
         let standby = breakers.standby.as_ref().map(|b| b.consecutive_failures());
         assert_eq!(standby, Some(on(Endpoint::Standby)));
         for w in trace.windows(2) {
@@ -426,12 +459,18 @@ mod tests {
             panic!("expected connect");
         };
         assert_eq!(deadline, t0 + MS(700));
-        assert_eq!(setup.poll(t0 + MS(10), &mut breakers, &mut rng), Action::Wait(deadline));
+        assert_eq!(
+            setup.poll(t0 + MS(10), &mut breakers, &mut rng),
+            Action::Wait(deadline)
+        );
         let next = setup.poll(deadline, &mut breakers, &mut rng);
         assert!(matches!(next, Action::Wait(at) if at > deadline && at <= deadline + MS(100)));
         // The late result of the abandoned attempt is ignored.
         setup.on_connect_result(deadline + MS(5), id, Ok(()), &mut breakers, &mut rng);
-        assert!(matches!(setup.poll(deadline + MS(5), &mut breakers, &mut rng), Action::Wait(_)));
+        assert!(matches!(
+            setup.poll(deadline + MS(5), &mut breakers, &mut rng),
+            Action::Wait(_)
+        ));
         assert_eq!(breakers.primary.consecutive_failures(), 1);
     }
 
@@ -501,7 +540,10 @@ mod tests {
         let at = t0 + Duration::from_secs(30);
         assert!(matches!(
             setup.poll(at, &mut breakers, &mut rng),
-            Action::Connect { endpoint: Endpoint::Primary, .. }
+            Action::Connect {
+                endpoint: Endpoint::Primary,
+                ..
+            }
         ));
         // The half-open trial is taken: a concurrent call gets nothing.
         let mut other = SetupAttempt::new(at, SelectorConfig::default());
@@ -518,7 +560,13 @@ mod tests {
             panic!();
         };
         assert_eq!(endpoint, Endpoint::Primary);
-        setup.on_connect_result(t0 + MS(5), id, Err(FailureKind::Tls), &mut breakers, &mut rng);
+        setup.on_connect_result(
+            t0 + MS(5),
+            id,
+            Err(FailureKind::Tls),
+            &mut breakers,
+            &mut rng,
+        );
         let Action::Wait(at) = setup.poll(t0 + MS(5), &mut breakers, &mut rng) else {
             panic!();
         };
@@ -527,15 +575,27 @@ mod tests {
         };
         assert_eq!(endpoint, Endpoint::Standby);
         setup.abandon(at + MS(1), &mut breakers);
-        assert_eq!(setup.poll(at + MS(1), &mut breakers, &mut rng), Action::Fallback);
-        assert_eq!(breakers.standby.as_ref().map(|b| b.stats().failures), Some(1));
+        assert_eq!(
+            setup.poll(at + MS(1), &mut breakers, &mut rng),
+            Action::Fallback
+        );
+        assert_eq!(
+            breakers.standby.as_ref().map(|b| b.stats().failures),
+            Some(1)
+        );
     }
 
     #[test]
     fn deterministic_per_seed() {
         let run = |seed| {
             let mut breakers = both();
-            run_failing(seed, SelectorConfig::default(), &mut breakers, MS(15), FailureKind::Dropped)
+            run_failing(
+                seed,
+                SelectorConfig::default(),
+                &mut breakers,
+                MS(15),
+                FailureKind::Dropped,
+            )
         };
         assert_eq!(run(11), run(11));
         assert_ne!(run(11).0, run(12).0);

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{b64_decode, b64_encode, parse_tagged, to_json, typed, ProtocolError, DEFAULT_MAX_FRAME};
+use super::{
+    b64_decode, b64_encode, parse_tagged, to_json, typed, ProtocolError, DEFAULT_MAX_FRAME,
+};
 
 /// Every Media Streams message, both directions, exactly as on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,7 +200,13 @@ pub fn encode_start(seq: u64, info: &StartInfo) -> String {
 }
 
 /// Caller audio: `chunk` counts media messages from 1, `timestamp_ms` is since stream start.
-pub fn encode_media(seq: u64, stream_sid: &str, chunk: u64, timestamp_ms: u64, ulaw: &[u8]) -> String {
+pub fn encode_media(
+    seq: u64,
+    stream_sid: &str,
+    chunk: u64,
+    timestamp_ms: u64,
+    ulaw: &[u8],
+) -> String {
     encode(&Message::Media(MediaMsg {
         sequence_number: Some(seq.to_string()),
         media: MediaBody {
@@ -308,7 +316,9 @@ pub fn decode_with_limit(text: &str, max_frame: usize) -> Result<Inbound, Protoc
         }
         "clear" => {
             let m: ClearMsg = typed(value, &event)?;
-            Inbound::Clear { stream_sid: m.stream_sid }
+            Inbound::Clear {
+                stream_sid: m.stream_sid,
+            }
         }
         _ => Inbound::Unknown(event),
     };
@@ -384,15 +394,26 @@ mod tests {
         let media = r#"{"event":"media","streamSid":"MZ1","media":{"payload":"/38="}}"#;
         assert_eq!(
             decode(media).unwrap(),
-            Inbound::Media { stream_sid: Some("MZ1".into()), ulaw: vec![0xFF, 0x7F] }
+            Inbound::Media {
+                stream_sid: Some("MZ1".into()),
+                ulaw: vec![0xFF, 0x7F]
+            }
         );
         let mark = r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"my label"}}"#;
         assert_eq!(
             decode(mark).unwrap(),
-            Inbound::Mark { stream_sid: Some("MZ1".into()), name: "my label".into() }
+            Inbound::Mark {
+                stream_sid: Some("MZ1".into()),
+                name: "my label".into()
+            }
         );
         let clear = r#"{"event":"clear","streamSid":"MZ1"}"#;
-        assert_eq!(decode(clear).unwrap(), Inbound::Clear { stream_sid: Some("MZ1".into()) });
+        assert_eq!(
+            decode(clear).unwrap(),
+            Inbound::Clear {
+                stream_sid: Some("MZ1".into())
+            }
+        );
         assert_eq!(
             decode(r#"{"event":"hello","x":1}"#).unwrap(),
             Inbound::Unknown("hello".into())
@@ -402,8 +423,14 @@ mod tests {
     #[test]
     fn rejects_bad_frames() {
         assert!(matches!(decode("{not json"), Err(ProtocolError::Json(_))));
-        assert_eq!(decode(r#"{"x":1}"#), Err(ProtocolError::MissingType("event")));
-        assert_eq!(decode(r#"{"event":7}"#), Err(ProtocolError::MissingType("event")));
+        assert_eq!(
+            decode(r#"{"x":1}"#),
+            Err(ProtocolError::MissingType("event"))
+        );
+        assert_eq!(
+            decode(r#"{"event":7}"#),
+            Err(ProtocolError::MissingType("event"))
+        );
         assert_eq!(
             decode(r#"{"event":"media","media":{"payload":"!!!"}}"#),
             Err(ProtocolError::Base64("media".into()))
@@ -412,7 +439,10 @@ mod tests {
             decode(r#"{"event":"media","media":{}}"#),
             Err(ProtocolError::BadField { .. })
         ));
-        assert!(matches!(decode(r#"{"event":"mark"}"#), Err(ProtocolError::BadField { .. })));
+        assert!(matches!(
+            decode(r#"{"event":"mark"}"#),
+            Err(ProtocolError::BadField { .. })
+        ));
         let big = encode_agent_media("MZ1", &vec![0u8; 300 * 1024]);
         assert!(matches!(decode(&big), Err(ProtocolError::Oversize { .. })));
         assert!(decode_with_limit(&big, 1 << 20).is_ok());
@@ -469,7 +499,9 @@ mod tests {
             }
             let text = String::from_utf8_lossy(&bytes);
             let _ = decode_with_limit(&text, 4096);
-            let random: String = (0..rng.gen_range(0..64)).map(|_| rng.gen::<char>()).collect();
+            let random: String = (0..rng.gen_range(0..64))
+                .map(|_| rng.gen::<char>())
+                .collect();
             let _ = decode(&random);
         }
     }
