@@ -181,14 +181,8 @@ mod tests {
         table.set(Timer::E, t0 + Duration::from_millis(500));
         table.set(Timer::Probe, t0 + Duration::from_millis(400));
         assert_eq!(table.next_timeout(), Some(t0 + Duration::from_millis(400)));
-        assert_eq!(
-            table.take_expired(t0 + Duration::from_millis(499)),
-            vec![Timer::Probe]
-        );
-        assert_eq!(
-            table.take_expired(t0 + Duration::from_secs(40)),
-            vec![Timer::E, Timer::F]
-        );
+        assert_eq!(table.take_expired(t0 + Duration::from_millis(499)), vec![Timer::Probe]);
+        assert_eq!(table.take_expired(t0 + Duration::from_secs(40)), vec![Timer::E, Timer::F]);
         assert_eq!(table.next_timeout(), None);
     }
 }
