@@ -2,6 +2,7 @@
 //! current time as `now: Instant`; outputs are messages to send, events, and the next deadline.
 //! Nothing here opens a socket, spawns a task, sleeps or reads the clock.
 
+pub mod ai;
 pub mod carrier;
 pub mod endpoint;
 pub mod media;

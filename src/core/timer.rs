@@ -60,10 +60,20 @@ pub enum Timer {
     DtmfSend = 23,
     /// A received telephone-event got no packet for a while: it is reported as ended.
     DtmfTimeout = 24,
+    /// AI call setup: the whole connect budget (primary, standby, retries) is spent.
+    AiSetupBudget = 25,
+    /// AI call setup: one WebSocket connect attempt gives up.
+    AiConnectTimeout = 26,
+    /// AI call setup: the backoff before the next connect attempt ends.
+    AiConnectRetry = 27,
+    /// AI session: no frame from the agent for the stall timeout while the caller talks.
+    AiStall = 28,
+    /// AI session: send a WebSocket ping to probe a quiet agent connection.
+    AiPing = 29,
 }
 
 impl Timer {
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 30;
     pub const ALL: [Timer; Timer::COUNT] = [
         Timer::A,
         Timer::B,
@@ -90,6 +100,11 @@ impl Timer {
         Timer::RtcpReport,
         Timer::DtmfSend,
         Timer::DtmfTimeout,
+        Timer::AiSetupBudget,
+        Timer::AiConnectTimeout,
+        Timer::AiConnectRetry,
+        Timer::AiStall,
+        Timer::AiPing,
     ];
 }
 
