@@ -8,7 +8,7 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::addr::{ListenAddr, PortRange};
 use super::model::{
-    CallConfig, CarrierConfig, Config, MediaConfig, PromptsConfig, SipConfig, StatusConfig,
+    AiConfig, CallConfig, CarrierConfig, Config, MediaConfig, PromptsConfig, SipConfig, StatusConfig,
 };
 use crate::core::sip::Transport;
 
@@ -87,6 +87,8 @@ impl Config {
                 probe: None,
                 register: None,
             }],
+            ai: AiConfig::default(),
+            ai_endpoints: Vec::new(),
         }
     }
 }

@@ -21,6 +21,80 @@ pub struct Config {
     pub call: CallConfig,
     /// `[[carrier]]` tables, in file order.
     pub carriers: Vec<CarrierConfig>,
+    /// `[ai]`: how calls are bridged to the agents.
+    pub ai: AiConfig,
+    /// `[[ai_endpoint]]` tables: at most one primary and one standby.
+    pub ai_endpoints: Vec<AiEndpointConfig>,
+}
+
+/// `[ai]`: setup budget, breakers and stall detection for the AI bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AiConfig {
+    /// Whole time from a call's arrival to the fallback when no agent connects (max 2000).
+    pub setup_budget_ms: u64,
+    /// One connect attempt (TCP + TLS + WebSocket upgrade) gives up after this.
+    pub connect_timeout_ms: u64,
+    /// Consecutive failures that open an endpoint's breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses before one half-open trial.
+    pub breaker_cooldown_s: u64,
+    /// No frame from the agent for this long while the caller talks: fail over.
+    pub stall_timeout_ms: u64,
+}
+
+impl Default for AiConfig {
+    fn default() -> Self {
+        AiConfig {
+            setup_budget_ms: 1500,
+            connect_timeout_ms: 700,
+            breaker_failures: 5,
+            breaker_cooldown_s: 30,
+            stall_timeout_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AiRole {
+    Primary,
+    Standby,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AiProtocolName {
+    /// `twilio-media-streams`
+    TwilioMediaStreams,
+    /// `openai-realtime`
+    OpenAiRealtime,
+}
+
+/// Audio exchanged with an agent: `g711_ulaw` (8 kHz μ-law) or `pcm16` (24 kHz, OpenAI only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AiAudioFormat {
+    G711Ulaw,
+    Pcm16,
+}
+
+/// One `[[ai_endpoint]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AiEndpointConfig {
+    pub name: String,
+    pub role: AiRole,
+    pub protocol: AiProtocolName,
+    /// `wss://...`, or `ws://` to a loopback address (tests, agent-sim).
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>`; read from `token_file` or `token_env`.
+    pub token: Option<Password>,
+    /// Extra upgrade headers.
+    pub headers: Vec<(String, String)>,
+    /// Twilio `start.customParameters` (merged with the call's own).
+    pub custom_parameters: std::collections::BTreeMap<String, String>,
+    /// Extra CA certificates (PEM) trusted for this endpoint, beside the system's.
+    pub ca_bundle: Option<PathBuf>,
+    pub audio_format: AiAudioFormat,
+    pub model: Option<String>,
+    pub instructions: Option<String>,
+    pub voice: Option<String>,
 }
 
 /// `[sip]`: where we listen for SIP and how we present ourselves.

@@ -12,6 +12,36 @@ pub(crate) struct RawConfig {
     pub prompts: RawPrompts,
     pub call: RawCall,
     pub carrier: Vec<RawCarrier>,
+    pub ai: RawAi,
+    pub ai_endpoint: Vec<RawAiEndpoint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAi {
+    pub setup_budget_ms: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub breaker_failures: Option<u32>,
+    pub breaker_cooldown_s: Option<u64>,
+    pub stall_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAiEndpoint {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub protocol: Option<String>,
+    pub url: Option<String>,
+    pub token_file: Option<String>,
+    pub token_env: Option<String>,
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    pub custom_parameters: Option<std::collections::BTreeMap<String, String>>,
+    pub ca_bundle: Option<String>,
+    pub audio_format: Option<String>,
+    pub model: Option<String>,
+    pub instructions: Option<String>,
+    pub voice: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,6 +6,7 @@
 //! bind/close media ports, log events) until it returns `Timeout(t)`; sleep until `t` or the
 //! next event, whichever is first; on wake-up call `handle_timeout(now)`.
 
+mod ai;
 pub mod clock;
 pub mod http;
 mod media;
@@ -63,6 +64,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         udp,
         streams: HashMap::new(),
         media: MediaSockets::new(ep_cfg.media_ip),
+        ai: ai::AiConnections::new(&setup::ca_bundles(&config)),
         events: events_tx,
     };
     tracing::info!(listen = ?ep_cfg.listen, status = %config.status.listen, "trunkguard running");
@@ -155,6 +157,7 @@ struct Shell {
     udp: HashMap<SocketAddr, Arc<UdpSocket>>,
     streams: HashMap<Peer, mpsc::Sender<Vec<u8>>>,
     media: MediaSockets,
+    ai: ai::AiConnections,
     events: NetTx,
 }
 
@@ -172,6 +175,17 @@ impl Shell {
             NetEvent::Disconnected { peer } => {
                 self.streams.remove(&peer);
             }
+            NetEvent::AiOpened { conn, writer } => {
+                self.ai.opened(conn, writer);
+                self.endpoint.handle_input(now, Input::AiOpened { conn });
+            }
+            NetEvent::AiClosed { conn, kind } => {
+                self.ai.closed(conn);
+                self.endpoint.handle_input(now, Input::AiClosed { conn, kind });
+            }
+            NetEvent::AiText { conn, text } => self.endpoint.handle_input(now, Input::AiText { conn, text: &text }),
+            NetEvent::AiBinary { conn } => self.endpoint.handle_input(now, Input::AiBinary { conn }),
+            NetEvent::AiPong { conn } => self.endpoint.handle_input(now, Input::AiPong { conn }),
         }
     }
 
@@ -181,6 +195,8 @@ impl Shell {
             match self.endpoint.poll_output() {
                 Output::Transmit(Transmit::Sip { peer, data }) => self.send_sip(peer, data),
                 Output::Transmit(Transmit::Rtp { local_port, to, data }) => self.media.send(local_port, to, &data),
+                Output::Transmit(Transmit::AiText { conn, text }) => self.ai.send(conn, ai::WsCommand::Text(text)),
+                Output::Transmit(Transmit::AiPing { conn }) => self.ai.send(conn, ai::WsCommand::Ping),
                 Output::Event(ev) => self.on_event(ev),
                 Output::Timeout(t) => return t,
             }
@@ -198,6 +214,11 @@ impl Shell {
                 self.media.close(port + 1);
             }
             Event::Dtmf { call_id, digit } => tracing::info!(%call_id, %digit, "DTMF received"),
+            Event::AiConnect { conn, url, headers, deadline } => {
+                tracing::debug!(conn, %url, "connecting to agent");
+                self.ai.connect(conn, url, headers, deadline, self.events.clone());
+            }
+            Event::AiClose { conn } => self.ai.close(conn),
             Event::CallAnswered { call_id, carrier } => tracing::info!(%call_id, %carrier, "call answered"),
             Event::CallEnded { call_id, reason } => tracing::info!(%call_id, reason, "call ended"),
             Event::CarrierState { carrier, up } => tracing::info!(%carrier, up, "carrier state"),

@@ -15,6 +15,13 @@ pub enum NetEvent {
     Connected { peer: Peer, writer: mpsc::Sender<Vec<u8>> },
     /// A stream connection closed.
     Disconnected { peer: Peer },
+    /// An agent WebSocket is open; frames for it go to `writer`.
+    AiOpened { conn: u64, writer: mpsc::Sender<super::ai::WsCommand> },
+    /// An agent WebSocket failed to open or closed.
+    AiClosed { conn: u64, kind: crate::core::ai::FailureKind },
+    AiText { conn: u64, text: String },
+    AiBinary { conn: u64 },
+    AiPong { conn: u64 },
 }
 
 pub type NetTx = mpsc::Sender<NetEvent>;

@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::config::{CarrierConfig, Config};
+use crate::config::{AiAudioFormat, AiEndpointConfig, AiProtocolName, AiRole, CarrierConfig, Config};
+use crate::core::ai::session::{AiProtocol, OpenAiFormat, OpenAiSettings, SessionConfig};
+use crate::core::ai::{AiBreakers, BreakerConfig, CircuitBreaker, SelectorConfig};
+use crate::core::endpoint::{AiEndpointSettings, AiHub};
+use crate::core::media::codec::Rate;
 use crate::core::carrier::probe::ProbeSettings;
 use crate::core::carrier::register::RegisterSettings;
 use crate::core::endpoint::{CarrierSettings, EndpointConfig};
@@ -51,10 +55,70 @@ pub fn endpoint_config(config: &Config) -> Result<EndpointConfig, SetupError> {
             ..JitterConfig::default()
         },
         opus: OpusTuning { complexity: config.media.opus_complexity, bitrate: config.media.opus_bitrate },
-        // the AI side speaks 8 kHz μ-law until the AI bridge chooses per endpoint
-        ai_format: AiFormat::G711(Law::Ulaw),
+        ai_format: ai_hub(config).map_or(AiFormat::G711(Law::Ulaw), |h| h.format),
         ntp_anchor: Some(super::clock::ntp_anchor()),
+        ai: ai_hub(config),
+        filler: Prompt::one_moment().map_err(SetupError::EmbeddedPrompt)?,
     })
+}
+
+/// The agents of `[[ai_endpoint]]` with the `[ai]` policies; `None` when none is configured.
+fn ai_hub(config: &Config) -> Option<AiHub> {
+    let by_role = |role| config.ai_endpoints.iter().find(|e| e.role == role).map(ai_endpoint);
+    let primary = by_role(AiRole::Primary)?;
+    let standby = by_role(AiRole::Standby);
+    let breaker = BreakerConfig {
+        failure_threshold: config.ai.breaker_failures,
+        cooldown: Duration::from_secs(config.ai.breaker_cooldown_s),
+        ..BreakerConfig::default()
+    };
+    let pcm = config.ai_endpoints.iter().any(|e| e.audio_format == AiAudioFormat::Pcm16);
+    Some(AiHub {
+        primary,
+        breakers: AiBreakers {
+            primary: CircuitBreaker::new(breaker),
+            standby: standby.as_ref().map(|_| CircuitBreaker::new(breaker)),
+        },
+        standby,
+        selector: SelectorConfig {
+            budget: Duration::from_millis(config.ai.setup_budget_ms),
+            attempt_timeout: Duration::from_millis(config.ai.connect_timeout_ms),
+            ..SelectorConfig::default()
+        },
+        session: SessionConfig {
+            stall_timeout: Duration::from_millis(config.ai.stall_timeout_ms),
+            ..SessionConfig::default()
+        },
+        format: if pcm { AiFormat::Pcm(Rate::Hz24000) } else { AiFormat::G711(Law::Ulaw) },
+        failovers: 0,
+        fallbacks: 0,
+    })
+}
+
+fn ai_endpoint(e: &AiEndpointConfig) -> AiEndpointSettings {
+    let protocol = match e.protocol {
+        AiProtocolName::TwilioMediaStreams => AiProtocol::Twilio,
+        AiProtocolName::OpenAiRealtime => AiProtocol::OpenAi(OpenAiSettings {
+            format: match e.audio_format {
+                AiAudioFormat::G711Ulaw => OpenAiFormat::G711Ulaw,
+                AiAudioFormat::Pcm16 => OpenAiFormat::Pcm24k,
+            },
+            model: e.model.clone(),
+            instructions: e.instructions.clone(),
+            voice: e.voice.clone(),
+            ..OpenAiSettings::default()
+        }),
+    };
+    let mut headers = e.headers.clone();
+    if let Some(token) = &e.token {
+        headers.push(("Authorization".to_string(), format!("Bearer {}", token.expose())));
+    }
+    AiEndpointSettings { name: e.name.clone(), protocol, url: e.url.clone(), headers }
+}
+
+/// Extra CA bundles named by the AI endpoints.
+pub fn ca_bundles(config: &Config) -> Vec<&std::path::Path> {
+    config.ai_endpoints.iter().filter_map(|e| e.ca_bundle.as_deref()).collect()
 }
 
 fn carrier_settings(config: &Config, c: &CarrierConfig) -> CarrierSettings {

@@ -267,7 +267,7 @@ fn password(
     }
 }
 
-fn password_from_file(file: &str, path: &FieldPath, c: &mut Checker) -> Option<Password> {
+pub(crate) fn password_from_file(file: &str, path: &FieldPath, c: &mut Checker) -> Option<Password> {
     match std::fs::read_to_string(file) {
         Ok(text) => non_empty_password(text.trim_end_matches(['\r', '\n']), path, c),
         Err(e) => {
@@ -277,7 +277,7 @@ fn password_from_file(file: &str, path: &FieldPath, c: &mut Checker) -> Option<P
     }
 }
 
-fn password_from_env(var: &str, path: &FieldPath, c: &mut Checker) -> Option<Password> {
+pub(crate) fn password_from_env(var: &str, path: &FieldPath, c: &mut Checker) -> Option<Password> {
     match std::env::var(var) {
         Ok(value) => non_empty_password(&value, path, c),
         Err(std::env::VarError::NotPresent) => {

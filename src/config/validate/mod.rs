@@ -1,6 +1,7 @@
 //! Turns the raw file into a typed [`Config`]: applies defaults, checks every value, and records
 //! every problem with its field path (lines are attached later from the source map).
 
+mod ai;
 mod carrier;
 mod checks;
 mod sections;
@@ -34,25 +35,34 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
     let prompts = sections::prompts(raw.prompts, &root.key("prompts"), &mut c);
     let call = sections::call(raw.call, &root.key("call"), &mut c);
     let carriers = carrier::carriers(raw.carrier, &root.key("carrier"), &mut c);
+    let ai = ai::ai(raw.ai, &root.key("ai"), &mut c);
+    let ai_endpoints = ai::endpoints(raw.ai_endpoint, &root.key("ai_endpoint"), &mut c);
     if let (Some(sip), Some(media)) = (&sip, &media) {
         sections::check_rtp_vs_sip(sip, media, &mut c);
     }
     if let (Some(sip), Some(status)) = (&sip, &status) {
         sections::check_status_vs_sip(sip, status, &mut c);
     }
-    match (sip, media, status, prompts, call, carriers) {
-        (Some(sip), Some(media), Some(status), Some(prompts), Some(call), Some(carriers))
-            if c.problems.is_empty() =>
-        {
-            Ok(Config {
-                sip,
-                media,
-                status,
-                prompts,
-                call,
-                carriers,
-            })
-        }
+    match (sip, media, status, prompts, call, carriers, ai, ai_endpoints) {
+        (
+            Some(sip),
+            Some(media),
+            Some(status),
+            Some(prompts),
+            Some(call),
+            Some(carriers),
+            Some(ai),
+            Some(ai_endpoints),
+        ) if c.problems.is_empty() => Ok(Config {
+            sip,
+            media,
+            status,
+            prompts,
+            call,
+            carriers,
+            ai,
+            ai_endpoints,
+        }),
         _ => Err(c.problems),
     }
 }

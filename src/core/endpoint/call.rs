@@ -30,7 +30,7 @@ pub struct Pending2xx {
     pub interval: Duration,
 }
 
-#[derive(Debug)]
+
 pub struct Call {
     pub id: u64,
     pub carrier: usize,
@@ -48,6 +48,8 @@ pub struct Call {
     pub media: MediaSession,
     pub timers: TimerTable,
     pub started: Instant,
+    /// The bridge to the AI agent, when agents are configured.
+    pub bridge: Option<super::bridge::Bridge>,
 }
 
 impl Call {

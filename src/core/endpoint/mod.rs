@@ -5,6 +5,8 @@
 //! Drive loop (after str0m): feed [`Endpoint::handle_input`] or [`Endpoint::handle_timeout`],
 //! then call [`Endpoint::poll_output`] until it returns [`Output::Timeout`].
 
+mod ai;
+mod bridge;
 mod build;
 mod call;
 mod carrier;
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
+pub use bridge::{AiEndpointSettings, AiHub};
 pub use build::host_port;
 pub use call::CallState;
 pub use carrier::CarrierSettings;
@@ -68,6 +71,10 @@ pub struct EndpointConfig {
     pub ai_format: AiFormat,
     /// Wall-clock time at an instant, in NTP format, for RTCP sender reports.
     pub ntp_anchor: Option<(Instant, u64)>,
+    /// The AI agents calls are bridged to; `None`: every call gets the canned prompt.
+    pub ai: Option<AiHub>,
+    /// The short prompt that covers a mid-call failover ("one moment, please").
+    pub filler: Prompt,
 }
 
 /// Something that happened on the network, handed in by the I/O shell.
@@ -77,6 +84,16 @@ pub enum Input<'a> {
     Sip { peer: Peer, data: &'a [u8] },
     /// An RTP or RTCP datagram received on our media port `local_port`.
     Rtp { local_port: u16, from: SocketAddr, data: &'a [u8] },
+    /// The WebSocket `conn` to an agent is open.
+    AiOpened { conn: u64 },
+    /// The WebSocket `conn` failed to open, or it closed (how, in `kind`).
+    AiClosed { conn: u64, kind: crate::core::ai::FailureKind },
+    /// A text frame from the agent on `conn`.
+    AiText { conn: u64, text: &'a str },
+    /// A binary frame on `conn` (not part of either protocol).
+    AiBinary { conn: u64 },
+    /// A pong (or any sign of life) on `conn`.
+    AiPong { conn: u64 },
 }
 
 /// What the endpoint wants the I/O shell to do next.
@@ -92,6 +109,10 @@ pub enum Output {
 pub enum Transmit {
     Sip { peer: Peer, data: Vec<u8> },
     Rtp { local_port: u16, to: SocketAddr, data: Vec<u8> },
+    /// A text frame for the agent on WebSocket `conn`.
+    AiText { conn: u64, text: String },
+    /// A WebSocket ping on `conn`.
+    AiPing { conn: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +128,11 @@ pub enum Event {
     CallEnded { call_id: String, reason: &'static str },
     CarrierState { carrier: String, up: bool },
     Registration { carrier: String, registered: bool },
+    /// Open a WebSocket `conn` to `url` with `headers`; report `AiOpened` or `AiClosed` (with
+    /// `ConnectTimeout` after `deadline`).
+    AiConnect { conn: u64, url: String, headers: Vec<(String, String)>, deadline: Instant },
+    /// Close WebSocket `conn` with code 1000 (after sending what was queued for it).
+    AiClose { conn: u64 },
 }
 
 /// What a client transaction was started for.
@@ -131,6 +157,9 @@ pub struct Endpoint {
     pending: HashMap<ClientTxId, Pending>,
     counters: Counters,
     last_now: Instant,
+    ai: Option<AiHub>,
+    /// Which call owns which agent connection.
+    ai_conns: HashMap<u64, u64>,
 }
 
 impl Endpoint {
@@ -145,6 +174,7 @@ impl Endpoint {
                 CarrierLink::new(c.clone(), now, call_id, random_token(&mut rng))
             })
             .collect();
+        let cfg_ai = cfg.ai.clone();
         Endpoint {
             tx: TransactionLayer::new(cfg.timers),
             ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
@@ -159,6 +189,8 @@ impl Endpoint {
             pending: HashMap::new(),
             counters: Counters::default(),
             last_now: now,
+            ai: cfg_ai,
+            ai_conns: HashMap::new(),
         }
     }
 
@@ -168,6 +200,7 @@ impl Endpoint {
         match input {
             Input::Sip { peer, data } => self.handle_sip(now, peer, data),
             Input::Rtp { local_port, from, data } => self.handle_rtp(now, local_port, from, data),
+            other => self.handle_ai_input(now, other),
         }
         self.pump(now);
     }
@@ -198,6 +231,7 @@ impl Endpoint {
             }
             self.drain_media(now, id);
         }
+        self.bridge_timeouts(now);
         self.pump(now);
     }
 
@@ -210,7 +244,11 @@ impl Endpoint {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let calls = self.calls.values().flat_map(|c| [c.timers.next_timeout(), c.media.poll_timeout()]).flatten();
+        let calls = self
+            .calls
+            .values()
+            .flat_map(|c| [c.timers.next_timeout(), c.media.poll_timeout(), c.bridge.as_ref().and_then(|b| b.poll_timeout())])
+            .flatten();
         let carriers = self.carriers.iter().filter_map(CarrierLink::poll_timeout);
         calls.chain(carriers).chain(self.tx.poll_timeout()).min()
     }
@@ -447,6 +485,7 @@ impl Endpoint {
             media,
             timers,
             started: now,
+            bridge: None,
         };
         self.out.push_back(Output::Event(Event::MediaOpen { port }));
         self.port_to_call.insert(port, id);
@@ -456,7 +495,11 @@ impl Endpoint {
         }
         self.calls.insert(id, call);
         self.counters.calls_offered += 1;
-        if self.cfg.answer_delay.is_zero() {
+        if self.ai.is_some() {
+            // ringing covers the agent setup; the call is answered when an agent is live or
+            // the fallback takes it
+            self.start_bridge(now, id);
+        } else if self.cfg.answer_delay.is_zero() {
             self.answer_call(now, id);
         }
     }
@@ -534,7 +577,9 @@ impl Endpoint {
             return; // ACK of a re-INVITE, or a retransmitted ACK
         }
         call.state = CallState::Confirmed;
-        call.media.play_prompt(prompt);
+        if !call.bridge.as_ref().is_some_and(|b| b.is_live()) {
+            call.media.play_prompt(prompt);
+        }
         call.media.start(now);
         call.media.handle_timeout(now);
         self.drain_media(now, id);
@@ -679,16 +724,21 @@ impl Endpoint {
             }
             self.out.push_back(Output::Transmit(Transmit::Rtp { local_port, to: t.to, data: t.data }));
         }
+        let mut digits = Vec::new();
         while let Some(ev) = call.media.poll_event() {
             match ev {
+                // the filler ending during a failover is not the end of the call
+                MediaEvent::PromptFinished if call.bridge.as_ref().is_some_and(|b| !b.is_fallback()) => {}
                 MediaEvent::PromptFinished => call.timers.set(Timer::Hangup, now + self.cfg.hangup_after_prompt),
                 MediaEvent::Dtmf { digit, .. } => {
                     tracing::info!(call_id = %call.dialog.call_id, %digit, "DTMF");
                     let call_id = call.dialog.call_id.clone();
                     self.out.push_back(Output::Event(Event::Dtmf { call_id, digit }));
+                    digits.push(digit);
                 }
             }
         }
+        self.feed_bridge(now, id, &digits);
     }
 
     /// Sends BYE for an answered call (or 487/end for one still ringing).
@@ -712,6 +762,8 @@ impl Endpoint {
         call.state = CallState::Ending;
         call.timers.stop_all();
         call.media.close(now, reason);
+        self.close_bridge(now, id);
+        let Some(call) = self.calls.get_mut(&id) else { return };
         let bye = call.dialog.new_request(Method::Bye, via, &contact, &user_agent);
         let peer = call.dialog.peer;
         self.drain_media(now, id);
@@ -722,6 +774,7 @@ impl Endpoint {
     }
 
     fn end_call(&mut self, id: u64, reason: &'static str) {
+        self.close_bridge(self.last_now, id);
         let Some(call) = self.calls.remove(&id) else { return };
         self.port_to_call.remove(&call.local_port);
         self.ports.release(call.local_port);

@@ -26,6 +26,9 @@ pub const PACKET_INTERVAL: Duration = Duration::from_millis(20);
 /// (see docs/prompts.md for how it is made).
 pub const HIGH_DEMAND_WAV: &[u8] = include_bytes!("../../../firmware/prompts/high-demand.wav");
 
+/// The failover filler ("One moment, please."), built into the binary.
+pub const ONE_MOMENT_WAV: &[u8] = include_bytes!("../../../firmware/prompts/one-moment.wav");
+
 /// Why a prompt cannot be loaded or played.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PromptError {
@@ -87,6 +90,11 @@ impl Prompt {
     /// The built-in high-demand prompt.
     pub fn high_demand() -> Result<Prompt, PromptError> {
         Prompt::from_wav_bytes(HIGH_DEMAND_WAV)
+    }
+
+    /// The embedded failover filler.
+    pub fn one_moment() -> Result<Prompt, PromptError> {
+        Prompt::from_wav_bytes(ONE_MOMENT_WAV)
     }
 
     /// The samples, at 8000 Hz.

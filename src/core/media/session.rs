@@ -196,6 +196,13 @@ impl MediaSession {
         self.rtp_out.mark_spurt();
     }
 
+    /// Stops the prompt now (e.g. the agent started speaking over the filler).
+    pub fn stop_prompt(&mut self) {
+        if self.prompt.take().is_some() {
+            self.rtp_out.mark_spurt();
+        }
+    }
+
     pub fn is_playing_prompt(&self) -> bool {
         self.prompt.is_some()
     }

@@ -1,0 +1,184 @@
+//! The endpoint's side of the AI bridge: starting a call's bridge, feeding it caller audio,
+//! digits and playout progress, routing WebSocket input to the right call, and carrying out
+//! what the bridge asks (answer, play agent audio, flush, filler, fallback, hang up).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::bridge::{Bridge, BridgeOutput};
+use super::{CallState, Endpoint, Event, Input, Output, Transmit};
+use crate::core::ai::session::CallInfo;
+use crate::core::sip::dialog::random_token;
+
+/// Connection ids of one call live in their own block of this size.
+const CONNS_PER_CALL: u64 = 1 << 20;
+
+impl Endpoint {
+    /// Starts the bridge of a ringing call.
+    pub(super) fn start_bridge(&mut self, now: Instant, id: u64) {
+        let Some(call) = self.calls.get(&id) else { return };
+        let Some(hub) = self.ai.as_mut() else { return };
+        let mut custom = BTreeMap::new();
+        custom.insert("from".to_string(), call.dialog.remote_uri.uri.clone());
+        custom.insert("to".to_string(), call.dialog.local_uri.uri.clone());
+        custom.insert("carrier".to_string(), self.cfg.carriers[call.carrier].name.clone());
+        custom.insert("sipCallId".to_string(), call.dialog.call_id.clone());
+        let info = CallInfo {
+            call_sid: format!("CA{}{}", random_token(&mut self.rng), random_token(&mut self.rng)),
+            stream_sid: format!("MZ{}{}", random_token(&mut self.rng), random_token(&mut self.rng)),
+            account_sid: "ACtrunkguard".to_string(),
+            custom_parameters: custom,
+        };
+        let (bridge, out) = Bridge::start(now, info, id * CONNS_PER_CALL, hub, &mut self.rng);
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.bridge = Some(bridge);
+        }
+        self.apply_bridge(now, id, out);
+    }
+
+    /// WebSocket input, routed to the call that owns the connection.
+    pub(super) fn handle_ai_input(&mut self, now: Instant, input: Input<'_>) {
+        let conn = match &input {
+            Input::AiOpened { conn }
+            | Input::AiClosed { conn, .. }
+            | Input::AiText { conn, .. }
+            | Input::AiBinary { conn }
+            | Input::AiPong { conn } => *conn,
+            Input::Sip { .. } | Input::Rtp { .. } => return,
+        };
+        let Some(&id) = self.ai_conns.get(&conn) else {
+            if matches!(input, Input::AiOpened { .. }) {
+                self.out.push_back(Output::Event(Event::AiClose { conn })); // its call is gone
+            }
+            return;
+        };
+        let (Some(hub), Some(call)) = (self.ai.as_mut(), self.calls.get_mut(&id)) else { return };
+        let Some(bridge) = call.bridge.as_mut() else { return };
+        let rng = &mut self.rng;
+        let out = match input {
+            Input::AiOpened { conn } => bridge.on_opened(now, conn, hub, rng),
+            Input::AiClosed { conn, kind } => {
+                self.ai_conns.remove(&conn);
+                bridge.on_failed(now, conn, kind, hub, rng)
+            }
+            Input::AiText { conn, text } => bridge.on_text(now, conn, text, hub, rng),
+            Input::AiBinary { conn } => bridge.on_binary(now, conn, hub, rng),
+            Input::AiPong { conn } => {
+                bridge.on_activity(now, conn);
+                Vec::new()
+            }
+            Input::Sip { .. } | Input::Rtp { .. } => Vec::new(),
+        };
+        self.apply_bridge(now, id, out);
+    }
+
+    /// Runs the bridges' timers (setup retries and budget, stall detection, pings).
+    pub(super) fn bridge_timeouts(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .calls
+            .values()
+            .filter(|c| c.bridge.as_ref().and_then(Bridge::poll_timeout).is_some_and(|t| t <= now))
+            .map(|c| c.id)
+            .collect();
+        for id in due {
+            let (Some(hub), Some(call)) = (self.ai.as_mut(), self.calls.get_mut(&id)) else { continue };
+            let Some(bridge) = call.bridge.as_mut() else { continue };
+            let out = bridge.handle_timeout(now, hub, &mut self.rng);
+            self.apply_bridge(now, id, out);
+        }
+    }
+
+    /// Hands the bridge what the call's media produced: decoded caller audio, digits, and how
+    /// much agent audio has been played.
+    pub(super) fn feed_bridge(&mut self, now: Instant, id: u64, digits: &[char]) {
+        let (Some(hub), Some(call)) = (self.ai.as_mut(), self.calls.get_mut(&id)) else { return };
+        let Some(bridge) = call.bridge.as_mut() else {
+            while call.media.poll_caller_audio().is_some() {} // nobody listens: do not hoard
+            return;
+        };
+        let mut out = Vec::new();
+        while let Some(pcm) = call.media.poll_caller_audio() {
+            out.extend(bridge.caller_audio(now, &pcm, hub));
+        }
+        for digit in digits {
+            out.extend(bridge.dtmf(*digit));
+        }
+        out.extend(bridge.played(now, call.media.ai_samples_played(), hub, &mut self.rng));
+        self.apply_bridge(now, id, out);
+    }
+
+    pub(super) fn close_bridge(&mut self, now: Instant, id: u64) {
+        let (Some(hub), Some(call)) = (self.ai.as_mut(), self.calls.get_mut(&id)) else { return };
+        let Some(mut bridge) = call.bridge.take() else { return };
+        let out = bridge.close(now, hub);
+        self.apply_bridge(now, id, out);
+    }
+
+    /// Carries out the bridge's requests for call `id`.
+    pub(super) fn apply_bridge(&mut self, now: Instant, id: u64, outputs: Vec<BridgeOutput>) {
+        for output in outputs {
+            match output {
+                BridgeOutput::Connect { conn, endpoint, deadline } => {
+                    let Some(settings) = self.ai.as_ref().and_then(|h| h.settings(endpoint)) else { continue };
+                    let (url, headers) = (settings.url.clone(), settings.headers.clone());
+                    self.ai_conns.insert(conn, id);
+                    self.out.push_back(Output::Event(Event::AiConnect { conn, url, headers, deadline }));
+                }
+                BridgeOutput::Text { conn, text } => self.out.push_back(Output::Transmit(Transmit::AiText { conn, text })),
+                BridgeOutput::Ping { conn } => self.out.push_back(Output::Transmit(Transmit::AiPing { conn })),
+                BridgeOutput::Close { conn } => {
+                    self.ai_conns.remove(&conn);
+                    self.out.push_back(Output::Event(Event::AiClose { conn }));
+                }
+                BridgeOutput::Live { endpoint, resumed } => self.on_agent_live(now, id, endpoint, resumed),
+                BridgeOutput::Audio(pcm) => self.on_agent_audio(id, &pcm),
+                BridgeOutput::Clear => {
+                    if let Some(call) = self.calls.get_mut(&id) {
+                        call.media.flush_ai_audio();
+                    }
+                }
+                BridgeOutput::Filler => {
+                    let filler = self.cfg.filler.clone();
+                    if let Some(call) = self.calls.get_mut(&id) {
+                        call.media.flush_ai_audio();
+                        call.media.play_prompt(filler);
+                    }
+                }
+                BridgeOutput::Fallback => self.on_fallback(now, id),
+                BridgeOutput::AgentDone => self.hang_up(now, id, "agent finished"),
+            }
+        }
+    }
+
+    fn on_agent_live(&mut self, now: Instant, id: u64, endpoint: crate::core::ai::Endpoint, resumed: bool) {
+        let Some(call) = self.calls.get(&id) else { return };
+        tracing::info!(call_id = %call.dialog.call_id, ?endpoint, resumed, "agent live");
+        if call.state == CallState::Ringing {
+            self.answer_call(now, id);
+        }
+    }
+
+    fn on_agent_audio(&mut self, id: u64, pcm: &[i16]) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        // the agent speaks: the filler (if any) stops at once
+        call.media.stop_prompt();
+        if let Err(e) = call.media.push_ai_audio(pcm) {
+            tracing::debug!(error = %e, "agent audio dropped");
+        }
+    }
+
+    /// No agent: answer (if still ringing) and let the canned prompt play; mid-call, play it now.
+    fn on_fallback(&mut self, now: Instant, id: u64) {
+        let prompt = self.cfg.prompt.clone();
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        tracing::warn!(call_id = %call.dialog.call_id, "no AI agent within the budget: canned prompt");
+        match call.state {
+            CallState::Ringing => self.answer_call(now, id),
+            CallState::Confirmed => {
+                call.media.flush_ai_audio();
+                call.media.play_prompt(prompt);
+            }
+            CallState::Answered | CallState::Ending => {}
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! One call's bridge to the AI agent: setup (primary, else standby, retries inside the budget,
+//! else fallback), the live session, and mid-call failover with the conversation carried over.
+//! It speaks in [`BridgeOutput`]s; the endpoint turns them into WebSocket work for the shell
+//! and into media actions (play, flush, filler, fallback) for the call.
+
+use std::time::Instant;
+
+use rand::RngCore;
+
+use crate::core::ai::selector::{Action, AiBreakers, AttemptId, Endpoint, SelectorConfig, SetupAttempt};
+use crate::core::ai::session::{AiAudio, AiEvent, AiProtocol, AiSession, CallInfo, SessionConfig, Transcript};
+use crate::core::ai::{FailureKind, ProtocolError};
+use crate::core::media::codec::pipeline::AiFormat;
+use crate::core::media::g711::Law;
+
+/// One configured agent endpoint, in core terms.
+#[derive(Debug, Clone)]
+pub struct AiEndpointSettings {
+    pub name: String,
+    pub protocol: AiProtocol,
+    /// ws:// or wss:// URL (the shell connects; the core only names it).
+    pub url: String,
+    /// Extra HTTP headers for the upgrade (credentials included; never logged).
+    pub headers: Vec<(String, String)>,
+}
+
+/// AI settings shared by every call: the endpoints, their breakers, and the policies.
+#[derive(Debug, Clone)]
+pub struct AiHub {
+    pub primary: AiEndpointSettings,
+    pub standby: Option<AiEndpointSettings>,
+    pub breakers: AiBreakers,
+    pub selector: SelectorConfig,
+    pub session: SessionConfig,
+    /// The audio format calls exchange with the agents (both endpoints share it).
+    pub format: AiFormat,
+    /// Counted mid-call failovers and fallbacks, for the status page.
+    pub failovers: u64,
+    pub fallbacks: u64,
+}
+
+impl AiHub {
+    pub fn settings(&self, endpoint: Endpoint) -> Option<&AiEndpointSettings> {
+        match endpoint {
+            Endpoint::Primary => Some(&self.primary),
+            Endpoint::Standby => self.standby.as_ref(),
+        }
+    }
+}
+
+/// What the endpoint must do for the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeOutput {
+    /// Open a WebSocket `conn` to `endpoint`; report the outcome by `deadline`.
+    Connect { conn: u64, endpoint: Endpoint, deadline: Instant },
+    /// Send a text frame on `conn`.
+    Text { conn: u64, text: String },
+    /// Send a WebSocket ping on `conn`.
+    Ping { conn: u64 },
+    /// Close `conn` (code 1000).
+    Close { conn: u64 },
+    /// An agent is live (first time, or again after a failover).
+    Live { endpoint: Endpoint, resumed: bool },
+    /// Agent audio for the caller, in the hub's PCM format.
+    Audio(Vec<i16>),
+    /// Barge-in: flush agent audio now.
+    Clear,
+    /// The agent went away mid-call: cover the gap with the filler prompt.
+    Filler,
+    /// No agent within the budget: the fallback ladder takes the call.
+    Fallback,
+    /// The agent closed cleanly: it has finished with the call.
+    AgentDone,
+}
+
+enum Phase {
+    Setup { attempt: SetupAttempt, in_flight: Option<(u64, AttemptId, Endpoint)> },
+    Live { endpoint: Endpoint, conn: u64, session: AiSession },
+    Fallback,
+    Closed,
+}
+
+pub struct Bridge {
+    info: CallInfo,
+    phase: Phase,
+    resume: Option<Transcript>,
+    played: u64,
+    next_conn: u64,
+    conn_base: u64,
+    /// When the last failover was detected (for measuring the gap until audio).
+    pub failover_detected_at: Option<Instant>,
+}
+
+impl Bridge {
+    /// Starts setup at once. `conn_base` makes connection ids unique across calls.
+    pub fn start(now: Instant, info: CallInfo, conn_base: u64, hub: &mut AiHub, rng: &mut impl RngCore) -> (Bridge, Vec<BridgeOutput>) {
+        let mut bridge = Bridge {
+            info,
+            phase: Phase::Setup { attempt: SetupAttempt::new(now, hub.selector), in_flight: None },
+            resume: None,
+            played: 0,
+            next_conn: 0,
+            conn_base,
+            failover_detected_at: None,
+        };
+        let mut out = Vec::new();
+        bridge.poll_setup(now, hub, rng, &mut out);
+        (bridge, out)
+    }
+
+    pub fn is_live(&self) -> bool {
+        matches!(self.phase, Phase::Live { .. })
+    }
+
+    pub fn is_fallback(&self) -> bool {
+        matches!(self.phase, Phase::Fallback)
+    }
+
+    fn poll_setup(&mut self, now: Instant, hub: &mut AiHub, rng: &mut impl RngCore, out: &mut Vec<BridgeOutput>) {
+        let Phase::Setup { attempt, in_flight } = &mut self.phase else { return };
+        match attempt.poll(now, &mut hub.breakers, rng) {
+            Action::Connect { id, endpoint, deadline } => {
+                if let Some((old, ..)) = in_flight.take() {
+                    out.push(BridgeOutput::Close { conn: old }); // timed out: drop it
+                }
+                self.next_conn += 1;
+                let conn = self.conn_base + self.next_conn;
+                *in_flight = Some((conn, id, endpoint));
+                out.push(BridgeOutput::Connect { conn, endpoint, deadline });
+            }
+            Action::Wait(_) => {}
+            Action::Connected(endpoint) => {
+                let conn = in_flight.map(|(c, ..)| c).unwrap_or_default();
+                self.go_live(now, endpoint, conn, hub, out);
+            }
+            Action::Fallback => {
+                if let Some((old, ..)) = in_flight.take() {
+                    out.push(BridgeOutput::Close { conn: old });
+                }
+                hub.fallbacks += 1;
+                self.phase = Phase::Fallback;
+                out.push(BridgeOutput::Fallback);
+            }
+        }
+    }
+
+    fn go_live(&mut self, now: Instant, endpoint: Endpoint, conn: u64, hub: &mut AiHub, out: &mut Vec<BridgeOutput>) {
+        let Some(settings) = hub.settings(endpoint) else { return };
+        let resumed = self.resume.is_some();
+        let mut session = AiSession::new(hub.session, settings.protocol.clone(), self.info.clone(), self.resume.take(), now);
+        let events = session.on_open(now);
+        self.played = 0;
+        self.phase = Phase::Live { endpoint, conn, session };
+        out.push(BridgeOutput::Live { endpoint, resumed });
+        self.on_events(now, events, hub, out);
+        self.drain(out);
+    }
+
+    /// The WebSocket `conn` opened.
+    pub fn on_opened(&mut self, now: Instant, conn: u64, hub: &mut AiHub, rng: &mut impl RngCore) -> Vec<BridgeOutput> {
+        let mut out = Vec::new();
+        if let Phase::Setup { attempt, in_flight: Some((c, id, _)) } = &mut self.phase {
+            if *c == conn {
+                attempt.on_connect_result(now, *id, Ok(()), &mut hub.breakers, rng);
+                self.poll_setup(now, hub, rng, &mut out);
+                return out;
+            }
+        }
+        out.push(BridgeOutput::Close { conn }); // a late connection nobody wants
+        out
+    }
+
+    /// The WebSocket `conn` failed to open, or closed.
+    pub fn on_failed(&mut self, now: Instant, conn: u64, kind: FailureKind, hub: &mut AiHub, rng: &mut impl RngCore) -> Vec<BridgeOutput> {
+        let mut out = Vec::new();
+        match &mut self.phase {
+            Phase::Setup { attempt, in_flight } if in_flight.is_some_and(|(c, ..)| c == conn) => {
+                if let Some((_, id, _)) = in_flight.take() {
+                    attempt.on_connect_result(now, id, Err(kind), &mut hub.breakers, rng);
+                }
+                self.poll_setup(now, hub, rng, &mut out);
+            }
+            Phase::Live { conn: c, endpoint, .. } if *c == conn => {
+                let endpoint = *endpoint;
+                if kind == FailureKind::CleanClose {
+                    self.phase = Phase::Closed;
+                    out.push(BridgeOutput::AgentDone);
+                } else {
+                    if let Some(b) = hub.breakers.get_mut(endpoint) {
+                        b.record(now, Err(kind));
+                    }
+                    self.fail_over(now, hub, rng, &mut out);
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// A text frame on `conn`.
+    pub fn on_text(&mut self, now: Instant, conn: u64, text: &str, hub: &mut AiHub, rng: &mut impl RngCore) -> Vec<BridgeOutput> {
+        let mut out = Vec::new();
+        let events = match &mut self.phase {
+            Phase::Live { conn: c, session, .. } if *c == conn => session.on_text(now, text),
+            _ => return out,
+        };
+        self.after_events(now, events, hub, rng, &mut out);
+        out
+    }
+
+    /// A binary frame (not part of either protocol) on `conn`.
+    pub fn on_binary(&mut self, now: Instant, conn: u64, hub: &mut AiHub, rng: &mut impl RngCore) -> Vec<BridgeOutput> {
+        let mut out = Vec::new();
+        let events = match &mut self.phase {
+            Phase::Live { conn: c, session, .. } if *c == conn => session.on_protocol_error(now, ProtocolError::Binary),
+            _ => return out,
+        };
+        self.after_events(now, events, hub, rng, &mut out);
+        out
+    }
+
+    /// Any sign of life on `conn` (a pong).
+    pub fn on_activity(&mut self, now: Instant, conn: u64) {
+        if let Phase::Live { conn: c, session, .. } = &mut self.phase {
+            if *c == conn {
+                session.on_activity(now);
+            }
+        }
+    }
+
+    fn after_events(&mut self, now: Instant, events: Vec<AiEvent>, hub: &mut AiHub, rng: &mut impl RngCore, out: &mut Vec<BridgeOutput>) {
+        let stalled = events.iter().any(|e| matches!(e, AiEvent::Stalled));
+        self.on_events(now, events, hub, out);
+        self.drain(out);
+        if stalled {
+            self.fail_over(now, hub, rng, out);
+        }
+    }
+
+    fn on_events(&mut self, _now: Instant, events: Vec<AiEvent>, hub: &AiHub, out: &mut Vec<BridgeOutput>) {
+        for ev in events {
+            match ev {
+                AiEvent::Audio(audio) => {
+                    if let Some(pcm) = to_pcm(audio, hub.format) {
+                        if self.failover_detected_at.take().is_some() {
+                            tracing::info!("audio from the new agent after failover");
+                        }
+                        out.push(BridgeOutput::Audio(pcm));
+                    }
+                }
+                AiEvent::Clear => out.push(BridgeOutput::Clear),
+                AiEvent::Error(e) => tracing::debug!(error = %e, "agent frame refused"),
+                AiEvent::Ready | AiEvent::Mark(_) | AiEvent::SpeechStarted | AiEvent::Transcript(_) | AiEvent::Stalled => {}
+            }
+        }
+    }
+
+    /// Queued outgoing frames and pings of the live session.
+    fn drain(&mut self, out: &mut Vec<BridgeOutput>) {
+        if let Phase::Live { conn, session, .. } = &mut self.phase {
+            while let Some(text) = session.poll_text() {
+                out.push(BridgeOutput::Text { conn: *conn, text });
+            }
+            if session.poll_ping() {
+                out.push(BridgeOutput::Ping { conn: *conn });
+            }
+        }
+    }
+
+    /// Mid-call: keep the SIP leg, cover with the filler, and re-bridge with the conversation.
+    fn fail_over(&mut self, now: Instant, hub: &mut AiHub, rng: &mut impl RngCore, out: &mut Vec<BridgeOutput>) {
+        let old = std::mem::replace(&mut self.phase, Phase::Closed);
+        if let Phase::Live { conn, mut session, endpoint } = old {
+            session.close(now);
+            if let Some(b) = hub.breakers.get_mut(endpoint) {
+                if matches!(b.state(now), crate::core::ai::BreakerState::Closed) {
+                    b.record(now, Err(FailureKind::Dropped));
+                }
+            }
+            out.push(BridgeOutput::Close { conn });
+            self.resume = Some(session.into_transcript());
+        }
+        hub.failovers += 1;
+        self.failover_detected_at = Some(now);
+        tracing::warn!("AI agent lost mid-call: failing over");
+        out.push(BridgeOutput::Filler);
+        self.phase = Phase::Setup { attempt: SetupAttempt::new(now, hub.selector), in_flight: None };
+        self.poll_setup(now, hub, rng, out);
+    }
+
+    /// Decoded caller audio (hub format) for the agent.
+    pub fn caller_audio(&mut self, now: Instant, pcm: &[i16], hub: &AiHub) -> Vec<BridgeOutput> {
+        let mut out = Vec::new();
+        if let Phase::Live { session, .. } = &mut self.phase {
+            let sent = match hub.format {
+                AiFormat::Pcm(_) => session.send_caller_pcm24k(now, pcm),
+                AiFormat::G711(law) => {
+                    let mut ulaw = Vec::with_capacity(pcm.len());
+                    law.encode_into(pcm, &mut ulaw);
+                    session.send_caller_audio(now, &ulaw)
+                }
+            };
+            if let Err(e) = sent {
+                tracing::trace!(error = %e, "caller audio not sent");
+            }
+        }
+        self.drain(&mut out);
+        out
+    }
+
+    pub fn dtmf(&mut self, digit: char) -> Vec<BridgeOutput> {
+        let mut out = Vec::new();
+        if let Phase::Live { session, .. } = &mut self.phase {
+            let _ = session.send_dtmf(digit);
+        }
+        self.drain(&mut out);
+        out
+    }
+
+    /// The caller has now heard `total` samples of agent audio in all.
+    pub fn played(&mut self, now: Instant, total: u64, hub: &mut AiHub, rng: &mut impl RngCore) -> Vec<BridgeOutput> {
+        let mut out = Vec::new();
+        let delta = total.saturating_sub(self.played);
+        self.played = total;
+        if delta == 0 {
+            return out;
+        }
+        let events = match &mut self.phase {
+            Phase::Live { session, .. } => session.on_played(now, delta),
+            _ => return out,
+        };
+        self.after_events(now, events, hub, rng, &mut out);
+        out
+    }
+
+    /// The call is over: close the session (Twilio `stop`) or abandon the setup.
+    pub fn close(&mut self, now: Instant, hub: &mut AiHub) -> Vec<BridgeOutput> {
+        let mut out = Vec::new();
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Live { conn, mut session, .. } => {
+                session.close(now);
+                while let Some(text) = session.poll_text() {
+                    out.push(BridgeOutput::Text { conn, text });
+                }
+                out.push(BridgeOutput::Close { conn });
+            }
+            Phase::Setup { mut attempt, in_flight } => {
+                attempt.abandon(now, &mut hub.breakers);
+                if let Some((conn, ..)) = in_flight {
+                    out.push(BridgeOutput::Close { conn });
+                }
+            }
+            Phase::Fallback | Phase::Closed => {}
+        }
+        out
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, hub: &mut AiHub, rng: &mut impl RngCore) -> Vec<BridgeOutput> {
+        let mut out = Vec::new();
+        match &mut self.phase {
+            Phase::Setup { .. } => self.poll_setup(now, hub, rng, &mut out),
+            Phase::Live { session, .. } => {
+                let events = session.handle_timeout(now);
+                self.after_events(now, events, hub, rng, &mut out);
+            }
+            _ => {}
+        }
+        out
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Setup { attempt, .. } => attempt.poll_timeout(),
+            Phase::Live { session, .. } => session.poll_timeout(),
+            _ => None,
+        }
+    }
+}
+
+/// Agent audio in the hub's PCM format (μ-law decoded; 24 kHz PCM as is).
+fn to_pcm(audio: AiAudio, format: AiFormat) -> Option<Vec<i16>> {
+    match (audio, format) {
+        (AiAudio::Ulaw8k(bytes), AiFormat::G711(_)) => Some(Law::Ulaw.decode(&bytes)),
+        (AiAudio::Pcm24k(pcm), AiFormat::Pcm(_)) => Some(pcm),
+        _ => None, // the formats are validated to match; anything else is dropped
+    }
+}

@@ -1,0 +1,201 @@
+//! WebSocket connections to the AI agents (tokio-tungstenite over rustls): one task per
+//! connection, opened when the core asks, with its outcome, frames and closing reported back
+//! as [`NetEvent`]s. Credentials travel in the upgrade headers and are never logged.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::Connector;
+
+use super::net::{NetEvent, NetTx};
+use crate::core::ai::{FailureKind, DEFAULT_MAX_FRAME};
+
+/// Frames queued toward one agent before new ones are dropped.
+const WRITE_QUEUE: usize = 1024;
+
+/// What the drive loop asks of one connection.
+#[derive(Debug)]
+pub enum WsCommand {
+    Text(String),
+    Ping,
+    Close,
+}
+
+/// Every agent connection of the appliance.
+pub struct AiConnections {
+    tls: Arc<ClientConfig>,
+    tasks: HashMap<u64, JoinHandle<()>>,
+    writers: HashMap<u64, mpsc::Sender<WsCommand>>,
+}
+
+impl AiConnections {
+    /// Trusts the system's CA certificates, plus `ca_bundle` when given (PEM).
+    pub fn new(ca_bundles: &[&Path]) -> Self {
+        let mut roots = RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            let _ = roots.add(cert);
+        }
+        for path in ca_bundles {
+            if let Ok(pem) = std::fs::read(path) {
+                for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+            .unwrap_or_else(|_| {
+                // ring's defaults always support TLS 1.2/1.3; this arm is unreachable in practice
+                ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+                    .expect("TLS 1.3 is supported by ring")
+                    .with_root_certificates(RootCertStore::empty())
+                    .with_no_client_auth()
+            });
+        AiConnections { tls: Arc::new(tls), tasks: HashMap::new(), writers: HashMap::new() }
+    }
+
+    /// Opens connection `conn`; the outcome arrives as `AiOpened` or `AiClosed`.
+    pub fn connect(&mut self, conn: u64, url: String, headers: Vec<(String, String)>, deadline: Instant, events: NetTx) {
+        let tls = self.tls.clone();
+        let task = tokio::spawn(async move {
+            let outcome = tokio::time::timeout_at(deadline.into(), open(&url, &headers, tls)).await;
+            let ws = match outcome {
+                Ok(Ok(ws)) => ws,
+                Ok(Err(kind)) => {
+                    let _ = events.send(NetEvent::AiClosed { conn, kind }).await;
+                    return;
+                }
+                Err(_) => {
+                    let _ = events.send(NetEvent::AiClosed { conn, kind: FailureKind::ConnectTimeout }).await;
+                    return;
+                }
+            };
+            run_connection(conn, ws, events).await;
+        });
+        self.tasks.insert(conn, task);
+    }
+
+    /// The connection is open: frames for it go to `writer`.
+    pub fn opened(&mut self, conn: u64, writer: mpsc::Sender<WsCommand>) {
+        self.writers.insert(conn, writer);
+    }
+
+    /// The connection is gone (reported by its task).
+    pub fn closed(&mut self, conn: u64) {
+        self.writers.remove(&conn);
+        self.tasks.remove(&conn);
+    }
+
+    pub fn send(&mut self, conn: u64, cmd: WsCommand) {
+        if let Some(w) = self.writers.get(&conn) {
+            if w.try_send(cmd).is_err() {
+                tracing::debug!(conn, "agent writer full or gone; frame dropped");
+            }
+        }
+    }
+
+    /// Closes `conn` cleanly if open, or stops its connect attempt.
+    pub fn close(&mut self, conn: u64) {
+        match self.writers.remove(&conn) {
+            Some(w) => {
+                let _ = w.try_send(WsCommand::Close);
+                self.tasks.remove(&conn);
+            }
+            None => {
+                if let Some(task) = self.tasks.remove(&conn) {
+                    task.abort();
+                }
+            }
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(url: &str, headers: &[(String, String)], tls: Arc<ClientConfig>) -> Result<Ws, FailureKind> {
+    let mut request = url.into_client_request().map_err(|_| FailureKind::Protocol)?;
+    for (name, value) in headers {
+        let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) else {
+            return Err(FailureKind::Protocol);
+        };
+        request.headers_mut().insert(n, v);
+    }
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(DEFAULT_MAX_FRAME);
+    config.max_frame_size = Some(DEFAULT_MAX_FRAME);
+    let connector = Some(Connector::Rustls(tls));
+    match tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+fn classify(e: &WsError) -> FailureKind {
+    match e {
+        WsError::Http(resp) => FailureKind::HttpStatus(resp.status().as_u16()),
+        WsError::Tls(_) => FailureKind::Tls,
+        WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed => FailureKind::Dropped,
+        _ => FailureKind::Protocol,
+    }
+}
+
+/// Pumps one open connection until it closes, then reports how.
+async fn run_connection(conn: u64, ws: Ws, events: NetTx) {
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<WsCommand>(WRITE_QUEUE);
+    if events.send(NetEvent::AiOpened { conn, writer: tx }).await.is_err() {
+        return;
+    }
+    let kind = loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(WsCommand::Text(t)) => {
+                    if sink.send(Message::text(t)).await.is_err() { break FailureKind::Dropped; }
+                }
+                Some(WsCommand::Ping) => {
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break FailureKind::Dropped; }
+                }
+                Some(WsCommand::Close) | None => {
+                    let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    let _ = sink.close().await;
+                    return; // we closed it: nothing to report
+                }
+            },
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let ev = NetEvent::AiText { conn, text: t.to_string() };
+                    if events.send(ev).await.is_err() { return; }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    if events.send(NetEvent::AiBinary { conn }).await.is_err() { return; }
+                }
+                Some(Ok(Message::Pong(_))) | Some(Ok(Message::Ping(_))) => {
+                    if events.send(NetEvent::AiPong { conn }).await.is_err() { return; }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let clean = frame.as_ref().is_none_or(|f| f.code == CloseCode::Normal);
+                    break if clean { FailureKind::CleanClose } else { FailureKind::Dropped };
+                }
+                Some(Ok(Message::Frame(_))) => {}
+                Some(Err(_)) | None => break FailureKind::Dropped,
+            },
+        }
+    };
+    let _ = events.send(NetEvent::AiClosed { conn, kind }).await;
+}
