@@ -186,6 +186,13 @@ impl SetupAttempt {
         }
     }
 
+    /// A setup that starts with the other endpoint, because `failed` just failed (mid-call
+    /// failover: re-bridge to the standby first, not to the agent that dropped the call).
+    pub fn after_failure_of(mut self, failed: Endpoint) -> Self {
+        self.last_failed = Some(failed);
+        self
+    }
+
     /// Reports how attempt `id` ended. Results of attempts no longer in flight are ignored.
     pub fn on_connect_result(
         &mut self,

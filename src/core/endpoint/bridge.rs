@@ -270,7 +270,9 @@ impl Bridge {
     /// Mid-call: keep the SIP leg, cover with the filler, and re-bridge with the conversation.
     fn fail_over(&mut self, now: Instant, hub: &mut AiHub, rng: &mut impl RngCore, out: &mut Vec<BridgeOutput>) {
         let old = std::mem::replace(&mut self.phase, Phase::Closed);
+        let mut failed = None;
         if let Phase::Live { conn, mut session, endpoint } = old {
+            failed = Some(endpoint);
             session.close(now);
             if let Some(b) = hub.breakers.get_mut(endpoint) {
                 if matches!(b.state(now), crate::core::ai::BreakerState::Closed) {
@@ -284,7 +286,11 @@ impl Bridge {
         self.failover_detected_at = Some(now);
         tracing::warn!("AI agent lost mid-call: failing over");
         out.push(BridgeOutput::Filler);
-        self.phase = Phase::Setup { attempt: SetupAttempt::new(now, hub.selector), in_flight: None };
+        let mut attempt = SetupAttempt::new(now, hub.selector);
+        if let Some(endpoint) = failed {
+            attempt = attempt.after_failure_of(endpoint);
+        }
+        self.phase = Phase::Setup { attempt, in_flight: None };
         self.poll_setup(now, hub, rng, out);
     }
 

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::*;
+
+mod ai;
 use crate::core::carrier::probe::ProbeSettings;
 use crate::core::media::g711::Law;
 use crate::core::sip::headers::NameAddr;
@@ -72,6 +74,8 @@ fn config() -> EndpointConfig {
         opus: OpusTuning::default(),
         ai_format: AiFormat::G711(Law::Ulaw),
         ntp_anchor: None,
+        ai: None,
+        filler: Prompt::one_moment().unwrap(),
     }
 }
 

@@ -1,0 +1,265 @@
+//! The AI bridge through the endpoint on a fake clock: setup before answering, audio both ways,
+//! standby at setup, fallback within the budget, mid-call failover with filler and resume, and
+//! breakers that stop trying a dead primary.
+
+use serde_json::Value;
+
+use super::*;
+use crate::core::ai::session::{AiProtocol, SessionConfig};
+use crate::core::ai::{twilio, AiBreakers, BreakerConfig, CircuitBreaker, Endpoint as AiEndpoint, FailureKind, SelectorConfig};
+
+fn hub() -> AiHub {
+    let settings = |name: &str, port: u16| AiEndpointSettings {
+        name: name.into(),
+        protocol: AiProtocol::Twilio,
+        url: format!("ws://127.0.0.1:{port}/media"),
+        headers: vec![("Authorization".into(), "Bearer secret".into())],
+    };
+    AiHub {
+        primary: settings("primary", 9001),
+        standby: Some(settings("standby", 9002)),
+        breakers: AiBreakers {
+            primary: CircuitBreaker::new(BreakerConfig::default()),
+            standby: Some(CircuitBreaker::new(BreakerConfig::default())),
+        },
+        selector: SelectorConfig::default(),
+        session: SessionConfig::default(),
+        format: AiFormat::G711(Law::Ulaw),
+        failovers: 0,
+        fallbacks: 0,
+    }
+}
+
+fn ai_config() -> EndpointConfig {
+    EndpointConfig { ai: Some(hub()), ..config() }
+}
+
+/// Connection requests (conn, url) emitted so far, forgotten.
+fn take_connects(h: &mut Harness) -> Vec<(u64, String)> {
+    let mut v = Vec::new();
+    h.out.retain(|o| match o {
+        Output::Event(Event::AiConnect { conn, url, .. }) => {
+            v.push((*conn, url.clone()));
+            false
+        }
+        _ => true,
+    });
+    v
+}
+
+/// Text frames sent to the agent so far (parsed JSON), forgotten.
+fn take_frames(h: &mut Harness) -> Vec<(u64, Value)> {
+    let mut v = Vec::new();
+    h.out.retain(|o| match o {
+        Output::Transmit(Transmit::AiText { conn, text }) => {
+            v.push((*conn, serde_json::from_str(text).expect("we send JSON")));
+            false
+        }
+        _ => true,
+    });
+    v
+}
+
+/// Answers every ping the endpoint sent with a pong (a healthy, quiet agent).
+fn pong(h: &mut Harness) {
+    let pings: Vec<u64> = h.out.iter().filter_map(|o| match o { Output::Transmit(Transmit::AiPing { conn }) => Some(*conn), _ => None }).collect();
+    h.out.retain(|o| !matches!(o, Output::Transmit(Transmit::AiPing { .. })));
+    for conn in pings {
+        h.ep.handle_input(h.now, Input::AiPong { conn });
+        h.drain();
+    }
+}
+
+fn ai_in(h: &mut Harness, input: Input<'_>) {
+    h.ep.handle_input(h.now, input);
+    h.drain();
+}
+
+fn stream_sid(frames: &[(u64, Value)]) -> String {
+    frames.iter().find(|(_, f)| f["event"] == "start").map(|(_, f)| f["streamSid"].as_str().unwrap().to_string()).unwrap()
+}
+
+/// An INVITE answered through the primary; returns (our To tag, conn, streamSid).
+fn bridged_call(h: &mut Harness) -> (String, u64, String) {
+    h.send(CARRIER_A, &invite("c1", "z9hG4bK-inv1", PCMU_OFFER));
+    assert_eq!(h.statuses(), vec![100, 180], "not answered before an agent is there");
+    let connects = take_connects(h);
+    assert_eq!(connects.len(), 1);
+    assert_eq!(connects[0].1, "ws://127.0.0.1:9001/media", "primary first");
+    let conn = connects[0].0;
+    ai_in(h, Input::AiOpened { conn });
+    let sip = h.take_sip();
+    let ok = sip.iter().find_map(|(_, m)| match m { SipMessage::Response(r) if r.status == 200 => Some(r.clone()), _ => None }).expect("200 once the agent is live");
+    let frames = take_frames(h);
+    assert_eq!(frames[0].1["event"], "connected");
+    assert_eq!(frames[1].1["event"], "start");
+    assert_eq!(frames[1].1["start"]["mediaFormat"]["encoding"], "audio/x-mulaw");
+    assert_eq!(frames[1].1["start"]["customParameters"]["carrier"], "carrier-a");
+    let sid = stream_sid(&frames);
+    let tag = ok.to_hdr().unwrap().tag().unwrap().to_string();
+    h.send(CARRIER_A, &in_dialog("ACK", "c1", &tag, 1, "z9hG4bK-ack"));
+    (tag, conn, sid)
+}
+
+fn caller_rtp(seq: u16) -> Vec<u8> {
+    let mut pkt = vec![0x80, 0x00];
+    pkt.extend_from_slice(&seq.to_be_bytes());
+    pkt.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    pkt.extend_from_slice(&[0, 0, 0, 42]);
+    pkt.extend_from_slice(&[0x55; 160]);
+    pkt
+}
+
+#[test]
+fn a_call_is_answered_when_the_agent_is_live_and_audio_flows_both_ways() {
+    let mut h = Harness::new(ai_config());
+    let (_, conn, sid) = bridged_call(&mut h);
+    // no canned prompt when an agent is live
+    h.advance(Duration::from_millis(200));
+    assert_eq!(h.take_rtp(), 0, "silence until the agent speaks");
+    // the agent speaks: 100 ms of audio reaches the caller as RTP
+    let agent = twilio::encode_agent_media(&sid, &[0x2a; 800]);
+    ai_in(&mut h, Input::AiText { conn, text: &agent });
+    h.advance(Duration::from_millis(200));
+    assert_eq!(h.take_rtp(), 5);
+    // the caller speaks: 1 s of RTP becomes ~50 media frames to the agent
+    let from: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+    for seq in 0..50u16 {
+        h.ep.handle_input(h.now, Input::Rtp { local_port: 20000, from, data: &caller_rtp(seq) });
+        h.advance(Duration::from_millis(20));
+        pong(&mut h);
+    }
+    h.advance(Duration::from_millis(300));
+    assert_eq!(h.ep.ai.as_ref().unwrap().failovers, 0, "a quiet agent that answers pings is not stalled");
+    let media: Vec<Value> = take_frames(&mut h).into_iter().filter(|(_, f)| f["event"] == "media").map(|(_, f)| f).collect();
+    assert!(media.len() >= 45, "caller audio forwarded: {}", media.len());
+    assert_eq!(media[0]["media"]["track"], "inbound");
+    // BYE from the caller: Twilio gets `stop` and the socket is closed
+    let tag = h.ep.calls.values().next().unwrap().dialog.local_tag.clone();
+    h.send(CARRIER_A, &in_dialog("BYE", "c1", &tag, 2, "z9hG4bK-bye"));
+    let frames = take_frames(&mut h);
+    assert!(frames.iter().any(|(_, f)| f["event"] == "stop"));
+    assert!(h.out.iter().any(|o| matches!(o, Output::Event(Event::AiClose { conn: c }) if *c == conn)));
+}
+
+#[test]
+fn a_refusing_primary_sends_the_call_to_the_standby_within_the_budget() {
+    let mut h = Harness::new(ai_config());
+    h.send(CARRIER_A, &invite("c1", "z9hG4bK-inv1", PCMU_OFFER));
+    let (conn, _) = take_connects(&mut h).remove(0);
+    let t0 = h.now;
+    ai_in(&mut h, Input::AiClosed { conn, kind: FailureKind::HttpStatus(503) });
+    let mut standby = None;
+    for _ in 0..200 {
+        h.advance(Duration::from_millis(5));
+        if let Some(c) = take_connects(&mut h).pop() {
+            standby = Some(c);
+            break;
+        }
+    }
+    let (conn, url) = standby.expect("a second attempt");
+    assert_eq!(url, "ws://127.0.0.1:9002/media");
+    assert!(h.now - t0 < Duration::from_millis(700), "retried after a short jittered backoff");
+    ai_in(&mut h, Input::AiOpened { conn });
+    assert!(h.statuses().contains(&200));
+}
+
+#[test]
+fn with_no_agent_the_call_is_answered_with_the_canned_prompt_within_the_budget() {
+    let mut h = Harness::new(ai_config());
+    let t0 = h.now;
+    h.send(CARRIER_A, &invite("c1", "z9hG4bK-inv1", PCMU_OFFER));
+    h.take_sip();
+    let mut answered_at = None;
+    for _ in 0..500 {
+        for (conn, _) in take_connects(&mut h) {
+            ai_in(&mut h, Input::AiClosed { conn, kind: FailureKind::Dropped });
+        }
+        if h.statuses().contains(&200) {
+            answered_at = Some(h.now);
+            break;
+        }
+        h.advance(Duration::from_millis(10));
+    }
+    let answered_at = answered_at.expect("answered by the fallback");
+    assert!(answered_at - t0 <= Duration::from_millis(1600), "within the 1.5 s budget: {:?}", answered_at - t0);
+    let tag = h.ep.calls.values().next().unwrap().dialog.local_tag.clone();
+    h.send(CARRIER_A, &in_dialog("ACK", "c1", &tag, 1, "z9hG4bK-ack"));
+    h.advance(Duration::from_millis(1000));
+    assert!(h.take_rtp() >= 49, "the canned prompt plays");
+}
+
+#[test]
+fn a_mid_call_drop_plays_the_filler_and_resumes_on_the_standby() {
+    let mut h = Harness::new(ai_config());
+    let (_, conn, _) = bridged_call(&mut h);
+    h.advance(Duration::from_millis(100));
+    h.take_rtp();
+    ai_in(&mut h, Input::AiClosed { conn, kind: FailureKind::Dropped });
+    // the filler starts at once; a new connection is requested
+    h.advance(Duration::from_millis(40));
+    assert!(h.take_rtp() >= 2, "filler within a frame or two");
+    let mut next = None;
+    for _ in 0..200 {
+        if let Some(c) = take_connects(&mut h).pop() {
+            next = Some(c);
+            break;
+        }
+        h.advance(Duration::from_millis(5));
+    }
+    let (conn2, url) = next.expect("re-bridge attempt");
+    assert_eq!(url, "ws://127.0.0.1:9002/media", "the other endpoint");
+    ai_in(&mut h, Input::AiOpened { conn: conn2 });
+    let frames = take_frames(&mut h);
+    let start = frames.iter().find(|(_, f)| f["event"] == "start").expect("a new start").1.clone();
+    assert_eq!(start["start"]["customParameters"]["resumed"], "true");
+    assert_eq!(h.ep.calls.len(), 1, "the SIP leg stayed up");
+    assert_eq!(h.ep.ai.as_ref().unwrap().failovers, 1);
+}
+
+#[test]
+fn a_stalled_agent_is_failed_over_while_the_caller_talks() {
+    let mut h = Harness::new(ai_config());
+    let (_, conn, _) = bridged_call(&mut h);
+    let from: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+    let mut failover_at = None;
+    let t0 = h.now;
+    for seq in 0..100u16 {
+        h.ep.handle_input(h.now, Input::Rtp { local_port: 20000, from, data: &caller_rtp(seq) });
+        h.advance(Duration::from_millis(20));
+        if h.out.iter().any(|o| matches!(o, Output::Event(Event::AiClose { conn: c }) if *c == conn)) {
+            failover_at = Some(h.now);
+            break;
+        }
+    }
+    let at = failover_at.expect("stall detected");
+    // the jitter buffer holds the first frames ~40 ms, then 500 ms of silence from the agent
+    assert!(at - t0 <= Duration::from_millis(800), "detected after {:?}", at - t0);
+    assert!(!take_connects(&mut h).is_empty() || h.ep.ai.as_ref().unwrap().failovers == 1);
+}
+
+#[test]
+fn five_failures_open_the_primary_breaker_and_later_calls_go_straight_to_the_standby() {
+    let mut h = Harness::new(EndpointConfig { rtp_ports: (20000, 20100), ..ai_config() });
+    for i in 0..5 {
+        h.send(CARRIER_A, &invite(&format!("c{i}"), &format!("z9hG4bK-{i}"), PCMU_OFFER));
+        let (conn, url) = take_connects(&mut h).remove(0);
+        assert!(url.ends_with(":9001/media"));
+        ai_in(&mut h, Input::AiClosed { conn, kind: FailureKind::ConnectTimeout });
+        // let the standby take the call
+        for _ in 0..200 {
+            if let Some((c, _)) = take_connects(&mut h).pop() {
+                ai_in(&mut h, Input::AiOpened { conn: c });
+                break;
+            }
+            h.advance(Duration::from_millis(5));
+        }
+    }
+    let breaker = h.ep.ai.as_ref().unwrap().breakers.primary.state(h.now);
+    assert!(matches!(breaker, crate::core::ai::BreakerState::Open { .. }), "{breaker:?}");
+    h.send(CARRIER_A, &invite("c9", "z9hG4bK-9", PCMU_OFFER));
+    let connects = take_connects(&mut h);
+    assert_eq!(connects.len(), 1);
+    assert!(connects[0].1.ends_with(":9002/media"), "primary skipped while open: {connects:?}");
+    let _ = AiEndpoint::Primary;
+}
