@@ -5,13 +5,33 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::bridge::{Bridge, BridgeOutput};
+use super::ai_probe::{AiEndpointStatus, AiProbe, ProbeAction, PROBE_CONN_BASE};
+use super::bridge::{AiHub, Bridge, BridgeOutput};
+use crate::core::ai::session::AiProtocol;
+use crate::core::ai::BreakerState;
 use super::{CallState, Endpoint, Event, Input, Output, Transmit};
 use crate::core::ai::session::CallInfo;
 use crate::core::sip::dialog::random_token;
 
 /// Connection ids of one call live in their own block of this size.
 const CONNS_PER_CALL: u64 = 1 << 20;
+/// How often each agent endpoint is probed, and how long a probe may take.
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// One probe per configured agent endpoint.
+pub(super) fn probes_for(hub: Option<&AiHub>, now: Instant) -> Vec<(crate::core::ai::Endpoint, AiProbe)> {
+    let Some(hub) = hub else { return Vec::new() };
+    let mut probes = Vec::new();
+    let endpoints = [(crate::core::ai::Endpoint::Primary, Some(&hub.primary)), (crate::core::ai::Endpoint::Standby, hub.standby.as_ref())];
+    for (i, (endpoint, settings)) in endpoints.into_iter().enumerate() {
+        if let Some(s) = settings {
+            let openai = matches!(s.protocol, AiProtocol::OpenAi(_));
+            probes.push((endpoint, AiProbe::new(now, i as u64, PROBE_INTERVAL, PROBE_TIMEOUT, openai)));
+        }
+    }
+    probes
+}
 
 impl Endpoint {
     /// Starts the bridge of a ringing call.
@@ -46,6 +66,9 @@ impl Endpoint {
             | Input::AiPong { conn } => *conn,
             Input::Sip { .. } | Input::Rtp { .. } => return,
         };
+        if self.probe_input(now, &input, conn) {
+            return;
+        }
         let Some(&id) = self.ai_conns.get(&conn) else {
             if matches!(input, Input::AiOpened { .. }) {
                 self.out.push_back(Output::Event(Event::AiClose { conn })); // its call is gone
@@ -148,6 +171,84 @@ impl Endpoint {
                 BridgeOutput::AgentDone => self.hang_up(now, id, "agent finished"),
             }
         }
+    }
+
+    /// Input for a health probe's connection; true when it was one.
+    fn probe_input(&mut self, now: Instant, input: &Input<'_>, conn: u64) -> bool {
+        let Some((_, probe)) = self.ai_probes.iter_mut().find(|(_, p)| p.owns(conn)) else {
+            return conn >= PROBE_CONN_BASE; // a stale probe connection: ignore it
+        };
+        let actions = match input {
+            Input::AiOpened { .. } => probe.on_opened(now, conn),
+            Input::AiText { text, .. } => probe.on_text(now, conn, text),
+            Input::AiClosed { .. } => {
+                probe.on_closed(now, conn);
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        self.apply_probe(None, actions);
+        true
+    }
+
+    /// Starts due probes and fails late ones.
+    pub(super) fn probe_timeouts(&mut self, now: Instant) {
+        for i in 0..self.ai_probes.len() {
+            let (endpoint, probe) = &mut self.ai_probes[i];
+            if !probe.poll_timeout().is_some_and(|t| t <= now) {
+                continue;
+            }
+            let endpoint = *endpoint;
+            let actions = probe.handle_timeout(now);
+            self.apply_probe(Some(endpoint), actions);
+        }
+    }
+
+    fn apply_probe(&mut self, endpoint: Option<crate::core::ai::Endpoint>, actions: Vec<ProbeAction>) {
+        for action in actions {
+            match action {
+                ProbeAction::Connect { conn, deadline } => {
+                    let settings = endpoint.and_then(|e| self.ai.as_ref().and_then(|h| h.settings(e)));
+                    if let Some(s) = settings {
+                        let (url, headers) = (s.url.clone(), s.headers.clone());
+                        self.out.push_back(Output::Event(Event::AiConnect { conn, url, headers, deadline }));
+                    }
+                }
+                ProbeAction::Close { conn } => self.out.push_back(Output::Event(Event::AiClose { conn })),
+            }
+        }
+    }
+
+    /// The endpoints' breakers and probe results, for the status page.
+    pub(super) fn ai_status(&self, now: Instant) -> Vec<AiEndpointStatus> {
+        let Some(hub) = self.ai.as_ref() else { return Vec::new() };
+        self.ai_probes
+            .iter()
+            .filter_map(|(endpoint, probe)| {
+                let settings = hub.settings(*endpoint)?;
+                let breaker = match endpoint {
+                    crate::core::ai::Endpoint::Primary => Some(&hub.breakers.primary),
+                    crate::core::ai::Endpoint::Standby => hub.breakers.standby.as_ref(),
+                }?;
+                Some(AiEndpointStatus {
+                    name: settings.name.clone(),
+                    role: match endpoint {
+                        crate::core::ai::Endpoint::Primary => "primary",
+                        crate::core::ai::Endpoint::Standby => "standby",
+                    },
+                    breaker: match breaker.state(now) {
+                        BreakerState::Closed => "closed",
+                        BreakerState::Open => "open",
+                        BreakerState::HalfOpen => "half-open",
+                    },
+                    breaker_trips: breaker.stats().trips,
+                    last_probe_ok_ms_ago: probe.last_success.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    last_probe_rtt_ms: probe.last_rtt.map(|d| d.as_millis() as u64),
+                    probe_successes: probe.successes,
+                    probe_failures: probe.failures,
+                })
+            })
+            .collect()
     }
 
     fn on_agent_live(&mut self, now: Instant, id: u64, endpoint: crate::core::ai::Endpoint, resumed: bool) {

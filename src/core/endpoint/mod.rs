@@ -6,6 +6,7 @@
 //! then call [`Endpoint::poll_output`] until it returns [`Output::Timeout`].
 
 mod ai;
+mod ai_probe;
 mod bridge;
 mod build;
 mod call;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
+pub use ai_probe::AiEndpointStatus;
 pub use bridge::{AiEndpointSettings, AiHub};
 pub use build::host_port;
 pub use call::CallState;
@@ -160,6 +162,8 @@ pub struct Endpoint {
     ai: Option<AiHub>,
     /// Which call owns which agent connection.
     ai_conns: HashMap<u64, u64>,
+    /// Health probes of the primary and standby agent endpoints.
+    ai_probes: Vec<(crate::core::ai::Endpoint, ai_probe::AiProbe)>,
 }
 
 impl Endpoint {
@@ -189,6 +193,7 @@ impl Endpoint {
             pending: HashMap::new(),
             counters: Counters::default(),
             last_now: now,
+            ai_probes: ai::probes_for(cfg_ai.as_ref(), now),
             ai: cfg_ai,
             ai_conns: HashMap::new(),
         }
@@ -232,6 +237,7 @@ impl Endpoint {
             self.drain_media(now, id);
         }
         self.bridge_timeouts(now);
+        self.probe_timeouts(now);
         self.pump(now);
     }
 
@@ -250,7 +256,8 @@ impl Endpoint {
             .flat_map(|c| [c.timers.next_timeout(), c.media.poll_timeout(), c.bridge.as_ref().and_then(|b| b.poll_timeout())])
             .flatten();
         let carriers = self.carriers.iter().filter_map(CarrierLink::poll_timeout);
-        calls.chain(carriers).chain(self.tx.poll_timeout()).min()
+        let probes = self.ai_probes.iter().filter_map(|(_, p)| p.poll_timeout());
+        calls.chain(carriers).chain(probes).chain(self.tx.poll_timeout()).min()
     }
 
     /// A snapshot for the status page and tests.
@@ -267,6 +274,7 @@ impl Endpoint {
                 rtp_packets_received_total: self.counters.rtp_received,
             },
             counters: self.counters.clone(),
+            ai_endpoints: self.ai_status(now),
             active_calls: self
                 .calls
                 .values()

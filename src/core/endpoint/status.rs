@@ -75,5 +75,7 @@ pub struct EndpointStatus {
     pub carriers: Vec<CarrierStatus>,
     pub calls: CallsStatus,
     pub counters: Counters,
+    /// The AI agent endpoints (empty when none is configured).
+    pub ai_endpoints: Vec<super::ai_probe::AiEndpointStatus>,
     pub active_calls: Vec<ActiveCall>,
 }

@@ -34,10 +34,12 @@ fn ai_config() -> EndpointConfig {
     EndpointConfig { ai: Some(hub()), ..config() }
 }
 
-/// Connection requests (conn, url) emitted so far, forgotten.
+/// Connection requests of calls (conn, url) emitted so far, forgotten (health probes are
+/// dropped too: their connections have ids from `PROBE_CONN_BASE` up).
 fn take_connects(h: &mut Harness) -> Vec<(u64, String)> {
     let mut v = Vec::new();
     h.out.retain(|o| match o {
+        Output::Event(Event::AiConnect { conn, .. }) if *conn >= super::super::ai_probe::PROBE_CONN_BASE => false,
         Output::Event(Event::AiConnect { conn, url, .. }) => {
             v.push((*conn, url.clone()));
             false
@@ -262,4 +264,29 @@ fn five_failures_open_the_primary_breaker_and_later_calls_go_straight_to_the_sta
     assert_eq!(connects.len(), 1);
     assert!(connects[0].1.ends_with(":9002/media"), "primary skipped while open: {connects:?}");
     let _ = AiEndpoint::Primary;
+}
+
+#[test]
+fn each_endpoint_is_probed_and_the_result_is_in_the_status() {
+    let mut h = Harness::new(ai_config());
+    h.advance(Duration::from_millis(1));
+    let probes: Vec<(u64, String)> = h
+        .out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::AiConnect { conn, url, .. }) => Some((*conn, url.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(probes.len(), 2, "primary and standby probed at start: {probes:?}");
+    ai_in(&mut h, Input::AiOpened { conn: probes[0].0 });
+    ai_in(&mut h, Input::AiClosed { conn: probes[1].0, kind: FailureKind::HttpStatus(503) });
+    assert!(h.out.iter().any(|o| matches!(o, Output::Event(Event::AiClose { conn }) if *conn == probes[0].0)));
+    let status = h.ep.status(h.now);
+    assert_eq!(status.ai_endpoints.len(), 2);
+    assert_eq!(status.ai_endpoints[0].probe_successes, 1);
+    assert_eq!(status.ai_endpoints[0].last_probe_ok_ms_ago, Some(0));
+    assert_eq!(status.ai_endpoints[1].probe_failures, 1);
+    assert_eq!(status.ai_endpoints[1].last_probe_ok_ms_ago, None);
+    assert_eq!(status.ai_endpoints[0].breaker, "closed");
 }
