@@ -85,6 +85,7 @@ mod tests {
             carriers: vec![],
             calls: crate::core::endpoint::CallsStatus { active: 0, answered_total: 3, rtp_packets_received_total: 9 },
             counters: Default::default(),
+            ai_reachable: true,
             ai_endpoints: vec![],
             active_calls: vec![],
         };

@@ -219,6 +219,12 @@ impl Endpoint {
         }
     }
 
+    /// Whether some agent endpoint passed a health probe within `window` (true when no agent is
+    /// configured: the canned prompt needs nothing upstream).
+    pub fn ai_reachable(&self, now: Instant, window: std::time::Duration) -> bool {
+        self.ai.is_none() || self.ai_probes.iter().any(|(_, p)| p.healthy_within(now, window))
+    }
+
     /// The endpoints' breakers and probe results, for the status page.
     pub(super) fn ai_status(&self, now: Instant) -> Vec<AiEndpointStatus> {
         let Some(hub) = self.ai.as_ref() else { return Vec::new() };

@@ -274,6 +274,7 @@ impl Endpoint {
                 rtp_packets_received_total: self.counters.rtp_received,
             },
             counters: self.counters.clone(),
+            ai_reachable: self.ai_reachable(now, Duration::from_secs(10)),
             ai_endpoints: self.ai_status(now),
             active_calls: self
                 .calls

@@ -75,6 +75,8 @@ pub struct EndpointStatus {
     pub carriers: Vec<CarrierStatus>,
     pub calls: CallsStatus,
     pub counters: Counters,
+    /// Some agent endpoint passed a real health probe in the last 10 s.
+    pub ai_reachable: bool,
     /// The AI agent endpoints (empty when none is configured).
     pub ai_endpoints: Vec<super::ai_probe::AiEndpointStatus>,
     pub active_calls: Vec<ActiveCall>,
