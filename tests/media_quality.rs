@@ -424,7 +424,8 @@ struct Figures {
     corr_plc: f64,
     corr_zero_fill: f64,
     /// Mean correlation with the lost audio inside concealed frames with speech in them
-    /// (zero-filling scores 0 there), and the energy of the concealment relative to it.
+    /// (zero-filling scores 0 there), and the energy of the concealment relative to it (total
+    /// over those frames).
     corr_in_concealed: f64,
     energy_ratio_in_concealed: f64,
     env_plc: f64,
@@ -478,7 +479,7 @@ fn pcmu_trace(trace: &Trace, x8k: &[i16]) -> (Run, Figures) {
         let lost = &clean[f.slot * 160..(f.slot + 1) * 160];
         if energy(lost) > SPEECH_FRAME_ENERGY {
             corr_in.push(ncc(lost, &f.pcm));
-            energy_in.push(energy(&f.pcm) / energy(lost));
+            energy_in.push((energy(&f.pcm), energy(lost)));
         }
     }
     let mean = |v: &[f64]| {
@@ -509,7 +510,8 @@ fn pcmu_trace(trace: &Trace, x8k: &[i16]) -> (Run, Figures) {
         loss_percent: run.stats.loss_percent,
         dropped_at_ai_queue: run.dropped.iter().filter(|d| d.0 < n).count(),
         corr_in_concealed: mean(&corr_in),
-        energy_ratio_in_concealed: mean(&energy_in),
+        energy_ratio_in_concealed: energy_in.iter().map(|e| e.0).sum::<f64>()
+            / energy_in.iter().map(|e| e.1).sum::<f64>(),
         corr_plc: ncc(&clean, &y),
         corr_zero_fill: ncc(&clean, &zero_fill),
         env_plc: envelope_correlation(&clean, &y, 80),
