@@ -29,7 +29,8 @@ use crate::core::timer::{Timer, TimerTable};
 
 /// The frame clock of the call.
 pub const FRAME: Duration = Duration::from_millis(20);
-/// Decoded caller frames kept for the AI side before the oldest is dropped (200 ms).
+/// Decoded caller frames kept for the AI side before the oldest is dropped (200 ms); frames
+/// released together by one `handle_timeout` are all kept, only older ones are dropped.
 const CALLER_QUEUE_FRAMES: usize = 10;
 /// A late wake-up sends at most this many frames at once, then skips ahead.
 const MAX_CATCH_UP_FRAMES: usize = 10;
@@ -324,7 +325,9 @@ impl MediaSession {
     }
 
     fn drain_jitter(&mut self, now: Instant) {
+        let mut released = 0;
         while let Some(frame) = self.jitter.poll_frame(now) {
+            released += 1;
             let decoded = match &frame {
                 Frame::Audio { payload, .. } => self.transcoder.caller_to_ai(Some(payload)),
                 Frame::Lost { .. } => {
@@ -335,16 +338,19 @@ impl MediaSession {
             match decoded {
                 Ok(pcm) => {
                     let pcm = pcm.to_vec();
-                    self.queue_caller_audio(pcm);
+                    self.queue_caller_audio(pcm, released);
                 }
                 Err(_) => self.counters.decode_errors += 1,
             }
         }
     }
 
-    fn queue_caller_audio(&mut self, pcm: Vec<i16>) {
+    /// Queues a decoded frame, the `released`-th of the current release. A release larger
+    /// than the queue (the jitter buffer catching up after a stall) is kept whole: only frames
+    /// the AI side left unconsumed from earlier releases are dropped.
+    fn queue_caller_audio(&mut self, pcm: Vec<i16>, released: usize) {
         self.counters.caller_frames += 1;
-        if self.caller_audio.len() == CALLER_QUEUE_FRAMES {
+        while self.caller_audio.len() >= CALLER_QUEUE_FRAMES.max(released) {
             self.caller_audio.pop_front();
             self.counters.caller_frames_unconsumed += 1;
         }

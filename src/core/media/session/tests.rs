@@ -263,3 +263,35 @@ fn ai_audio_is_played_after_the_prompt_and_flushed_at_barge_in() {
     let out = run(&mut s, t0 + Duration::from_millis(500), t0 + Duration::from_millis(700));
     assert!(rtp_packets(&out).is_empty(), "nothing left to play after the flush");
 }
+
+#[test]
+fn a_large_release_reaches_the_ai_side_whole_and_only_old_frames_are_dropped() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    let from: SocketAddr = CARRIER.parse().unwrap();
+    // 15 packets arrive on time, but the shell wakes only once, late: one release of 15 frames
+    // (as when the jitter buffer catches up after a network stall).
+    let send = |s: &mut MediaSession, i: u16| {
+        let at = t0 + Duration::from_millis(20) * u32::from(i);
+        s.on_rtp(at, from, &caller_packet(i, u32::from(i) * 160, 0, &[0x80 + i as u8; 160]));
+    };
+    for i in 0..16u16 {
+        send(&mut s, i);
+    }
+    s.handle_timeout(t0 + Duration::from_millis(320));
+    let first = s.counters().caller_frames;
+    assert!(first > 10, "one release larger than the queue: {first}");
+    assert_eq!(s.counters().caller_frames_unconsumed, 0);
+    // Nobody reads: the next release drops the oldest, keeping 10 frames.
+    send(&mut s, 16);
+    send(&mut s, 17);
+    s.handle_timeout(t0 + Duration::from_millis(380));
+    let c = s.counters();
+    assert!(c.caller_frames > first);
+    assert_eq!(c.caller_frames_unconsumed, c.caller_frames - 10, "{c:?}");
+    let frames: Vec<Vec<i16>> = std::iter::from_fn(|| s.poll_caller_audio()).collect();
+    assert_eq!(frames.len(), 10);
+    let last = Law::Ulaw.decode(&[0x80 + 17])[0];
+    // the newest frames are kept: packet 17, then one concealed slot after it
+    assert!(frames[8].iter().all(|x| *x == last), "packet 17 is kept");
+}
