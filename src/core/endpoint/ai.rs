@@ -116,12 +116,12 @@ impl Endpoint {
     pub(super) fn feed_bridge(&mut self, now: Instant, id: u64, digits: &[char]) {
         let (Some(hub), Some(call)) = (self.ai.as_mut(), self.calls.get_mut(&id)) else { return };
         let Some(bridge) = call.bridge.as_mut() else {
-            while call.media.poll_caller_audio().is_some() {} // nobody listens: do not hoard
+            while call.media.poll_caller_frame().is_some() {} // nobody listens: do not hoard
             return;
         };
         let mut out = Vec::new();
-        while let Some(pcm) = call.media.poll_caller_audio() {
-            out.extend(bridge.caller_audio(now, &pcm, hub));
+        while let Some(frame) = call.media.poll_caller_frame() {
+            out.extend(bridge.caller_audio(now, &frame));
         }
         for digit in digits {
             out.extend(bridge.dtmf(*digit));

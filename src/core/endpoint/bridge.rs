@@ -12,6 +12,7 @@ use crate::core::ai::session::{AiAudio, AiEvent, AiProtocol, AiSession, CallInfo
 use crate::core::ai::{FailureKind, ProtocolError};
 use crate::core::media::codec::pipeline::AiFormat;
 use crate::core::media::g711::Law;
+use crate::core::media::session::CallerFrame;
 
 /// One configured agent endpoint, in core terms.
 #[derive(Debug, Clone)]
@@ -294,17 +295,13 @@ impl Bridge {
         self.poll_setup(now, hub, rng, out);
     }
 
-    /// Decoded caller audio (hub format) for the agent.
-    pub fn caller_audio(&mut self, now: Instant, pcm: &[i16], hub: &AiHub) -> Vec<BridgeOutput> {
+    /// A caller frame (the hub's format) for the agent.
+    pub fn caller_audio(&mut self, now: Instant, frame: &CallerFrame) -> Vec<BridgeOutput> {
         let mut out = Vec::new();
         if let Phase::Live { session, .. } = &mut self.phase {
-            let sent = match hub.format {
-                AiFormat::Pcm(_) => session.send_caller_pcm24k(now, pcm),
-                AiFormat::G711(law) => {
-                    let mut ulaw = Vec::with_capacity(pcm.len());
-                    law.encode_into(pcm, &mut ulaw);
-                    session.send_caller_audio(now, &ulaw)
-                }
+            let sent = match frame {
+                CallerFrame::Pcm(pcm) => session.send_caller_pcm24k(now, pcm),
+                CallerFrame::G711(_, codes) => session.send_caller_audio(now, codes),
             };
             if let Err(e) = sent {
                 tracing::trace!(error = %e, "caller audio not sent");

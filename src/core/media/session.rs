@@ -17,6 +17,7 @@ use super::codec::opus::{OpusFmtp, OpusTuning};
 use super::codec::pipeline::{AiFormat, Transcoder};
 use super::codec::{CodecError, Rate};
 use super::dtmf::{DtmfEvent, DtmfReceiver, DtmfSender};
+use super::g711::Law;
 use super::jitter::{Frame, JitterBuffer, JitterConfig};
 use super::playout::{PlayoutBuffer, PlayoutError};
 use super::prompt::Prompt;
@@ -98,6 +99,16 @@ pub struct MediaCounters {
     pub dtmf_received: u64,
 }
 
+/// One 20 ms frame of caller audio for the AI side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerFrame {
+    /// Linear PCM at the AI rate.
+    Pcm(Vec<i16>),
+    /// G.711 codes in the AI side's law: the caller's own bytes when no transcoding is needed
+    /// (bit-exact passthrough).
+    G711(Law, Vec<u8>),
+}
+
 /// Prompt playback position.
 #[derive(Debug, Clone)]
 struct PromptCursor {
@@ -142,7 +153,7 @@ pub struct MediaSession {
     timers: TimerTable,
     out: VecDeque<MediaTransmit>,
     events: VecDeque<MediaEvent>,
-    caller_audio: VecDeque<Vec<i16>>,
+    caller_audio: VecDeque<CallerFrame>,
     counters: MediaCounters,
     scratch_pcm: Vec<i16>,
     scratch_payload: Vec<u8>,
@@ -234,6 +245,14 @@ impl MediaSession {
 
     /// The oldest decoded caller frame (AI format), for the AI bridge.
     pub fn poll_caller_audio(&mut self) -> Option<Vec<i16>> {
+        match self.caller_audio.pop_front()? {
+            CallerFrame::Pcm(pcm) => Some(pcm),
+            CallerFrame::G711(law, codes) => Some(law.decode(&codes)),
+        }
+    }
+
+    /// The oldest caller frame in the AI side's own format (G.711 bytes pass through untouched).
+    pub fn poll_caller_frame(&mut self) -> Option<CallerFrame> {
         self.caller_audio.pop_front()
     }
 
@@ -328,33 +347,47 @@ impl MediaSession {
         let mut released = 0;
         while let Some(frame) = self.jitter.poll_frame(now) {
             released += 1;
-            let decoded = match &frame {
-                Frame::Audio { payload, .. } => self.transcoder.caller_to_ai(Some(payload)),
+            let payload = match &frame {
+                Frame::Audio { payload, .. } => Some(payload.as_slice()),
                 Frame::Lost { .. } => {
                     self.counters.concealed_frames += 1;
-                    self.transcoder.caller_to_ai_lost(None)
+                    None
                 }
             };
-            match decoded {
-                Ok(pcm) => {
-                    let pcm = pcm.to_vec();
-                    self.queue_caller_audio(pcm, released);
-                }
-                Err(_) => self.counters.decode_errors += 1,
+            match self.decode_for_ai(payload) {
+                Some(out) => self.queue_caller_audio(out, released),
+                None => self.counters.decode_errors += 1,
             }
+        }
+    }
+
+    /// One caller frame (`None`: lost, conceal it) in the AI side's format.
+    fn decode_for_ai(&mut self, payload: Option<&[u8]>) -> Option<CallerFrame> {
+        match (self.transcoder.ai_format(), payload) {
+            (AiFormat::G711(law), Some(p)) => {
+                self.transcoder.caller_to_ai_bytes(Some(p)).ok().map(|b| CallerFrame::G711(law, b.to_vec()))
+            }
+            (AiFormat::G711(law), None) => {
+                let pcm = self.transcoder.caller_to_ai_lost(None).ok()?;
+                let mut codes = Vec::with_capacity(pcm.len());
+                law.encode_into(pcm, &mut codes);
+                Some(CallerFrame::G711(law, codes))
+            }
+            (AiFormat::Pcm(_), Some(p)) => self.transcoder.caller_to_ai(Some(p)).ok().map(|p| CallerFrame::Pcm(p.to_vec())),
+            (AiFormat::Pcm(_), None) => self.transcoder.caller_to_ai_lost(None).ok().map(|p| CallerFrame::Pcm(p.to_vec())),
         }
     }
 
     /// Queues a decoded frame, the `released`-th of the current release. A release larger
     /// than the queue (the jitter buffer catching up after a stall) is kept whole: only frames
     /// the AI side left unconsumed from earlier releases are dropped.
-    fn queue_caller_audio(&mut self, pcm: Vec<i16>, released: usize) {
+    fn queue_caller_audio(&mut self, frame: CallerFrame, released: usize) {
         self.counters.caller_frames += 1;
         while self.caller_audio.len() >= CALLER_QUEUE_FRAMES.max(released) {
             self.caller_audio.pop_front();
             self.counters.caller_frames_unconsumed += 1;
         }
-        self.caller_audio.push_back(pcm);
+        self.caller_audio.push_back(frame);
     }
 
     /// Sends every frame whose slot has come, scheduling from the previous deadline so the

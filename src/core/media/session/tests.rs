@@ -295,3 +295,24 @@ fn a_large_release_reaches_the_ai_side_whole_and_only_old_frames_are_dropped() {
     // the newest frames are kept: packet 17, then one concealed slot after it
     assert!(frames[8].iter().all(|x| *x == last), "packet 17 is kept");
 }
+
+#[test]
+fn g711_caller_frames_reach_the_ai_side_bit_exact_even_negative_zero() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.start(t0);
+    let from: SocketAddr = CARRIER.parse().unwrap();
+    let payload: Vec<u8> = (0..160u32).map(|i| if i % 3 == 0 { 0x7F } else { (i * 7 % 256) as u8 }).collect();
+    let mut now = t0;
+    for i in 0..20u16 {
+        s.on_rtp(now, from, &caller_packet(i, u32::from(i) * 160, 0, &payload));
+        run(&mut s, now, now + Duration::from_millis(19));
+        now += Duration::from_millis(20);
+    }
+    let mut frames = 0;
+    while let Some(frame) = s.poll_caller_frame() {
+        assert_eq!(frame, CallerFrame::G711(Law::Ulaw, payload.clone()));
+        frames += 1;
+    }
+    assert!(frames >= 5, "{frames}");
+}
