@@ -6,6 +6,7 @@ pub mod ai;
 pub mod carrier;
 pub mod endpoint;
 pub mod media;
+pub mod metrics;
 pub mod sdp;
 pub mod sip;
 pub mod timer;

@@ -86,6 +86,9 @@ mod tests {
             calls: crate::core::endpoint::CallsStatus { active: 0, answered_total: 3, rtp_packets_received_total: 9 },
             counters: Default::default(),
             ai_reachable: true,
+            ai_failovers: 0,
+            ai_fallbacks: 0,
+            latency: crate::core::metrics::Latencies::default().snapshot(),
             ai_endpoints: vec![],
             active_calls: vec![],
         };

@@ -154,7 +154,13 @@ impl Endpoint {
                     self.out.push_back(Output::Event(Event::AiClose { conn }));
                 }
                 BridgeOutput::Live { endpoint, resumed } => self.on_agent_live(now, id, endpoint, resumed),
-                BridgeOutput::Audio(pcm) => self.on_agent_audio(id, &pcm),
+                BridgeOutput::Audio(pcm) => self.on_agent_audio(now, id, &pcm),
+                BridgeOutput::FirstAudio { after_live, after_failure } => {
+                    self.latencies.ai_first_audio.record(after_live);
+                    if let Some(gap) = after_failure {
+                        self.latencies.failover_gap.record(gap);
+                    }
+                }
                 BridgeOutput::Clear => {
                     if let Some(call) = self.calls.get_mut(&id) {
                         call.media.flush_ai_audio();
@@ -265,11 +271,11 @@ impl Endpoint {
         }
     }
 
-    fn on_agent_audio(&mut self, id: u64, pcm: &[i16]) {
+    fn on_agent_audio(&mut self, now: Instant, id: u64, pcm: &[i16]) {
         let Some(call) = self.calls.get_mut(&id) else { return };
         // the agent speaks: the filler (if any) stops at once
         call.media.stop_prompt();
-        if let Err(e) = call.media.push_ai_audio(pcm) {
+        if let Err(e) = call.media.push_ai_audio_at(now, pcm) {
             tracing::debug!(error = %e, "agent audio dropped");
         }
     }

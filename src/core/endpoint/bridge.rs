@@ -68,6 +68,9 @@ pub enum BridgeOutput {
     Clear,
     /// The agent went away mid-call: cover the gap with the filler prompt.
     Filler,
+    /// The first audio of a live agent: how long after it went live, and (after a failover)
+    /// how long after the failure was detected.
+    FirstAudio { after_live: std::time::Duration, after_failure: Option<std::time::Duration> },
     /// No agent within the budget: the fallback ladder takes the call.
     Fallback,
     /// The agent closed cleanly: it has finished with the call.
@@ -90,6 +93,8 @@ pub struct Bridge {
     conn_base: u64,
     /// When the last failover was detected (for measuring the gap until audio).
     pub failover_detected_at: Option<Instant>,
+    /// When the current agent went live, until its first audio.
+    live_at: Option<Instant>,
 }
 
 impl Bridge {
@@ -103,6 +108,7 @@ impl Bridge {
             next_conn: 0,
             conn_base,
             failover_detected_at: None,
+            live_at: None,
         };
         let mut out = Vec::new();
         bridge.poll_setup(now, hub, rng, &mut out);
@@ -151,6 +157,7 @@ impl Bridge {
         let mut session = AiSession::new(hub.session, settings.protocol.clone(), self.info.clone(), self.resume.take(), now);
         let events = session.on_open(now);
         self.played = 0;
+        self.live_at = Some(now);
         self.phase = Phase::Live { endpoint, conn, session };
         out.push(BridgeOutput::Live { endpoint, resumed });
         self.on_events(now, events, hub, out);
@@ -238,13 +245,17 @@ impl Bridge {
         }
     }
 
-    fn on_events(&mut self, _now: Instant, events: Vec<AiEvent>, hub: &AiHub, out: &mut Vec<BridgeOutput>) {
+    fn on_events(&mut self, now: Instant, events: Vec<AiEvent>, hub: &AiHub, out: &mut Vec<BridgeOutput>) {
         for ev in events {
             match ev {
                 AiEvent::Audio(audio) => {
                     if let Some(pcm) = to_pcm(audio, hub.format) {
-                        if self.failover_detected_at.take().is_some() {
-                            tracing::info!("audio from the new agent after failover");
+                        if let Some(live) = self.live_at.take() {
+                            let after_failure = self.failover_detected_at.take().map(|t| now.saturating_duration_since(t));
+                            if let Some(gap) = after_failure {
+                                tracing::info!(?gap, "audio from the new agent after failover");
+                            }
+                            out.push(BridgeOutput::FirstAudio { after_live: now.saturating_duration_since(live), after_failure });
                         }
                         out.push(BridgeOutput::Audio(pcm));
                     }

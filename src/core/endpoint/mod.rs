@@ -38,7 +38,7 @@ use crate::core::media::codec::opus::OpusTuning;
 use crate::core::media::codec::pipeline::AiFormat;
 use crate::core::media::jitter::JitterConfig;
 use crate::core::media::prompt::Prompt;
-use crate::core::media::session::{MediaEvent, MediaParams, MediaSession};
+use crate::core::media::session::{MediaEvent, MediaLatency, MediaParams, MediaSession};
 use crate::core::sdp::{self, AnswerParams, SdpError};
 use crate::core::sip::dialog::{random_token, Dialog};
 use crate::core::sip::message::{Method, Request, Response, SipMessage};
@@ -164,6 +164,7 @@ pub struct Endpoint {
     ai_conns: HashMap<u64, u64>,
     /// Health probes of the primary and standby agent endpoints.
     ai_probes: Vec<(crate::core::ai::Endpoint, ai_probe::AiProbe)>,
+    latencies: crate::core::metrics::Latencies,
 }
 
 impl Endpoint {
@@ -196,6 +197,7 @@ impl Endpoint {
             ai_probes: ai::probes_for(cfg_ai.as_ref(), now),
             ai: cfg_ai,
             ai_conns: HashMap::new(),
+            latencies: Default::default(),
         }
     }
 
@@ -275,6 +277,9 @@ impl Endpoint {
             },
             counters: self.counters.clone(),
             ai_reachable: self.ai_reachable(now, Duration::from_secs(10)),
+            ai_failovers: self.ai.as_ref().map_or(0, |h| h.failovers),
+            ai_fallbacks: self.ai.as_ref().map_or(0, |h| h.fallbacks),
+            latency: self.latencies.snapshot(),
             ai_endpoints: self.ai_status(now),
             active_calls: self
                 .calls
@@ -566,6 +571,7 @@ impl Endpoint {
         ok.body = call.answer_sdp.clone().into_bytes();
         let carrier = self.cfg.carriers[call.carrier].name.clone();
         let call_id = call.dialog.call_id.clone();
+        self.latencies.call_setup.record(now.saturating_duration_since(call.started));
         self.send_response(now, ok.clone());
         let t1 = self.cfg.timers.t1;
         if let Some(call) = self.calls.get_mut(&id) {
@@ -732,6 +738,12 @@ impl Endpoint {
                 self.counters.rtp_sent += 1;
             }
             self.out.push_back(Output::Transmit(Transmit::Rtp { local_port, to: t.to, data: t.data }));
+        }
+        for latency in call.media.take_latencies() {
+            match latency {
+                MediaLatency::RtpToAi(d) => self.latencies.rtp_to_ai.record(d),
+                MediaLatency::AiToRtp(d) => self.latencies.ai_to_rtp.record(d),
+            }
         }
         let mut digits = Vec::new();
         while let Some(ev) = call.media.poll_event() {

@@ -77,6 +77,11 @@ pub struct EndpointStatus {
     pub counters: Counters,
     /// Some agent endpoint passed a real health probe in the last 10 s.
     pub ai_reachable: bool,
+    /// Mid-call failovers between agents, and calls that got the fallback instead of an agent.
+    pub ai_failovers: u64,
+    pub ai_fallbacks: u64,
+    /// Latency histograms (p50/p99 and Prometheus-style buckets).
+    pub latency: crate::core::metrics::LatencySnapshot,
     /// The AI agent endpoints (empty when none is configured).
     pub ai_endpoints: Vec<super::ai_probe::AiEndpointStatus>,
     pub active_calls: Vec<ActiveCall>,

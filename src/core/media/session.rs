@@ -99,6 +99,18 @@ pub struct MediaCounters {
     pub dtmf_received: u64,
 }
 
+/// Arrival times of the last received packets, by sequence number (for latency).
+const ARRIVALS: usize = 256;
+
+/// A latency the session measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaLatency {
+    /// A caller packet's arrival → its frame handed to the AI side.
+    RtpToAi(Duration),
+    /// Agent audio pushed → its first sample sent to the caller.
+    AiToRtp(Duration),
+}
+
 /// One 20 ms frame of caller audio for the AI side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallerFrame {
@@ -154,6 +166,11 @@ pub struct MediaSession {
     out: VecDeque<MediaTransmit>,
     events: VecDeque<MediaEvent>,
     caller_audio: VecDeque<CallerFrame>,
+    arrivals: Box<[Option<(u16, Instant)>; ARRIVALS]>,
+    /// Agent audio pushes not yet started playing: (first sample's position, when pushed).
+    ai_pushes: VecDeque<(u64, Instant)>,
+    ai_pushed: u64,
+    latencies: Vec<MediaLatency>,
     counters: MediaCounters,
     scratch_pcm: Vec<i16>,
     scratch_payload: Vec<u8>,
@@ -189,6 +206,10 @@ impl MediaSession {
             out: VecDeque::new(),
             events: VecDeque::new(),
             caller_audio: VecDeque::with_capacity(CALLER_QUEUE_FRAMES),
+            arrivals: Box::new([None; ARRIVALS]),
+            ai_pushes: VecDeque::new(),
+            ai_pushed: 0,
+            latencies: Vec::new(),
             counters: MediaCounters::default(),
             scratch_pcm: Vec::with_capacity(PROMPT_FRAME),
             scratch_payload: Vec::with_capacity(512),
@@ -221,12 +242,33 @@ impl MediaSession {
 
     /// Audio from the AI side, in the session's AI format, queued for the caller.
     pub fn push_ai_audio(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
-        Ok(self.playout.push(pcm)?)
+        self.playout.push(pcm)?;
+        self.ai_pushed += pcm.len() as u64;
+        Ok(())
+    }
+
+    /// As [`Self::push_ai_audio`], measuring how long until it starts playing.
+    pub fn push_ai_audio_at(&mut self, now: Instant, pcm: &[i16]) -> Result<(), MediaError> {
+        // positions count samples pushed since the last flush realigned them with `played`
+        let start = self.ai_pushed.max(self.playout.played_samples());
+        self.push_ai_audio(pcm)?;
+        if self.ai_pushes.len() < 1024 {
+            self.ai_pushes.push_back((start, now));
+        }
+        Ok(())
+    }
+
+    /// Latencies measured since the last call.
+    pub fn take_latencies(&mut self) -> Vec<MediaLatency> {
+        std::mem::take(&mut self.latencies)
     }
 
     /// Barge-in: drops queued AI audio at once; returns the samples dropped.
     pub fn flush_ai_audio(&mut self) -> usize {
-        self.playout.flush().dropped_samples
+        self.ai_pushes.clear();
+        let dropped = self.playout.flush().dropped_samples;
+        self.ai_pushed = self.playout.played_samples();
+        dropped
     }
 
     /// Samples of AI audio the caller has really been sent.
@@ -287,6 +329,7 @@ impl MediaSession {
         self.latch(from);
         self.counters.rtp_received += 1;
         self.rtcp.on_rtp_received(now, &info);
+        self.arrivals[usize::from(info.seq) % ARRIVALS] = Some((info.seq, now));
         self.jitter.push(now, &info, payload);
     }
 
@@ -348,7 +391,14 @@ impl MediaSession {
         while let Some(frame) = self.jitter.poll_frame(now) {
             released += 1;
             let payload = match &frame {
-                Frame::Audio { payload, .. } => Some(payload.as_slice()),
+                Frame::Audio { payload, seq, .. } => {
+                    if let Some((s, at)) = self.arrivals[usize::from(*seq) % ARRIVALS] {
+                        if s == *seq {
+                            self.latencies.push(MediaLatency::RtpToAi(now.saturating_duration_since(at)));
+                        }
+                    }
+                    Some(payload.as_slice())
+                }
                 Frame::Lost { .. } => {
                     self.counters.concealed_frames += 1;
                     None
@@ -440,6 +490,12 @@ impl MediaSession {
             return false;
         }
         let frame = self.playout.next_frame(now);
+        let after = self.playout.played_samples();
+        while self.ai_pushes.front().is_some_and(|(pos, _)| *pos < after) {
+            if let Some((_, at)) = self.ai_pushes.pop_front() {
+                self.latencies.push(MediaLatency::AiToRtp(now.saturating_duration_since(at)));
+            }
+        }
         self.transcoder.ai_to_caller_into(&frame.samples, payload).is_ok()
     }
 

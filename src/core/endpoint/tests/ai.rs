@@ -217,6 +217,14 @@ fn a_mid_call_drop_plays_the_filler_and_resumes_on_the_standby() {
     assert_eq!(start["start"]["customParameters"]["resumed"], "true");
     assert_eq!(h.ep.calls.len(), 1, "the SIP leg stayed up");
     assert_eq!(h.ep.ai.as_ref().unwrap().failovers, 1);
+    // the new agent speaks: the filler stops and the gap is measured
+    let sid = start["streamSid"].as_str().unwrap().to_string();
+    h.advance(Duration::from_millis(30));
+    ai_in(&mut h, Input::AiText { conn: conn2, text: &twilio::encode_agent_media(&sid, &[0x2a; 800]) });
+    let status = h.ep.status(h.now);
+    assert_eq!(status.latency.failover_gap.count, 1);
+    assert!(status.latency.failover_gap.max_ms.unwrap() < 1000.0, "{:?}", status.latency.failover_gap);
+    assert_eq!(status.latency.ai_first_audio.count, 2, "first audio of both agents");
 }
 
 #[test]

@@ -316,3 +316,35 @@ fn g711_caller_frames_reach_the_ai_side_bit_exact_even_negative_zero() {
     }
     assert!(frames >= 5, "{frames}");
 }
+
+#[test]
+fn latencies_are_measured_both_ways() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.start(t0);
+    let from: SocketAddr = CARRIER.parse().unwrap();
+    let mut now = t0;
+    for i in 0..10u16 {
+        s.on_rtp(now, from, &caller_packet(i, u32::from(i) * 160, 0, &[0x55; 160]));
+        run(&mut s, now, now + Duration::from_millis(19));
+        now += Duration::from_millis(20);
+    }
+    let rtp_to_ai: Vec<Duration> = s
+        .take_latencies()
+        .into_iter()
+        .filter_map(|l| match l { MediaLatency::RtpToAi(d) => Some(d), _ => None })
+        .collect();
+    assert!(rtp_to_ai.len() >= 5);
+    // the jitter buffer's initial 40 ms target, give or take a millisecond of driving
+    assert!(rtp_to_ai.iter().all(|d| *d >= Duration::from_millis(20) && *d <= Duration::from_millis(80)), "{rtp_to_ai:?}");
+    // agent audio pushed between two frames starts with the next frame: under 20 ms
+    s.push_ai_audio_at(now + Duration::from_millis(5), &[1000; 800]).unwrap();
+    run(&mut s, now + Duration::from_millis(5), now + Duration::from_millis(60));
+    let ai: Vec<Duration> = s
+        .take_latencies()
+        .into_iter()
+        .filter_map(|l| match l { MediaLatency::AiToRtp(d) => Some(d), _ => None })
+        .collect();
+    assert_eq!(ai.len(), 1);
+    assert!(ai[0] <= Duration::from_millis(20), "{ai:?}");
+}
