@@ -29,7 +29,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest one batch of frames may take to write before the connection is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest we wait for the peer to finish a close handshake we started.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest a stalled connection is held open.
 const MAX_STALL: Duration = Duration::from_secs(600);
 
@@ -71,11 +71,8 @@ pub async fn serve<S>(
         }
         Ok(resp)
     };
-    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        callback,
-        Some(shared.ws_config()),
-    );
+    let upgrade =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(shared.ws_config()));
     let ws = match timeout(HANDSHAKE_TIMEOUT, upgrade).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {

@@ -26,10 +26,15 @@ pub enum Fault {
 /// A `--fault` value that is not one of the documented forms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FaultParseError {
-    #[error("unknown fault `{0}` (refuse, http503, close-after:N, stall-after:N, slow-first-audio:MS)")]
+    #[error(
+        "unknown fault `{0}` (refuse, http503, close-after:N, stall-after:N, slow-first-audio:MS)"
+    )]
     Unknown(String),
     #[error("fault `{name}` needs a value: `{name}:{unit}`")]
-    MissingValue { name: &'static str, unit: &'static str },
+    MissingValue {
+        name: &'static str,
+        unit: &'static str,
+    },
     #[error("fault `{name}`: `{value}` is not a valid number of {unit} (0 to 1 day)")]
     BadValue {
         name: &'static str,
@@ -169,20 +174,37 @@ mod tests {
             "slow-first-audio:1500".parse(),
             Ok(Fault::SlowFirstAudio(Duration::from_millis(1500)))
         );
-        for f in ["refuse", "http503", "close-after:1", "stall-after:0.25", "slow-first-audio:7"] {
+        for f in [
+            "refuse",
+            "http503",
+            "close-after:1",
+            "stall-after:0.25",
+            "slow-first-audio:7",
+        ] {
             assert_eq!(f.parse::<Fault>().unwrap().to_string(), f);
         }
     }
 
     #[test]
     fn rejects_bad_forms() {
-        assert!(matches!("boom".parse::<Fault>(), Err(FaultParseError::Unknown(_))));
+        assert!(matches!(
+            "boom".parse::<Fault>(),
+            Err(FaultParseError::Unknown(_))
+        ));
         assert!(matches!(
             "close-after".parse::<Fault>(),
             Err(FaultParseError::MissingValue { .. })
         ));
-        for bad in ["close-after:-1", "close-after:NaN", "stall-after:x", "close-after:1e9"] {
-            assert!(matches!(bad.parse::<Fault>(), Err(FaultParseError::BadValue { .. })), "{bad}");
+        for bad in [
+            "close-after:-1",
+            "close-after:NaN",
+            "stall-after:x",
+            "close-after:1e9",
+        ] {
+            assert!(
+                matches!(bad.parse::<Fault>(), Err(FaultParseError::BadValue { .. })),
+                "{bad}"
+            );
         }
         assert!(matches!(
             "slow-first-audio:1.5".parse::<Fault>(),

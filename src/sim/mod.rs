@@ -210,7 +210,10 @@ impl SimServer {
         tracing::info!("agent-sim: shutting down");
         let _ = stop_tx.send(true);
         let drain = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(3), drain).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(3), drain)
+            .await
+            .is_err()
+        {
             tasks.abort_all();
         }
         Ok(())

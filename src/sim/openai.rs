@@ -213,12 +213,18 @@ impl OpenAiAgent {
                 vec![self.event("conversation.item.truncated", body)]
             }
             ClientEvent::ConversationItemCreate { item } => {
-                let text = item.content.first().map(|c| c.text.clone()).unwrap_or_default();
+                let text = item
+                    .content
+                    .first()
+                    .map(|c| c.text.clone())
+                    .unwrap_or_default();
                 let created = CreatedItem {
                     role: item.role.clone(),
                     text,
                 };
-                self.ctx.stats.update(|s| record(&mut s.items_created, created));
+                self.ctx
+                    .stats
+                    .update(|s| record(&mut s.items_created, created));
                 let id = self.id("item");
                 let mut item = serde_json::to_value(&item).unwrap_or(Value::Null);
                 if let Value::Object(map) = &mut item {
@@ -287,7 +293,11 @@ impl Agent for OpenAiAgent {
             Ok(v) => v,
             Err(e) => return vec![self.error("invalid_json", e.to_string())],
         };
-        let kind = value.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         tracing::debug!(event = %kind, "agent-sim: openai event received");
         match kind.as_str() {
             "session.update" => self.on_session_update(now, &value),
@@ -336,12 +346,14 @@ fn format_json(format: Format) -> Value {
 /// beta `<slot>_audio_format` strings. `Err` holds an unsupported format as JSON text.
 fn session_format(session: &Value, slot: &str) -> Option<Result<Format, String>> {
     if let Some(f) = session.pointer(&format!("/audio/{slot}/format")) {
-        return Some(match (f.get("type").and_then(Value::as_str), f.get("rate")) {
-            (Some("audio/pcmu"), _) => Ok(Format::Ulaw8k),
-            (Some("audio/pcm"), None) => Ok(Format::Pcm24k),
-            (Some("audio/pcm"), Some(r)) if r.as_u64() == Some(24000) => Ok(Format::Pcm24k),
-            _ => Err(f.to_string()),
-        });
+        return Some(
+            match (f.get("type").and_then(Value::as_str), f.get("rate")) {
+                (Some("audio/pcmu"), _) => Ok(Format::Ulaw8k),
+                (Some("audio/pcm"), None) => Ok(Format::Pcm24k),
+                (Some("audio/pcm"), Some(r)) if r.as_u64() == Some(24000) => Ok(Format::Pcm24k),
+                _ => Err(f.to_string()),
+            },
+        );
     }
     let beta = session.get(format!("{slot}_audio_format"))?;
     Some(match beta.as_str() {

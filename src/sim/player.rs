@@ -75,7 +75,10 @@ impl Player {
     pub fn push_audio(&mut self, due: Instant, mut samples: Vec<i16>) {
         let room = self.max_samples.saturating_sub(self.queued_samples);
         if samples.len() > room {
-            tracing::debug!(dropped = samples.len() - room, "agent-sim: playout queue full");
+            tracing::debug!(
+                dropped = samples.len() - room,
+                "agent-sim: playout queue full"
+            );
             self.dropped_samples += (samples.len() - room) as u64;
             samples.truncate(room);
         }
@@ -183,11 +186,15 @@ impl Player {
     fn take_frame(&mut self, now: Instant) -> Vec<i16> {
         let mut frame = Vec::with_capacity(self.frame);
         while frame.len() < self.frame {
-            let Some(front) = self.queue.front_mut() else { break };
+            let Some(front) = self.queue.front_mut() else {
+                break;
+            };
             if front.due > now {
                 break;
             }
-            let Cue::Audio(samples) = &mut front.cue else { break };
+            let Cue::Audio(samples) = &mut front.cue else {
+                break;
+            };
             let n = (self.frame - frame.len()).min(samples.len());
             frame.extend(samples.drain(..n));
             self.queued_samples -= n;
