@@ -783,3 +783,40 @@ async fn core_openai_session_interoperates_with_the_sim() {
     drop(ws);
     sim.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn serves_wss_with_tls() {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = certified.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let sim = start_sim(SimProtocol::OpenAiRealtime, |c| {
+        c.tls = Some(std::sync::Arc::new(server_tls))
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client_tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let url = format!("wss://localhost:{}/v1/realtime", sim.addr.port());
+    let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(client_tls));
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector));
+    let (mut ws, _) = timeout(WAIT, connecting).await.unwrap().unwrap();
+    assert_eq!(
+        openai::decode(&next_text(&mut ws, WAIT).await).unwrap(),
+        OaIn::SessionCreated
+    );
+    drop(ws);
+    sim.shutdown().await.unwrap();
+}
