@@ -31,7 +31,7 @@ impl Format {
     pub fn decode(self, bytes: &[u8]) -> Result<Vec<i16>, OddPcm> {
         match self {
             Format::Ulaw8k => Ok(Law::Ulaw.decode(bytes)),
-            Format::Pcm24k if bytes.len() % 2 != 0 => Err(OddPcm),
+            Format::Pcm24k if !bytes.len().is_multiple_of(2) => Err(OddPcm),
             Format::Pcm24k => Ok(bytes
                 .chunks_exact(2)
                 .map(|b| i16::from_le_bytes([b[0], b[1]]))

@@ -54,6 +54,8 @@ impl Shared {
 type Ws<S> = WebSocketStream<S>;
 
 /// Upgrades `stream` and runs the session until either side ends it or `shutdown` flips.
+// The upgrade callback's error type is fixed by tungstenite.
+#[allow(clippy::result_large_err)]
 pub async fn serve<S>(
     stream: S,
     peer: SocketAddr,
