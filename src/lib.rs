@@ -3,7 +3,9 @@
 //! - [`core`]: sans-IO protocol and policy state machines, driven with an explicit `now`.
 //! - [`io`]: the thin tokio shell that owns sockets, tasks and the one clock read.
 //! - [`config`]: the TOML configuration, validated at start.
+//! - [`sim`]: the agent simulator (a fake cloud voice agent for tests and drills).
 
 pub mod config;
 pub mod core;
 pub mod io;
+pub mod sim;

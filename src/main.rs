@@ -1,12 +1,15 @@
-//! The `trunkguard` command line: `run` the appliance or `check-config` a file.
+//! The `trunkguard` command line: `run` the appliance, `check-config` a file, or run the
+//! `agent-sim` fake cloud voice agent.
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use trunkguard::config::{Config, ConfigError};
+use trunkguard::sim::{Fault, SimConfig, SimMode, SimProtocol};
 
 /// Exit code for an invalid or unreadable configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -37,6 +40,34 @@ enum Command {
         /// Path to trunkguard.toml.
         path: PathBuf,
     },
+    /// Simulate a cloud AI voice agent (WebSocket server) for tests, demos and drills.
+    AgentSim(AgentSimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AgentSimArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Wire protocol: twilio-media-streams or openai-realtime.
+    #[arg(long, value_name = "PROTOCOL")]
+    protocol: SimProtocol,
+    /// echo (caller audio back after --echo-delay-ms) or prompt (spoken greeting).
+    #[arg(long, default_value = "echo", value_name = "MODE")]
+    mode: SimMode,
+    /// Fault to inject (repeatable): refuse, http503, close-after:N, stall-after:N,
+    /// slow-first-audio:MS.
+    #[arg(long, value_name = "FAULT")]
+    fault: Vec<Fault>,
+    /// Delay before echoing caller audio, in milliseconds.
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    echo_delay_ms: u64,
+    /// Serve wss:// with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +75,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::CheckConfig { path } => check_config(&path),
         Command::Run { config } => run(config),
+        Command::AgentSim(args) => agent_sim(args),
     }
 }
 
@@ -97,6 +129,75 @@ fn run(path: Option<PathBuf>) -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+fn agent_sim(args: AgentSimArgs) -> ExitCode {
+    let mut cfg = SimConfig::new(args.listen, args.protocol);
+    cfg.mode = args.mode;
+    cfg.faults = args.fault;
+    cfg.echo_delay = std::time::Duration::from_millis(args.echo_delay_ms);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let files = trunkguard::io::tls::TlsFiles {
+            cert,
+            key,
+            client_ca: None,
+            require_client_cert: false,
+        };
+        match trunkguard::io::tls::server_config(&files) {
+            Ok(tls) => cfg.tls = Some(tls),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match runtime.block_on(serve_agent_sim(cfg, args.tls_cert.is_some())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: agent-sim: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// Binds, prints `agent-sim listening on ADDR` once ready, serves until SIGTERM or Ctrl-C.
+async fn serve_agent_sim(cfg: SimConfig, tls: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let server = trunkguard::sim::SimServer::bind(cfg).await?;
+    let addr = server.local_addr()?;
+    let scheme = if tls { "wss" } else { "ws" };
+    tracing::info!(%addr, %scheme, "agent-sim ready");
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "agent-sim listening on {addr}")?;
+    stdout.flush()?;
+    server.run(termination()).await
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Prints every problem on stderr, one per line, and returns exit code 2.
