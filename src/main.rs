@@ -1,5 +1,5 @@
-//! The `trunkguard` command line: `run` the appliance, `check-config` a file, or run the
-//! `agent-sim` fake cloud voice agent.
+//! The `trunkguard` command line: `run` the appliance, `check-config` a file, `bench` the
+//! media pipeline, or run the `agent-sim` fake cloud voice agent.
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
 
 use std::net::SocketAddr;
@@ -8,8 +8,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use trunkguard::bench::alloc::CountingAlloc;
+use trunkguard::bench::media::{BenchCodec, MediaBenchConfig};
 use trunkguard::config::{Config, ConfigError};
 use trunkguard::sim::{Fault, SimConfig, SimMode, SimProtocol};
+
+/// The system allocator, able to count live bytes for `bench media` (off otherwise: one
+/// relaxed load of an untouched flag per allocation).
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
 
 /// Exit code for an invalid or unreadable configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -42,6 +49,11 @@ enum Command {
     },
     /// Simulate a cloud AI voice agent (WebSocket server) for tests, demos and drills.
     AgentSim(AgentSimArgs),
+    /// Benchmarks (one core, the calling thread).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,12 +82,42 @@ struct AgentSimArgs {
     tls_key: Option<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// The per-call media pipeline: capacity vs the bare codec, heap per call, added latency.
+    Media {
+        /// Caller codec (opus: AI side PCM 24 kHz; pcmu: AI side mu-law 8 kHz).
+        #[arg(long, value_enum, default_value_t = CodecArg::Opus)]
+        codec: CodecArg,
+        /// Rough total running time in seconds.
+        #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
+        seconds: f64,
+        /// Calls in the capacity runs.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        calls: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CodecArg {
+    Opus,
+    Pcmu,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err(format!("{s}: expected a number of seconds in (0, 3600]")),
+    }
+}
+
 fn main() -> ExitCode {
     init_tracing();
     match Cli::parse().command {
         Command::CheckConfig { path } => check_config(&path),
         Command::Run { config } => run(config),
         Command::AgentSim(args) => agent_sim(args),
+        Command::Bench { what: BenchCommand::Media { codec, seconds, calls } } => bench_media(codec, seconds, calls),
     }
 }
 
@@ -166,6 +208,24 @@ fn agent_sim(args: AgentSimArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: agent-sim: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn bench_media(codec: CodecArg, seconds: f64, calls: u32) -> ExitCode {
+    let codec = match codec {
+        CodecArg::Opus => BenchCodec::Opus,
+        CodecArg::Pcmu => BenchCodec::Pcmu,
+    };
+    let config = MediaBenchConfig { codec, seconds, calls: calls as usize };
+    match trunkguard::bench::media::run(config) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: bench media: {e}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

@@ -11,7 +11,8 @@
 //! Route choice keeps latency low: an Opus leg decodes and encodes directly at the AI rate
 //! (libopus converts internally); a G.711 leg uses a [`Resampler`] only when the AI rate is not
 //! 8 kHz; same-law G.711 on both sides is passed through bit-exact. Buffers are allocated at
-//! construction; the `_into` methods allocate nothing per frame.
+//! construction for 20 ms frames (a longer packet grows them once); the `_into` methods allocate
+//! nothing per frame.
 
 use crate::core::media::g711::{Law, ALAW_TO_LINEAR, ULAW_TO_LINEAR};
 use crate::core::media::plc::G711Plc;
@@ -21,8 +22,10 @@ use super::opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusFmtp, OpusTuning};
 use super::resample::Resampler;
 use super::{CodecError, Rate, Result};
 
-/// Largest PCM frame handled without growing buffers (120 ms at 48 kHz, stereo).
-const MAX_FRAME: usize = 48 * 120 * 2;
+/// PCM buffers are sized at construction for the call path's largest frame, 20 ms at 48 kHz
+/// stereo; a longer packet (Opus allows up to 120 ms) grows them once. Sizing them for 120 ms
+/// instead costs about 90 KB per call that is never touched.
+const PREALLOC_FRAME: usize = 48 * 20 * 2;
 
 fn law_table(law: Law) -> &'static [i16; 256] {
     match law {
@@ -46,7 +49,7 @@ impl G711Decoder {
         G711Decoder {
             law,
             plc: G711Plc::new(8000),
-            pcm: Vec::with_capacity(MAX_FRAME),
+            pcm: Vec::with_capacity(Rate::Hz8000.frame_len()),
             last_len: Rate::Hz8000.frame_len(),
         }
     }
@@ -272,9 +275,9 @@ impl Transcoder {
             encoder,
             down,
             prompt_rs,
-            ai_pcm: Vec::with_capacity(MAX_FRAME),
-            ai_bytes: Vec::with_capacity(2 * MAX_FRAME),
-            scratch: Vec::with_capacity(MAX_FRAME),
+            ai_pcm: Vec::with_capacity(PREALLOC_FRAME),
+            ai_bytes: Vec::with_capacity(2 * PREALLOC_FRAME),
+            scratch: Vec::with_capacity(PREALLOC_FRAME),
         })
     }
 
