@@ -221,7 +221,7 @@ impl fmt::Display for MediaBenchReport {
         )?;
         writeln!(
             f,
-            "# latency: {} calls x {} real 20 ms ticks, {} frames, max {:.3} ms, {} overrun ticks, this thread busy {:.0} % of the wall time",
+            "# latency: {} calls x {} real 20 ms ticks, {} frames, max {:.3} ms, {} frames over 20 ms late, this thread busy {:.0} % of the wall time",
             l.calls,
             l.ticks,
             l.frames,

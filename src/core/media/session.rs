@@ -91,6 +91,8 @@ pub struct MediaCounters {
     pub rtp_unknown_payload_type: u64,
     pub decode_errors: u64,
     pub concealed_frames: u64,
+    /// Lost Opus frames rebuilt from the next packet's in-band FEC (also counted as concealed).
+    pub fec_recovered: u64,
     pub caller_frames: u64,
     pub caller_frames_unconsumed: u64,
     pub rtp_sent: u64,
@@ -390,6 +392,21 @@ impl MediaSession {
         let mut released = 0;
         while let Some(frame) = self.jitter.poll_frame(now) {
             released += 1;
+            if let Frame::Lost { timestamp } = &frame {
+                // Opus: the packet after the gap carries the lost frame as in-band FEC
+                let next_ts = timestamp.wrapping_add(self.frame_ticks);
+                let next = self.jitter.peek_next().filter(|(ts, _)| *ts == next_ts).map(|(_, p)| p.to_vec());
+                if let Some(next) = next.filter(|_| self.codec_name == CodecName::Opus) {
+                    self.counters.concealed_frames += 1;
+                    self.counters.fec_recovered += 1;
+                    let ai = self.transcoder.ai_format();
+                    match self.transcoder.caller_to_ai_lost(Some(&next)).ok().map(|p| to_caller_frame(ai, p)) {
+                        Some(out) => self.queue_caller_audio(out, released),
+                        None => self.counters.decode_errors += 1,
+                    }
+                    continue;
+                }
+            }
             let payload = match &frame {
                 Frame::Audio { payload, seq, .. } => {
                     if let Some((s, at)) = self.arrivals[usize::from(*seq) % ARRIVALS] {
@@ -417,14 +434,8 @@ impl MediaSession {
             (AiFormat::G711(law), Some(p)) => {
                 self.transcoder.caller_to_ai_bytes(Some(p)).ok().map(|b| CallerFrame::G711(law, b.to_vec()))
             }
-            (AiFormat::G711(law), None) => {
-                let pcm = self.transcoder.caller_to_ai_lost(None).ok()?;
-                let mut codes = Vec::with_capacity(pcm.len());
-                law.encode_into(pcm, &mut codes);
-                Some(CallerFrame::G711(law, codes))
-            }
+            (ai, None) => self.transcoder.caller_to_ai_lost(None).ok().map(|p| to_caller_frame(ai, p)),
             (AiFormat::Pcm(_), Some(p)) => self.transcoder.caller_to_ai(Some(p)).ok().map(|p| CallerFrame::Pcm(p.to_vec())),
-            (AiFormat::Pcm(_), None) => self.transcoder.caller_to_ai_lost(None).ok().map(|p| CallerFrame::Pcm(p.to_vec())),
         }
     }
 
@@ -580,6 +591,18 @@ impl std::fmt::Debug for MediaSession {
             .field("latched", &self.latched)
             .field("counters", &self.counters)
             .finish_non_exhaustive()
+    }
+}
+
+/// PCM at the AI rate as a frame in the AI side's format.
+fn to_caller_frame(ai: AiFormat, pcm: &[i16]) -> CallerFrame {
+    match ai {
+        AiFormat::G711(law) => {
+            let mut codes = Vec::with_capacity(pcm.len());
+            law.encode_into(pcm, &mut codes);
+            CallerFrame::G711(law, codes)
+        }
+        AiFormat::Pcm(_) => CallerFrame::Pcm(pcm.to_vec()),
     }
 }
 

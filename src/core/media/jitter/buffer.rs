@@ -227,6 +227,12 @@ impl JitterBuffer {
     }
 
     /// When the next frame is due; `None` while nothing is queued and the clock is stopped.
+    /// The earliest queued packet (RTP timestamp, payload): after a `Lost` frame, the packet
+    /// that follows the gap, whose Opus in-band FEC can rebuild the lost frame.
+    pub fn peek_next(&self) -> Option<(u32, &[u8])> {
+        self.queue.values().next().map(|q| (q.ts as u32, q.payload.as_slice()))
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_timeout()
     }

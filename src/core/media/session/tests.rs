@@ -348,3 +348,28 @@ fn latencies_are_measured_both_ways() {
     assert_eq!(ai.len(), 1);
     assert!(ai[0] <= Duration::from_millis(20), "{ai:?}");
 }
+
+#[test]
+fn a_lost_opus_frame_is_rebuilt_from_the_next_packets_fec() {
+    use crate::core::media::codec::opus::{OpusConfig, OpusEncoder};
+    let t0 = Instant::now();
+    let mut s = MediaSession::new(params(Codec::opus(111), AiFormat::Pcm(Rate::Hz24000)), t0).unwrap();
+    s.start(t0);
+    let mut enc = OpusEncoder::new(OpusConfig { rate: Rate::Hz48000, ..OpusConfig::default() }).unwrap();
+    let speech = Prompt::high_demand().unwrap();
+    let from: SocketAddr = CARRIER.parse().unwrap();
+    let mut now = t0;
+    for i in 0..40u16 {
+        // 8 kHz speech upsampled by repetition to 48 kHz: good enough to make real Opus packets
+        let pcm: Vec<i16> = speech.samples()[usize::from(i) * 160..usize::from(i + 1) * 160].iter().flat_map(|x| [*x; 6]).collect();
+        let payload = enc.encode(&pcm).unwrap().to_vec();
+        if i != 20 {
+            s.on_rtp(now, from, &caller_packet(i, u32::from(i) * 960, 111, &payload));
+        }
+        run(&mut s, now, now + Duration::from_millis(19));
+        now += Duration::from_millis(20);
+    }
+    let c = s.counters();
+    assert_eq!(c.fec_recovered, 1, "{c:?}");
+    assert_eq!(c.concealed_frames, 1);
+}
