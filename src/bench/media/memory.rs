@@ -105,10 +105,12 @@ mod tests {
 
     #[test]
     fn malloc_statistics_see_a_large_allocation() {
+        // process-wide figures: other tests allocate and free concurrently, so use a block far
+        // larger than anything they hold and compare with a wide margin
         let Some(before) = malloc_in_use() else { return };
-        let block = std::hint::black_box(vec![1u8; 1 << 20]);
-        let after = malloc_in_use().unwrap();
-        assert!(after - before >= 1 << 20, "{before} -> {after}");
+        let block = std::hint::black_box(vec![1u8; 64 << 20]);
+        let after = malloc_in_use().unwrap_or(0);
+        assert!(after.saturating_sub(before) >= 32 << 20, "{before} -> {after}");
         drop(block);
     }
 }

@@ -158,7 +158,7 @@ impl CallMediaStats {
         concealed_ms: u64,
     ) -> CallMediaStats {
         let rtt_ms = rtcp.rtt.map(|d| d.as_secs_f64() * 1000.0);
-        let loss_percent = heard_loss_percent(jitter);
+        let loss_percent = effective_loss_percent(jitter, rtcp);
         let one_way_delay_ms = rtt_ms.unwrap_or(0.0) / 2.0 + f64::from(jitter.target_ms) + FRAME_MS;
         let em = e_model(codec, loss_percent, one_way_delay_ms);
         CallMediaStats {
@@ -181,6 +181,18 @@ impl CallMediaStats {
             mos: round2(em.mos),
         }
     }
+}
+
+/// The E-model's effective packet loss: packets the network lost (RTCP's sequence-number
+/// count, so the pauses of a caller that suppresses silence are not counted as loss) plus
+/// packets that arrived too late to play, over packets expected. Without RTCP sequence data
+/// (nothing received yet), the jitter buffer's concealed frames stand in.
+fn effective_loss_percent(j: &JitterStats, r: &RtcpStats) -> f64 {
+    if r.packets_expected == 0 {
+        return heard_loss_percent(j);
+    }
+    let lost = r.cumulative_lost.max(0) as u64 + j.late + j.discarded;
+    (lost as f64 * 100.0 / r.packets_expected as f64).min(100.0)
 }
 
 /// Concealed frames over frames due (played from a packet or concealed), percent.
