@@ -57,7 +57,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let ep_cfg = endpoint_config(&config)?;
     let (events_tx, mut events_rx) = mpsc::channel::<NetEvent>(EVENT_QUEUE);
     let udp = bind_sip(&config, &events_tx).await?;
-    let shared = http::Shared::new(started);
+    let (commands_tx, mut commands_rx) = mpsc::channel::<http::CommandRequest>(16);
+    let shared = http::Shared::with_commands(started, commands_tx);
     serve_http(config.status.listen, shared.clone()).await?;
     let mut shell = Shell {
         endpoint: Endpoint::new(ep_cfg.clone(), started, rand::random()),
@@ -80,6 +81,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
                 None => break,
             },
             _ = tokio::time::sleep_until(sleep_until.into()) => shell.endpoint.handle_timeout(clock::now()),
+            Some((command, reply)) = commands_rx.recv() => {
+                let _ = reply.send(shell.endpoint.admin(command));
+            }
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
                 break;

@@ -71,9 +71,20 @@ pub struct CircuitBreaker {
     consecutive_failures: u32,
     timers: TimerTable,
     stats: BreakerStats,
+    /// Taken out of service by an operator: refuses every attempt until put back.
+    out_of_service: bool,
 }
 
 impl CircuitBreaker {
+    /// An operator takes the endpoint out of service (or puts it back).
+    pub fn set_in_service(&mut self, in_service: bool) {
+        self.out_of_service = !in_service;
+    }
+
+    pub fn in_service(&self) -> bool {
+        !self.out_of_service
+    }
+
     pub fn new(config: BreakerConfig) -> Self {
         CircuitBreaker {
             config,
@@ -81,6 +92,7 @@ impl CircuitBreaker {
             consecutive_failures: 0,
             timers: TimerTable::default(),
             stats: BreakerStats::default(),
+            out_of_service: false,
         }
     }
 
@@ -96,6 +108,10 @@ impl CircuitBreaker {
     /// May a connection be attempted now? In Half-open, true exactly once per trial.
     pub fn try_acquire(&mut self, now: Instant) -> bool {
         self.handle_timeout(now);
+        if self.out_of_service {
+            self.stats.rejected += 1;
+            return false;
+        }
         let granted = match self.inner {
             Inner::Closed => true,
             Inner::Open { .. } => false,

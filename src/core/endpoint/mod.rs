@@ -5,6 +5,7 @@
 //! Drive loop (after str0m): feed [`Endpoint::handle_input`] or [`Endpoint::handle_timeout`],
 //! then call [`Endpoint::poll_output`] until it returns [`Output::Timeout`].
 
+mod admin;
 mod ai;
 mod ai_probe;
 mod bridge;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
+pub use admin::{AdminCommand, AdminError, AdminState};
 pub use ai_probe::AiEndpointStatus;
 pub use bridge::{AiEndpointSettings, AiHub};
 pub use build::host_port;
@@ -165,6 +167,9 @@ pub struct Endpoint {
     /// Health probes of the primary and standby agent endpoints.
     ai_probes: Vec<(crate::core::ai::Endpoint, ai_probe::AiProbe)>,
     latencies: crate::core::metrics::Latencies,
+    /// Operator switches: draining, and carriers taken out of service (by index).
+    draining: bool,
+    carriers_out: Vec<bool>,
 }
 
 impl Endpoint {
@@ -180,6 +185,7 @@ impl Endpoint {
             })
             .collect();
         let cfg_ai = cfg.ai.clone();
+        let carriers_len = cfg.carriers.len();
         Endpoint {
             tx: TransactionLayer::new(cfg.timers),
             ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
@@ -198,6 +204,8 @@ impl Endpoint {
             ai: cfg_ai,
             ai_conns: HashMap::new(),
             latencies: Default::default(),
+            draining: false,
+            carriers_out: vec![false; carriers_len],
         }
     }
 
@@ -268,7 +276,14 @@ impl Endpoint {
             carriers: self
                 .carriers
                 .iter()
-                .map(|c| CarrierStatus::of(&c.settings.name, c.prober.as_ref(), c.registrar.as_ref(), now))
+                .zip(&self.carriers_out)
+                .map(|(c, out)| {
+                    let mut s = CarrierStatus::of(&c.settings.name, c.prober.as_ref(), c.registrar.as_ref(), now);
+                    if *out {
+                        s.state = "out-of-service";
+                    }
+                    s
+                })
                 .collect(),
             calls: CallsStatus {
                 active: self.calls.len(),
@@ -277,6 +292,7 @@ impl Endpoint {
             },
             counters: self.counters.clone(),
             ai_reachable: self.ai_reachable(now, Duration::from_secs(10)),
+            admin: self.admin_state(),
             ai_failovers: self.ai.as_ref().map_or(0, |h| h.failovers),
             ai_fallbacks: self.ai.as_ref().map_or(0, |h| h.fallbacks),
             latency: self.latencies.snapshot(),
@@ -435,6 +451,12 @@ impl Endpoint {
         };
         if let Some(existing) = self.find_call_by_invite(&req) {
             tracing::debug!(call = existing, "INVITE for an existing call absorbed");
+            return;
+        }
+        if self.refused_by_admin(carrier) {
+            let mut resp = self.response(&req, 503, None);
+            resp.headers.push("Retry-After", "30");
+            self.send_response(now, resp);
             return;
         }
         let Some(port) = self.ports.allocate() else {

@@ -77,6 +77,8 @@ pub struct EndpointStatus {
     pub counters: Counters,
     /// Some agent endpoint passed a real health probe in the last 10 s.
     pub ai_reachable: bool,
+    /// Operator switches (drain, out of service).
+    pub admin: super::admin::AdminState,
     /// Mid-call failovers between agents, and calls that got the fallback instead of an agent.
     pub ai_failovers: u64,
     pub ai_fallbacks: u64,

@@ -451,3 +451,26 @@ fn a_carrier_b_call_is_classified_as_carrier_b() {
     let _ = NameAddr::parse("<sip:x@y>");
 }
 
+
+#[test]
+fn drain_and_out_of_service_turn_new_calls_away_with_503_and_keep_current_ones() {
+    let mut h = Harness::new(config());
+    let tag = answered(&mut h, "c1");
+    h.send(CARRIER_A, &in_dialog("ACK", "c1", &tag, 1, "z9hG4bK-ack"));
+    h.ep.admin(AdminCommand::Drain(true)).unwrap();
+    h.send(CARRIER_A, &invite("c2", "z9hG4bK-inv2", PCMU_OFFER));
+    assert_eq!(h.statuses(), vec![503]);
+    assert_eq!(h.ep.status(h.now).calls.active, 1, "the call in progress goes on");
+    assert!(h.ep.status(h.now).admin.draining);
+    h.ep.admin(AdminCommand::Drain(false)).unwrap();
+    h.ep.admin(AdminCommand::CarrierInService { name: "carrier-b".into(), in_service: false }).unwrap();
+    h.send("127.0.0.3:5070", &invite("c3", "z9hG4bK-b", PCMU_OFFER).replace("127.0.0.2:5070", "127.0.0.3:5070"));
+    assert_eq!(h.statuses(), vec![503]);
+    assert_eq!(h.ep.status(h.now).carriers[1].state, "out-of-service");
+    h.send(CARRIER_A, &invite("c4", "z9hG4bK-inv4", PCMU_OFFER));
+    assert!(h.statuses().contains(&200), "carrier A still served");
+    assert_eq!(
+        h.ep.admin(AdminCommand::CarrierInService { name: "nope".into(), in_service: false }),
+        Err(AdminError::NoSuchCarrier("nope".into()))
+    );
+}

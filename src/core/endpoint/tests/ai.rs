@@ -298,3 +298,14 @@ fn each_endpoint_is_probed_and_the_result_is_in_the_status() {
     assert_eq!(status.ai_endpoints[1].last_probe_ok_ms_ago, None);
     assert_eq!(status.ai_endpoints[0].breaker, "closed");
 }
+
+#[test]
+fn an_ai_endpoint_out_of_service_gets_no_calls() {
+    let mut h = Harness::new(ai_config());
+    h.ep.admin(AdminCommand::AiEndpointInService { name: "primary".into(), in_service: false }).unwrap();
+    h.send(CARRIER_A, &invite("c1", "z9hG4bK-inv1", PCMU_OFFER));
+    let connects = take_connects(&mut h);
+    assert_eq!(connects.len(), 1);
+    assert!(connects[0].1.ends_with(":9002/media"), "straight to the standby: {connects:?}");
+    assert_eq!(h.ep.status(h.now).admin.ai_endpoints_out_of_service, vec!["primary".to_string()]);
+}

@@ -1,8 +1,13 @@
-//! The local HTTP server: `/livez` (the drive loop turns) and `/status` (a JSON snapshot of
-//! carriers and calls). Built as `fn app() -> Router` so it is tested with `oneshot`.
+//! The local HTTP server, built as `fn app() -> Router` so it is tested with `oneshot`:
+//! `/livez` (the drive loop turns), `/status` (a JSON snapshot of carriers, agents and calls),
+//! and operator commands, which reach the drive loop through [`Shared::command`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::endpoint::{AdminCommand, AdminError};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -16,17 +21,44 @@ use crate::core::endpoint::EndpointStatus;
 /// The drive loop is considered stuck when it has not turned for this long.
 pub const LIVENESS_WINDOW: Duration = Duration::from_secs(5);
 
+/// An operator command on its way to the drive loop, with where to send the outcome.
+pub type CommandRequest = (AdminCommand, oneshot::Sender<Result<(), AdminError>>);
+
 /// What the drive loop shares with the HTTP handlers.
 pub struct Shared {
     started: Instant,
     /// Milliseconds since `started` at the drive loop's last turn.
     heartbeat_ms: AtomicU64,
     status: RwLock<Option<EndpointStatus>>,
+    commands: Option<mpsc::Sender<CommandRequest>>,
 }
 
 impl Shared {
     pub fn new(started: Instant) -> Arc<Shared> {
-        Arc::new(Shared { started, heartbeat_ms: AtomicU64::new(0), status: RwLock::new(None) })
+        Arc::new(Shared { started, heartbeat_ms: AtomicU64::new(0), status: RwLock::new(None), commands: None })
+    }
+
+    /// As [`Shared::new`], with a channel to the drive loop for operator commands.
+    pub fn with_commands(started: Instant, commands: mpsc::Sender<CommandRequest>) -> Arc<Shared> {
+        Arc::new(Shared {
+            started,
+            heartbeat_ms: AtomicU64::new(0),
+            status: RwLock::new(None),
+            commands: Some(commands),
+        })
+    }
+
+    /// Runs an operator command in the drive loop and waits for its outcome.
+    pub async fn command(&self, command: AdminCommand) -> Result<Result<(), AdminError>, CommandUnavailable> {
+        let tx = self.commands.as_ref().ok_or(CommandUnavailable)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send((command, reply)).await.map_err(|_| CommandUnavailable)?;
+        rx.await.map_err(|_| CommandUnavailable)
+    }
+
+    /// The latest status snapshot, once the drive loop has turned.
+    pub fn status(&self) -> Option<EndpointStatus> {
+        self.status.read().ok().and_then(|s| s.clone())
     }
 
     /// Called by the drive loop each turn with the time it read.
@@ -38,7 +70,7 @@ impl Shared {
         }
     }
 
-    fn alive(&self, now: Instant) -> bool {
+    pub fn alive(&self, now: Instant) -> bool {
         let last = self.started + Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed));
         now.saturating_duration_since(last) <= LIVENESS_WINDOW
     }
@@ -67,6 +99,11 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     }
 }
 
+/// The drive loop is gone (shutting down): the command could not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the appliance is not accepting commands")]
+pub struct CommandUnavailable;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +123,7 @@ mod tests {
             calls: crate::core::endpoint::CallsStatus { active: 0, answered_total: 3, rtp_packets_received_total: 9 },
             counters: Default::default(),
             ai_reachable: true,
+            admin: Default::default(),
             ai_failovers: 0,
             ai_fallbacks: 0,
             latency: crate::core::metrics::Latencies::default().snapshot(),
