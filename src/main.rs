@@ -154,15 +154,9 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         .as_ref()
         .map_or("embedded default".to_owned(), |p| p.display().to_string());
     tracing::info!(config = %origin, summary = %config.summary(), "starting trunkguard");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(trunkguard::io::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -193,16 +187,9 @@ fn agent_sim(args: AgentSimArgs) -> ExitCode {
             }
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(serve_agent_sim(cfg, args.tls_cert.is_some())) {
         Ok(()) => ExitCode::SUCCESS,
@@ -258,6 +245,14 @@ async fn termination() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The tokio runtime (at most two worker threads: the box is small), or the exit code.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::from(EXIT_RUNTIME)
+    })
 }
 
 /// Prints every problem on stderr, one per line, and returns exit code 2.
