@@ -172,23 +172,23 @@ fn sipp_rtp_stream_call(ports: Ports, target: SocketAddr) -> Sipp {
     )
 }
 
-#[test]
-fn ten_calls_from_sipp_embedded_uac_all_succeed() {
-    let ports = Ports::new(22600);
-    let mut app = Appliance::start(&two_carriers_config(ports));
+/// SIPp's built-in `uac` scenario from carrier address `ip`, with `extra` arguments.
+fn embedded_uac(ports: Ports, ip: &str, extra: &[&str]) -> Sipp {
     let (target, peer, media) = (
         sip_addr(ports).to_string(),
         ports.peer(0).to_string(),
         ports.sipp_media(0).to_string(),
     );
-    let mut sipp = Sipp::spawn(
-        "uac-embedded",
-        ports.sipp_control(0),
-        &[
-            "-sn", "uac", &target, "-i", CARRIER_A_IP, "-p", &peer, "-mi", CARRIER_A_IP, "-mp", &media,
-            "-m", "10", "-r", "5",
-        ],
-    );
+    let mut args = vec!["-sn", "uac", &target, "-i", ip, "-p", &peer, "-mi", ip, "-mp", &media];
+    args.extend_from_slice(extra);
+    Sipp::spawn("uac-embedded", ports.sipp_control(0), &args)
+}
+
+#[test]
+fn ten_calls_from_sipp_embedded_uac_all_succeed() {
+    let ports = Ports::new(22600);
+    let mut app = Appliance::start(&two_carriers_config(ports));
+    let mut sipp = embedded_uac(ports, CARRIER_A_IP, &["-m", "10", "-r", "5"]);
     let ok = sipp.wait_success(Duration::from_secs(30));
     assert!(ok, "sipp -sn uac -m 10 -r 5 failed (sipp diagnostics below)");
     assert_eq!(sipp.received_requests("INVITE"), 0);
@@ -318,19 +318,7 @@ fn selftest_speech_check_rejects_silence() {
 fn calls_over_tcp_are_answered() {
     let ports = Ports::new(23800);
     let mut app = Appliance::start(&two_carriers_config(ports));
-    let (target, peer, media) = (
-        sip_addr(ports).to_string(),
-        ports.peer(0).to_string(),
-        ports.sipp_media(0).to_string(),
-    );
-    let mut sipp = Sipp::spawn(
-        "uac-tcp",
-        ports.sipp_control(0),
-        &[
-            "-sn", "uac", &target, "-t", "t1", "-i", CARRIER_B_IP, "-p", &peer, "-mi", CARRIER_B_IP, "-mp",
-            &media, "-m", "3", "-r", "3",
-        ],
-    );
+    let mut sipp = embedded_uac(ports, CARRIER_B_IP, &["-t", "t1", "-m", "3", "-r", "3"]);
     assert!(sipp.wait_success(Duration::from_secs(30)), "sipp -sn uac -t t1 failed (sipp diagnostics below)");
     assert_no_active_calls(&app);
     assert_eq!(app.calls_counter("answered_total"), 3, "{}", app.status_json());
