@@ -8,7 +8,7 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::addr::{ListenAddr, PortRange};
 use super::model::{
-    AiConfig, CallConfig, CarrierConfig, Config, MediaConfig, PromptsConfig, SipConfig, StatusConfig,
+    AiConfig, CallConfig, LimitsConfig, CarrierConfig, Config, MediaConfig, PromptsConfig, SipConfig, StatusConfig,
 };
 use crate::core::sip::Transport;
 
@@ -89,6 +89,7 @@ impl Config {
             }],
             ai: AiConfig::default(),
             ai_endpoints: Vec::new(),
+            limits: LimitsConfig::default(),
         }
     }
 }

@@ -28,7 +28,7 @@ pub use addr::{
 pub use defaults::EMBEDDED_DEFAULT_TOML;
 pub use error::{ConfigError, Diagnostic, FieldPath, Segment};
 pub use model::{
-    AiAudioFormat, AiConfig, AiEndpointConfig, AiProtocolName, AiRole, CallConfig, CarrierConfig, Config, MediaConfig, Password, ProbeConfig, PromptsConfig,
+    AiAudioFormat, AiConfig, LimitsConfig, AiEndpointConfig, AiProtocolName, AiRole, CallConfig, CarrierConfig, Config, MediaConfig, Password, ProbeConfig, PromptsConfig,
     RegisterConfig, SipConfig, StatusConfig, TlsConfig,
 };
 

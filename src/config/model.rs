@@ -25,6 +25,23 @@ pub struct Config {
     pub ai: AiConfig,
     /// `[[ai_endpoint]]` tables: at most one primary and one standby.
     pub ai_endpoints: Vec<AiEndpointConfig>,
+    /// `[limits]`: load shedding.
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: beyond these, new INVITEs get 503 with Retry-After; calls in progress go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub max_calls: u64,
+    pub requests_per_second: u64,
+    pub burst: u64,
+    pub retry_after_s: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_calls: 100, requests_per_second: 20, burst: 40, retry_after_s: 30 }
+    }
 }
 
 /// `[ai]`: setup budget, breakers and stall detection for the AI bridge.

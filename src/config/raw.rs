@@ -14,6 +14,16 @@ pub(crate) struct RawConfig {
     pub carrier: Vec<RawCarrier>,
     pub ai: RawAi,
     pub ai_endpoint: Vec<RawAiEndpoint>,
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLimits {
+    pub max_calls: Option<u64>,
+    pub requests_per_second: Option<u64>,
+    pub burst: Option<u64>,
+    pub retry_after_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

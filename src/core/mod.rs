@@ -5,6 +5,7 @@
 pub mod ai;
 pub mod carrier;
 pub mod endpoint;
+pub mod limits;
 pub mod media;
 pub mod metrics;
 pub mod sdp;

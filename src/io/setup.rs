@@ -9,7 +9,7 @@ use thiserror::Error;
 use crate::config::{AiAudioFormat, AiEndpointConfig, AiProtocolName, AiRole, CarrierConfig, Config};
 use crate::core::ai::session::{AiProtocol, OpenAiFormat, OpenAiSettings, SessionConfig};
 use crate::core::ai::{AiBreakers, BreakerConfig, CircuitBreaker, SelectorConfig};
-use crate::core::endpoint::{AiEndpointSettings, AiHub};
+use crate::core::endpoint::{AiEndpointSettings, AiHub, Limits};
 use crate::core::media::codec::Rate;
 use crate::core::carrier::probe::ProbeSettings;
 use crate::core::carrier::register::RegisterSettings;
@@ -59,6 +59,12 @@ pub fn endpoint_config(config: &Config) -> Result<EndpointConfig, SetupError> {
         ntp_anchor: Some(super::clock::ntp_anchor()),
         ai: ai_hub(config),
         filler: Prompt::one_moment().map_err(SetupError::EmbeddedPrompt)?,
+        limits: Limits {
+            max_calls: usize::try_from(config.limits.max_calls).unwrap_or(usize::MAX),
+            requests_per_second: config.limits.requests_per_second as f64,
+            burst: config.limits.burst as f64,
+            retry_after: Duration::from_secs(config.limits.retry_after_s),
+        },
     })
 }
 

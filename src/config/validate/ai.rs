@@ -10,7 +10,8 @@ use super::checks::{readable_file, required};
 use super::Checker;
 use crate::config::error::FieldPath;
 use crate::config::model::{AiAudioFormat, AiConfig, AiEndpointConfig, AiProtocolName, AiRole, Password};
-use crate::config::raw::{RawAi, RawAiEndpoint};
+use crate::config::model::LimitsConfig;
+use crate::config::raw::{RawAi, RawAiEndpoint, RawLimits};
 
 /// The budget can never exceed 2 s: a caller must not wait longer in silence.
 const MAX_BUDGET_MS: u64 = 2000;
@@ -29,6 +30,16 @@ pub(crate) fn ai(raw: RawAi, path: &FieldPath, c: &mut Checker) -> Option<AiConf
         breaker_cooldown_s: cooldown?,
         stall_timeout_ms: stall?,
     })
+}
+
+/// `[limits]` (kept beside `[ai]`: both are call-admission policy).
+pub(crate) fn limits(raw: RawLimits, path: &FieldPath, c: &mut Checker) -> Option<LimitsConfig> {
+    let d = LimitsConfig::default();
+    let max_calls = within(raw.max_calls.unwrap_or(d.max_calls), (1, 100_000), &path.key("max_calls"), c);
+    let rps = within(raw.requests_per_second.unwrap_or(d.requests_per_second), (1, 100_000), &path.key("requests_per_second"), c);
+    let burst = within(raw.burst.unwrap_or(d.burst), (1, 1_000_000), &path.key("burst"), c);
+    let retry = within(raw.retry_after_s.unwrap_or(d.retry_after_s), (1, 3600), &path.key("retry_after_s"), c);
+    Some(LimitsConfig { max_calls: max_calls?, requests_per_second: rps?, burst: burst?, retry_after_s: retry? })
 }
 
 fn within(v: u64, (lo, hi): (u64, u64), path: &FieldPath, c: &mut Checker) -> Option<u64> {

@@ -14,9 +14,13 @@ impl Endpoint {
             tracing::debug!(call = existing, "INVITE for an existing call absorbed");
             return;
         }
-        if self.refused_by_admin(carrier) {
+        let full = self.calls.len() >= self.cfg.limits.max_calls;
+        if full || self.refused_by_admin(carrier) {
+            if full {
+                self.counters.shed_calls += 1;
+            }
             let mut resp = self.response(&req, 503, None);
-            resp.headers.push("Retry-After", "30");
+            resp.headers.push("Retry-After", self.cfg.limits.retry_after.as_secs().to_string());
             self.send_response(now, resp);
             return;
         }

@@ -36,6 +36,8 @@ pub use status::{ActiveCall, CallsStatus, CarrierStatus, Counters, EndpointStatu
 use self::call::Call;
 use self::carrier::CarrierLink;
 use crate::core::carrier::acl::InboundAcl;
+use crate::core::limits::RateLimiter;
+pub use crate::core::limits::Limits;
 use crate::core::carrier::probe::ProbeOutput;
 use crate::core::carrier::register::RegisterOutput;
 use crate::core::media::codec::opus::OpusTuning;
@@ -81,6 +83,8 @@ pub struct EndpointConfig {
     pub ai: Option<AiHub>,
     /// The short prompt that covers a mid-call failover ("one moment, please").
     pub filler: Prompt,
+    /// Load shedding: calls in progress and per-source request rate.
+    pub limits: Limits,
 }
 
 /// Something that happened on the network, handed in by the I/O shell.
@@ -172,6 +176,7 @@ pub struct Endpoint {
     /// Operator switches: draining, and carriers taken out of service (by index).
     draining: bool,
     carriers_out: Vec<bool>,
+    rate: RateLimiter,
 }
 
 impl Endpoint {
@@ -188,6 +193,7 @@ impl Endpoint {
             .collect();
         let cfg_ai = cfg.ai.clone();
         let carriers_len = cfg.carriers.len();
+        let limits = cfg.limits;
         Endpoint {
             tx: TransactionLayer::new(cfg.timers),
             ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
@@ -208,6 +214,7 @@ impl Endpoint {
             latencies: Default::default(),
             draining: false,
             carriers_out: vec![false; carriers_len],
+            rate: RateLimiter::new(&limits),
         }
     }
 
@@ -324,11 +331,33 @@ impl Endpoint {
         }
         let allowed = self.acl.classify(peer.addr.ip()).is_some();
         match parse::parse_message(data) {
-            Ok(SipMessage::Request(req)) if allowed => self.tx.handle_request(now, peer, req),
+            Ok(SipMessage::Request(req)) if allowed => {
+                if self.rate_limited(now, peer, &req) {
+                    return;
+                }
+                self.tx.handle_request(now, peer, req)
+            }
             Ok(SipMessage::Request(_)) => self.counters.dropped_unknown_source += 1,
             Ok(SipMessage::Response(resp)) => self.tx.handle_response(now, peer, resp),
             Err(err) => self.bad_message(peer, data, &err, allowed),
         }
+    }
+
+    /// The per-source rate limit on new out-of-dialog requests (never ACK, CANCEL or requests
+    /// inside a call). An INVITE over the limit gets 503 with Retry-After; anything else is
+    /// dropped. True when the request was refused.
+    fn rate_limited(&mut self, now: Instant, peer: Peer, req: &Request) -> bool {
+        let in_dialog = req.to_hdr().is_ok_and(|t| t.tag().is_some());
+        if in_dialog || matches!(req.method, Method::Ack | Method::Cancel) || self.rate.allow(now, peer.addr.ip()) {
+            return false;
+        }
+        self.counters.rate_limited += 1;
+        if req.method == Method::Invite {
+            let mut resp = self.response(req, 503, None);
+            resp.headers.push("Retry-After", self.cfg.limits.retry_after.as_secs().to_string());
+            self.tx.send_stateless(peer, SipMessage::Response(resp));
+        }
+        true
     }
 
     /// A message that does not parse: requests get 400 (or 505) when the headers needed to

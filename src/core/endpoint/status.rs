@@ -20,6 +20,10 @@ pub struct Counters {
     pub rtp_invalid: u64,
     pub sip_parse_errors: u64,
     pub dropped_unknown_source: u64,
+    /// New INVITEs refused because `max_calls` calls were in progress.
+    pub shed_calls: u64,
+    /// Requests refused by the per-source rate limit.
+    pub rate_limited: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

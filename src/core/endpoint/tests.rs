@@ -76,6 +76,7 @@ fn config() -> EndpointConfig {
         ntp_anchor: None,
         ai: None,
         filler: Prompt::one_moment().unwrap(),
+        limits: Limits::default(),
     }
 }
 
@@ -473,4 +474,38 @@ fn drain_and_out_of_service_turn_new_calls_away_with_503_and_keep_current_ones()
         h.ep.admin(AdminCommand::CarrierInService { name: "nope".into(), in_service: false }),
         Err(AdminError::NoSuchCarrier("nope".into()))
     );
+}
+
+#[test]
+fn over_max_calls_new_invites_get_503_with_retry_after_and_calls_go_on() {
+    let mut h = Harness::new(EndpointConfig { limits: Limits { max_calls: 2, ..Limits::default() }, ..config() });
+    for i in 0..2 {
+        h.send(CARRIER_A, &invite(&format!("c{i}"), &format!("z9hG4bK-{i}"), PCMU_OFFER));
+        assert!(h.statuses().contains(&200));
+    }
+    h.send(CARRIER_A, &invite("c9", "z9hG4bK-9", PCMU_OFFER));
+    let sip = h.take_sip();
+    let SipMessage::Response(r) = &sip[0].1 else { panic!("{sip:?}") };
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers.get("Retry-After"), Some("30"));
+    assert_eq!(h.ep.status(h.now).calls.active, 2);
+    assert_eq!(h.ep.status(h.now).counters.shed_calls, 1);
+}
+
+#[test]
+fn a_flooding_source_is_rate_limited_but_calls_in_progress_are_not() {
+    let limits = Limits { requests_per_second: 1.0, burst: 3.0, ..Limits::default() };
+    let mut h = Harness::new(EndpointConfig { limits, ..config() });
+    let tag = answered(&mut h, "c1"); // one token
+    h.send(CARRIER_A, &in_dialog("ACK", "c1", &tag, 1, "z9hG4bK-ack"));
+    for i in 0..5 {
+        h.send(CARRIER_A, &in_dialog("OPTIONS", &format!("o{i}"), "x", 1, &format!("z9hG4bK-o{i}")).replace(";tag=x", ""));
+    }
+    assert_eq!(h.statuses(), vec![200, 200], "two more tokens in the burst, then nothing");
+    h.send(CARRIER_A, &invite("c2", "z9hG4bK-c2", PCMU_OFFER));
+    assert_eq!(h.statuses(), vec![503], "an INVITE over the limit is told to go elsewhere");
+    // in-dialog requests of the call in progress still work
+    h.send(CARRIER_A, &in_dialog("BYE", "c1", &tag, 2, "z9hG4bK-bye"));
+    assert_eq!(h.statuses(), vec![200]);
+    assert_eq!(h.ep.status(h.now).counters.rate_limited, 4);
 }
