@@ -41,7 +41,7 @@ pub struct AiConnections {
 
 impl AiConnections {
     /// Trusts the system's CA certificates, plus `ca_bundle` when given (PEM).
-    pub fn new(ca_bundles: &[&Path]) -> Self {
+    pub fn new(ca_bundles: &[&Path]) -> Result<Self, rustls::Error> {
         let mut roots = RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for cert in native.certs {
@@ -56,17 +56,10 @@ impl AiConnections {
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-            .unwrap_or_else(|_| {
-                // ring's defaults always support TLS 1.2/1.3; this arm is unreachable in practice
-                ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_protocol_versions(&[&rustls::version::TLS13])
-                    .expect("TLS 1.3 is supported by ring")
-                    .with_root_certificates(RootCertStore::empty())
-                    .with_no_client_auth()
-            });
-        AiConnections { tls: Arc::new(tls), tasks: HashMap::new(), writers: HashMap::new() }
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(AiConnections { tls: Arc::new(tls), tasks: HashMap::new(), writers: HashMap::new() })
     }
 
     /// Opens connection `conn`; the outcome arrives as `AiOpened` or `AiClosed`.

@@ -65,7 +65,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         udp,
         streams: HashMap::new(),
         media: MediaSockets::new(ep_cfg.media_ip),
-        ai: ai::AiConnections::new(&setup::ca_bundles(&config)),
+        ai: ai::AiConnections::new(&setup::ca_bundles(&config)).map_err(tls::TlsSetupError::Rustls)?,
         events: events_tx,
     };
     tracing::info!(listen = ?ep_cfg.listen, status = %config.status.listen, "trunkguard running");
