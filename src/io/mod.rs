@@ -11,6 +11,7 @@ pub mod clock;
 pub mod http;
 mod media;
 mod net;
+mod notify;
 mod setup;
 mod stream;
 pub mod tls;
@@ -36,6 +37,8 @@ use crate::core::sip::{Peer, Transport};
 
 /// The drive loop wakes at least this often, so `/livez` sees it turn.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
+/// How often the drive loop publishes a fresh status snapshot (and heartbeat).
+const STATUS_EVERY: Duration = Duration::from_millis(200);
 /// Events buffered between socket tasks and the drive loop.
 const EVENT_QUEUE: usize = 4096;
 
@@ -69,11 +72,19 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         events: events_tx,
     };
     tracing::info!(listen = ?ep_cfg.listen, status = %config.status.listen, "trunkguard running");
+    let mut notifier = notify::Notifier::from_env();
+    let mut last_status: Option<std::time::Instant> = None;
+    notifier.ready();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         let now = clock::now();
         let deadline = shell.drain();
-        shared.beat(now, shell.endpoint.status(now));
+        // the status snapshot is rebuilt a few times a second, not for every packet
+        if last_status.is_none_or(|t| now.saturating_duration_since(t) >= STATUS_EVERY) {
+            shared.beat(now, shell.endpoint.status(now));
+            last_status = Some(now);
+        }
+        notifier.alive(now);
         let sleep_until = deadline.min(now + MAX_SLEEP);
         tokio::select! {
             ev = events_rx.recv() => match ev {
@@ -86,6 +97,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             }
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
+                notifier.stopping();
                 break;
             }
         }
