@@ -552,6 +552,17 @@ fn echo_round_trip(ports: Ports, protocol: SimProtocol, config_protocol: &str, f
     figure(&format!("{label}_echo_lag_ms"), format!("{lag_ms:.1}"));
     figure(&format!("{label}_echo_envelope_correlation"), format!("{env_c:.3}"));
     figure(&format!("{label}_echo_waveform_correlation"), format!("{wave_c:.3}"));
+    // the lag over each third of the speech (a drifting lag would show here)
+    let first_sent = peer.sent().first().map_or(0, |p| (p.at.saturating_duration_since(t0).as_secs_f64() * RATE) as usize);
+    let third = speech.len() / 3;
+    let segments: Vec<String> = (0..3)
+        .map(|k| {
+            let (a, b) = (first_sent + k * third, first_sent + (k + 1) * third);
+            let (seg_lag, _, seg_c) = echo_lag(&said[a..b], &heard[a..], 1500);
+            format!("{seg_lag:.1}@r={seg_c:.2}")
+        })
+        .collect();
+    figure(&format!("{label}_echo_lag_by_third_ms"), segments.join(" "));
     assert!(env_c > 0.8, "echo envelope does not match the caller's speech (r = {env_c:.3}, lag {lag_ms} ms)");
     assert!(wave_c > 0.5, "echo waveform does not match the caller's speech (r = {wave_c:.3}, lag {lag_ms} ms)");
     assert!((200.0..1000.0).contains(&lag_ms), "echo lag {lag_ms} ms (sim echo delay 200 ms)");
@@ -577,4 +588,337 @@ fn openai_ulaw_echo_comes_back_to_the_caller() {
 #[test]
 fn openai_pcm16_echo_comes_back_to_the_caller() {
     echo_round_trip(Ports::new(29400), SimProtocol::OpenAiRealtime, "openai-realtime", "pcm16", "openai_pcm16");
+}
+
+// ---------------------------------------------------------------------------
+// 2. DTMF reaches the agent
+// ---------------------------------------------------------------------------
+
+#[test]
+fn dtmf_from_the_caller_reaches_the_agent() {
+    let _serial = serial();
+    let ports = Ports::new(29600);
+    let mut sims = Sims::new();
+    let a = sims.start(SimProtocol::TwilioMediaStreams, SimMode::Echo, &[]);
+    let mut app = Appliance::start(&twilio_config(ports, &sims.url(a), None));
+    let peer = RtpPeer::bind(CARRIER_IP, ports.audio(0));
+    let mut uac = Uac::call(ports, 0, peer.addr, "dtmf");
+    let answer = uac.answered(Duration::from_secs(5));
+    peer.start(answer.rtp);
+    thread::sleep(Duration::from_millis(200));
+    let pressed = Instant::now();
+    peer.press('5', 5);
+    peer.say(&[SILENCE; 160 * 10]);
+    peer.press('#', 5);
+    assert!(peer.drained(Duration::from_secs(3)));
+    let got = wait_until(Duration::from_secs(3), Duration::from_millis(10), || sims.stats(a).dtmf.len() >= 2);
+    let seen = sims.stats(a);
+    assert!(got, "agent saw digits {:?}", seen.dtmf);
+    assert_eq!(seen.dtmf, vec!['5', '#']);
+    // the sim answers each digit with a 200 ms beep: the caller hears it
+    thread::sleep(Duration::from_millis(600));
+    let beeps = peer.received().iter().filter(|p| p.at > pressed && voiced(p)).count();
+    figure("dtmf_beep_packets_heard", beeps);
+    assert!(beeps >= 10, "heard {beeps} voiced packets after the key presses (two 200 ms beeps expected)");
+    assert!(uac.hang_up(), "no 200 to BYE");
+    assert_no_active_calls(&app);
+    app.assert_alive();
+}
+
+// ---------------------------------------------------------------------------
+// 3. Barge-in: the agent's `clear` flushes playout
+// ---------------------------------------------------------------------------
+
+#[test]
+fn agent_clear_on_barge_in_stops_the_greeting_at_once() {
+    let _serial = serial();
+    let ports = Ports::new(29800);
+    let mut sims = Sims::new();
+    let a = sims.start(SimProtocol::TwilioMediaStreams, SimMode::Prompt, &[]);
+    let mut app = Appliance::start(&twilio_config(ports, &sims.url(a), None));
+    let peer = RtpPeer::bind(CARRIER_IP, ports.audio(0));
+    let mut uac = Uac::call(ports, 0, peer.addr, "clear");
+    let answer = uac.answered(Duration::from_secs(5));
+    peer.start(answer.rtp);
+    let greeting = wait_until(Duration::from_secs(3), Duration::from_millis(5), || {
+        peer.received().iter().filter(|p| voiced(p)).count() >= 40
+    });
+    assert!(greeting, "no greeting from the agent ({} packets)", peer.received().len());
+
+    // the caller talks over the greeting
+    let talk = Instant::now();
+    peer.say(&caller_speech());
+    let mut cleared_at = None;
+    let deadline = talk + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if sims.stats(a).clears_sent >= 1 {
+            cleared_at = Some(Instant::now());
+            break;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    let cleared_at = cleared_at.expect("the agent sent no clear while the caller talked over the greeting");
+    thread::sleep(Duration::from_millis(600));
+    let received = peer.received();
+
+    // the greeting's last packet: the end of the run of packets that was playing at the clear
+    let playing: Vec<&RtpPacket> = received.iter().filter(|p| p.at >= talk).collect();
+    let mut last = playing.first().map(|p| p.at).expect("greeting stopped before the caller talked");
+    for p in &playing {
+        if p.at.saturating_duration_since(last) > Duration::from_millis(80) {
+            break;
+        }
+        last = p.at;
+    }
+    let stop_after_clear_ms = last.saturating_duration_since(cleared_at).as_secs_f64() * 1000.0
+        - cleared_at.saturating_duration_since(last).as_secs_f64() * 1000.0;
+    let silent_until = received.iter().find(|p| p.at > last).map(|p| p.at);
+    let silence_ms = silent_until.map_or(f64::INFINITY, |t| t.duration_since(last).as_secs_f64() * 1000.0);
+    figure("clear_to_last_greeting_packet_ms", format!("{stop_after_clear_ms:.1}"));
+    figure("clear_talk_to_clear_ms", cleared_at.duration_since(talk).as_millis());
+    figure("clear_silence_after_ms", format!("{silence_ms:.0}"));
+    assert!(stop_after_clear_ms < 200.0, "greeting went on {stop_after_clear_ms:.0} ms after the clear");
+    assert!(silence_ms >= 150.0, "audio resumed {silence_ms:.0} ms after the greeting stopped");
+    assert!(uac.hang_up(), "no 200 to BYE");
+    app.assert_alive();
+}
+
+// ---------------------------------------------------------------------------
+// 4 + 7. Primary refusing at setup: the standby answers within the budget; the breaker opens
+// ---------------------------------------------------------------------------
+
+/// `scenario_file` from the carrier, its SDP naming a test-owned sink (talking back or
+/// silent); panics unless sipp exits 0.
+fn sipp_call(ports: Ports, scenario_file: &str, talking: bool) -> (Sipp, RtpSink) {
+    let sink = if talking {
+        RtpSink::bind_talking(CARRIER_IP, ports.audio(1))
+    } else {
+        RtpSink::bind(CARRIER_IP, ports.audio(1))
+    };
+    let (target, peer, media, audio) = (
+        sip_addr(ports).to_string(),
+        ports.peer(1).to_string(),
+        ports.sipp_media(0).to_string(),
+        ports.audio(1).to_string(),
+    );
+    let mut sipp = Sipp::spawn(
+        scenario_file,
+        ports.sipp_control(0),
+        &[
+            "-sf", &scenario(scenario_file), &target, "-i", CARRIER_IP, "-p", &peer, "-mi", CARRIER_IP,
+            "-mp", &media, "-key", "audio_port", &audio, "-m", "1",
+        ],
+    );
+    let ok = sipp.wait_success(Duration::from_secs(25));
+    assert!(ok, "{scenario_file} failed (sipp diagnostics below)");
+    (sipp, sink)
+}
+
+#[test]
+fn primary_answering_503_gives_the_call_to_the_standby_within_the_budget() {
+    let _serial = serial();
+    let ports = Ports::new(30000);
+    let mut sims = Sims::new();
+    let p = sims.start(SimProtocol::TwilioMediaStreams, SimMode::Echo, &["http503"]);
+    let s = sims.start(SimProtocol::TwilioMediaStreams, SimMode::Prompt, &[]);
+    let mut app = Appliance::start(&twilio_config(ports, &sims.url(p), Some(&sims.url(s))));
+    let (sipp, sink) = sipp_call(ports, "uac_pcmu.xml", false);
+    assert_eq!(sipp.errors().trim(), "", "unexpected messages at the caller");
+    let setup = status_latency(&app, "call_setup");
+    let setup_ms = setup["max_ms"].as_f64().expect("call_setup.max_ms");
+    figure("setup_503_invite_to_200_ms", format!("{setup_ms:.1}"));
+    assert_eq!(setup["count"], 1);
+    assert!(setup_ms < BUDGET_MS as f64, "INVITE -> 200 took {setup_ms} ms");
+    let (primary, standby) = (sims.stats(p), sims.stats(s));
+    assert!(primary.rejected >= 1, "primary never refused: {primary:?}");
+    assert_eq!(primary.starts, 0, "{primary:?}");
+    assert_eq!(standby.starts, 1, "{standby:?}");
+    // the standby (prompt mode) greeted the caller for the 2.4 s the call lasted
+    sink.wait_quiet(Duration::from_millis(400), Duration::from_secs(3));
+    let heard = sink.speech();
+    assert!(heard.voiced_packets > 30, "the standby's greeting did not reach the caller: {heard:?}");
+    assert_eq!(app.status_json()["ai_fallbacks"], 0);
+    assert_no_active_calls(&app);
+    app.assert_alive();
+}
+
+#[test]
+fn primary_refusing_gives_calls_to_the_standby_and_opens_its_breaker() {
+    let _serial = serial();
+    let ports = Ports::new(30200);
+    let mut sims = Sims::new();
+    let p = sims.start(SimProtocol::TwilioMediaStreams, SimMode::Echo, &["refuse"]);
+    let s = sims.start(SimProtocol::TwilioMediaStreams, SimMode::Echo, &[]);
+    let mut app = Appliance::start(&twilio_config(ports, &sims.url(p), Some(&sims.url(s))));
+    let breaker = |app: &Appliance| {
+        let status = app.status_json();
+        let eps = status["ai_endpoints"].as_array().cloned().unwrap_or_default();
+        eps.iter()
+            .find(|e| e["role"] == "primary")
+            .map(|e| e["breaker"].as_str().unwrap_or("?").to_string())
+            .unwrap_or_else(|| panic!("no primary in ai_endpoints: {status}"))
+    };
+    assert_eq!(breaker(&app), "closed");
+    let mut setups = Vec::new();
+    for i in 0..5u16 {
+        let peer = RtpPeer::bind(CARRIER_IP, ports.audio(i));
+        let mut uac = Uac::call(ports, i, peer.addr, &format!("refuse{i}"));
+        let answer = uac.answered(Duration::from_secs(5));
+        setups.push(answer.setup.as_secs_f64() * 1000.0);
+        assert!(answer.setup < Duration::from_millis(BUDGET_MS), "call {i} answered after {:?}", answer.setup);
+        if i == 0 {
+            wait_until(Duration::from_secs(2), Duration::from_millis(10), || sims.stats(s).starts >= 1);
+            let standby = sims.stats(s);
+            assert_eq!(standby.starts, 1, "{standby:?}");
+            assert_eq!(sims.stats(p).starts, 0);
+        }
+        assert!(uac.hang_up(), "no 200 to BYE of call {i}");
+    }
+    figure("setup_refuse_invite_to_200_ms", format!("{setups:.1?}"));
+    wait_until(Duration::from_secs(2), Duration::from_millis(10), || sims.stats(s).starts >= 5);
+    assert_eq!(sims.stats(s).starts, 5, "{:?}", sims.stats(s));
+    assert!(sims.stats(p).rejected >= 5, "{:?}", sims.stats(p));
+    assert_eq!(breaker(&app), "open", "{}", app.status_json());
+    assert_eq!(app.status_json()["ai_fallbacks"], 0);
+    assert_no_active_calls(&app);
+    app.assert_alive();
+}
+
+// ---------------------------------------------------------------------------
+// 5. Primary lost mid-call: filler at once, then the standby, the call goes on
+// ---------------------------------------------------------------------------
+
+#[test]
+fn primary_closing_mid_call_plays_the_filler_then_the_standby_takes_over() {
+    let figures = mid_call_failover(Ports::new(30400), "close-after:2", "");
+    assert!(figures.detection_ms < 500.0, "filler {:.0} ms after the close", figures.detection_ms);
+}
+
+#[test]
+fn primary_stalling_mid_call_plays_the_filler_then_the_standby_takes_over() {
+    // stall_timeout_ms 500 (the default): detection is bounded by it plus a few frames
+    let figures = mid_call_failover(Ports::new(30800), "stall-after:2", "stall_timeout_ms = 500\n");
+    assert!(
+        (400.0..1000.0).contains(&figures.detection_ms),
+        "filler {:.0} ms after the stall (stall_timeout_ms 500)",
+        figures.detection_ms
+    );
+}
+
+struct FailoverFigures {
+    detection_ms: f64,
+}
+
+/// A call to a Twilio echo primary with `fault`, and a healthy echo standby: the caller talks
+/// throughout; the filler covers the failover; the standby resumes; the call survives.
+fn mid_call_failover(ports: Ports, fault: &str, ai_extra: &str) -> FailoverFigures {
+    let _serial = serial();
+    let label = if fault.starts_with("stall") { "failover_stall" } else { "failover_close" };
+    let mut sims = Sims::new();
+    let p = sims.start(SimProtocol::TwilioMediaStreams, SimMode::Echo, &[fault]);
+    let s = sims.start(SimProtocol::TwilioMediaStreams, SimMode::Echo, &[]);
+    let config = twilio_config(ports, &sims.url(p), Some(&sims.url(s))).replace("[ai]\n", &format!("[ai]\n{ai_extra}"));
+    let mut app = Appliance::start(&config);
+    let peer = RtpPeer::bind(CARRIER_IP, ports.audio(0));
+    let mut uac = Uac::call(ports, 0, peer.addr, "failover");
+    let answer = uac.answered(Duration::from_secs(5));
+    peer.start(answer.rtp);
+    let speech = caller_speech();
+    for _ in 0..3 {
+        peer.say(&speech);
+    }
+    // the primary fails 2 s after its upgrade: timestamp it
+    let mut dropped_at = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let seen = sims.stats(p);
+        if seen.fault_closes + seen.fault_stalls >= 1 {
+            dropped_at = Some(Instant::now());
+            break;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    let dropped_at = dropped_at.expect("the primary did not fail");
+    thread::sleep(Duration::from_millis(2500));
+    assert!(uac.hang_up(), "the call did not survive the failover (no 200 to BYE)");
+    assert_no_active_calls(&app);
+
+    let filler_frames: HashSet<Vec<u8>> = {
+        let filler = Prompt::one_moment().expect("filler prompt");
+        let mut codes = Vec::new();
+        Law::Ulaw.encode_into(filler.samples(), &mut codes);
+        codes.chunks(160).filter(|c| c.len() == 160).map(<[u8]>::to_vec).collect()
+    };
+    let received = peer.received();
+    let is_filler = |p: &RtpPacket| filler_frames.contains(&p.payload) && voiced(p);
+    let first_filler = received
+        .iter()
+        .find(|p| is_filler(p))
+        .unwrap_or_else(|| panic!("the caller never heard the filler ({} packets)", received.len()));
+    let filler_packets = received.iter().filter(|p| is_filler(p)).count();
+    let last_primary = received
+        .iter()
+        .filter(|p| p.at < first_filler.at && voiced(p) && !is_filler(p))
+        .last()
+        .expect("no echo from the primary before the filler");
+    let first_standby = received
+        .iter()
+        .find(|p| p.at > first_filler.at && voiced(p) && !is_filler(p))
+        .expect("no echo from the standby after the filler");
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    // signed: the test notices the close by polling the sim's counters (every 2 ms)
+    let detection = ms(first_filler.at.saturating_duration_since(dropped_at)) - ms(dropped_at.saturating_duration_since(first_filler.at));
+    let gap = ms(first_standby.at.duration_since(last_primary.at));
+    figure(&format!("{label}_detection_ms"), format!("{detection:.1}"));
+    figure(&format!("{label}_audio_gap_ms"), format!("{gap:.1}"));
+    figure(&format!("{label}_filler_packets_heard"), filler_packets);
+    figure(&format!("{label}_filler_to_standby_audio_ms"), format!("{:.1}", ms(first_standby.at.duration_since(first_filler.at))));
+    assert!(
+        first_filler.at + Duration::from_millis(50) >= dropped_at,
+        "filler before the drop?"
+    );
+    let standby_voiced = received.iter().filter(|p| p.at > first_standby.at && voiced(p) && !is_filler(p)).count();
+    assert!(standby_voiced > 50, "only {standby_voiced} voiced packets of standby echo");
+
+    let (primary, standby) = (sims.stats(p), sims.stats(s));
+    assert_eq!(primary.starts, 1, "{primary:?}");
+    assert_eq!(standby.starts, 1, "{standby:?}");
+    assert_eq!(standby.resumed, 1, "the standby's start did not say resumed: {standby:?}");
+    let status = app.status_json();
+    assert_eq!(status["ai_failovers"], 1, "{status}");
+    assert_eq!(status["latency"]["failover_gap"]["count"], 1, "{status}");
+    figure(&format!("{label}_gap_status_p50_ms"), &status["latency"]["failover_gap"]["p50_ms"]);
+    figure(&format!("{label}_gap_status_max_ms"), &status["latency"]["failover_gap"]["max_ms"]);
+    app.assert_alive();
+    FailoverFigures { detection_ms: detection }
+}
+
+// ---------------------------------------------------------------------------
+// 6. Both agents down: the canned prompt, then BYE
+// ---------------------------------------------------------------------------
+
+#[test]
+fn both_agents_down_the_caller_hears_the_canned_prompt_and_the_appliance_hangs_up() {
+    let _serial = serial();
+    let ports = Ports::new(30600);
+    let mut sims = Sims::new();
+    let p = sims.start(SimProtocol::TwilioMediaStreams, SimMode::Echo, &["refuse"]);
+    let mut app = Appliance::start(&twilio_config(ports, &sims.url(p), Some(&dead_url(ports, 0))));
+    let (sipp, sink) = sipp_call(ports, "uac_wait_bye.xml", true);
+    assert!(sipp.received_requests("BYE") >= 1, "no BYE from the appliance:\n{}", sipp.messages());
+    sink.wait_quiet(Duration::from_millis(400), Duration::from_secs(3));
+    let heard = sink.speech();
+    heard.assert_speech(100);
+    let secs = heard.packets as f64 * 0.02;
+    figure("fallback_prompt_heard_s", format!("{secs:.2}"));
+    assert!((3.0..=5.0).contains(&secs), "canned prompt lasted {secs:.2} s");
+    let setup = status_latency(&app, "call_setup");
+    let setup_ms = setup["max_ms"].as_f64().expect("call_setup.max_ms");
+    figure("fallback_invite_to_200_ms", format!("{setup_ms:.1}"));
+    assert!(setup_ms <= BUDGET_MS as f64 + 50.0, "answered after {setup_ms} ms (budget {BUDGET_MS})");
+    assert!(sims.stats(p).rejected >= 1);
+    let status = app.status_json();
+    assert_eq!(status["ai_fallbacks"], 1, "{status}");
+    assert_no_active_calls(&app);
+    app.assert_alive();
 }
