@@ -509,6 +509,9 @@ fn print_latencies(app: &Appliance, prefix: &str, names: &[&str]) {
         figure(&format!("{prefix}{name}_count"), &h["count"]);
         figure(&format!("{prefix}{name}_p50_ms"), &h["p50_ms"]);
         figure(&format!("{prefix}{name}_p99_ms"), &h["p99_ms"]);
+        // p50/p99 are bucket upper bounds (clamped to the max): mean and max add resolution
+        figure(&format!("{prefix}{name}_mean_ms"), &h["mean_ms"]);
+        figure(&format!("{prefix}{name}_max_ms"), &h["max_ms"]);
     }
 }
 
