@@ -783,6 +783,8 @@ fn primary_refusing_gives_calls_to_the_standby_and_opens_its_breaker() {
     wait_until(Duration::from_secs(2), Duration::from_millis(10), || sims.stats(s).starts >= 5);
     assert_eq!(sims.stats(s).starts, 5, "{:?}", sims.stats(s));
     assert!(sims.stats(p).rejected >= 5, "{:?}", sims.stats(p));
+    // /status is a snapshot refreshed a few times a second
+    wait_until(Duration::from_secs(2), Duration::from_millis(50), || breaker(&app) == "open");
     assert_eq!(breaker(&app), "open", "{}", app.status_json());
     assert_eq!(app.status_json()["ai_fallbacks"], 0);
     assert_no_active_calls(&app);

@@ -74,18 +74,25 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     tracing::info!(listen = ?ep_cfg.listen, status = %config.status.listen, "trunkguard running");
     let mut notifier = notify::Notifier::from_env();
     let mut last_status: Option<std::time::Instant> = None;
+    let mut stale = false;
     notifier.ready();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         let now = clock::now();
         let deadline = shell.drain();
-        // the status snapshot is rebuilt a few times a second, not for every packet
+        // the status snapshot is rebuilt a few times a second, not for every packet, and never
+        // left more than STATUS_EVERY behind
         if last_status.is_none_or(|t| now.saturating_duration_since(t) >= STATUS_EVERY) {
             shared.beat(now, shell.endpoint.status(now));
             last_status = Some(now);
+            stale = false;
         }
         notifier.alive(now);
-        let sleep_until = deadline.min(now + MAX_SLEEP);
+        let mut sleep_until = deadline.min(now + MAX_SLEEP);
+        if let (true, Some(t)) = (stale, last_status) {
+            sleep_until = sleep_until.min(t + STATUS_EVERY);
+        }
+        stale = true;
         tokio::select! {
             ev = events_rx.recv() => match ev {
                 Some(ev) => shell.on_net_event(ev),
