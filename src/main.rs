@@ -1,5 +1,6 @@
-//! The `trunkguard` command line: `run` the appliance, `check-config` a file, `bench` the
-//! media pipeline, or run the `agent-sim` fake cloud voice agent.
+//! The `trunkguard` command line: `run` the appliance, `check-config` a file, `set-password`
+//! for the status server, `bench` the media pipeline, or run the `agent-sim` fake cloud voice
+//! agent.
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
 
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 use trunkguard::bench::alloc::CountingAlloc;
 use trunkguard::bench::media::{BenchCodec, MediaBenchConfig};
 use trunkguard::config::{Config, ConfigError};
+use trunkguard::io::mgmt::{self, password, AdminPassword};
 use trunkguard::sim::{Fault, SimConfig, SimMode, SimProtocol};
 
 /// The system allocator, able to count live bytes for `bench media` (off otherwise: one
@@ -41,6 +43,19 @@ enum Command {
         /// Path to trunkguard.toml.
         #[arg(long, short = 'c', value_name = "PATH")]
         config: Option<PathBuf>,
+        /// State directory (admin password, generated certificate); default $STATE_DIRECTORY,
+        /// else ./trunkguard-state.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Set the admin password of the status server (one line on stdin, at least 12 characters).
+    SetPassword {
+        /// State directory; default $STATE_DIRECTORY, else ./trunkguard-state.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Read the password from the first line of this file instead of stdin.
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
     },
     /// Validate a configuration file and exit (0 valid, 2 invalid).
     CheckConfig {
@@ -115,7 +130,8 @@ fn main() -> ExitCode {
     init_tracing();
     match Cli::parse().command {
         Command::CheckConfig { path } => check_config(&path),
-        Command::Run { config } => run(config),
+        Command::Run { config, state_dir } => run(config, state_dir),
+        Command::SetPassword { state_dir, password_file } => set_password(state_dir, password_file),
         Command::AgentSim(args) => agent_sim(args),
         Command::Bench { what: BenchCommand::Media { codec, seconds, calls } } => bench_media(codec, seconds, calls),
     }
@@ -142,7 +158,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: Option<PathBuf>) -> ExitCode {
+fn run(path: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
     let config = match &path {
         Some(path) => match Config::load(path) {
             Ok(config) => config,
@@ -154,12 +170,53 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         .as_ref()
         .map_or("embedded default".to_owned(), |p| p.display().to_string());
     tracing::info!(config = %origin, summary = %config.summary(), "starting trunkguard");
+    let state_dir = mgmt::state_dir(state_dir.as_deref());
+    let management = match mgmt::Management::prepare(&config.status, &state_dir) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(if e.is_config() { EXIT_CONFIG } else { EXIT_RUNTIME });
+        }
+    };
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    match runtime.block_on(trunkguard::io::run(config)) {
+    match runtime.block_on(trunkguard::io::run_with(config, management)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// Hashes the password (stdin or `--password-file`) into the state directory.
+fn set_password(state_dir: Option<PathBuf>, password_file: Option<PathBuf>) -> ExitCode {
+    let state_dir = mgmt::state_dir(state_dir.as_deref());
+    let typed = match &password_file {
+        Some(path) => match std::fs::File::open(path) {
+            Ok(f) => password::read_line(std::io::BufReader::new(f)),
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => password::read_line(std::io::stdin().lock()),
+    };
+    let hashed = typed.and_then(|p| AdminPassword::hash(&p));
+    let hashed = match hashed {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match password::store(&state_dir, &hashed) {
+        Ok(path) => {
+            println!("admin password set: {}", path.display());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_RUNTIME)

@@ -72,6 +72,7 @@ impl Config {
             },
             status: StatusConfig {
                 listen: STATUS_LISTEN,
+                tls: None,
             },
             prompts: PromptsConfig {
                 dir: None,

@@ -28,8 +28,8 @@ pub use addr::{
 pub use defaults::EMBEDDED_DEFAULT_TOML;
 pub use error::{ConfigError, Diagnostic, FieldPath, Segment};
 pub use model::{
-    AiAudioFormat, AiConfig, LimitsConfig, AiEndpointConfig, AiProtocolName, AiRole, CallConfig, CarrierConfig, Config, MediaConfig, Password, ProbeConfig, PromptsConfig,
-    RegisterConfig, SipConfig, StatusConfig, TlsConfig,
+    AiAudioFormat, AiConfig, AiEndpointConfig, AiProtocolName, AiRole, CallConfig, CarrierConfig, Config, LimitsConfig,
+    MediaConfig, Password, ProbeConfig, PromptsConfig, RegisterConfig, SipConfig, StatusConfig, StatusTls, TlsConfig,
 };
 
 use locate::SourceMap;

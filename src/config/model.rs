@@ -162,9 +162,20 @@ impl MediaConfig {
 }
 
 /// `[status]`: the HTTP status server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusConfig {
     pub listen: SocketAddr,
+    /// HTTPS instead of HTTP.
+    pub tls: Option<StatusTls>,
+}
+
+/// `[status] tls`: where the status server's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusTls {
+    /// Generated at first start into the state directory, reused afterwards.
+    SelfSigned,
+    /// PEM certificate chain and private key.
+    Files { cert: PathBuf, key: PathBuf },
 }
 
 /// `[prompts]`: audio played to callers.

@@ -88,6 +88,8 @@ pub(crate) struct RawMedia {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawStatus {
     pub listen: Option<String>,
+    /// `"self-signed"` or `{ cert = "...", key = "..." }`, checked in validation.
+    pub tls: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -477,6 +477,31 @@ fn status_errors() {
 }
 
 #[test]
+fn status_tls() {
+    use crate::config::StatusTls;
+    let c = parse(&with_carrier("[status]\ntls = \"self-signed\""));
+    assert_eq!(c.status.tls, Some(StatusTls::SelfSigned));
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, "x").unwrap();
+    std::fs::write(&key, "x").unwrap();
+    let text = format!("[status]\ntls = {{ cert = {:?}, key = {:?} }}", cert.display().to_string(), key.display().to_string());
+    let c = parse(&with_carrier(&text));
+    assert_eq!(c.status.tls, Some(StatusTls::Files { cert, key }));
+    assert_eq!(Config::embedded_default().status.tls, None);
+}
+
+#[test]
+fn status_tls_errors() {
+    assert_error(&with_carrier("[status]\ntls = \"selfsigned\""), 2, "status.tls", "expected \"self-signed\" or");
+    assert_error(&with_carrier("[status]\ntls = true"), 2, "status.tls", "boolean: expected");
+    assert_error(&with_carrier("[status]\ntls = { cert = \"/nonexistent.pem\" }"), 2, "status.tls.cert", "/nonexistent.pem");
+    assert_error(&with_carrier("[status]\ntls = { cert = \"/nonexistent.pem\" }"), 2, "status.tls.key", "is required");
+    assert_error(&with_carrier("[status]\ntls = { key = 1 }"), 2, "status.tls.key", "expected a file path");
+    assert_error(&with_carrier("[status]\ntls = { crt = \"x\" }"), 2, "status.tls.crt", "unknown key");
+}
+
+#[test]
 fn prompts_errors() {
     assert_error(
         &with_carrier("[prompts]\nhigh_demand = \"x.wav\""),

@@ -10,6 +10,7 @@ mod ai;
 pub mod clock;
 pub mod http;
 mod media;
+pub mod mgmt;
 mod net;
 mod notify;
 mod setup;
@@ -52,17 +53,25 @@ pub enum RunError {
     Tls(#[from] tls::TlsSetupError),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Mgmt(#[from] mgmt::MgmtError),
 }
 
-/// Runs the appliance until ctrl-c / SIGTERM.
+/// Runs the appliance until ctrl-c / SIGTERM, with the state directory of [`mgmt::state_dir`].
 pub async fn run(config: Config) -> Result<(), RunError> {
+    let management = mgmt::Management::prepare(&config.status, &mgmt::state_dir(None))?;
+    run_with(config, management).await
+}
+
+/// Runs the appliance with management (password, HTTPS) prepared by the caller.
+pub async fn run_with(config: Config, management: mgmt::Management) -> Result<(), RunError> {
     let started = clock::now();
     let ep_cfg = endpoint_config(&config)?;
     let (events_tx, mut events_rx) = mpsc::channel::<NetEvent>(EVENT_QUEUE);
     let udp = bind_sip(&config, &events_tx).await?;
     let (commands_tx, mut commands_rx) = mpsc::channel::<http::CommandRequest>(16);
     let shared = http::Shared::with_commands(started, commands_tx);
-    serve_http(config.status.listen, shared.clone()).await?;
+    serve_http(config.status.listen, shared.clone(), &management).await?;
     let mut shell = Shell {
         endpoint: Endpoint::new(ep_cfg.clone(), started, rand::random()),
         udp,
@@ -164,10 +173,22 @@ async fn bind_sip(config: &Config, events: &NetTx) -> Result<HashMap<SocketAddr,
     Ok(udp)
 }
 
-async fn serve_http(addr: SocketAddr, shared: Arc<http::Shared>) -> Result<(), RunError> {
+/// The status server, over HTTPS when `[status] tls` is set; handlers see the client address.
+async fn serve_http(addr: SocketAddr, shared: Arc<http::Shared>, management: &mgmt::Management) -> Result<(), RunError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| RunError::Bind { what: "HTTP", addr, source })?;
+    let app = http::auth::with_auth(http::app(shared), management.auth())
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let served = match &management.tls {
+        None => tokio::spawn(async move { axum::serve(listener, app).await }),
+        Some(tls) => {
+            let tls = mgmt::https::TlsListener::new(listener, TlsAcceptor::from(tls.clone())).map_err(RunError::Http)?;
+            // tap_io: axum's ConnectInfo<SocketAddr> for listeners other than TcpListener
+            let tls = axum::serve::ListenerExt::tap_io(tls, |_| ());
+            tokio::spawn(async move { axum::serve(tls, app).await })
+        }
+    };
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, http::app(shared)).await {
+        if let Ok(Err(e)) = served.await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });

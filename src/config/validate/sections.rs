@@ -10,7 +10,7 @@ use crate::config::addr::{ListenAddr, PortRange};
 use crate::config::defaults;
 use crate::config::error::FieldPath;
 use crate::config::model::{
-    CallConfig, MediaConfig, PromptsConfig, SipConfig, StatusConfig, TlsConfig,
+    CallConfig, MediaConfig, PromptsConfig, SipConfig, StatusConfig, StatusTls, TlsConfig,
 };
 use crate::config::raw::{RawCall, RawMedia, RawPrompts, RawSip, RawStatus, RawTls};
 use crate::core::sip::Transport;
@@ -183,13 +183,18 @@ fn parse_ip(text: &str, path: &FieldPath, c: &mut Checker) -> Option<IpAddr> {
 }
 
 pub(crate) fn status(raw: RawStatus, path: &FieldPath, c: &mut Checker) -> Option<StatusConfig> {
+    let tls = match raw.tls {
+        Some(value) => status_tls(value, &path.key("tls"), c).map(Some),
+        None => Some(None),
+    };
     let Some(text) = raw.listen else {
         return Some(StatusConfig {
             listen: defaults::STATUS_LISTEN,
+            tls: tls?,
         });
     };
     match text.parse::<SocketAddr>() {
-        Ok(listen) => Some(StatusConfig { listen }),
+        Ok(listen) => Some(StatusConfig { listen, tls: tls? }),
         Err(_) => {
             c.error(
                 &path.key("listen"),
@@ -198,6 +203,41 @@ pub(crate) fn status(raw: RawStatus, path: &FieldPath, c: &mut Checker) -> Optio
             None
         }
     }
+}
+
+/// `[status] tls`: `"self-signed"` or a table `{ cert = PATH, key = PATH }`.
+fn status_tls(value: toml::Value, path: &FieldPath, c: &mut Checker) -> Option<StatusTls> {
+    const EXPECTED: &str = "expected \"self-signed\" or { cert = \"...\", key = \"...\" }";
+    let table = match value {
+        toml::Value::String(s) if s == "self-signed" => return Some(StatusTls::SelfSigned),
+        toml::Value::String(s) => {
+            c.error(path, format!("{s:?}: {EXPECTED}"));
+            return None;
+        }
+        toml::Value::Table(t) => t,
+        other => {
+            c.error(path, format!("{}: {EXPECTED}", other.type_str()));
+            return None;
+        }
+    };
+    let mut file = |key: &str| {
+        let at = path.key(key);
+        match table.get(key) {
+            Some(toml::Value::String(s)) => readable_file(s, &at, c),
+            Some(other) => {
+                c.error(&at, format!("expected a file path (string), got {}", other.type_str()));
+                None
+            }
+            None => required(None::<PathBuf>, &at, c),
+        }
+    };
+    let (cert, key) = (file("cert"), file("key"));
+    let mut ok = true;
+    for unknown in table.keys().filter(|k| !matches!(k.as_str(), "cert" | "key")) {
+        c.error(&path.key(unknown), "unknown key (expected cert and key)");
+        ok = false;
+    }
+    ok.then_some(StatusTls::Files { cert: cert?, key: key? })
 }
 
 pub(crate) fn prompts(raw: RawPrompts, path: &FieldPath, c: &mut Checker) -> Option<PromptsConfig> {

@@ -2,6 +2,9 @@
 //! `/livez` (the drive loop turns), `/status` (a JSON snapshot of carriers, agents and calls),
 //! and operator commands, which reach the drive loop through [`Shared::command`].
 
+pub mod admin;
+pub mod auth;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -80,6 +83,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/status", get(status))
+        .merge(admin::routes())
         .with_state(shared)
 }
 
