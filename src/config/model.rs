@@ -25,6 +25,8 @@ pub struct Config {
     pub ai: AiConfig,
     /// `[[ai_endpoint]]` tables: at most one primary and one standby.
     pub ai_endpoints: Vec<AiEndpointConfig>,
+    /// `[state]`: where the state database lives.
+    pub state: StateConfig,
 }
 
 /// `[ai]`: setup budget, breakers and stall detection for the AI bridge.
@@ -148,6 +150,12 @@ impl MediaConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatusConfig {
     pub listen: SocketAddr,
+}
+
+/// `[state]`: the directory of the state database (`trunkguard.db`), created if missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    pub dir: PathBuf,
 }
 
 /// `[prompts]`: audio played to callers.

@@ -14,6 +14,7 @@ pub(crate) struct RawConfig {
     pub carrier: Vec<RawCarrier>,
     pub ai: RawAi,
     pub ai_endpoint: Vec<RawAiEndpoint>,
+    pub state: RawState,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +79,12 @@ pub(crate) struct RawMedia {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawStatus {
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawState {
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -37,13 +37,14 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
     let carriers = carrier::carriers(raw.carrier, &root.key("carrier"), &mut c);
     let ai = ai::ai(raw.ai, &root.key("ai"), &mut c);
     let ai_endpoints = ai::endpoints(raw.ai_endpoint, &root.key("ai_endpoint"), &mut c);
+    let state = sections::state(raw.state, &root.key("state"), &mut c);
     if let (Some(sip), Some(media)) = (&sip, &media) {
         sections::check_rtp_vs_sip(sip, media, &mut c);
     }
     if let (Some(sip), Some(status)) = (&sip, &status) {
         sections::check_status_vs_sip(sip, status, &mut c);
     }
-    match (sip, media, status, prompts, call, carriers, ai, ai_endpoints) {
+    match (sip, media, status, prompts, call, carriers, ai, ai_endpoints, state) {
         (
             Some(sip),
             Some(media),
@@ -53,6 +54,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
             Some(carriers),
             Some(ai),
             Some(ai_endpoints),
+            Some(state),
         ) if c.problems.is_empty() => Ok(Config {
             sip,
             media,
@@ -62,6 +64,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
             carriers,
             ai,
             ai_endpoints,
+            state,
         }),
         _ => Err(c.problems),
     }
