@@ -1,6 +1,9 @@
 //! The local HTTP server, built as `fn app() -> Router` so it is tested with `oneshot`:
 //! `/livez` (the drive loop turns), `/status` (a JSON snapshot of carriers, agents and calls),
-//! and operator commands, which reach the drive loop through [`Shared::command`].
+//! and operator commands, which reach the drive loop through [`Shared::command`]. Readiness,
+//! metrics and the status page are in [`health`].
+
+pub mod health;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -31,11 +34,18 @@ pub struct Shared {
     heartbeat_ms: AtomicU64,
     status: RwLock<Option<EndpointStatus>>,
     commands: Option<mpsc::Sender<CommandRequest>>,
+    health: health::HealthState,
 }
 
 impl Shared {
     pub fn new(started: Instant) -> Arc<Shared> {
-        Arc::new(Shared { started, heartbeat_ms: AtomicU64::new(0), status: RwLock::new(None), commands: None })
+        Arc::new(Shared {
+            started,
+            heartbeat_ms: AtomicU64::new(0),
+            status: RwLock::new(None),
+            commands: None,
+            health: Default::default(),
+        })
     }
 
     /// As [`Shared::new`], with a channel to the drive loop for operator commands.
@@ -45,6 +55,7 @@ impl Shared {
             heartbeat_ms: AtomicU64::new(0),
             status: RwLock::new(None),
             commands: Some(commands),
+            health: Default::default(),
         })
     }
 
@@ -65,6 +76,7 @@ impl Shared {
     pub fn beat(&self, now: Instant, status: EndpointStatus) {
         let ms = now.saturating_duration_since(self.started).as_millis() as u64;
         self.heartbeat_ms.store(ms, Ordering::Relaxed);
+        self.health.on_beat(ms, &status);
         if let Ok(mut s) = self.status.write() {
             *s = Some(status);
         }
@@ -80,6 +92,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/status", get(status))
+        .merge(health::routes())
         .with_state(shared)
 }
 
