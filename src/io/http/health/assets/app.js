@@ -194,10 +194,10 @@
   }
 
   function chart(history) {
-    const w = 600, h = 160, left = 44, bottom = 18, top = 6;
+    const box = document.getElementById("chart");
+    const w = Math.max(280, Math.round(box.clientWidth || 600)), h = 160, left = 44, bottom = 18, top = 6;
     const svg = document.createElementNS(SVG, "svg");
     svg.setAttribute("viewBox", "0 0 " + w + " " + h);
-    svg.setAttribute("preserveAspectRatio", "none");
     const span = 3600;
     const t0 = history.now_s - span;
     const vals = [];
@@ -226,6 +226,7 @@
     label(left - 4, y(0) + 4, "0", "end");
     label(left, h - 4, "−60 min", "start");
     label(w - 4, h - 4, "now", "end");
+    if (vals.length === 0) label(w / 2, h / 2, "no latency samples in the last hour", "middle");
     for (const [key, cls] of [["rtp_to_ai_p99_ms", "s1"], ["ai_to_rtp_p99_ms", "s2"]]) {
       const pts = history.samples.filter(function (p) { return p[key] !== null; })
         .map(function (p) { return x(p.t_s).toFixed(1) + "," + y(p[key]).toFixed(1); });
@@ -236,7 +237,7 @@
       pl.setAttribute("class", cls);
       svg.appendChild(pl);
     }
-    document.getElementById("chart").replaceChildren(svg);
+    box.replaceChildren(svg);
   }
 
   async function getJson(path) {
