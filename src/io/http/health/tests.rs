@@ -270,6 +270,36 @@ async fn the_page_and_its_assets_are_self_contained() {
     assert!(js.contains("\"http://www.w3.org/2000/svg\""));
 }
 
+#[tokio::test]
+async fn the_shipped_alert_rules_use_exported_metrics_and_existing_runbooks() {
+    let rules = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/firmware/prometheus/trunkguard-alerts.yml"));
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = busy_status();
+    s.carriers[0].registers = true;
+    let shared = shared_with(s, tmp.path());
+    let (_, _, body) = get(&shared, "/metrics").await;
+    let families = prom::parse(&body).unwrap();
+    let mut used = 0;
+    for line in rules.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        let mut rest = line;
+        while let Some(i) = rest.find("trunkguard_") {
+            let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let family = name.strip_suffix("_bucket").unwrap_or(&name);
+            let exported = families.contains_key(family) || families.values().flat_map(|f| &f.samples).any(|x| x.name == name);
+            assert!(exported, "alert rule uses {name}, which /metrics does not export");
+            used += 1;
+            rest = &rest[i + name.len()..];
+        }
+    }
+    assert!(used >= 9, "only {used} metric references found");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let runbooks: Vec<&str> = rules.lines().filter_map(|l| l.split("runbook: ").nth(1)).collect();
+    assert!(runbooks.len() >= 10);
+    for r in runbooks {
+        assert!(root.join(r.trim()).is_file(), "missing runbook {r}");
+    }
+}
+
 /// A strict parser for the Prometheus text format 0.0.4, enough to reject malformed output:
 /// every sample belongs to a family announced by `# TYPE` before it, names and label names are
 /// valid, label values are quoted with only `\\`, `\"`, `\n` escapes, values are floats, no
