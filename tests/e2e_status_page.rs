@@ -23,7 +23,7 @@ const PORTS: Ports = Ports::new(27400);
 const CARRIER_A_IP: &str = "127.0.0.41";
 const CARRIER_B_IP: &str = "127.0.0.42";
 /// How long the caller stays in the call: long enough for three browser runs.
-const HOLD_MS: u64 = 20_000;
+const HOLD_MS: u64 = 15_000;
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// Kills the child when dropped (a failing test must not leave processes behind).
