@@ -159,7 +159,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
-    let config = match &path {
+    let mut config = match &path {
         Some(path) => match Config::load(path) {
             Ok(config) => config,
             Err(e) => return config_failure(&e),
@@ -170,7 +170,10 @@ fn run(path: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
         .as_ref()
         .map_or("embedded default".to_owned(), |p| p.display().to_string());
     tracing::info!(config = %origin, summary = %config.summary(), "starting trunkguard");
-    let state_dir = mgmt::state_dir(state_dir.as_deref());
+    // one state directory for the database, the admin password and the TLS certificate:
+    // --state-dir, else [state] dir (which defaults to $STATE_DIRECTORY, else ./trunkguard-state)
+    let state_dir = mgmt::state_dir(state_dir.as_deref().or(Some(config.state.dir.as_path())));
+    config.state.dir = state_dir.clone();
     let management = match mgmt::Management::prepare(&config.status, &state_dir) {
         Ok(m) => m,
         Err(e) => {

@@ -3,12 +3,14 @@
 //! carrier "local" that accepts INVITEs from any loopback source.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use ipnet::{IpNet, Ipv4Net};
 
 use super::addr::{ListenAddr, PortRange};
 use super::model::{
-    AiConfig, CallConfig, LimitsConfig, CarrierConfig, Config, MediaConfig, PromptsConfig, SipConfig, StatusConfig,
+    AiConfig, CallConfig, CarrierConfig, Config, LimitsConfig, MediaConfig, PromptsConfig, SipConfig,
+    StateConfig, StatusConfig,
 };
 use crate::core::sip::Transport;
 
@@ -22,6 +24,22 @@ pub const RTP_PORTS: PortRange = PortRange {
 pub const STATUS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 pub const HIGH_DEMAND_PROMPT: &str = "high-demand.wav";
 pub const MAX_CALL_DURATION_S: u64 = 3600;
+/// The state directory when neither `[state] dir` nor `$STATE_DIRECTORY` is set.
+pub const STATE_DIR: &str = "./trunkguard-state";
+
+/// The default `[state] dir`: the first path in `$STATE_DIRECTORY` (set by systemd for
+/// `StateDirectory=`; colon-separated when several are listed), else [`STATE_DIR`].
+pub fn state_dir() -> PathBuf {
+    state_dir_from(std::env::var_os("STATE_DIRECTORY"))
+}
+
+/// [`state_dir`] with the environment variable's value passed in (testable).
+pub fn state_dir_from(env: Option<std::ffi::OsString>) -> PathBuf {
+    env.as_ref()
+        .and_then(|v| v.to_str())
+        .and_then(|v| v.split(':').find(|p| !p.is_empty()))
+        .map_or_else(|| PathBuf::from(STATE_DIR), PathBuf::from)
+}
 
 /// The embedded default configuration as TOML; parses to [`Config::embedded_default`].
 pub const EMBEDDED_DEFAULT_TOML: &str = r#"# trunkguard embedded default: loopback only, one local test carrier.
@@ -91,6 +109,7 @@ impl Config {
             ai: AiConfig::default(),
             ai_endpoints: Vec::new(),
             limits: LimitsConfig::default(),
+            state: StateConfig { dir: state_dir() },
         }
     }
 }

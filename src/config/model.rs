@@ -25,6 +25,8 @@ pub struct Config {
     pub ai: AiConfig,
     /// `[[ai_endpoint]]` tables: at most one primary and one standby.
     pub ai_endpoints: Vec<AiEndpointConfig>,
+    /// `[state]`: where the state database lives.
+    pub state: StateConfig,
     /// `[limits]`: load shedding.
     pub limits: LimitsConfig,
 }
@@ -176,6 +178,12 @@ pub enum StatusTls {
     SelfSigned,
     /// PEM certificate chain and private key.
     Files { cert: PathBuf, key: PathBuf },
+}
+
+/// `[state]`: the directory of the state database (`trunkguard.db`), created if missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    pub dir: PathBuf,
 }
 
 /// `[prompts]`: audio played to callers.

@@ -14,6 +14,7 @@ pub(crate) struct RawConfig {
     pub carrier: Vec<RawCarrier>,
     pub ai: RawAi,
     pub ai_endpoint: Vec<RawAiEndpoint>,
+    pub state: RawState,
     pub limits: RawLimits,
 }
 
@@ -90,6 +91,12 @@ pub(crate) struct RawStatus {
     pub listen: Option<String>,
     /// `"self-signed"` or `{ cert = "...", key = "..." }`, checked in validation.
     pub tls: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawState {
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

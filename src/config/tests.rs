@@ -763,3 +763,35 @@ fn load_reads_files_and_names_them() {
     assert!(matches!(missing, ConfigError::Read { .. }), "{missing}");
     assert!(missing.diagnostics().is_empty());
 }
+
+// ---- [state] ------------------------------------------------------------------------------
+
+#[test]
+fn state_dir_defaults_to_systemd_state_directory_then_a_local_directory() {
+    use std::ffi::OsString;
+    use std::path::PathBuf;
+    assert_eq!(defaults::state_dir_from(None), PathBuf::from("./trunkguard-state"));
+    assert_eq!(defaults::state_dir_from(Some(OsString::from(""))), PathBuf::from("./trunkguard-state"));
+    assert_eq!(
+        defaults::state_dir_from(Some(OsString::from("/var/lib/trunkguard"))),
+        PathBuf::from("/var/lib/trunkguard")
+    );
+    assert_eq!(
+        defaults::state_dir_from(Some(OsString::from("/var/lib/a:/var/lib/b"))),
+        PathBuf::from("/var/lib/a")
+    );
+}
+
+#[test]
+fn state_dir_is_read_and_must_not_name_a_file() {
+    let c = parse(&with_carrier("[state]\ndir = \"/nonexistent/yet/trunkguard\""));
+    assert_eq!(c.state.dir, std::path::PathBuf::from("/nonexistent/yet/trunkguard"));
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let text = with_carrier(&format!("[state]\ndir = {:?}", file.path().display().to_string()));
+    let err = Config::from_toml_str(&text, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("state.dir") && err.contains("not a directory"), "{err}");
+    let err = Config::from_toml_str(&with_carrier("[state]\ndir = \"\""), "t.toml").unwrap_err().to_string();
+    assert!(err.contains("state.dir") && err.contains("empty"), "{err}");
+    let err = Config::from_toml_str(&with_carrier("[state]\ndirectory = \"x\""), "t.toml").unwrap_err().to_string();
+    assert!(err.contains("directory"), "{err}");
+}

@@ -14,3 +14,8 @@ pub fn ntp_anchor() -> (Instant, u64) {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     (Instant::now(), ntp_from_unix(since_epoch))
 }
+
+/// Milliseconds since the Unix epoch (wall clock), for records written to disk.
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}

@@ -14,6 +14,7 @@ pub mod mgmt;
 mod net;
 mod notify;
 mod setup;
+pub mod state;
 mod stream;
 pub mod tls;
 mod udp;
@@ -71,6 +72,7 @@ pub async fn run_with(config: Config, management: mgmt::Management) -> Result<()
     let udp = bind_sip(&config, &events_tx).await?;
     let (commands_tx, mut commands_rx) = mpsc::channel::<http::CommandRequest>(16);
     let shared = http::Shared::with_commands(started, commands_tx);
+    shared.set_state_db(open_state_db(&config).await);
     serve_http(config.status.listen, shared.clone(), &management).await?;
     let mut shell = Shell {
         endpoint: Endpoint::new(ep_cfg.clone(), started, rand::random()),
@@ -119,6 +121,19 @@ pub async fn run_with(config: Config, management: mgmt::Management) -> Result<()
         }
     }
     Ok(())
+}
+
+/// The state database, written once at start so a bad `[state] dir` is logged at once (the
+/// appliance still runs: `/readyz` reports the failure until the disk takes writes).
+async fn open_state_db(config: &Config) -> Arc<state::StateDb> {
+    let db = Arc::new(state::StateDb::new(config.state.dir.clone()));
+    let probe = db.clone();
+    match tokio::task::spawn_blocking(move || probe.check_writable(clock::unix_ms())).await {
+        Ok(Ok(())) => tracing::info!(path = %db.path().display(), "state database ready"),
+        Ok(Err(e)) => tracing::error!(error = %e, "state database not writable; /readyz reports not ready"),
+        Err(e) => tracing::error!(error = %e, "state database check failed"),
+    }
+    db
 }
 
 async fn shutdown_signal() {

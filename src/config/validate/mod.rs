@@ -38,13 +38,14 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
     let ai = ai::ai(raw.ai, &root.key("ai"), &mut c);
     let ai_endpoints = ai::endpoints(raw.ai_endpoint, &root.key("ai_endpoint"), &mut c);
     let limits = ai::limits(raw.limits, &root.key("limits"), &mut c);
+    let state = sections::state(raw.state, &root.key("state"), &mut c);
     if let (Some(sip), Some(media)) = (&sip, &media) {
         sections::check_rtp_vs_sip(sip, media, &mut c);
     }
     if let (Some(sip), Some(status)) = (&sip, &status) {
         sections::check_status_vs_sip(sip, status, &mut c);
     }
-    match (sip, media, status, prompts, call, carriers, ai, ai_endpoints, limits) {
+    match (sip, media, status, prompts, call, carriers, ai, ai_endpoints, limits, state) {
         (
             Some(sip),
             Some(media),
@@ -55,6 +56,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
             Some(ai),
             Some(ai_endpoints),
             Some(limits),
+            Some(state),
         ) if c.problems.is_empty() => Ok(Config {
             sip,
             media,
@@ -65,6 +67,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
             ai,
             ai_endpoints,
             limits,
+            state,
         }),
         _ => Err(c.problems),
     }

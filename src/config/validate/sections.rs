@@ -1,5 +1,5 @@
 //! Validation of the single-instance sections: `[sip]`, `[media]`, `[status]`, `[prompts]`,
-//! `[call]`, and the checks between them (port clashes).
+//! `[call]`, `[state]`, and the checks between them (port clashes).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -10,9 +10,9 @@ use crate::config::addr::{ListenAddr, PortRange};
 use crate::config::defaults;
 use crate::config::error::FieldPath;
 use crate::config::model::{
-    CallConfig, MediaConfig, PromptsConfig, SipConfig, StatusConfig, StatusTls, TlsConfig,
+    CallConfig, MediaConfig, PromptsConfig, SipConfig, StateConfig, StatusConfig, StatusTls, TlsConfig,
 };
-use crate::config::raw::{RawCall, RawMedia, RawPrompts, RawSip, RawStatus, RawTls};
+use crate::config::raw::{RawCall, RawMedia, RawPrompts, RawSip, RawState, RawStatus, RawTls};
 use crate::core::sip::Transport;
 
 pub(crate) fn sip(raw: RawSip, path: &FieldPath, c: &mut Checker) -> Option<SipConfig> {
@@ -274,6 +274,24 @@ pub(crate) fn call(raw: RawCall, path: &FieldPath, c: &mut Checker) -> Option<Ca
     let max = raw.max_duration_s.unwrap_or(defaults::MAX_CALL_DURATION_S);
     let max_duration_s = at_least(max, 1, &path.key("max_duration_s"), c)?;
     Some(CallConfig { max_duration_s })
+}
+
+/// `[state] dir`: not checked for existence (it is created at start), but it must not name a
+/// file. Default: `$STATE_DIRECTORY` (systemd `StateDirectory=`), else `./trunkguard-state`.
+pub(crate) fn state(raw: RawState, path: &FieldPath, c: &mut Checker) -> Option<StateConfig> {
+    let Some(dir) = raw.dir else {
+        return Some(StateConfig { dir: defaults::state_dir() });
+    };
+    let dir_path = PathBuf::from(&dir);
+    if dir.trim().is_empty() {
+        c.error(&path.key("dir"), "must not be empty");
+        return None;
+    }
+    if dir_path.exists() && !dir_path.is_dir() {
+        c.error(&path.key("dir"), format!("{dir:?}: exists and is not a directory"));
+        return None;
+    }
+    Some(StateConfig { dir: dir_path })
 }
 
 /// Two addresses could bind the same port: equal, or one is the wildcard of the same family.

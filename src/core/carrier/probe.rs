@@ -132,6 +132,11 @@ impl Prober {
         self.last_success
     }
 
+    /// The probe policy this prober runs.
+    pub fn settings(&self) -> &ProbeSettings {
+        &self.cfg
+    }
+
     /// The id of the probe currently awaiting a result, if any.
     pub fn outstanding(&self) -> Option<u64> {
         self.outstanding.map(|o| o.id)

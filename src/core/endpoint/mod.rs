@@ -313,6 +313,7 @@ impl Endpoint {
                     call_id: c.dialog.call_id.clone(),
                     carrier: self.cfg.carriers[c.carrier].name.clone(),
                     caller: c.dialog.remote_uri.uri.clone(),
+                    caller_name: c.dialog.remote_uri.display_name(),
                     state: format!("{:?}", c.state),
                     codec: c.negotiated.codec.name.encoding_name().to_string(),
                     duration_ms: now.saturating_duration_since(c.started).as_millis() as u64,

@@ -34,6 +34,10 @@ pub struct CarrierStatus {
     pub registered: bool,
     /// Whether this carrier registers at all.
     pub registers: bool,
+    /// How long ago the last OPTIONS probe was answered (`None`: never, or not probed).
+    pub last_probe_ok_ms_ago: Option<u64>,
+    /// The probe interval (`None` when the carrier has no proxy and is not probed).
+    pub probe_interval_ms: Option<u64>,
 }
 
 impl CarrierStatus {
@@ -49,6 +53,10 @@ impl CarrierStatus {
             state,
             registered: registrar.is_some_and(|r| r.is_registered(now)),
             registers: registrar.is_some(),
+            last_probe_ok_ms_ago: prober
+                .and_then(Prober::last_success)
+                .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+            probe_interval_ms: prober.map(|p| p.settings().interval.as_millis() as u64),
         }
     }
 }
@@ -67,6 +75,8 @@ pub struct ActiveCall {
     pub carrier: String,
     /// The caller's From URI (caller-controlled: escape before display).
     pub caller: String,
+    /// The From display name as written, quotes removed (caller-controlled: escape it too).
+    pub caller_name: Option<String>,
     pub state: String,
     pub codec: String,
     pub duration_ms: u64,

@@ -1,6 +1,9 @@
 //! The local HTTP server, built as `fn app() -> Router` so it is tested with `oneshot`:
 //! `/livez` (the drive loop turns), `/status` (a JSON snapshot of carriers, agents and calls),
-//! and operator commands, which reach the drive loop through [`Shared::command`].
+//! and operator commands, which reach the drive loop through [`Shared::command`]. Readiness,
+//! metrics and the status page are in [`health`].
+
+pub mod health;
 
 pub mod admin;
 pub mod auth;
@@ -34,11 +37,18 @@ pub struct Shared {
     heartbeat_ms: AtomicU64,
     status: RwLock<Option<EndpointStatus>>,
     commands: Option<mpsc::Sender<CommandRequest>>,
+    health: health::HealthState,
 }
 
 impl Shared {
     pub fn new(started: Instant) -> Arc<Shared> {
-        Arc::new(Shared { started, heartbeat_ms: AtomicU64::new(0), status: RwLock::new(None), commands: None })
+        Arc::new(Shared {
+            started,
+            heartbeat_ms: AtomicU64::new(0),
+            status: RwLock::new(None),
+            commands: None,
+            health: Default::default(),
+        })
     }
 
     /// As [`Shared::new`], with a channel to the drive loop for operator commands.
@@ -48,6 +58,7 @@ impl Shared {
             heartbeat_ms: AtomicU64::new(0),
             status: RwLock::new(None),
             commands: Some(commands),
+            health: Default::default(),
         })
     }
 
@@ -68,6 +79,7 @@ impl Shared {
     pub fn beat(&self, now: Instant, status: EndpointStatus) {
         let ms = now.saturating_duration_since(self.started).as_millis() as u64;
         self.heartbeat_ms.store(ms, Ordering::Relaxed);
+        self.health.on_beat(ms, &status);
         if let Ok(mut s) = self.status.write() {
             *s = Some(status);
         }
@@ -84,6 +96,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/livez", get(livez))
         .route("/status", get(status))
         .merge(admin::routes())
+        .merge(health::routes())
         .with_state(shared)
 }
 

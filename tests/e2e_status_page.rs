@@ -1,0 +1,258 @@
+//! The status page in a real browser: the real binary with a probed carrier (SIPp answering
+//! OPTIONS), an inbound-only carrier, an AI endpoint (`trunkguard agent-sim`) and a call in
+//! progress whose caller display name is markup. Headless Chromium loads `/`, runs the page's
+//! script, and the test checks what a person would see in the DOM it dumps: the readiness
+//! banner, both carriers, the agent, and the caller's name shown as literal text (no element
+//! made from it). Screenshots (desktop and phone) are kept under `target/test-artifacts/`.
+//!
+//! Needs Debian's `chromium` (CI installs it); without it the test fails, it does not skip.
+//! `TRUNKGUARD_CHROMIUM=/path/to/chrome` picks another browser binary.
+
+mod common;
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PORTS: Ports = Ports::new(27400);
+const CARRIER_A_IP: &str = "127.0.0.41";
+const CARRIER_B_IP: &str = "127.0.0.42";
+/// How long the caller stays in the call: long enough for three browser runs.
+const HOLD_MS: u64 = 15_000;
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Kills the child when dropped (a failing test must not leave processes behind).
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chromium() -> PathBuf {
+    if let Some(p) = std::env::var_os("TRUNKGUARD_CHROMIUM") {
+        return PathBuf::from(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for name in ["chromium", "chromium-browser"] {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "chromium not found on PATH: the status-page test needs a real browser. \
+         Install it with `sudo apt-get install -y chromium` (CI does, via .ci/run), \
+         or set TRUNKGUARD_CHROMIUM to a Chrome/Chromium binary."
+    );
+}
+
+fn agent_sim(port: u16) -> Reap {
+    let child = Command::new(env!("CARGO_BIN_EXE_trunkguard"))
+        .args(["agent-sim", "--listen", &format!("127.0.0.1:{port}"), "--protocol", "twilio-media-streams"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn trunkguard agent-sim");
+    let mut sim = Reap(child);
+    let stdout = sim.0.stdout.take().expect("agent-sim stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(15)).expect("agent-sim did not print its listening line");
+    assert!(line.starts_with("agent-sim listening on "), "agent-sim said {line:?}");
+    sim
+}
+
+fn options_responder() -> Sipp {
+    let (port, media) = (PORTS.peer(0).to_string(), PORTS.sipp_media(0).to_string());
+    let mut sipp = Sipp::spawn_with_timeout(
+        "uas_options",
+        PORTS.sipp_control(0),
+        90,
+        &["-sf", &scenario("uas_options.xml"), "-i", CARRIER_A_IP, "-p", &port, "-mp", &media],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(sipp.is_running(), "uas_options did not start (diagnostics below)");
+    sipp
+}
+
+fn config(sim_port: u16) -> String {
+    format!(
+        "{base}[[carrier]]\n\
+         name = \"carrier-a\"\n\
+         proxy = \"udp:{CARRIER_A_IP}:{proxy}\"\n\
+         inbound_from = [\"{CARRIER_A_IP}/32\"]\n\
+         probe = {{ interval_ms = 1000, timeout_ms = 500, down_after = 2, up_after = 1 }}\n\n\
+         [[carrier]]\n\
+         name = \"carrier-b\"\n\
+         inbound_from = [\"{CARRIER_B_IP}/32\"]\n\n\
+         [[ai_endpoint]]\n\
+         name = \"agent-sim\"\n\
+         role = \"primary\"\n\
+         protocol = \"twilio-media-streams\"\n\
+         url = \"ws://127.0.0.1:{sim_port}/media\"\n",
+        base = base_config(PORTS),
+        proxy = PORTS.peer(0),
+    )
+}
+
+/// The call from carrier B whose display name is markup (tests/sipp/uac_named_caller.xml).
+fn named_call(target: SocketAddr) -> (Sipp, RtpSink) {
+    let sink = RtpSink::bind_talking(CARRIER_B_IP, PORTS.audio(0));
+    let (target, peer, media, audio, hold) = (
+        target.to_string(),
+        PORTS.peer(1).to_string(),
+        PORTS.sipp_media(1).to_string(),
+        PORTS.audio(0).to_string(),
+        HOLD_MS.to_string(),
+    );
+    let sipp = Sipp::spawn_with_timeout(
+        "uac_named_caller",
+        PORTS.sipp_control(1),
+        60,
+        &[
+            "-sf", &scenario("uac_named_caller.xml"), &target, "-i", CARRIER_B_IP, "-p", &peer, "-mi", CARRIER_B_IP,
+            "-mp", &media, "-key", "audio_port", &audio, "-d", &hold, "-m", "1",
+        ],
+    );
+    (sipp, sink)
+}
+
+/// Runs headless Chromium on `url` with `extra` arguments; its stdout, bounded in time.
+fn browser(profile: &Path, extra: &[&str], url: &str) -> String {
+    let out_path = profile.with_extension("stdout");
+    let err_path = profile.with_extension("stderr");
+    let child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--virtual-time-budget=3000")
+        .args(extra)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(File::create(&out_path).expect("browser stdout file")))
+        .stderr(Stdio::from(File::create(&err_path).expect("browser stderr file")))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start chromium ({e}); install it with `apt-get install -y chromium`"));
+    let mut child = Reap(child);
+    let deadline = Instant::now() + BROWSER_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait chromium") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chromium did not finish within {BROWSER_TIMEOUT:?}; stderr:\n{}",
+            fs::read_to_string(&err_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "chromium failed ({status}); stderr:\n{}", fs::read_to_string(&err_path).unwrap_or_default());
+    fs::read_to_string(&out_path).expect("browser stdout")
+}
+
+fn artifacts_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
+    let dir = target.join("test-artifacts");
+    fs::create_dir_all(&dir).expect("create target/test-artifacts");
+    dir
+}
+
+/// The inner text of the element with `id` (first match) in serialized HTML, tags included.
+fn section<'a>(dom: &'a str, id: &str) -> &'a str {
+    let start = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in the page:\n{dom}"));
+    let rest = &dom[start..];
+    let end = rest.find("</table>").or_else(|| rest.find("</section>")).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[test]
+fn status_page_shows_readiness_carriers_agent_and_a_hostile_caller_as_text() {
+    let browser_bin = chromium(); // fail first, and clearly, when there is no browser
+    let sim_port = PORTS.base + 95;
+    let _sim = agent_sim(sim_port);
+    let mut proxy = options_responder();
+    let mut app = Appliance::start(&config(sim_port));
+    let url = format!("http://{}/", app.http);
+
+    // ready: carrier A answers probes, the agent passes its health probe, the database writes
+    let ready = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        matches!(http_get(app.http, "/readyz"), Ok((200, _)))
+    });
+    assert!(ready, "never ready: {:?}\n{}", http_get(app.http, "/readyz"), app.log());
+
+    let (mut caller, _sink) = named_call(sip_addr(PORTS));
+    let in_call = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let s = app.status_json();
+        s["active_calls"].as_array().is_some_and(|calls| {
+            calls.iter().any(|c| c["caller_name"].as_str().is_some_and(|n| n.contains("<img")) && c["state"] == "Confirmed")
+        })
+    });
+    assert!(in_call, "the named call never came up: {}\n{}", app.status_json(), caller.diagnostics());
+
+    let work = tempfile::Builder::new().prefix("trunkguard-chromium-").tempdir().expect("tempdir");
+    let dom = browser(&work.path().join("dom"), &["--dump-dom"], &url);
+    eprintln!("browser: {}", browser_bin.display());
+
+    // the banner says ready, in green, with no failing check listed
+    let banner = section(&dom, "banner");
+    assert!(banner.contains("class=\"banner ready\"") && banner.contains("Ready: taking calls"), "banner: {banner}");
+    assert!(section(&dom, "banner-checks").starts_with("id=\"banner-checks\"></ul>"), "failing checks listed: {banner}");
+    // both carriers: A probed and up, B inbound-only
+    let carriers = section(&dom, "carriers");
+    assert!(carriers.contains("<td>carrier-a</td><td><span class=\"pill good\">up</span></td>"), "carriers: {carriers}");
+    assert!(carriers.contains("<td>carrier-b</td>") && carriers.contains("not probed (no proxy)"), "carriers: {carriers}");
+    // the agent: breaker closed
+    let ai = section(&dom, "ai");
+    assert!(ai.contains("<td>agent-sim (primary)</td>") && ai.contains(">closed<"), "ai: {ai}");
+    // the call row: caller name and number as literal text, carrier, codec
+    let calls = section(&dom, "calls");
+    assert!(
+        calls.contains("<strong>&lt;b&gt;x&lt;/b&gt;&lt;img src=x onerror=document.title=1&gt;</strong>"),
+        "the display name is not shown as text: {calls}"
+    );
+    assert!(calls.contains("sip:+15550100@127.0.0.42"), "caller number missing: {calls}");
+    assert!(calls.contains("<td>carrier-b</td><td>PCMU</td>"), "call row: {calls}");
+    // nothing the caller sent became markup, and no handler ran
+    assert!(!dom.contains("<img") && !dom.contains("<b>x"), "caller markup was parsed as HTML");
+    assert!(dom.contains("<title>trunkguard status</title>"), "the page title changed");
+    let counters = section(&dom, "counters");
+    assert!(counters.contains("calls in progress"), "counters: {counters}");
+
+    // screenshots for people: desktop and phone
+    let dir = artifacts_dir();
+    for (name, size) in [("status-page.png", "1280,900"), ("status-page-phone.png", "390,844")] {
+        let png = dir.join(name);
+        let _ = fs::remove_file(&png);
+        let profile = work.path().join(name.trim_end_matches(".png"));
+        browser(&profile, &[&format!("--screenshot={}", png.display()), &format!("--window-size={size}")], &url);
+        let bytes = fs::read(&png).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", png.display()));
+        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} is not a real screenshot", png.display());
+        println!("status page screenshot: {}", png.display());
+    }
+
+    assert!(caller.wait_success(Duration::from_secs(40)), "the call failed (sipp diagnostics below)\n{}", caller.diagnostics());
+    proxy.kill();
+    app.assert_alive();
+}
