@@ -72,6 +72,8 @@ pub async fn run_with(config: Config, management: mgmt::Management) -> Result<()
     let udp = bind_sip(&config, &events_tx).await?;
     let (commands_tx, mut commands_rx) = mpsc::channel::<http::CommandRequest>(16);
     let shared = http::Shared::with_commands(started, commands_tx);
+    let (status_tx, mut status_rx) = mpsc::channel::<tokio::sync::oneshot::Sender<crate::core::endpoint::EndpointStatus>>(16);
+    shared.set_status_source(status_tx);
     shared.set_state_db(open_state_db(&config).await);
     serve_http(config.status.listen, shared.clone(), &management).await?;
     let mut shell = Shell {
@@ -110,6 +112,10 @@ pub async fn run_with(config: Config, management: mgmt::Management) -> Result<()
                 None => break,
             },
             _ = tokio::time::sleep_until(sleep_until.into()) => shell.endpoint.handle_timeout(clock::now()),
+            Some(reply) = status_rx.recv() => {
+                let now = clock::now();
+                let _ = reply.send(shell.endpoint.status(now));
+            }
             Some((command, reply)) = commands_rx.recv() => {
                 let _ = reply.send(shell.endpoint.admin(command));
             }

@@ -37,6 +37,8 @@ pub struct Shared {
     heartbeat_ms: AtomicU64,
     status: RwLock<Option<EndpointStatus>>,
     commands: Option<mpsc::Sender<CommandRequest>>,
+    /// Asks the drive loop for a snapshot taken now (for `/status`, so it is never stale).
+    status_source: std::sync::OnceLock<mpsc::Sender<oneshot::Sender<EndpointStatus>>>,
     health: health::HealthState,
 }
 
@@ -47,6 +49,7 @@ impl Shared {
             heartbeat_ms: AtomicU64::new(0),
             status: RwLock::new(None),
             commands: None,
+            status_source: Default::default(),
             health: Default::default(),
         })
     }
@@ -58,6 +61,7 @@ impl Shared {
             heartbeat_ms: AtomicU64::new(0),
             status: RwLock::new(None),
             commands: Some(commands),
+            status_source: Default::default(),
             health: Default::default(),
         })
     }
@@ -68,6 +72,24 @@ impl Shared {
         let (reply, rx) = oneshot::channel();
         tx.send((command, reply)).await.map_err(|_| CommandUnavailable)?;
         rx.await.map_err(|_| CommandUnavailable)
+    }
+
+    /// Lets `/status` ask the drive loop for a snapshot taken at the moment of the request.
+    pub fn set_status_source(&self, source: mpsc::Sender<oneshot::Sender<EndpointStatus>>) {
+        let _ = self.status_source.set(source);
+    }
+
+    /// A snapshot taken now by the drive loop, else (busy, shutting down) the latest one.
+    pub async fn fresh_status(&self) -> Option<EndpointStatus> {
+        if let Some(source) = self.status_source.get() {
+            let (tx, rx) = oneshot::channel();
+            if source.try_send(tx).is_ok() {
+                if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_millis(300), rx).await {
+                    return Some(status);
+                }
+            }
+        }
+        self.status()
     }
 
     /// The latest status snapshot, once the drive loop has turned.
@@ -109,7 +131,7 @@ async fn livez(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let snapshot = shared.status.read().ok().and_then(|s| s.clone());
+    let snapshot = shared.fresh_status().await;
     match snapshot {
         Some(s) => (StatusCode::OK, Json(serde_json::to_value(s).unwrap_or_default())).into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
