@@ -59,7 +59,7 @@ fn the_binary_notifies_ready_watchdog_and_stopping() {
     let config = dir.path().join("tg.toml");
     std::fs::write(
         &config,
-        "[sip]\nlisten = [\"udp:127.0.0.1:26060\"]\n[media]\nrtp_ports = \"26100-26199\"\n[status]\nlisten = \"127.0.0.1:26080\"\n\
+        "[sip]\nlisten = [\"udp:127.0.0.1:33060\"]\n[media]\nrtp_ports = \"33100-33199\"\n[status]\nlisten = \"127.0.0.1:33080\"\n\
          [[carrier]]\nname = \"local\"\ninbound_from = [\"127.0.0.0/8\"]\n",
     )
     .unwrap();
