@@ -65,6 +65,7 @@ pub struct Prober {
     next_id: u64,
     outstanding: Option<Outstanding>,
     last_success: Option<Instant>,
+    last_rtt: Option<std::time::Duration>,
     outputs: VecDeque<ProbeOutput>,
 }
 
@@ -82,6 +83,7 @@ impl Prober {
             next_id: 1,
             outstanding: None,
             last_success: None,
+            last_rtt: None,
             outputs: VecDeque::new(),
         }
     }
@@ -132,6 +134,11 @@ impl Prober {
         self.last_success
     }
 
+    /// Round-trip time of the last probe that was answered.
+    pub fn last_rtt(&self) -> Option<std::time::Duration> {
+        self.last_rtt
+    }
+
     /// The probe policy this prober runs.
     pub fn settings(&self) -> &ProbeSettings {
         &self.cfg
@@ -164,6 +171,7 @@ impl Prober {
             .set(Timer::Probe, (o.sent_at + self.cfg.interval).max(now));
         if success {
             self.last_success = Some(now);
+            self.last_rtt = Some(now.saturating_duration_since(o.sent_at));
             self.record(true);
         } else {
             self.record(false);

@@ -75,6 +75,12 @@ impl Endpoint {
             }
             return;
         };
+        if let Input::AiClosed { kind, .. } = &input {
+            if *kind != crate::core::ai::FailureKind::CleanClose {
+                let call_id = self.calls.get(&id).map(|c| c.dialog.call_id.clone()).unwrap_or_default();
+                self.note_failure(now, "agent", format!("{kind:?} (call {call_id})"));
+            }
+        }
         let (Some(hub), Some(call)) = (self.ai.as_mut(), self.calls.get_mut(&id)) else { return };
         let Some(bridge) = call.bridge.as_mut() else { return };
         let rng = &mut self.rng;
@@ -167,6 +173,7 @@ impl Endpoint {
                     }
                 }
                 BridgeOutput::Filler => {
+                    self.note_failure(now, "agent-failover", "agent lost mid-call: filler, re-bridging".to_string());
                     let filler = self.cfg.filler.clone();
                     if let Some(call) = self.calls.get_mut(&id) {
                         call.media.flush_ai_audio();
@@ -285,6 +292,9 @@ impl Endpoint {
         let prompt = self.cfg.prompt.clone();
         let Some(call) = self.calls.get_mut(&id) else { return };
         tracing::warn!(call_id = %call.dialog.call_id, "no AI agent within the budget: canned prompt");
+        let detail = format!("no agent within the budget for call {}", call.dialog.call_id);
+        self.note_failure(now, "fallback", detail);
+        let Some(call) = self.calls.get_mut(&id) else { return };
         match call.state {
             CallState::Ringing => self.answer_call(now, id),
             CallState::Confirmed => {

@@ -119,6 +119,14 @@ impl Bridge {
         matches!(self.phase, Phase::Live { .. })
     }
 
+    /// The endpoint the call is bridged to right now.
+    pub fn live_endpoint(&self) -> Option<Endpoint> {
+        match self.phase {
+            Phase::Live { endpoint, .. } => Some(endpoint),
+            _ => None,
+        }
+    }
+
     pub fn is_fallback(&self) -> bool {
         matches!(self.phase, Phase::Fallback)
     }

@@ -39,7 +39,10 @@ impl Endpoint {
                     r.on_timeout(now, attempt_id, rng);
                 }
             }
-            Pending::Bye { call } => self.end_call(call, "BYE timed out"),
+            Pending::Bye { call } => {
+                self.note_failure(now, "bye-timeout", "a BYE got no answer".to_string());
+                self.end_call(call, "BYE timed out")
+            }
         }
     }
 
@@ -84,6 +87,9 @@ impl Endpoint {
                     ProbeOutput::StateChanged { up } => {
                         let carrier = self.carriers[i].settings.name.clone();
                         tracing::info!(%carrier, up, "carrier state changed");
+                        if !up {
+                            self.note_failure(now, "carrier-down", format!("{carrier}: no answer to OPTIONS probes"));
+                        }
                         self.out.push_back(Output::Event(Event::CarrierState { carrier, up }));
                     }
                 }
@@ -128,6 +134,7 @@ impl Endpoint {
             }
             RegisterOutput::Failed { reason } => {
                 tracing::warn!(carrier = %name, %reason, "registration failed");
+                self.note_failure(now, "registration", format!("{name}: {reason}"));
                 self.out.push_back(Output::Event(Event::Registration { carrier: name, registered: false }));
             }
         }

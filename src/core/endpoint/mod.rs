@@ -31,7 +31,7 @@ pub use build::host_port;
 pub use call::CallState;
 pub use carrier::CarrierSettings;
 pub use ports::PortPool;
-pub use status::{ActiveCall, CallsStatus, CarrierStatus, Counters, EndpointStatus};
+pub use status::{ActiveCall, CallsStatus, CarrierStatus, Counters, EndpointStatus, FailureRecord};
 
 use self::call::Call;
 use self::carrier::CarrierLink;
@@ -177,7 +177,11 @@ pub struct Endpoint {
     draining: bool,
     carriers_out: Vec<bool>,
     rate: RateLimiter,
+    failures: VecDeque<(Instant, &'static str, String)>,
 }
+
+/// Failures kept for the status page.
+const RECENT_FAILURES: usize = 20;
 
 impl Endpoint {
     pub fn new(cfg: EndpointConfig, now: Instant, seed: u64) -> Self {
@@ -215,6 +219,7 @@ impl Endpoint {
             draining: false,
             carriers_out: vec![false; carriers_len],
             rate: RateLimiter::new(&limits),
+            failures: VecDeque::new(),
         }
     }
 
@@ -317,11 +322,35 @@ impl Endpoint {
                     state: format!("{:?}", c.state),
                     codec: c.negotiated.codec.name.encoding_name().to_string(),
                     duration_ms: now.saturating_duration_since(c.started).as_millis() as u64,
+                    ai_endpoint: c
+                        .bridge
+                        .as_ref()
+                        .and_then(|b| b.live_endpoint())
+                        .and_then(|e| self.ai.as_ref().and_then(|h| h.settings(e)))
+                        .map(|s| s.name.clone()),
                     media: c.media.stats(),
                     counters: c.media.counters(),
                 })
                 .collect(),
+            recent_failures: self
+                .failures
+                .iter()
+                .rev()
+                .map(|(at, kind, detail)| FailureRecord {
+                    ms_ago: now.saturating_duration_since(*at).as_millis() as u64,
+                    kind,
+                    detail: detail.clone(),
+                })
+                .collect(),
         }
+    }
+
+    /// Remembers something that went wrong for the status page (bounded).
+    pub(super) fn note_failure(&mut self, now: Instant, kind: &'static str, detail: String) {
+        if self.failures.len() == RECENT_FAILURES {
+            self.failures.pop_front();
+        }
+        self.failures.push_back((now, kind, detail));
     }
 
     // ---- SIP input ---------------------------------------------------------------------

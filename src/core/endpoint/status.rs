@@ -26,7 +26,7 @@ pub struct Counters {
     pub rate_limited: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CarrierStatus {
     pub name: String,
     /// `up`, `down`, `unknown` (not yet decided), or `unprobed` (no proxy configured).
@@ -38,6 +38,8 @@ pub struct CarrierStatus {
     pub last_probe_ok_ms_ago: Option<u64>,
     /// The probe interval (`None` when the carrier has no proxy and is not probed).
     pub probe_interval_ms: Option<u64>,
+    /// Round-trip time of the last answered probe.
+    pub last_probe_rtt_ms: Option<f64>,
 }
 
 impl CarrierStatus {
@@ -57,6 +59,7 @@ impl CarrierStatus {
                 .and_then(Prober::last_success)
                 .map(|t| now.saturating_duration_since(t).as_millis() as u64),
             probe_interval_ms: prober.map(|p| p.settings().interval.as_millis() as u64),
+            last_probe_rtt_ms: prober.and_then(Prober::last_rtt).map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
         }
     }
 }
@@ -80,6 +83,8 @@ pub struct ActiveCall {
     pub state: String,
     pub codec: String,
     pub duration_ms: u64,
+    /// The AI endpoint the call is bridged to (`None`: connecting, fallback, or no agents).
+    pub ai_endpoint: Option<String>,
     pub media: CallMediaStats,
     pub counters: MediaCounters,
 }
@@ -101,4 +106,16 @@ pub struct EndpointStatus {
     /// The AI agent endpoints (empty when none is configured).
     pub ai_endpoints: Vec<super::ai_probe::AiEndpointStatus>,
     pub active_calls: Vec<ActiveCall>,
+    /// The last things that went wrong (newest first, at most 20): what a site engineer
+    /// looks at first.
+    pub recent_failures: Vec<FailureRecord>,
+}
+
+/// Something that went wrong, for the status page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailureRecord {
+    pub ms_ago: u64,
+    /// `carrier-down`, `agent-connect`, `agent-failover`, `fallback`, `call-refused`, ...
+    pub kind: &'static str,
+    pub detail: String,
 }

@@ -168,6 +168,7 @@ mod tests {
             latency: crate::core::metrics::Latencies::default().snapshot(),
             ai_endpoints: vec![],
             active_calls: vec![],
+            recent_failures: vec![],
         };
         shared.beat(Instant::now(), status);
         let resp = app(shared.clone()).oneshot(Request::get("/livez").body(Body::empty()).unwrap()).await.unwrap();

@@ -225,6 +225,8 @@ fn a_mid_call_drop_plays_the_filler_and_resumes_on_the_standby() {
     assert_eq!(status.latency.failover_gap.count, 1);
     assert!(status.latency.failover_gap.max_ms.unwrap() < 1000.0, "{:?}", status.latency.failover_gap);
     assert_eq!(status.latency.ai_first_audio.count, 1, "the first agent never spoke");
+    let kinds: Vec<&str> = status.recent_failures.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, vec!["agent-failover", "agent"], "newest first: {:?}", status.recent_failures);
 }
 
 #[test]

@@ -162,6 +162,7 @@ pub(crate) mod tests {
             registers: false,
             last_probe_ok_ms_ago: ago,
             probe_interval_ms: interval,
+            last_probe_rtt_ms: None,
         }
     }
 
@@ -190,6 +191,7 @@ pub(crate) mod tests {
             latency: crate::core::metrics::Latencies::default().snapshot(),
             ai_endpoints: ai,
             active_calls: vec![],
+            recent_failures: vec![],
         }
     }
 

@@ -112,6 +112,7 @@ fn call(id: &str, carrier: &str, mos: f64, jitter_ms: f64) -> ActiveCall {
         state: "Confirmed".into(),
         codec: "PCMU".into(),
         duration_ms: 65_000,
+        ai_endpoint: Some("agent-a".into()),
         media: CallMediaStats {
             codec: MosCodec::G711,
             packets_received: 3000,
