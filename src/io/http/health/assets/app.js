@@ -380,9 +380,9 @@
         kind === "carrier" ? "/api/admin/carrier" : "/api/admin/ai-endpoint",
         { name: name, in_service: out });
     });
-    row = { tr: el("tr"), state: el("span"), button: button, out: null };
+    row = { tr: el("tr"), state: el("td"), button: button, out: null };
     row.tr.appendChild(cell((kind === "carrier" ? "carrier " : "AI ") + name));
-    row.tr.appendChild(cell(row.state));
+    row.tr.appendChild(row.state);
     row.tr.appendChild(cell(button));
     targetRows.set(key, row);
     return row;
