@@ -5,14 +5,19 @@
 //! banner, both carriers, the agent, and the caller's name shown as literal text (no element
 //! made from it). Screenshots (desktop and phone) are kept under `target/test-artifacts/`.
 //!
+//! The Operator card: on loopback without a password the page shows the drain switch and the
+//! service buttons. With a password (second test) the page shows the login form, and the flow
+//! the card drives is run over plain HTTP against the real binary (headless `--dump-dom` cannot
+//! click): login, CSRF token, drain, an INVITE refused with 503, carrier out of service, logout.
+//!
 //! Needs Debian's `chromium` (CI installs it); without it the test fails, it does not skip.
 //! `TRUNKGUARD_CHROMIUM=/path/to/chrome` picks another browser binary.
 
 mod common;
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -239,6 +244,19 @@ fn status_page_shows_readiness_carriers_agent_and_a_hostile_caller_as_text() {
     assert!(dom.contains("<title>trunkguard status</title>"), "the page title changed");
     let counters = section(&dom, "counters");
     assert!(counters.contains("calls in progress"), "counters: {counters}");
+    // the Operator card: localhost without a password may act; no login form, no logout
+    let operator = section(&dom, "operator");
+    assert!(operator.contains("No admin password is set"), "operator: {operator}");
+    assert!(operator.contains(r#"<form id="login" class="op-login" hidden="">"#), "login form shown: {operator}");
+    assert!(operator.contains(r#"<div id="actions">"#), "actions hidden: {operator}");
+    assert!(operator.contains("Not draining: taking new calls") && operator.contains(r#">Drain</button>"#), "{operator}");
+    let targets = section(&dom, "op-targets");
+    for name in ["carrier carrier-a", "carrier carrier-b", "AI agent-sim"] {
+        let row = format!("<td>{name}</td><td><span class=\"pill good\">In service</span></td><td><button type=\"button\">Take out of service</button></td>");
+        assert!(targets.contains(&row), "{name} row missing: {targets}");
+    }
+    assert!(dom.contains(r#"id="drain-banner" class="banner draining" hidden="""#), "drain banner shown while not draining");
+    assert!(dom.contains(r#"id="logout" type="button" hidden="""#), "logout shown without a session");
 
     // screenshots for people: desktop and phone
     let dir = artifacts_dir();
@@ -254,5 +272,147 @@ fn status_page_shows_readiness_carriers_agent_and_a_hostile_caller_as_text() {
 
     assert!(caller.wait_success(Duration::from_secs(40)), "the call failed (sipp diagnostics below)\n{}", caller.diagnostics());
     proxy.kill();
+    app.assert_alive();
+}
+
+// ---------------------------------------------------------------------------
+// Operator actions with a password
+// ---------------------------------------------------------------------------
+
+const ADMIN_PORTS: Ports = Ports::new(27600);
+const CARRIER_C_IP: &str = "127.0.0.43";
+const PASSWORD: &str = "correct horse battery";
+
+/// One HTTP/1.1 request over a std TcpStream (`Connection: close`): status, head, body.
+fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect to the status server");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad response {head:?}"));
+    // axum answers small bodies with Content-Length; a chunked body would not parse as JSON below
+    (code, head.to_owned(), body.to_owned())
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"))
+}
+
+/// POSTs a JSON action with the session cookie and CSRF token: status and JSON answer.
+fn act(addr: SocketAddr, cookie: &str, csrf: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let (code, _, answer) = http(
+        addr,
+        "POST",
+        path,
+        &[("Cookie", cookie), ("X-CSRF-Token", csrf), ("Content-Type", "application/json")],
+        body,
+    );
+    (code, json(&answer))
+}
+
+fn set_password(state: &Path) {
+    let mut set = Command::new(env!("CARGO_BIN_EXE_trunkguard"))
+        .args(["set-password", "--state-dir"])
+        .arg(state)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn trunkguard set-password");
+    set.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    assert!(set.wait().unwrap().success(), "set-password failed");
+}
+
+#[test]
+fn operator_logs_in_drains_and_new_calls_get_503() {
+    chromium();
+    let state = tempfile::Builder::new().prefix("trunkguard-state-").tempdir().expect("tempdir");
+    set_password(state.path());
+    let config = format!(
+        "{base}[state]\ndir = \"{dir}\"\n\n{carrier}",
+        base = base_config(ADMIN_PORTS),
+        dir = state.path().display(),
+        carrier = inbound_carrier("carrier-c", CARRIER_C_IP),
+    );
+    let mut app = Appliance::start(&config);
+    let addr = app.http;
+    let origin = format!("http://{addr}");
+
+    // not logged in: the session says so and actions are refused
+    let (code, _, body) = http(addr, "GET", "/api/session", &[], "");
+    assert_eq!((code, json(&body)), (200, serde_json::json!({"authenticated": false, "password_required": true})));
+    let (code, _, _) = http(addr, "POST", "/api/admin/drain", &[("Content-Type", "application/json")], r#"{"on": true}"#);
+    assert_eq!(code, 401);
+
+    // the page's login: a form body, from this origin (as the browser's fetch sends it)
+    let form = [("Content-Type", "application/x-www-form-urlencoded"), ("Origin", origin.as_str())];
+    let (code, head, body) = http(addr, "POST", "/login", &form, "password=wrong+password+here");
+    assert_eq!(code, 401);
+    assert_eq!(json(&body)["error"], "invalid password or locked, try again later");
+    assert!(!head.to_ascii_lowercase().contains("set-cookie"), "a failed login set a cookie");
+    std::thread::sleep(Duration::from_millis(1100)); // one failure slows this client down for 1 s
+    let (code, head, body) = http(addr, "POST", "/login", &form, &format!("password={}", PASSWORD.replace(' ', "+")));
+    assert_eq!(code, 200, "{body}");
+    let set_cookie = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie")).map(|(_, v)| v.trim().to_owned()))
+        .expect("no Set-Cookie on login");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    assert!(cookie.starts_with("tg_session=") && set_cookie.contains("HttpOnly"), "{set_cookie}");
+    let csrf = json(&body)["csrf_token"].as_str().expect("csrf_token").to_owned();
+    let (_, _, body) = http(addr, "GET", "/api/session", &[("Cookie", &cookie)], "");
+    assert_eq!(json(&body)["csrf_token"], csrf.as_str(), "the page reads the same token from /api/session");
+
+    // drain: needs the token, then the status shows it and new INVITEs get 503
+    let (code, _, _) = http(addr, "POST", "/api/admin/drain", &[("Cookie", &cookie), ("Content-Type", "application/json")], r#"{"on": true}"#);
+    assert_eq!(code, 403, "no CSRF token");
+    assert_eq!(act(addr, &cookie, &csrf, "/api/admin/drain", r#"{"on": true}"#), (200, serde_json::json!({"ok": true})));
+    assert_eq!(app.status_json()["admin"]["draining"], true);
+    let sip = RawSip::bind(CARRIER_C_IP, ADMIN_PORTS.peer(0));
+    let rtp: SocketAddr = format!("{CARRIER_C_IP}:{}", ADMIN_PORTS.audio(0)).parse().unwrap();
+    sip.send(sip_addr(ADMIN_PORTS), invite_request("UDP", sip.local, sip_addr(ADMIN_PORTS), "drain-e2e-1", rtp).as_bytes());
+    let (got, done) = sip.recv_until(Duration::from_secs(3), |m| status_code(m).is_some_and(|c| c >= 200));
+    assert!(done, "no final answer to the INVITE: {got:?}\n{}", app.log());
+    let last = got.last().unwrap();
+    assert_eq!(status_code(last), Some(503), "{last}");
+    assert!(header(last, "Retry-After", None).is_some(), "503 without Retry-After: {last}");
+
+    // the page without a session: login form, no actions, the draining banner
+    let url = format!("http://{addr}/");
+    let work = tempfile::Builder::new().prefix("trunkguard-chromium-").tempdir().expect("tempdir");
+    let dom = browser(&work.path().join("dom"), &["--dump-dom"], &url);
+    let operator = section(&dom, "operator");
+    assert!(operator.contains(r#"<form id="login" class="op-login">"#), "login form hidden: {operator}");
+    assert!(operator.contains(r#"<div id="actions" hidden="">"#), "actions shown without login: {operator}");
+    assert!(operator.contains("Log in to drain"), "{operator}");
+    assert!(dom.contains(r#"id="drain-banner" class="banner draining">"#), "no drain banner while draining");
+    assert!(dom.contains("Draining: new calls get 503"));
+    let png = artifacts_dir().join("status-page-login-draining-phone.png");
+    let _ = fs::remove_file(&png);
+    browser(&work.path().join("shot"), &[&format!("--screenshot={}", png.display()), "--window-size=390,1400"], &url);
+    assert!(fs::read(&png).is_ok_and(|b| b.starts_with(b"\x89PNG") && b.len() > 10_000), "no screenshot at {}", png.display());
+    println!("status page screenshot: {}", png.display());
+
+    // carrier out of service and back, unknown names, end of drain, logout
+    let out = r#"{"name": "carrier-c", "in_service": false}"#;
+    assert_eq!(act(addr, &cookie, &csrf, "/api/admin/carrier", out).0, 200);
+    assert_eq!(app.status_json()["admin"]["carriers_out_of_service"], serde_json::json!(["carrier-c"]));
+    let (code, answer) = act(addr, &cookie, &csrf, "/api/admin/carrier", r#"{"name": "nope", "in_service": false}"#);
+    assert_eq!((code, answer["error"].as_str()), (404, Some("no carrier named \"nope\"")));
+    assert_eq!(act(addr, &cookie, &csrf, "/api/admin/carrier", r#"{"name": "carrier-c", "in_service": true}"#).0, 200);
+    assert_eq!(act(addr, &cookie, &csrf, "/api/admin/drain", r#"{"on": false}"#).0, 200);
+    let admin = app.status_json()["admin"].clone();
+    assert_eq!((admin["draining"].clone(), admin["carriers_out_of_service"].clone()), (serde_json::json!(false), serde_json::json!([])));
+    let (code, _, _) = http(addr, "POST", "/logout", &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)], "");
+    assert_eq!(code, 200);
+    assert_eq!(act(addr, &cookie, &csrf, "/api/admin/drain", r#"{"on": true}"#).0, 401, "the session ended");
     app.assert_alive();
 }

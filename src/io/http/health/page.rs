@@ -2,6 +2,11 @@
 //! with no internet. The page polls `/api/status` and `/readyz` every second. A strict Content
 //! Security Policy (scripts and styles from this origin only, no inline script) backs up the
 //! script's rule of putting data in the page as text only.
+//!
+//! The page's Operator card drives the management API of [`crate::io::http::auth`] and
+//! [`crate::io::http::admin`] with `fetch`: the login form (`POST /login`, form body), and when
+//! allowed the drain switch and per carrier / AI endpoint service buttons (`POST /api/admin/*`,
+//! JSON body, `X-CSRF-Token` from `GET /api/session`), and logout.
 
 use std::sync::Arc;
 

@@ -271,6 +271,53 @@ async fn the_page_and_its_assets_are_self_contained() {
     assert!(js.contains("\"http://www.w3.org/2000/svg\""));
 }
 
+/// The Operator card's markup, and every management route the script calls exists with the
+/// method and body kind it sends.
+#[tokio::test]
+async fn the_operator_card_uses_existing_routes_with_csrf_and_json() {
+    let shared = Shared::new(Instant::now());
+    let (_, _, html) = get(&shared, "/").await;
+    for id in ["operator", "login", "password", "actions", "drain", "op-targets", "logout", "op-result", "drain-banner"] {
+        assert!(html.contains(&format!("id=\"{id}\"")), "#{id} missing from the page");
+    }
+    // the login form and the actions start hidden until /api/session answers
+    for hidden in [r#"<form id="login" class="op-login" hidden>"#, r#"<div id="actions" hidden>"#, r#"id="logout" type="button" hidden"#] {
+        assert!(html.contains(hidden), "{hidden}");
+    }
+    assert!(html.contains(r#"type="password" autocomplete="current-password""#));
+    // no inline handlers (the CSP would block them) and no form that submits by itself
+    let lower = html.to_ascii_lowercase();
+    for attr in [" onclick=", " onsubmit=", " onload=", " action=", "javascript:"] {
+        assert!(!lower.contains(attr), "inline {attr} in the page");
+    }
+    let js = super::page::APP_JS;
+    for needle in [
+        "\"X-CSRF-Token\"",
+        "\"Content-Type\"] = \"application/json\"",
+        "JSON.stringify(payload)",
+        "new URLSearchParams()",
+        "field.value = \"\"",
+        "{ on: on }",
+        "{ name: name, in_service: out }",
+        "preventDefault()",
+    ] {
+        assert!(js.contains(needle), "app.js lacks {needle}");
+    }
+    // GET routes answer; POST routes exist (without the Auth layer they fail closed: 500, not 404/405)
+    for path in ["/api/session", "/api/status", "/readyz", "/api/latency-history"] {
+        assert!(js.contains(&format!("\"{path}\"")), "app.js does not fetch {path}");
+    }
+    for path in ["/login", "/logout", "/api/admin/drain", "/api/admin/carrier", "/api/admin/ai-endpoint"] {
+        assert!(js.contains(&format!("\"{path}\"")), "app.js does not post to {path}");
+        let resp = app(shared.clone()).oneshot(Request::post(path).body(Body::empty()).unwrap()).await.unwrap();
+        assert!(
+            resp.status() != StatusCode::NOT_FOUND && resp.status() != StatusCode::METHOD_NOT_ALLOWED,
+            "POST {path}: {}",
+            resp.status()
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_shipped_alert_rules_use_exported_metrics_and_existing_runbooks() {
     let rules = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/firmware/prometheus/trunkguard-alerts.yml"));

@@ -2,6 +2,13 @@
 // /api/latency-history every 10 s. Every value from the appliance is put in
 // the page with textContent (never as HTML): caller names, numbers and call
 // ids are caller-controlled.
+//
+// The Operator card asks /api/session once (and again after a login, a
+// logout or a refused action; never on a timer, so an idle session still
+// expires). It shows the login form when a password is required, else the
+// drain switch and per carrier / AI endpoint service buttons. Actions POST
+// JSON with the session's CSRF token in X-CSRF-Token. The password is read
+// from the form into the request body and the field is cleared at once.
 "use strict";
 
 (function () {
@@ -188,6 +195,7 @@
     renderCalls(s);
     renderCounters(s);
     renderLatency(s);
+    renderOperator(s);
     const when = new Date().toLocaleTimeString();
     document.getElementById("updated").textContent =
       (s.admin.draining ? "DRAINING · " : "") + "updated " + when;
@@ -252,6 +260,182 @@
     }
   }
 
+  // ---- Operator card ---------------------------------------------------
+
+  const LOGIN_FAILED = "invalid password or locked, try again later";
+  const op = { csrf: null, allowed: false, loggedIn: false, busy: false, status: null };
+  const targetRows = new Map(); // "carrier:name" / "ai:name" -> {state, button}
+
+  function show(id, visible) {
+    document.getElementById(id).hidden = !visible;
+  }
+
+  function result(text, ok) {
+    const p = document.getElementById("op-result");
+    p.textContent = text;
+    p.className = ok ? "ok" : "err";
+  }
+
+  async function post(path, body, json) {
+    const headers = {};
+    if (op.csrf) headers["X-CSRF-Token"] = op.csrf;
+    if (json) headers["Content-Type"] = "application/json";
+    const resp = await fetch(path, {
+      method: "POST", headers: headers, body: body, cache: "no-store", credentials: "same-origin",
+    });
+    let data = null;
+    try { data = await resp.json(); } catch (e) { data = null; }
+    return { status: resp.status, data: data || {} };
+  }
+
+  async function loadSession() {
+    let s;
+    try {
+      s = await getJson("/api/session");
+    } catch (e) {
+      document.getElementById("op-access").textContent = "Cannot reach the appliance";
+      return;
+    }
+    op.csrf = s.csrf_token || null;
+    op.allowed = s.authenticated === true && op.csrf !== null;
+    op.loggedIn = op.allowed && s.password_required === true;
+    const access = document.getElementById("op-access");
+    if (s.error) access.textContent = s.error;
+    else if (!op.allowed) access.textContent = "Log in to drain the appliance or take carriers out of service.";
+    else if (op.loggedIn) access.textContent = "Logged in.";
+    else access.textContent = "No admin password is set: open to this computer only (localhost).";
+    show("login", !op.allowed && s.password_required === true);
+    show("actions", op.allowed);
+    show("logout", op.loggedIn);
+    if (op.status) renderOperator(op.status);
+  }
+
+  async function login(ev) {
+    ev.preventDefault();
+    const field = document.getElementById("password");
+    const body = new URLSearchParams();
+    body.set("password", field.value);
+    field.value = "";
+    let r;
+    try {
+      r = await post("/login", body, false);
+    } catch (e) {
+      result("Login failed: no answer from the appliance", false);
+      return;
+    }
+    if (r.status === 200 && r.data.ok) {
+      result("Logged in", true);
+    } else {
+      result(r.status === 401 ? LOGIN_FAILED : "Login failed: " + (r.data.error || "HTTP " + r.status), false);
+    }
+    await loadSession();
+  }
+
+  async function act(label, path, payload) {
+    if (op.busy) return;
+    op.busy = true;
+    setBusy(true);
+    try {
+      const r = await post(path, JSON.stringify(payload), true);
+      if (r.status === 200 && r.data.ok) {
+        result(label + ": ok", true);
+      } else {
+        result(label + ": " + (r.data.error || "HTTP " + r.status), false);
+        if (r.status === 401 || r.status === 403) await loadSession();
+      }
+    } catch (e) {
+      result(label + ": no answer from the appliance", false);
+    } finally {
+      op.busy = false;
+      setBusy(false);
+    }
+    refreshNow();
+  }
+
+  async function logout() {
+    try {
+      const r = await post("/logout", "", false);
+      result(r.status === 200 ? "Logged out" : "Logout: " + (r.data.error || "HTTP " + r.status), r.status === 200);
+    } catch (e) {
+      result("Logout: no answer from the appliance", false);
+    }
+    await loadSession();
+  }
+
+  function setBusy(busy) {
+    for (const b of document.querySelectorAll("#actions button")) b.disabled = busy;
+  }
+
+  function targetRow(kind, name) {
+    const key = kind + ":" + name;
+    let row = targetRows.get(key);
+    if (row) return row;
+    const button = el("button", null);
+    button.type = "button";
+    button.addEventListener("click", function () {
+      const out = row.out;
+      const what = (kind === "carrier" ? "carrier " : "AI endpoint ") + name;
+      if (!out && !window.confirm("Take " + what + " out of service?")) return;
+      act((out ? "Put back in service: " : "Take out of service: ") + what,
+        kind === "carrier" ? "/api/admin/carrier" : "/api/admin/ai-endpoint",
+        { name: name, in_service: out });
+    });
+    row = { tr: el("tr"), state: el("td"), button: button, out: null };
+    row.tr.appendChild(cell((kind === "carrier" ? "carrier " : "AI ") + name));
+    row.tr.appendChild(row.state);
+    row.tr.appendChild(cell(button));
+    targetRows.set(key, row);
+    return row;
+  }
+
+  function renderOperator(s) {
+    op.status = s;
+    const draining = s.admin.draining === true;
+    show("drain-banner", draining);
+    if (!op.allowed) return;
+    const drain = document.getElementById("drain");
+    drain.textContent = draining ? "End drain" : "Drain";
+    drain.dataset.on = draining ? "1" : "0";
+    document.getElementById("drain-state").textContent =
+      draining ? "Draining: new calls get 503" : "Not draining: taking new calls";
+    const outCarriers = new Set(s.admin.carriers_out_of_service || []);
+    const outAi = new Set(s.admin.ai_endpoints_out_of_service || []);
+    const rows = [];
+    const targets = s.carriers.map(function (c) { return ["carrier", c.name, outCarriers.has(c.name)]; })
+      .concat(s.ai_endpoints.map(function (e) { return ["ai", e.name, outAi.has(e.name)]; }));
+    for (const [kind, name, out] of targets) {
+      const row = targetRow(kind, name);
+      if (row.out !== out) {
+        row.out = out;
+        row.state.replaceChildren(out ? pill("Out of service", "bad") : pill("In service", "good"));
+        row.button.textContent = out ? "Put back in service" : "Take out of service";
+      }
+      rows.push(row.tr);
+    }
+    const body = document.querySelector("#op-targets tbody");
+    const same = rows.length === body.children.length && rows.every(function (tr, i) { return body.children[i] === tr; });
+    if (!same) body.replaceChildren(...rows);
+  }
+
+  function setupOperator() {
+    document.getElementById("login").addEventListener("submit", login);
+    document.getElementById("logout").addEventListener("click", logout);
+    document.getElementById("drain").addEventListener("click", function () {
+      const on = this.dataset.on !== "1";
+      if (on && !window.confirm("Drain: new calls get 503 until you end the drain. Calls in progress go on.")) return;
+      act(on ? "Drain" : "End drain", "/api/admin/drain", { on: on });
+    });
+    loadSession();
+  }
+
+  async function refreshNow() {
+    try {
+      renderStatus(await getJson("/api/status"));
+    } catch (e) {
+      // the next poll retries
+    }
+  }
+
   async function poll() {
     const [status, ready] = await Promise.allSettled([getJson("/api/status"), getJson("/readyz")]);
     if (status.status === "fulfilled") renderStatus(status.value);
@@ -269,6 +453,7 @@
     setTimeout(pollHistory, HISTORY_MS);
   }
 
+  setupOperator();
   poll();
   pollHistory();
 })();
