@@ -238,7 +238,7 @@ fn status_page_shows_readiness_carriers_agent_and_a_hostile_caller_as_text() {
         "the display name is not shown as text: {calls}"
     );
     assert!(calls.contains("sip:+15550100@127.0.0.42"), "caller number missing: {calls}");
-    assert!(calls.contains("<td>carrier-b</td><td>PCMU</td>"), "call row: {calls}");
+    assert!(calls.contains("<td>carrier-b</td><td>agent-sim</td><td>PCMU</td>"), "call row (carrier, agent, codec): {calls}");
     // nothing the caller sent became markup, and no handler ran
     assert!(!dom.contains("<img") && !dom.contains("<b>x"), "caller markup was parsed as HTML");
     assert!(dom.contains("<title>trunkguard status</title>"), "the page title changed");

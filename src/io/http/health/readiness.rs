@@ -45,6 +45,8 @@ pub struct Checks {
     pub carriers: Check,
     pub ai: Check,
     pub state_db: Check,
+    /// Not draining: an operator's drain takes the box out of rotation.
+    pub taking_calls: Check,
 }
 
 /// The body of `/readyz`.
@@ -61,15 +63,27 @@ impl Readiness {
             Some(s) => (carriers_check(&s.carriers), ai_check(s)),
             None => (Check::fail("starting: no status yet"), Check::fail("starting: no status yet")),
         };
-        let checks = Checks { drive_loop, carriers, ai, state_db };
-        let ready = [&checks.drive_loop, &checks.carriers, &checks.ai, &checks.state_db].iter().all(|c| c.ok);
+        let taking_calls = match status {
+            Some(s) if s.admin.draining => Check::fail("draining: an operator stopped new calls"),
+            _ => Check::pass("taking new calls"),
+        };
+        let checks = Checks { drive_loop, carriers, ai, state_db, taking_calls };
+        let ready = [&checks.drive_loop, &checks.carriers, &checks.ai, &checks.state_db, &checks.taking_calls]
+            .iter()
+            .all(|c| c.ok);
         Readiness { ready, checks }
     }
 
     /// (name, check) pairs, in a fixed order (for metrics).
-    pub fn named(&self) -> [(&'static str, &Check); 4] {
+    pub fn named(&self) -> [(&'static str, &Check); 5] {
         let c = &self.checks;
-        [("drive_loop", &c.drive_loop), ("carriers", &c.carriers), ("ai", &c.ai), ("state_db", &c.state_db)]
+        [
+            ("drive_loop", &c.drive_loop),
+            ("carriers", &c.carriers),
+            ("ai", &c.ai),
+            ("state_db", &c.state_db),
+            ("taking_calls", &c.taking_calls),
+        ]
     }
 }
 
@@ -259,5 +273,22 @@ pub(crate) mod tests {
         assert!(!r.ready);
         let r = Readiness::evaluate(None, Check::pass("x"), Check::pass("y"));
         assert!(!r.ready && r.checks.carriers.reason.contains("starting"));
+    }
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::*;
+
+    #[test]
+    fn a_draining_box_is_not_ready() {
+        let inbound_only = super::tests::carrier("a", "unprobed", None, None);
+        let mut s = super::tests::status(vec![inbound_only], vec![], true);
+        let ok = || Check::pass("ok");
+        assert!(Readiness::evaluate(Some(&s), ok(), ok()).ready);
+        s.admin.draining = true;
+        let r = Readiness::evaluate(Some(&s), ok(), ok());
+        assert!(!r.ready);
+        assert!(r.checks.taking_calls.reason.contains("draining"));
     }
 }

@@ -86,9 +86,10 @@
       const probe = c.probe_interval_ms === null ? "not probed (no proxy)" :
         ago(c.last_probe_ok_ms_ago) + " (every " + (c.probe_interval_ms / 1000) + " s)";
       const state = out.has(c.name) ? "out-of-service" : c.state;
-      return [cell(c.name), cell(pill(state, stateKind(state))), cell(probe), cell(reg)];
+      const rtt = c.last_probe_rtt_ms === null || c.last_probe_rtt_ms === undefined ? "–" : c.last_probe_rtt_ms + " ms";
+      return [cell(c.name), cell(pill(state, stateKind(state))), cell(probe), cell(rtt), cell(reg)];
     });
-    fill("carriers", rows, "no carrier configured", 4);
+    fill("carriers", rows, "no carrier configured", 5);
   }
 
   function renderAi(s) {
@@ -124,6 +125,7 @@
       return [
         cell(who, "caller"),
         cell(c.carrier),
+        cell(c.ai_endpoint || "–"),
         cell(c.codec),
         cell(duration(c.duration_ms)),
         cell(pill(mos.toFixed(2), mosKind)),
@@ -131,7 +133,14 @@
         cell(c.state),
       ];
     });
-    fill("calls", rows, "no call in progress", 7);
+    fill("calls", rows, "no call in progress", 8);
+  }
+
+  function renderFailures(s) {
+    const rows = (s.recent_failures || []).map(function (f) {
+      return [cell(ago(f.ms_ago)), cell(pill(f.kind, "bad")), cell(f.detail)];
+    });
+    fill("failures", rows, "nothing has failed since the start", 3);
   }
 
   function renderCounters(s) {
@@ -193,6 +202,7 @@
     renderCarriers(s);
     renderAi(s);
     renderCalls(s);
+    renderFailures(s);
     renderCounters(s);
     renderLatency(s);
     renderOperator(s);
