@@ -128,7 +128,8 @@ fn boot(dir: &Path, sip_port: u16, serial: &Path) -> Qemu {
     let net = format!("user,id=n0,hostfwd=udp:127.0.0.1:{sip_port}-:5060,hostfwd=tcp:127.0.0.1:{sip_port}-:5060");
     let kvm = std::env::var("TRUNKGUARD_IMAGE_KVM").as_deref() == Ok("1");
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "q35", "-accel", if kvm { "kvm" } else { "tcg" }, "-cpu", "max", "-smp", "2", "-m", "512"])
+    let (accel, cpu) = if kvm { ("kvm", "host") } else { ("tcg", "max") };
+    cmd.args(["-machine", "q35", "-accel", accel, "-cpu", cpu, "-smp", "2", "-m", "512"])
         .args(["-display", "none", "-monitor", "none", "-no-reboot", "-snapshot"])
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
