@@ -5,43 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+
 use std::time::Duration;
 
 use common::*;
 
 const SIM_PORT: u16 = 32190;
 
-/// Kills the child when dropped.
-struct Reap(Child);
 
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn agent_sim() -> Reap {
-    let child = Command::new(env!("CARGO_BIN_EXE_trunkguard"))
-        .args(["agent-sim", "--listen", &format!("127.0.0.1:{SIM_PORT}"), "--protocol", "twilio-media-streams"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn trunkguard agent-sim");
-    let mut sim = Reap(child);
-    let stdout = sim.0.stdout.take().expect("agent-sim stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(15)).expect("agent-sim did not say it listens");
-    assert!(line.starts_with("agent-sim listening on "), "{line:?}");
-    sim
-}
 
 fn readyz(app: &Appliance) -> (u16, serde_json::Value) {
     match http_get(app.http, "/readyz") {
@@ -59,7 +30,7 @@ fn readiness_follows_the_ai_endpoint_and_liveness_does_not() {
         base_config(ports),
         inbound_carrier("carrier-a", "127.0.0.2"),
     );
-    let sim = agent_sim();
+    let sim = spawn_agent_sim(SIM_PORT);
     let mut app = Appliance::start(&config);
     let ready = wait_until(Duration::from_secs(15), Duration::from_millis(200), || readyz(&app).0 == 200);
     assert!(ready, "never ready with the agent up: {:?}", readyz(&app));
@@ -81,7 +52,7 @@ fn readiness_follows_the_ai_endpoint_and_liveness_does_not() {
     );
     assert!(sipp.wait_success(Duration::from_secs(20)), "a call while not ready was not answered");
 
-    let _sim = agent_sim(); // it comes back
+    let _sim = spawn_agent_sim(SIM_PORT); // it comes back
     let back = wait_until(Duration::from_secs(15), Duration::from_millis(250), || readyz(&app).0 == 200);
     assert!(back, "not ready again after the agent returned: {:?}", readyz(&app));
     app.assert_alive();

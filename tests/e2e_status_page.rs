@@ -16,10 +16,10 @@
 mod common;
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -31,15 +31,6 @@ const CARRIER_B_IP: &str = "127.0.0.42";
 const HOLD_MS: u64 = 15_000;
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(45);
 
-/// Kills the child when dropped (a failing test must not leave processes behind).
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn chromium() -> PathBuf {
     if let Some(p) = std::env::var_os("TRUNKGUARD_CHROMIUM") {
@@ -61,25 +52,6 @@ fn chromium() -> PathBuf {
     );
 }
 
-fn agent_sim(port: u16) -> Reap {
-    let child = Command::new(env!("CARGO_BIN_EXE_trunkguard"))
-        .args(["agent-sim", "--listen", &format!("127.0.0.1:{port}"), "--protocol", "twilio-media-streams"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn trunkguard agent-sim");
-    let mut sim = Reap(child);
-    let stdout = sim.0.stdout.take().expect("agent-sim stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(15)).expect("agent-sim did not print its listening line");
-    assert!(line.starts_with("agent-sim listening on "), "agent-sim said {line:?}");
-    sim
-}
 
 fn options_responder() -> Sipp {
     let (port, media) = (PORTS.peer(0).to_string(), PORTS.sipp_media(0).to_string());
@@ -196,7 +168,7 @@ fn section<'a>(dom: &'a str, id: &str) -> &'a str {
 fn status_page_shows_readiness_carriers_agent_and_a_hostile_caller_as_text() {
     let browser_bin = chromium(); // fail first, and clearly, when there is no browser
     let sim_port = PORTS.base + 95;
-    let _sim = agent_sim(sim_port);
+    let _sim = spawn_agent_sim(sim_port);
     let mut proxy = options_responder();
     let mut app = Appliance::start(&config(sim_port));
     let url = format!("http://{}/", app.http);

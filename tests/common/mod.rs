@@ -932,3 +932,36 @@ pub fn inbound_carrier(name: &str, ip: &str) -> String {
 pub fn sip_addr(ports: Ports) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], ports.sip()))
 }
+
+/// Kills the child when dropped (a failing test must not leave processes behind).
+pub struct Reap(pub Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `trunkguard agent-sim` as a separate process on 127.0.0.1:`port` (Twilio Media Streams,
+/// echo), once it says it listens.
+pub fn spawn_agent_sim(port: u16) -> Reap {
+    use std::io::{BufRead, BufReader};
+    let child = Command::new(appliance_binary())
+        .args(["agent-sim", "--listen", &format!("127.0.0.1:{port}"), "--protocol", "twilio-media-streams"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn trunkguard agent-sim");
+    let mut sim = Reap(child);
+    let stdout = sim.0.stdout.take().expect("agent-sim stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(15)).expect("agent-sim did not say it listens");
+    assert!(line.starts_with("agent-sim listening on "), "agent-sim said {line:?}");
+    sim
+}
