@@ -42,6 +42,9 @@ pub struct Latency {
     /// CPU time this thread got over the recorded ticks, as a fraction of their wall time
     /// (on a shared machine, below the load offered when other processes take the core).
     pub cpu_share: f64,
+    /// The engine's own work (the calls' steps) as a fraction of the wall time: the load
+    /// really offered (waiting for a call's slot is not counted).
+    pub work_share: f64,
 }
 
 /// Runs `n` calls in real time for `duration` (at least 50 recorded ticks).
@@ -53,6 +56,7 @@ pub fn measure(codec: BenchCodec, signal: &CallerSignal, n: usize, duration: Dur
     let start = Instant::now() + FRAME;
     let mut watch = None;
     let n_calls = calls.len();
+    let mut work = Duration::ZERO;
     let spacing = FRAME / n_calls as u32;
     for k in 0..WARM_UP_TICKS + ticks {
         let period = start + FRAME * k;
@@ -63,7 +67,11 @@ pub fn measure(codec: BenchCodec, signal: &CallerSignal, n: usize, duration: Dur
         for i in 0..n_calls {
             let due = period + spacing * i as u32;
             sleep_until(due);
-            let out = calls.step(i, Instant::now());
+            let began = Instant::now();
+            let out = calls.step(i, began);
+            if record {
+                work += began.elapsed();
+            }
             if record && out.caller_frames > 0 {
                 let late = Instant::now().saturating_duration_since(due);
                 overruns += u32::from(late > FRAME);
@@ -71,6 +79,8 @@ pub fn measure(codec: BenchCodec, signal: &CallerSignal, n: usize, duration: Dur
             }
         }
     }
+    let wall = watch.map_or(Duration::ZERO, |(_, w)| w.elapsed());
+    let work_share = work.as_secs_f64() / wall.as_secs_f64().max(1e-9);
     let cpu_share = watch.map_or(0.0, |(cpu, wall)| cpu.elapsed().as_secs_f64() / wall.elapsed().as_secs_f64().max(1e-9));
     samples.sort_unstable();
     let pct = |p: f64| Duration::from_micros(u64::from(percentile(&samples, p)));
@@ -83,13 +93,21 @@ pub fn measure(codec: BenchCodec, signal: &CallerSignal, n: usize, duration: Dur
         max: pct(1.0),
         overruns,
         cpu_share,
+        work_share,
     })
 }
 
+/// Waits until `t`: sleeps while it is far, then spins the last stretch, because a sleep of a
+/// few tens of microseconds overshoots by the kernel's timer slack (~50-100 µs) and with calls
+/// a few hundred µs apart that overshoot alone would make the bench fall behind.
 fn sleep_until(t: Instant) {
+    const SPIN: Duration = Duration::from_millis(2);
     let now = Instant::now();
-    if t > now {
-        std::thread::sleep(t - now);
+    if t > now + SPIN {
+        std::thread::sleep(t - now - SPIN);
+    }
+    while Instant::now() < t {
+        std::hint::spin_loop();
     }
 }
 

@@ -221,12 +221,13 @@ impl fmt::Display for MediaBenchReport {
         )?;
         writeln!(
             f,
-            "# latency: {} calls x {} real 20 ms ticks, {} frames, max {:.3} ms, {} frames over 20 ms late, this thread busy {:.0} % of the wall time",
+            "# latency: {} calls x {} real 20 ms ticks, {} frames, max {:.3} ms, {} frames over 20 ms late, engine work {:.0} % of the wall time (thread on CPU {:.0} %, spinning to each call's slot included)",
             l.calls,
             l.ticks,
             l.frames,
             ms(l.max),
             l.overruns,
+            l.work_share * 100.0,
             l.cpu_share * 100.0
         )
     }
