@@ -14,8 +14,9 @@ use crate::core::media::codec::pipeline::AiFormat;
 use crate::core::media::g711::Law;
 use crate::core::media::session::CallerFrame;
 
-/// One configured agent endpoint, in core terms.
-#[derive(Debug, Clone)]
+/// One configured agent endpoint, in core terms. `Debug` never shows header values (they
+/// carry credentials).
+#[derive(Clone)]
 pub struct AiEndpointSettings {
     pub name: String,
     pub protocol: AiProtocol,
@@ -23,6 +24,18 @@ pub struct AiEndpointSettings {
     pub url: String,
     /// Extra HTTP headers for the upgrade (credentials included; never logged).
     pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for AiEndpointSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("AiEndpointSettings")
+            .field("name", &self.name)
+            .field("protocol", &self.protocol)
+            .field("url", &self.url)
+            .field("headers", &names)
+            .finish()
+    }
 }
 
 /// AI settings shared by every call: the endpoints, their breakers, and the policies.
@@ -405,5 +418,22 @@ fn to_pcm(audio: AiAudio, format: AiFormat) -> Option<Vec<i16>> {
         (AiAudio::Ulaw8k(bytes), AiFormat::G711(_)) => Some(Law::Ulaw.decode(&bytes)),
         (AiAudio::Pcm24k(pcm), AiFormat::Pcm(_)) => Some(pcm),
         _ => None, // the formats are validated to match; anything else is dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_credentials() {
+        let s = AiEndpointSettings {
+            name: "a".into(),
+            protocol: AiProtocol::Twilio,
+            url: "wss://agent.example/media".into(),
+            headers: vec![("Authorization".into(), "Bearer sk-secret".into())],
+        };
+        let shown = format!("{s:?}");
+        assert!(shown.contains("Authorization") && !shown.contains("sk-secret"), "{shown}");
     }
 }
