@@ -42,7 +42,7 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_calls: 100, requests_per_second: 20, burst: 40, retry_after_s: 30 }
+        LimitsConfig { max_calls: 100, requests_per_second: 200, burst: 400, retry_after_s: 30 }
     }
 }
 

@@ -23,8 +23,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_calls: 100,
-            requests_per_second: 20.0,
-            burst: 40.0,
+            requests_per_second: 200.0,
+            burst: 400.0,
             retry_after: Duration::from_secs(30),
         }
     }
