@@ -335,5 +335,7 @@ pub fn read_recent(dir: &Path, last: usize) -> Result<Vec<StoredCall>, StateErro
     rows.collect::<Result<Vec<_>, _>>().map_err(sqlite)
 }
 
+pub mod show;
+
 #[cfg(test)]
 mod tests;
