@@ -8,9 +8,11 @@
 //! by age and row count at start and hourly. A database failure (read-only, disk full) is
 //! logged and counted; calls go on, and the connection is reopened on the next record.
 //!
-//! Ordering: the answer's record is queued before the 200 OK is sent, but committed by the
-//! writer thread a little later (usually well under a millisecond). The drive loop does not
-//! wait for the commit: a crash between the two can lose the record of a call just answered.
+//! Ordering: the answer's record is queued before the 200 OK is sent, and the drive loop waits
+//! for its commit ([`CallLog::submit_and_wait`]) at most [`ANSWER_WAIT`] before going on to
+//! send the 200. So a call the caller saw answered has a committed record, unless the disk
+//! took longer than that (counted in [`LogCounters::late`]) or the queue was full (counted in
+//! `dropped`). Every other record is fire-and-forget.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +28,8 @@ use crate::core::endpoint::{CallRecord, RecordPhase};
 
 /// Records waiting for the writer thread; more are dropped.
 pub const QUEUE: usize = 1024;
+/// The longest the drive loop waits for the commit of an answer's record.
+pub const ANSWER_WAIT: Duration = Duration::from_millis(20);
 /// How often the writer prunes old records.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -47,12 +51,17 @@ pub struct LogCounters {
     pub dropped: AtomicU64,
     /// Records (or prunes) that failed in the database.
     pub failed: AtomicU64,
+    /// Answer records whose commit took longer than the drive loop waited.
+    pub late: AtomicU64,
 }
+
+/// One record for the writer, and who waits for its commit.
+type Job = (CallRecord, u64, Option<SyncSender<()>>);
 
 /// The drive loop's handle on the call-record writer thread.
 #[derive(Debug)]
 pub struct CallLog {
-    tx: SyncSender<(CallRecord, u64)>,
+    tx: SyncSender<Job>,
     counters: Arc<LogCounters>,
 }
 
@@ -68,11 +77,31 @@ impl CallLog {
 
     /// Queues `record`, seen at wall-clock `unix_ms`; never blocks.
     pub fn submit(&self, record: CallRecord, unix_ms: u64) {
-        match self.tx.try_send((record, unix_ms)) {
-            Ok(()) => {}
-            Err(TrySendError::Full((r, _))) | Err(TrySendError::Disconnected((r, _))) => {
+        self.enqueue((record, unix_ms, None));
+    }
+
+    /// Queues `record` and waits for the writer to be done with it (committed or failed), at
+    /// most `max`. True if it was done in time.
+    pub fn submit_and_wait(&self, record: CallRecord, unix_ms: u64, max: Duration) -> bool {
+        let (done_tx, done_rx) = sync_channel(1);
+        if !self.enqueue((record, unix_ms, Some(done_tx))) {
+            return false;
+        }
+        let done = done_rx.recv_timeout(max).is_ok();
+        if !done {
+            let n = self.counters.late.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(late = n, ?max, "call record commit slower than the answer waits");
+        }
+        done
+    }
+
+    fn enqueue(&self, job: Job) -> bool {
+        match self.tx.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Full((r, ..))) | Err(TrySendError::Disconnected((r, ..))) => {
                 let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::warn!(call_id = %r.call_id, dropped = n, "call record queue full; record dropped");
+                false
             }
         }
     }
@@ -89,7 +118,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<(CallRecord, u64)>) {
+    fn run(mut self, rx: Receiver<Job>) {
         let mut next_prune = Instant::now();
         loop {
             if Instant::now() >= next_prune {
@@ -97,7 +126,12 @@ impl Writer {
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
             match rx.recv_timeout(next_prune.saturating_duration_since(Instant::now())) {
-                Ok((record, unix_ms)) => self.write(&record, unix_ms),
+                Ok((record, unix_ms, done)) => {
+                    self.write(&record, unix_ms);
+                    if let Some(done) = done {
+                        let _ = done.try_send(()); // the waiter may have given up
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }

@@ -35,7 +35,7 @@ pub use setup::{endpoint_config, SetupError};
 use self::media::MediaSockets;
 use self::net::{NetEvent, NetTx};
 use crate::config::Config;
-use crate::core::endpoint::{Endpoint, Event, Input, Output, Transmit};
+use crate::core::endpoint::{Endpoint, Event, Input, Output, RecordPhase, Transmit};
 use crate::core::sip::{Peer, Transport};
 
 /// The drive loop wakes at least this often, so `/livez` sees it turn.
@@ -303,6 +303,10 @@ impl Shell {
             Event::CallAnswered { call_id, carrier } => tracing::info!(%call_id, %carrier, "call answered"),
             Event::CallEnded { call_id, reason } => tracing::info!(%call_id, reason, "call ended"),
             Event::CallRecord(record) => match &self.call_log {
+                // the answer's record is queued before its 200 OK: wait (bounded) for the commit
+                Some(log) if record.phase == RecordPhase::Answered => {
+                    log.submit_and_wait(record, clock::unix_ms(), calls::ANSWER_WAIT);
+                }
                 Some(log) => log.submit(record, clock::unix_ms()),
                 None => tracing::debug!(call_id = %record.call_id, "no call record writer; record not kept"),
             },

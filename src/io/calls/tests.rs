@@ -144,7 +144,8 @@ fn a_directory_that_cannot_exist_does_not_panic() {
 fn the_writer_thread_commits_and_counts_failures() {
     let tmp = tempfile::tempdir().unwrap();
     let log = CallLog::start(tmp.path().to_path_buf(), RET).unwrap();
-    log.submit(record("c1", RecordPhase::Answered), 10);
+    assert!(log.submit_and_wait(record("c1", RecordPhase::Answered), 10, Duration::from_secs(10)));
+    assert_eq!(read_recent(tmp.path(), 10).unwrap().len(), 1, "committed when the wait returns");
     log.submit(ended("c1"), 20);
     let deadline = Instant::now() + Duration::from_secs(10);
     while log.counters().written.load(Ordering::Relaxed) < 2 && Instant::now() < deadline {
