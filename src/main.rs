@@ -1,5 +1,5 @@
 //! The `trunkguard` command line: `run` the appliance, `check-config` a file, `set-password`
-//! for the status server, `bench` the media pipeline, or run the `agent-sim` fake cloud voice
+//! for the status server, list the latest `calls`, `bench` the media pipeline, or run the `agent-sim` fake cloud voice
 //! agent.
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
 
@@ -56,6 +56,18 @@ enum Command {
         /// Read the password from the first line of this file instead of stdin.
         #[arg(long, value_name = "PATH")]
         password_file: Option<PathBuf>,
+    },
+    /// Show the latest call records (read-only; the appliance may be running).
+    Calls {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How many of the most recent calls.
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        last: usize,
+        /// State directory; default $STATE_DIRECTORY, else ./trunkguard-state.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Validate a configuration file and exit (0 valid, 2 invalid).
     CheckConfig {
@@ -133,6 +145,7 @@ fn main() -> ExitCode {
         Command::Run { config, state_dir } => run(config, state_dir),
         Command::SetPassword { state_dir, password_file } => set_password(state_dir, password_file),
         Command::AgentSim(args) => agent_sim(args),
+        Command::Calls { json, last, state_dir } => show_calls(json, last, state_dir),
         Command::Bench { what: BenchCommand::Media { codec, seconds, calls } } => bench_media(codec, seconds, calls),
     }
 }
@@ -187,6 +200,22 @@ fn run(path: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
     };
     match runtime.block_on(trunkguard::io::run_with(config, management)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// Prints the latest call records of the state database.
+fn show_calls(json: bool, last: usize, state_dir: Option<PathBuf>) -> ExitCode {
+    let dir = mgmt::state_dir(state_dir.as_deref());
+    match trunkguard::io::calls::read_recent(&dir, last) {
+        Ok(rows) => {
+            use trunkguard::io::calls::show;
+            print!("{}", if json { show::json_lines(&rows) } else { show::table(&rows) });
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_RUNTIME)

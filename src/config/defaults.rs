@@ -24,6 +24,11 @@ pub const RTP_PORTS: PortRange = PortRange {
 pub const STATUS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 pub const HIGH_DEMAND_PROMPT: &str = "high-demand.wav";
 pub const MAX_CALL_DURATION_S: u64 = 3600;
+/// `[state] keep_days`: call records are kept this many days.
+pub const STATE_KEEP_DAYS: u32 = 90;
+/// `[state] max_rows`: at most this many call records are kept.
+pub const STATE_MAX_ROWS: u32 = 100_000;
+
 /// The state directory when neither `[state] dir` nor `$STATE_DIRECTORY` is set.
 pub const STATE_DIR: &str = "./trunkguard-state";
 
@@ -109,7 +114,7 @@ impl Config {
             ai: AiConfig::default(),
             ai_endpoints: Vec::new(),
             limits: LimitsConfig::default(),
-            state: StateConfig { dir: state_dir() },
+            state: StateConfig { dir: state_dir(), keep_days: STATE_KEEP_DAYS, max_rows: STATE_MAX_ROWS },
         }
     }
 }

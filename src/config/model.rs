@@ -184,6 +184,10 @@ pub enum StatusTls {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateConfig {
     pub dir: PathBuf,
+    /// Call records older than this many days are pruned.
+    pub keep_days: u32,
+    /// At most this many call records are kept (the oldest go first).
+    pub max_rows: u32,
 }
 
 /// `[prompts]`: audio played to callers.

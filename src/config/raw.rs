@@ -97,6 +97,8 @@ pub(crate) struct RawStatus {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawState {
     pub dir: Option<String>,
+    pub keep_days: Option<u64>,
+    pub max_rows: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

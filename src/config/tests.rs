@@ -795,3 +795,13 @@ fn state_dir_is_read_and_must_not_name_a_file() {
     let err = Config::from_toml_str(&with_carrier("[state]\ndirectory = \"x\""), "t.toml").unwrap_err().to_string();
     assert!(err.contains("directory"), "{err}");
 }
+
+#[test]
+fn call_record_retention_defaults_and_bounds() {
+    let c = parse(&with_carrier(""));
+    assert_eq!((c.state.keep_days, c.state.max_rows), (90, 100_000));
+    let c = parse(&with_carrier("[state]\nkeep_days = 7\nmax_rows = 500"));
+    assert_eq!((c.state.keep_days, c.state.max_rows), (7, 500));
+    let err = Config::from_toml_str(&with_carrier("[state]\nkeep_days = 0\nmax_rows = 0"), "t.toml").unwrap_err().to_string();
+    assert!(err.contains("state.keep_days") && err.contains("state.max_rows"), "{err}");
+}

@@ -7,6 +7,7 @@
 //! next event, whichever is first; on wake-up call `handle_timeout(now)`.
 
 mod ai;
+pub mod calls;
 pub mod clock;
 pub mod http;
 mod media;
@@ -34,7 +35,7 @@ pub use setup::{endpoint_config, SetupError};
 use self::media::MediaSockets;
 use self::net::{NetEvent, NetTx};
 use crate::config::Config;
-use crate::core::endpoint::{Endpoint, Event, Input, Output, Transmit};
+use crate::core::endpoint::{Endpoint, Event, Input, Output, RecordPhase, Transmit};
 use crate::core::sip::{Peer, Transport};
 
 /// The drive loop wakes at least this often, so `/livez` sees it turn.
@@ -83,6 +84,7 @@ pub async fn run_with(config: Config, management: mgmt::Management) -> Result<()
         media: MediaSockets::new(ep_cfg.media_ip),
         ai: ai::AiConnections::new(&setup::ca_bundles(&config)).map_err(tls::TlsSetupError::Rustls)?,
         events: events_tx,
+        call_log: start_call_log(&config),
     };
     tracing::info!(listen = ?ep_cfg.listen, status = %config.status.listen, "trunkguard running");
     let mut notifier = notify::Notifier::from_env();
@@ -140,6 +142,18 @@ async fn open_state_db(config: &Config) -> Arc<state::StateDb> {
         Err(e) => tracing::error!(error = %e, "state database check failed"),
     }
     db
+}
+
+/// The call-record writer thread; without it calls go on unrecorded.
+fn start_call_log(config: &Config) -> Option<calls::CallLog> {
+    let retention = calls::Retention { keep_days: config.state.keep_days, max_rows: config.state.max_rows };
+    match calls::CallLog::start(config.state.dir.clone(), retention) {
+        Ok(log) => Some(log),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the call record writer; calls are not recorded");
+            None
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -224,6 +238,8 @@ struct Shell {
     media: MediaSockets,
     ai: ai::AiConnections,
     events: NetTx,
+    /// The call-record writer thread (`None` if it could not be started).
+    call_log: Option<calls::CallLog>,
 }
 
 impl Shell {
@@ -286,6 +302,14 @@ impl Shell {
             Event::AiClose { conn } => self.ai.close(conn),
             Event::CallAnswered { call_id, carrier } => tracing::info!(%call_id, %carrier, "call answered"),
             Event::CallEnded { call_id, reason } => tracing::info!(%call_id, reason, "call ended"),
+            Event::CallRecord(record) => match &self.call_log {
+                // the answer's record is queued before its 200 OK: wait (bounded) for the commit
+                Some(log) if record.phase == RecordPhase::Answered => {
+                    log.submit_and_wait(record, clock::unix_ms(), calls::ANSWER_WAIT);
+                }
+                Some(log) => log.submit(record, clock::unix_ms()),
+                None => tracing::debug!(call_id = %record.call_id, "no call record writer; record not kept"),
+            },
             Event::CarrierState { carrier, up } => tracing::info!(%carrier, up, "carrier state"),
             Event::Registration { carrier, registered } => tracing::info!(%carrier, registered, "registration"),
         }

@@ -188,6 +188,17 @@ impl Appliance {
             .unwrap_or_default()
     }
 
+    /// SIGKILL (no clean shutdown) and reap.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The binary, for running other subcommands.
+    pub fn binary() -> PathBuf {
+        appliance_binary()
+    }
+
     /// The directory holding the config and log (alive as long as `self`).
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -278,9 +278,21 @@ pub(crate) fn call(raw: RawCall, path: &FieldPath, c: &mut Checker) -> Option<Ca
 
 /// `[state] dir`: not checked for existence (it is created at start), but it must not name a
 /// file. Default: `$STATE_DIRECTORY` (systemd `StateDirectory=`), else `./trunkguard-state`.
+/// `keep_days` (1..=3650) and `max_rows` (1..=10 000 000) bound the call records.
 pub(crate) fn state(raw: RawState, path: &FieldPath, c: &mut Checker) -> Option<StateConfig> {
-    let Some(dir) = raw.dir else {
-        return Some(StateConfig { dir: defaults::state_dir() });
+    let keep_days = ranged(raw.keep_days, u64::from(defaults::STATE_KEEP_DAYS), (1, 3650), &path.key("keep_days"), c);
+    let max_rows = ranged(raw.max_rows, u64::from(defaults::STATE_MAX_ROWS), (1, 10_000_000), &path.key("max_rows"), c);
+    let dir = state_dir(raw.dir, path, c);
+    Some(StateConfig {
+        dir: dir?,
+        keep_days: u32::try_from(keep_days?).ok()?,
+        max_rows: u32::try_from(max_rows?).ok()?,
+    })
+}
+
+fn state_dir(dir: Option<String>, path: &FieldPath, c: &mut Checker) -> Option<PathBuf> {
+    let Some(dir) = dir else {
+        return Some(defaults::state_dir());
     };
     let dir_path = PathBuf::from(&dir);
     if dir.trim().is_empty() {
@@ -291,7 +303,7 @@ pub(crate) fn state(raw: RawState, path: &FieldPath, c: &mut Checker) -> Option<
         c.error(&path.key("dir"), format!("{dir:?}: exists and is not a directory"));
         return None;
     }
-    Some(StateConfig { dir: dir_path })
+    Some(dir_path)
 }
 
 /// Two addresses could bind the same port: equal, or one is the wildcard of the same family.

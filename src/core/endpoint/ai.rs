@@ -9,10 +9,12 @@ use super::ai_probe::{AiEndpointStatus, AiProbe, ProbeAction, PROBE_CONN_BASE};
 use super::bridge::{AiHub, Bridge, BridgeOutput};
 use crate::core::ai::session::AiProtocol;
 use crate::core::ai::BreakerState;
-use super::{CallState, Endpoint, Event, Input, Output, Transmit};
+use super::{CallState, Endpoint, Event, Input, Output, RecordPhase, Transmit};
 use crate::core::ai::session::CallInfo;
 use crate::core::sip::dialog::random_token;
 
+/// The call record's fallback reason when no agent took the call within the budget.
+const FALLBACK_REASON: &str = "no agent within the budget";
 /// Connection ids of one call live in their own block of this size.
 const CONNS_PER_CALL: u64 = 1 << 20;
 /// How often each agent endpoint is probed, and how long a probe may take.
@@ -178,7 +180,9 @@ impl Endpoint {
                     if let Some(call) = self.calls.get_mut(&id) {
                         call.media.flush_ai_audio();
                         call.media.play_prompt(filler);
+                        call.record.failovers += 1;
                     }
+                    self.record(id, RecordPhase::Failover, None);
                 }
                 BridgeOutput::Fallback => self.on_fallback(now, id),
                 BridgeOutput::AgentDone => self.hang_up(now, id, "agent finished"),
@@ -271,10 +275,14 @@ impl Endpoint {
     }
 
     fn on_agent_live(&mut self, now: Instant, id: u64, endpoint: crate::core::ai::Endpoint, resumed: bool) {
-        let Some(call) = self.calls.get(&id) else { return };
+        let name = self.ai.as_ref().and_then(|h| h.settings(endpoint)).map(|s| s.name.clone());
+        let Some(call) = self.calls.get_mut(&id) else { return };
         tracing::info!(call_id = %call.dialog.call_id, ?endpoint, resumed, "agent live");
+        call.record.ai_endpoint = name;
         if call.state == CallState::Ringing {
-            self.answer_call(now, id);
+            self.answer_call(now, id); // its record names the agent
+        } else {
+            self.record(id, RecordPhase::AgentLive, None);
         }
     }
 
@@ -295,13 +303,16 @@ impl Endpoint {
         let detail = format!("no agent within the budget for call {}", call.dialog.call_id);
         self.note_failure(now, "fallback", detail);
         let Some(call) = self.calls.get_mut(&id) else { return };
+        call.record.fallback_reason = Some(FALLBACK_REASON.to_string());
         match call.state {
-            CallState::Ringing => self.answer_call(now, id),
+            CallState::Ringing => self.answer_call(now, id), // its record gives the reason
             CallState::Confirmed => {
                 call.media.flush_ai_audio();
                 call.media.play_prompt(prompt);
+                self.record(id, RecordPhase::Fallback, None);
             }
-            CallState::Answered | CallState::Ending => {}
+            CallState::Answered => self.record(id, RecordPhase::Fallback, None),
+            CallState::Ending => {}
         }
     }
 }

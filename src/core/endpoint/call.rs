@@ -50,6 +50,8 @@ pub struct Call {
     pub started: Instant,
     /// The bridge to the AI agent, when agents are configured.
     pub bridge: Option<super::bridge::Bridge>,
+    /// What the call's record says so far.
+    pub record: super::record::RecordState,
 }
 
 impl Call {

@@ -87,6 +87,7 @@ impl Endpoint {
             timers,
             started: now,
             bridge: None,
+            record: Default::default(),
         };
         self.out.push_back(Output::Event(Event::MediaOpen { port }));
         self.port_to_call.insert(port, id);
@@ -159,6 +160,12 @@ impl Endpoint {
         let carrier = self.cfg.carriers[call.carrier].name.clone();
         let call_id = call.dialog.call_id.clone();
         self.latencies.call_setup.record(now.saturating_duration_since(call.started));
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.record.answered_at = Some(now);
+        }
+        // the record goes out before the 200 OK (the transaction layer's transmits are moved
+        // to the output queue after this)
+        self.record(id, RecordPhase::Answered, None);
         self.send_response(now, ok.clone());
         let t1 = self.cfg.timers.t1;
         if let Some(call) = self.calls.get_mut(&id) {
@@ -383,6 +390,8 @@ impl Endpoint {
 
     pub(super) fn end_call(&mut self, id: u64, reason: &'static str) {
         self.close_bridge(self.last_now, id);
+        let end = self.call_end(self.last_now, id, reason);
+        self.record(id, RecordPhase::Ended, end);
         let Some(call) = self.calls.remove(&id) else { return };
         self.port_to_call.remove(&call.local_port);
         self.ports.release(call.local_port);

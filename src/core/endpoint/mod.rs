@@ -15,6 +15,7 @@ mod calls;
 mod carrier_drive;
 mod carrier;
 mod ports;
+mod record;
 mod status;
 
 use std::collections::{HashMap, VecDeque};
@@ -31,6 +32,7 @@ pub use build::host_port;
 pub use call::CallState;
 pub use carrier::CarrierSettings;
 pub use ports::PortPool;
+pub use record::{CallEnd, CallQuality, CallRecord, RecordPhase};
 pub use status::{ActiveCall, CallsStatus, CarrierStatus, Counters, EndpointStatus, FailureRecord};
 
 use self::call::Call;
@@ -136,6 +138,9 @@ pub enum Event {
     Dtmf { call_id: String, digit: char },
     CallAnswered { call_id: String, carrier: String },
     CallEnded { call_id: String, reason: &'static str },
+    /// The durable record of an answered call, as of one step (see [`record`]): persist it.
+    /// The answer's record is queued before its 200 OK.
+    CallRecord(CallRecord),
     CarrierState { carrier: String, up: bool },
     Registration { carrier: String, registered: bool },
     /// Open a WebSocket `conn` to `url` with `headers`; report `AiOpened` or `AiClosed` (with

@@ -30,13 +30,13 @@ fn hub() -> AiHub {
     }
 }
 
-fn ai_config() -> EndpointConfig {
+pub(super) fn ai_config() -> EndpointConfig {
     EndpointConfig { ai: Some(hub()), ..config() }
 }
 
 /// Connection requests of calls (conn, url) emitted so far, forgotten (health probes are
 /// dropped too: their connections have ids from `PROBE_CONN_BASE` up).
-fn take_connects(h: &mut Harness) -> Vec<(u64, String)> {
+pub(super) fn take_connects(h: &mut Harness) -> Vec<(u64, String)> {
     let mut v = Vec::new();
     h.out.retain(|o| match o {
         Output::Event(Event::AiConnect { conn, .. }) if *conn >= super::super::ai_probe::PROBE_CONN_BASE => false,
@@ -72,7 +72,7 @@ fn pong(h: &mut Harness) {
     }
 }
 
-fn ai_in(h: &mut Harness, input: Input<'_>) {
+pub(super) fn ai_in(h: &mut Harness, input: Input<'_>) {
     h.ep.handle_input(h.now, input);
     h.drain();
 }
@@ -82,7 +82,7 @@ fn stream_sid(frames: &[(u64, Value)]) -> String {
 }
 
 /// An INVITE answered through the primary; returns (our To tag, conn, streamSid).
-fn bridged_call(h: &mut Harness) -> (String, u64, String) {
+pub(super) fn bridged_call(h: &mut Harness) -> (String, u64, String) {
     h.send(CARRIER_A, &invite("c1", "z9hG4bK-inv1", PCMU_OFFER));
     assert_eq!(h.statuses(), vec![100, 180], "not answered before an agent is there");
     let connects = take_connects(h);

@@ -1,0 +1,141 @@
+//! Call records: what the appliance keeps about each answered call (who called whom through
+//! which carrier, which agent took it, failovers, fallback, how it ended and how it sounded).
+//!
+//! The endpoint emits one [`Event::CallRecord`] per step of an answered call: when it is
+//! answered (queued before the 200 OK, so the I/O shell sees the record first), at each rung
+//! of the degradation ladder (agent live, mid-call failover, fallback to the canned prompt),
+//! and when it ends. Each record carries the whole picture so far; the I/O shell upserts it
+//! and stamps wall-clock times (the core has no wall clock). Unanswered calls get no record.
+
+use std::time::Instant;
+
+use super::{Endpoint, Event, Output};
+
+/// Which step of the call this record reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordPhase {
+    /// The call is being answered (the record precedes the 200 OK).
+    Answered,
+    /// An agent went live again after a mid-call failover.
+    AgentLive,
+    /// The live agent was lost mid-call; the filler plays while another is sought.
+    Failover,
+    /// No agent: the canned prompt took an answered call.
+    Fallback,
+    /// The call is over.
+    Ended,
+}
+
+impl RecordPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordPhase::Answered => "answered",
+            RecordPhase::AgentLive => "agent-live",
+            RecordPhase::Failover => "failover",
+            RecordPhase::Fallback => "fallback",
+            RecordPhase::Ended => "ended",
+        }
+    }
+}
+
+/// Voice quality of the caller's stream over the whole call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallQuality {
+    /// E-model MOS estimate, 1 to 4.5.
+    pub mos: f64,
+    /// Loss heard by the listener, percent.
+    pub loss_percent: f64,
+    /// RFC 3550 interarrival jitter, ms.
+    pub jitter_ms: f64,
+    /// Audio concealed (PLC or silence), ms.
+    pub concealed_ms: u64,
+}
+
+/// How the call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallEnd {
+    /// From the answer to the end.
+    pub duration_ms: u64,
+    pub reason: &'static str,
+    pub quality: CallQuality,
+}
+
+/// One call's record as of `phase`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    /// The SIP Call-ID.
+    pub call_id: String,
+    pub carrier: String,
+    /// The caller's URI (From) and the called URI (To).
+    pub caller: String,
+    pub called: String,
+    pub phase: RecordPhase,
+    /// Name of the agent endpoint last live on the call.
+    pub ai_endpoint: Option<String>,
+    /// Mid-call failovers so far.
+    pub failovers: u32,
+    /// Why the canned prompt took the call, if it did.
+    pub fallback_reason: Option<String>,
+    /// Set on [`RecordPhase::Ended`].
+    pub end: Option<CallEnd>,
+}
+
+// The floats are finite statistics (never NaN), so equality is reflexive.
+impl Eq for CallRecord {}
+
+/// What a call accumulates for its record.
+#[derive(Debug, Clone, Default)]
+pub struct RecordState {
+    /// When the call was answered; no records before.
+    pub answered_at: Option<Instant>,
+    pub ai_endpoint: Option<String>,
+    pub failovers: u32,
+    pub fallback_reason: Option<String>,
+}
+
+impl Endpoint {
+    /// Queues the record of call `id` as of `phase` (nothing for a call never answered).
+    pub(super) fn record(&mut self, id: u64, phase: RecordPhase, end: Option<CallEnd>) {
+        let Some(call) = self.calls.get(&id) else { return };
+        if call.record.answered_at.is_none() {
+            return;
+        }
+        let record = CallRecord {
+            call_id: call.dialog.call_id.clone(),
+            carrier: self.cfg.carriers.get(call.carrier).map(|c| c.name.clone()).unwrap_or_default(),
+            caller: call.dialog.remote_uri.uri.clone(),
+            called: call.dialog.local_uri.uri.clone(),
+            phase,
+            ai_endpoint: call.record.ai_endpoint.clone(),
+            failovers: call.record.failovers,
+            fallback_reason: call.record.fallback_reason.clone(),
+            end,
+        };
+        self.out.push_back(Output::Event(Event::CallRecord(record)));
+    }
+
+    /// The end of call `id` at `now`: duration since the answer and the media's quality.
+    pub(super) fn call_end(&self, now: Instant, id: u64, reason: &'static str) -> Option<CallEnd> {
+        let call = self.calls.get(&id)?;
+        let answered = call.record.answered_at?;
+        let stats = call.media.stats();
+        Some(CallEnd {
+            duration_ms: now.saturating_duration_since(answered).as_millis() as u64,
+            reason,
+            quality: CallQuality {
+                mos: finite(stats.mos),
+                loss_percent: finite(stats.loss_percent),
+                jitter_ms: finite(stats.jitter_ms),
+                concealed_ms: stats.concealed_ms,
+            },
+        })
+    }
+}
+
+fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else {
+        0.0
+    }
+}
