@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
-use super::state::{StateError, DB_FILE};
+use super::state::{open_with, StateError, BUSY_TIMEOUT, DB_FILE};
 use crate::core::endpoint::{CallRecord, RecordPhase};
 
 /// Records waiting for the writer thread; more are dropped.
@@ -32,7 +32,6 @@ pub const QUEUE: usize = 1024;
 pub const ANSWER_WAIT: Duration = Duration::from_millis(20);
 /// How often the writer prunes old records.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 const DAY_MS: u64 = 86_400_000;
 
 /// How long call records are kept.
@@ -264,13 +263,8 @@ impl CallDb {
 }
 
 fn open(dir: &Path) -> Result<Connection, StateError> {
-    std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir { dir: dir.to_path_buf(), source })?;
-    let path = dir.join(DB_FILE);
-    let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
-    let conn = Connection::open(&path).map_err(sqlite)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
-    let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(sqlite)?;
-    conn.execute_batch(
+    open_with(
+        dir,
         "PRAGMA synchronous=FULL;
          CREATE TABLE IF NOT EXISTS calls (
              call_id TEXT PRIMARY KEY,
@@ -292,8 +286,6 @@ fn open(dir: &Path) -> Result<Connection, StateError> {
          );
          CREATE INDEX IF NOT EXISTS calls_updated ON calls (updated_at_ms);",
     )
-    .map_err(sqlite)?;
-    Ok(conn)
 }
 
 /// One row of the `calls` table, as `trunkguard calls` shows it.

@@ -20,7 +20,7 @@ use thiserror::Error;
 pub const DB_FILE: &str = "trunkguard.db";
 
 /// A write waits at most this long for a lock held by another connection.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -69,14 +69,8 @@ impl StateDb {
 }
 
 fn open(dir: &Path) -> Result<Connection, StateError> {
-    std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir { dir: dir.to_path_buf(), source })?;
-    let path = dir.join(DB_FILE);
-    let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
-    let conn = Connection::open(&path).map_err(sqlite)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
-    // journal_mode returns the mode it set as a row.
-    let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(sqlite)?;
-    conn.execute_batch(
+    open_with(
+        dir,
         "PRAGMA synchronous=NORMAL;
          CREATE TABLE IF NOT EXISTS health (
              id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -84,7 +78,20 @@ fn open(dir: &Path) -> Result<Connection, StateError> {
              writes INTEGER NOT NULL
          );",
     )
-    .map_err(sqlite)?;
+}
+
+/// Opens (creating the directory and file) the state database in WAL mode with a busy
+/// timeout, then runs `setup` (the caller's pragmas and schema). Every user of the database
+/// opens it through here.
+pub(crate) fn open_with(dir: &Path, setup: &str) -> Result<Connection, StateError> {
+    std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir { dir: dir.to_path_buf(), source })?;
+    let path = dir.join(DB_FILE);
+    let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
+    let conn = Connection::open(&path).map_err(sqlite)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+    // journal_mode returns the mode it set as a row.
+    let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(sqlite)?;
+    conn.execute_batch(setup).map_err(sqlite)?;
     Ok(conn)
 }
 
