@@ -110,10 +110,14 @@ impl Config {
                 inbound_from: loopback.into_iter().collect(),
                 probe: None,
                 register: None,
+                transfer: Default::default(),
             }],
             ai: AiConfig::default(),
             ai_endpoints: Vec::new(),
             limits: LimitsConfig::default(),
+            fallback: Default::default(),
+            callback: Default::default(),
+            outbound: Default::default(),
             state: StateConfig { dir: state_dir(), keep_days: STATE_KEEP_DAYS, max_rows: STATE_MAX_ROWS },
         }
     }

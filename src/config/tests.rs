@@ -805,3 +805,88 @@ fn call_record_retention_defaults_and_bounds() {
     let err = Config::from_toml_str(&with_carrier("[state]\nkeep_days = 0\nmax_rows = 0"), "t.toml").unwrap_err().to_string();
     assert!(err.contains("state.keep_days") && err.contains("state.max_rows"), "{err}");
 }
+
+#[test]
+fn ladder_sections_default_when_absent() {
+    let c = parse(&with_carrier(""));
+    assert_eq!(c.fallback, crate::config::model::FallbackConfig::default());
+    assert!(c.fallback.menu && c.fallback.human.is_none());
+    assert_eq!(c.callback.webhook_url, None);
+    assert_eq!(c.outbound.no_provisional_ms, 2000);
+    assert_eq!(c.carriers[0].transfer, crate::config::model::TransferMode::Invite);
+}
+
+#[test]
+fn ladder_sections_are_read() {
+    let text = r#"
+[[carrier]]
+name = "a"
+proxy = "udp:127.0.0.1:5070"
+transfer = "refer"
+
+[fallback]
+menu_timeout_s = 5
+menu_attempts = 3
+no_answer = "hangup"
+human = "sip:desk@127.0.0.1:5090"
+human_timeout_s = 20
+
+[callback]
+webhook_url = "https://crm.example/hooks/callback"
+timeout_ms = 2000
+backoff_initial_ms = 500
+backoff_max_s = 60
+give_up_after_h = 24
+
+[outbound]
+no_provisional_ms = 1500
+preferred_carrier = "a"
+"#;
+    let c = parse(text);
+    assert_eq!(c.carriers[0].transfer, crate::config::model::TransferMode::Refer);
+    assert_eq!(c.fallback.human.as_deref(), Some("sip:desk@127.0.0.1:5090"));
+    assert_eq!(c.fallback.no_answer, crate::config::model::NoAnswerAction::Hangup);
+    assert_eq!((c.fallback.menu_timeout_s, c.fallback.menu_attempts, c.fallback.human_timeout_s), (5, 3, 20));
+    assert_eq!(c.callback.webhook_url.as_deref(), Some("https://crm.example/hooks/callback"));
+    assert_eq!((c.callback.timeout_ms, c.callback.backoff_initial_ms, c.callback.backoff_max_s, c.callback.give_up_after_h), (2000, 500, 60, 24));
+    assert_eq!(c.outbound.no_provisional_ms, 1500);
+    assert_eq!(c.outbound.preferred_carrier.as_deref(), Some("a"));
+}
+
+#[test]
+fn ladder_errors_name_their_fields() {
+    let text = r#"
+[[carrier]]
+name = "a"
+inbound_from = ["127.0.0.1"]
+transfer = "blind"
+
+[fallback]
+no_answer = "sing"
+human = "tel:+4940123"
+menu_attempts = 0
+
+[callback]
+webhook_url = "ftp://x"
+
+[outbound]
+preferred_carrier = "zzz"
+no_provisional_ms = 10
+"#;
+    let err = Config::from_toml_str(text, "t.toml").unwrap_err().to_string();
+    for field in [
+        "carrier[0].transfer",
+        "fallback.no_answer",
+        "fallback.human",
+        "fallback.menu_attempts",
+        "callback.webhook_url",
+        "outbound.no_provisional_ms",
+    ] {
+        assert!(err.contains(field), "{field} missing in: {err}");
+    }
+    // the cross-check runs once the sections themselves are valid
+    let text = "[[carrier]]\nname = \"a\"\ninbound_from = [\"127.0.0.1\"]\n[fallback]\nhuman = \"sip:desk@127.0.0.1\"\n[outbound]\npreferred_carrier = \"a\"\n";
+    let err = Config::from_toml_str(text, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("outbound.preferred_carrier") && err.contains("no proxy"), "{err}");
+    assert!(err.contains("fallback.human") && err.contains("with a proxy"), "{err}");
+}

@@ -3,6 +3,7 @@
 //! Nothing here opens a socket, spawns a task, sleeps or reads the clock.
 
 pub mod ai;
+pub mod callback;
 pub mod carrier;
 pub mod endpoint;
 pub mod limits;

@@ -70,10 +70,18 @@ pub enum Timer {
     AiStall = 28,
     /// AI session: send a WebSocket ping to probe a quiet agent connection.
     AiPing = 29,
+    /// Fallback ladder: the DTMF menu got no usable key in time after it was played.
+    MenuTimeout = 30,
+    /// Fallback ladder: the human leg rang without an answer for the configured time.
+    HumanRing = 31,
+    /// Outbound INVITE: no provisional response within `no_provisional_ms`; try the next carrier.
+    OutboundProvisional = 32,
+    /// Transfer by REFER: no final NOTIFY about the referred call in time.
+    ReferWait = 33,
 }
 
 impl Timer {
-    pub const COUNT: usize = 30;
+    pub const COUNT: usize = 34;
     pub const ALL: [Timer; Timer::COUNT] = [
         Timer::A,
         Timer::B,
@@ -105,6 +113,10 @@ impl Timer {
         Timer::AiConnectRetry,
         Timer::AiStall,
         Timer::AiPing,
+        Timer::MenuTimeout,
+        Timer::HumanRing,
+        Timer::OutboundProvisional,
+        Timer::ReferWait,
     ];
 }
 
@@ -127,9 +139,15 @@ impl Default for SipTimers {
 }
 
 /// One deadline per [`Timer`]; unset slots are `None`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimerTable {
     data: [Option<Instant>; Timer::COUNT],
+}
+
+impl Default for TimerTable {
+    fn default() -> Self {
+        TimerTable { data: [None; Timer::COUNT] }
+    }
 }
 
 impl TimerTable {

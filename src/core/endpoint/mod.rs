@@ -141,6 +141,8 @@ pub enum Event {
     /// The durable record of an answered call, as of one step (see [`record`]): persist it.
     /// The answer's record is queued before its 200 OK.
     CallRecord(CallRecord),
+    /// The ladder decided the caller is to be called back: store it durably and deliver it.
+    CallbackRequested(crate::core::callback::CallbackRequest),
     CarrierState { carrier: String, up: bool },
     Registration { carrier: String, registered: bool },
     /// Open a WebSocket `conn` to `url` with `headers`; report `AiOpened` or `AiClosed` (with
