@@ -14,6 +14,8 @@ mod call;
 mod calls;
 mod carrier_drive;
 mod carrier;
+mod human;
+mod ladder;
 mod ports;
 mod record;
 mod status;
