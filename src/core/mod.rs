@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod limits;
 pub mod media;
 pub mod metrics;
+pub mod outbound;
 pub mod sdp;
 pub mod sip;
 pub mod timer;

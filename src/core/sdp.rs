@@ -274,6 +274,21 @@ pub fn offer(p: &AnswerParams) -> String {
     desc.marshal()
 }
 
+/// Reads the answer to our [`offer`] (outbound calls): the codec the answerer chose (the first
+/// one we support in its m-line), its telephone-event payload type and where it receives RTP.
+pub fn accept_answer(answer: &[u8]) -> Result<Negotiated, SdpError> {
+    let sdp = parse(answer)?;
+    let (index, selection) = choose_stream(&sdp)?;
+    let chosen = &sdp.media_descriptions[index];
+    Ok(Negotiated {
+        codec: selection.codec,
+        dtmf_payload_type: selection.dtmf_payload_type,
+        remote_rtp: remote_address(&sdp, chosen)?,
+        ptime_ms: PTIME_MS,
+        fmtp: fmtp_of(chosen, selection.codec.payload_type),
+    })
+}
+
 fn parse(offer: &[u8]) -> Result<SessionDescription, SdpError> {
     let text = std::str::from_utf8(offer).map_err(|e| SdpError::Parse(e.to_string()))?;
     let sdp = SessionDescription::unmarshal(&mut Cursor::new(text.as_bytes()))
