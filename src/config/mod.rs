@@ -30,7 +30,7 @@ pub use error::{ConfigError, Diagnostic, FieldPath, Segment};
 pub use model::{
     AiAudioFormat, AiConfig, AiEndpointConfig, AiProtocolName, AiRole, CallConfig, CarrierConfig, Config, LimitsConfig,
     MediaConfig, Password, ProbeConfig, PromptsConfig, RegisterConfig, SipConfig, StateConfig, StatusConfig, StatusTls,
-    TlsConfig,
+    TlsConfig, TransferMode,
 };
 
 use locate::SourceMap;

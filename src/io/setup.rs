@@ -13,7 +13,7 @@ use crate::core::endpoint::{AiEndpointSettings, AiHub, Limits};
 use crate::core::media::codec::Rate;
 use crate::core::carrier::probe::ProbeSettings;
 use crate::core::carrier::register::RegisterSettings;
-use crate::core::endpoint::{CarrierSettings, EndpointConfig};
+use crate::core::endpoint::{CarrierSettings, EndpointConfig, OutboundSettings, TransferMode};
 use crate::core::media::codec::opus::OpusTuning;
 use crate::core::media::codec::pipeline::AiFormat;
 use crate::core::media::g711::Law;
@@ -65,7 +65,24 @@ pub fn endpoint_config(config: &Config) -> Result<EndpointConfig, SetupError> {
             burst: config.limits.burst as f64,
             retry_after: Duration::from_secs(config.limits.retry_after_s),
         },
+        outbound: outbound_settings(config),
     })
+}
+
+/// `[outbound]` and the human of `[fallback]`.
+fn outbound_settings(config: &Config) -> OutboundSettings {
+    let o = &config.outbound;
+    OutboundSettings {
+        no_provisional: Duration::from_millis(o.no_provisional_ms),
+        preferred_carrier: o.preferred_carrier.as_ref().and_then(|name| config.carriers.iter().position(|c| &c.name == name)),
+        breaker: BreakerConfig {
+            failure_threshold: o.breaker_failures,
+            cooldown: Duration::from_secs(o.breaker_cooldown_s),
+            ..BreakerConfig::default()
+        },
+        human: config.fallback.human.clone(),
+        human_timeout: Duration::from_secs(config.fallback.human_timeout_s),
+    }
 }
 
 /// The agents of `[[ai_endpoint]]` with the `[ai]` policies; `None` when none is configured.
@@ -158,6 +175,10 @@ fn carrier_settings(config: &Config, c: &CarrierConfig) -> CarrierSettings {
             .as_ref()
             .map(|r| r.contact_user().to_string())
             .unwrap_or_else(|| "trunkguard".to_string()),
+        transfer: match c.transfer {
+            crate::config::TransferMode::Invite => TransferMode::Invite,
+            crate::config::TransferMode::Refer => TransferMode::Refer,
+        },
     }
 }
 

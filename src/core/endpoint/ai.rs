@@ -66,7 +66,7 @@ impl Endpoint {
             | Input::AiText { conn, .. }
             | Input::AiBinary { conn }
             | Input::AiPong { conn } => *conn,
-            Input::Sip { .. } | Input::Rtp { .. } => return,
+            Input::Sip { .. } | Input::Rtp { .. } | Input::SipUnreachable { .. } => return,
         };
         if self.probe_input(now, &input, conn) {
             return;
@@ -98,7 +98,7 @@ impl Endpoint {
                 bridge.on_activity(now, conn);
                 Vec::new()
             }
-            Input::Sip { .. } | Input::Rtp { .. } => Vec::new(),
+            Input::Sip { .. } | Input::Rtp { .. } | Input::SipUnreachable { .. } => Vec::new(),
         };
         self.apply_bridge(now, id, out);
     }

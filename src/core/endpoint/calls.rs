@@ -221,6 +221,9 @@ impl Endpoint {
     }
 
     pub(super) fn on_in_dialog(&mut self, now: Instant, req: Request) {
+        if self.human_in_dialog(now, &req) {
+            return;
+        }
         let Some(id) = self.find_dialog(&req) else {
             let resp = self.response(&req, 481, None);
             self.send_response(now, resp);
@@ -243,6 +246,7 @@ impl Endpoint {
                 let resp = self.response(&req, 200, None);
                 self.send_response(now, resp);
             }
+            Method::Notify => self.on_notify(now, id, &req),
             _ => {
                 let mut resp = self.response(&req, 405, None);
                 resp.headers.push("Allow", build::ALLOW);
@@ -353,6 +357,7 @@ impl Endpoint {
                 }
             }
         }
+        self.relay_caller_to_human(now, id);
         self.feed_bridge(now, id, &digits);
     }
 
@@ -389,6 +394,7 @@ impl Endpoint {
     }
 
     pub(super) fn end_call(&mut self, id: u64, reason: &'static str) {
+        self.stop_human(self.last_now, id);
         self.close_bridge(self.last_now, id);
         let end = self.call_end(self.last_now, id, reason);
         self.record(id, RecordPhase::Ended, end);

@@ -25,6 +25,18 @@ pub struct CarrierSettings {
     pub domain: Option<String>,
     /// User part of our Contact in REGISTER.
     pub contact_user: String,
+    /// How a call from this carrier is handed to the human.
+    pub transfer: TransferMode,
+}
+
+/// `[[carrier]] transfer` in core terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransferMode {
+    /// A bridged outbound INVITE through the healthiest carrier.
+    #[default]
+    Invite,
+    /// SIP REFER on the caller's dialog; the carrier connects the human.
+    Refer,
 }
 
 pub struct CarrierLink {

@@ -10,6 +10,9 @@ impl Endpoint {
         let Some(pending) = self.pending.get(&id).copied() else {
             return;
         };
+        if self.human_response(now, id, pending, &resp) {
+            return;
+        }
         if resp.is_provisional() {
             return;
         }
@@ -22,11 +25,15 @@ impl Endpoint {
             }
             Pending::Register { carrier, attempt_id } => self.on_register_response(now, carrier, attempt_id, &resp),
             Pending::Bye { call } => self.end_call(call, "local BYE"),
+            Pending::Outbound { .. } | Pending::Refer { .. } | Pending::HumanBye { .. } => {}
         }
     }
 
     pub(super) fn on_client_timeout(&mut self, now: Instant, id: ClientTxId) {
         let Some(pending) = self.pending.remove(&id) else { return };
+        if self.human_client_timeout(now, id, pending) {
+            return;
+        }
         match pending {
             Pending::Probe { carrier, probe_id } => {
                 if let Some(p) = self.carriers[carrier].prober.as_mut() {
@@ -43,6 +50,7 @@ impl Endpoint {
                 self.note_failure(now, "bye-timeout", "a BYE got no answer".to_string());
                 self.end_call(call, "BYE timed out")
             }
+            Pending::Outbound { .. } | Pending::Refer { .. } | Pending::HumanBye { .. } => {}
         }
     }
 

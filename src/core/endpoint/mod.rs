@@ -16,6 +16,7 @@ mod carrier_drive;
 mod carrier;
 mod human;
 mod ladder;
+mod outbound;
 mod ports;
 mod record;
 mod status;
@@ -32,7 +33,8 @@ pub use ai_probe::AiEndpointStatus;
 pub use bridge::{AiEndpointSettings, AiHub};
 pub use build::host_port;
 pub use call::CallState;
-pub use carrier::CarrierSettings;
+pub use carrier::{CarrierSettings, TransferMode};
+pub use outbound::{OutboundSettings, OutboundStatus};
 pub use ports::PortPool;
 pub use record::{CallEnd, CallQuality, CallRecord, RecordPhase};
 pub use status::{ActiveCall, CallsStatus, CarrierStatus, Counters, EndpointStatus, FailureRecord};
@@ -89,6 +91,8 @@ pub struct EndpointConfig {
     pub filler: Prompt,
     /// Load shedding: calls in progress and per-source request rate.
     pub limits: Limits,
+    /// Outbound INVITEs (carrier failover) and the human of the fallback ladder.
+    pub outbound: OutboundSettings,
 }
 
 /// Something that happened on the network, handed in by the I/O shell.
@@ -108,6 +112,9 @@ pub enum Input<'a> {
     AiBinary { conn: u64 },
     /// A pong (or any sign of life) on `conn`.
     AiPong { conn: u64 },
+    /// SIP could not be sent to `peer` (TCP connect refused, network unreachable): client
+    /// transactions towards it fail now instead of at Timer B.
+    SipUnreachable { peer: Peer },
 }
 
 /// What the endpoint wants the I/O shell to do next.
@@ -160,6 +167,12 @@ enum Pending {
     Probe { carrier: usize, probe_id: u64 },
     Register { carrier: usize, attempt_id: u64 },
     Bye { call: u64 },
+    /// Attempt `attempt` of call `call`'s outbound leg to the human (its INVITE).
+    Outbound { call: u64, attempt: u32 },
+    /// The REFER that hands call `call` to the human.
+    Refer { call: u64 },
+    /// BYE of call `call`'s human leg.
+    HumanBye { call: u64 },
 }
 
 pub struct Endpoint {
@@ -187,6 +200,8 @@ pub struct Endpoint {
     carriers_out: Vec<bool>,
     rate: RateLimiter,
     failures: VecDeque<(Instant, &'static str, String)>,
+    /// Human legs, outbound carrier state and attempts.
+    human: outbound::HumanState,
 }
 
 /// Failures kept for the status page.
@@ -207,6 +222,7 @@ impl Endpoint {
         let cfg_ai = cfg.ai.clone();
         let carriers_len = cfg.carriers.len();
         let limits = cfg.limits;
+        let cfg_outbound = cfg.outbound.clone();
         Endpoint {
             tx: TransactionLayer::new(cfg.timers),
             ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
@@ -229,6 +245,7 @@ impl Endpoint {
             carriers_out: vec![false; carriers_len],
             rate: RateLimiter::new(&limits),
             failures: VecDeque::new(),
+            human: outbound::HumanState::new(&cfg_outbound, carriers_len),
         }
     }
 
@@ -238,6 +255,7 @@ impl Endpoint {
         match input {
             Input::Sip { peer, data } => self.handle_sip(now, peer, data),
             Input::Rtp { local_port, from, data } => self.handle_rtp(now, local_port, from, data),
+            Input::SipUnreachable { peer } => self.on_unreachable(now, peer),
             other => self.handle_ai_input(now, other),
         }
         self.pump(now);
@@ -271,6 +289,7 @@ impl Endpoint {
         }
         self.bridge_timeouts(now);
         self.probe_timeouts(now);
+        self.human_timeouts(now);
         self.pump(now);
     }
 
@@ -290,7 +309,7 @@ impl Endpoint {
             .flatten();
         let carriers = self.carriers.iter().filter_map(CarrierLink::poll_timeout);
         let probes = self.ai_probes.iter().filter_map(|(_, p)| p.poll_timeout());
-        calls.chain(carriers).chain(probes).chain(self.tx.poll_timeout()).min()
+        calls.chain(carriers).chain(probes).chain(self.tx.poll_timeout()).chain(self.human_poll_timeout()).min()
     }
 
     /// A snapshot for the status page and tests.
@@ -302,6 +321,7 @@ impl Endpoint {
                 .zip(&self.carriers_out)
                 .map(|(c, out)| {
                     let mut s = CarrierStatus::of(&c.settings.name, c.prober.as_ref(), c.registrar.as_ref(), now);
+                    self.outbound_carrier_status(now, &mut s);
                     if *out {
                         s.state = "out-of-service";
                     }
@@ -314,6 +334,7 @@ impl Endpoint {
                 rtp_packets_received_total: self.counters.rtp_received,
             },
             counters: self.counters.clone(),
+            outbound: self.outbound_status(),
             ai_reachable: self.ai_reachable(now, Duration::from_secs(10)),
             admin: self.admin_state(),
             ai_failovers: self.ai.as_ref().map_or(0, |h| h.failovers),
@@ -421,6 +442,9 @@ impl Endpoint {
     /// RTP arrives on the call's even port, RTCP on the odd one above it.
     fn handle_rtp(&mut self, now: Instant, local_port: u16, from: SocketAddr, data: &[u8]) {
         let rtp_port = local_port & !1;
+        if self.human_rtp(now, local_port, from, data) {
+            return;
+        }
         let Some(call) = self.port_to_call.get(&rtp_port).and_then(|id| self.calls.get_mut(id)) else {
             self.counters.rtp_invalid += 1;
             return;

@@ -40,6 +40,15 @@ pub struct CarrierStatus {
     pub probe_interval_ms: Option<u64>,
     /// Round-trip time of the last answered probe.
     pub last_probe_rtt_ms: Option<f64>,
+    /// The carrier's outbound breaker: `closed`, `open` or `half-open`.
+    pub outbound_breaker: &'static str,
+    /// How long a 503 Retry-After still keeps outbound calls off this carrier.
+    pub outbound_hold_ms: Option<u64>,
+    /// Outbound INVITEs sent through this carrier, those that failed for a carrier reason
+    /// (re-routed or final), and the times its outbound breaker opened.
+    pub outbound_attempts: u64,
+    pub outbound_failures: u64,
+    pub outbound_breaker_trips: u64,
 }
 
 impl CarrierStatus {
@@ -60,6 +69,11 @@ impl CarrierStatus {
                 .map(|t| now.saturating_duration_since(t).as_millis() as u64),
             probe_interval_ms: prober.map(|p| p.settings().interval.as_millis() as u64),
             last_probe_rtt_ms: prober.and_then(Prober::last_rtt).map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
+            outbound_breaker: "closed",
+            outbound_hold_ms: None,
+            outbound_attempts: 0,
+            outbound_failures: 0,
+            outbound_breaker_trips: 0,
         }
     }
 }
@@ -94,6 +108,8 @@ pub struct EndpointStatus {
     pub carriers: Vec<CarrierStatus>,
     pub calls: CallsStatus,
     pub counters: Counters,
+    /// Outbound calls to the human: attempts, failovers, outcomes.
+    pub outbound: super::OutboundStatus,
     /// Some agent endpoint passed a real health probe in the last 10 s.
     pub ai_reachable: bool,
     /// Operator switches (drain, out of service).

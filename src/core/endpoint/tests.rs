@@ -56,6 +56,7 @@ fn carrier(name: &str, net: &str, proxy: Option<&str>) -> CarrierSettings {
         register: None,
         domain: None,
         contact_user: "trunkguard".into(),
+        transfer: TransferMode::Invite,
     }
 }
 
@@ -78,6 +79,7 @@ fn config() -> EndpointConfig {
         ai: None,
         filler: Prompt::one_moment().unwrap(),
         limits: Limits::default(),
+        outbound: OutboundSettings::default(),
     }
 }
 

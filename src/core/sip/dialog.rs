@@ -67,6 +67,39 @@ impl Dialog {
         })
     }
 
+    /// Creates the UAC dialog from our `invite` and the 2xx that answered it (RFC 3261
+    /// §12.1.2): the route set is the 2xx's Record-Route reversed, the remote target its
+    /// Contact, the remote tag its To tag; `peer` is where in-dialog requests go (the carrier's
+    /// proxy the INVITE went to).
+    pub fn new_uac(invite: &Request, ok: &super::message::Response, peer: Peer) -> Result<Dialog, DialogError> {
+        let call_id = invite.call_id().map_err(|_| DialogError::BadHeader("Call-ID"))?;
+        let from = invite.from_hdr().map_err(|_| DialogError::BadHeader("From"))?;
+        let to = ok.to_hdr().map_err(|_| DialogError::BadHeader("To"))?;
+        let cseq = invite.cseq().map_err(|_| DialogError::BadHeader("CSeq"))?;
+        let local_tag = from.tag().ok_or(DialogError::BadHeader("From"))?.to_string();
+        let remote_target = ok.contact().map(|c| c.uri).unwrap_or_else(|| to.uri.clone());
+        let mut route_set: Vec<String> = ok
+            .headers
+            .get_all("Record-Route")
+            .flat_map(|v| super::headers::params::split_outside_quotes(v, ','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        route_set.reverse();
+        Ok(Dialog {
+            call_id: call_id.to_string(),
+            local_tag,
+            remote_tag: to.tag().map(str::to_string),
+            local_uri: from,
+            remote_uri: to,
+            remote_target,
+            route_set,
+            local_seq: cseq.seq,
+            remote_seq: 0,
+            peer,
+        })
+    }
+
     /// True when `req` (a request inside a dialog) carries this dialog's identifiers.
     pub fn matches(&self, req: &Request) -> bool {
         let (Ok(call_id), Ok(from), Ok(to)) = (req.call_id(), req.from_hdr(), req.to_hdr()) else {
@@ -176,6 +209,37 @@ mod tests {
         assert_eq!(bye.to_hdr().unwrap().tag(), Some("abc"));
         // it re-parses as a valid message
         assert!(parse_message(&bye.to_bytes()).is_ok());
+    }
+
+    #[test]
+    fn uac_dialog_from_our_invite_and_its_2xx() {
+        let mut inv = invite();
+        inv.headers.set("From", "<sip:tg@127.0.0.1>;tag=ours");
+        inv.headers.set("To", "<sip:human@carrier>");
+        let ok_text = "SIP/2.0 200 OK\r\n\
+            Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1\r\n\
+            Record-Route: <sip:p1.example.com;lr>\r\n\
+            Record-Route: <sip:p2.example.com;lr>\r\n\
+            From: <sip:tg@127.0.0.1>;tag=ours\r\n\
+            To: <sip:human@carrier>;tag=theirs\r\n\
+            Call-ID: call-1@carrier\r\n\
+            CSeq: 7 INVITE\r\n\
+            Contact: <sip:human@127.0.0.5:5090>\r\n\
+            Content-Length: 0\r\n\r\n";
+        let Ok(SipMessage::Response(ok)) = parse_message(ok_text.as_bytes()) else { panic!() };
+        let mut d = Dialog::new_uac(&inv, &ok, peer()).unwrap();
+        assert_eq!((d.local_tag.as_str(), d.remote_tag.as_deref()), ("ours", Some("theirs")));
+        assert_eq!(d.remote_target, "sip:human@127.0.0.5:5090");
+        assert_eq!(d.route_set, vec!["<sip:p2.example.com;lr>", "<sip:p1.example.com;lr>"]);
+        let bye = d.new_request(Method::Bye, "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKb".into(), "sip:tg@127.0.0.1", "tg");
+        assert_eq!(bye.cseq().unwrap().seq, 8);
+        assert_eq!(bye.to_hdr().unwrap().tag(), Some("theirs"));
+        // their BYE (From: them, To: us) matches
+        let mut theirs = invite();
+        theirs.method = Method::Bye;
+        theirs.headers.set("From", "<sip:human@carrier>;tag=theirs");
+        theirs.headers.set("To", "<sip:tg@127.0.0.1>;tag=ours");
+        assert!(d.matches(&theirs));
     }
 
     #[test]

@@ -161,6 +161,7 @@ mod tests {
             carriers: vec![],
             calls: crate::core::endpoint::CallsStatus { active: 0, answered_total: 3, rtp_packets_received_total: 9 },
             counters: Default::default(),
+            outbound: Default::default(),
             ai_reachable: true,
             admin: Default::default(),
             ai_failovers: 0,

@@ -177,6 +177,11 @@ pub(crate) mod tests {
             last_probe_ok_ms_ago: ago,
             probe_interval_ms: interval,
             last_probe_rtt_ms: None,
+            outbound_breaker: "closed",
+            outbound_hold_ms: None,
+            outbound_attempts: 0,
+            outbound_failures: 0,
+            outbound_breaker_trips: 0,
         }
     }
 
@@ -198,6 +203,7 @@ pub(crate) mod tests {
             carriers,
             calls: CallsStatus { active: 0, answered_total: 0, rtp_packets_received_total: 0 },
             counters: Default::default(),
+            outbound: Default::default(),
             ai_reachable,
             admin: Default::default(),
             ai_failovers: 0,
