@@ -39,6 +39,10 @@ impl Endpoint {
         let started = if refer { self.send_refer(now, id) } else { self.start_invite_leg(now, id) };
         if started {
             self.human.stats.transfers += 1;
+            // ringback from now on; a prompt the ladder plays over it is followed by ringback
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.media.stop_prompt();
+            }
             self.keep_ringback(id);
         }
         started
@@ -108,7 +112,7 @@ impl Endpoint {
                 if let Some(call) = self.calls.get_mut(&id) {
                     call.media.stop_prompt();
                 }
-                self.on_human_outcome(now, id, HumanOutcome::Connected);
+                self.report_human(now, id, HumanOutcome::Connected);
                 self.hang_up(now, id, "transferred");
             }
             _ => {
@@ -124,7 +128,7 @@ impl Endpoint {
         if progress {
             self.human.legs.remove(&id);
             self.human.stats.no_answer += 1;
-            self.on_human_outcome(now, id, HumanOutcome::NoAnswer);
+            self.report_human(now, id, HumanOutcome::NoAnswer);
         } else {
             tracing::info!(call = id, "REFER not answered in time: bridged INVITE instead");
             self.refer_fallback(now, id);
@@ -141,7 +145,7 @@ impl Endpoint {
         if !self.start_invite_leg(now, id) {
             self.human.stats.unavailable += 1;
             let cause = "REFER refused and no carrier can place the call".to_string();
-            self.on_human_outcome(now, id, HumanOutcome::Unavailable { cause });
+            self.report_human(now, id, HumanOutcome::Unavailable { cause });
         }
     }
 }

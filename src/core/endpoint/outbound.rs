@@ -81,6 +81,9 @@ pub(super) struct HumanState {
     pub ports: HashMap<u16, u64>,
     pub ringback: Option<Prompt>,
     pub stats: OutboundStatus,
+    /// Outcomes reported to the ladder (tests read them).
+    #[cfg(test)]
+    pub reported: Vec<(u64, HumanOutcome)>,
 }
 
 impl HumanState {
@@ -93,6 +96,8 @@ impl HumanState {
             ports: HashMap::new(),
             ringback: None,
             stats: OutboundStatus::default(),
+            #[cfg(test)]
+            reported: Vec::new(),
         }
     }
 }
@@ -141,6 +146,14 @@ pub(super) struct Connected {
 }
 
 impl Endpoint {
+    /// Tells the ladder how the human rung of call `id` ended (or that it connected).
+    pub(super) fn report_human(&mut self, now: Instant, id: u64, outcome: HumanOutcome) {
+        tracing::info!(call = id, ?outcome, "human rung");
+        #[cfg(test)]
+        self.human.reported.push((id, outcome.clone()));
+        self.on_human_outcome(now, id, outcome);
+    }
+
     /// What carrier choice needs to know about each carrier now.
     pub(super) fn carrier_views(&self) -> Vec<CarrierView> {
         self.carriers
@@ -208,12 +221,12 @@ impl Endpoint {
                     self.human.stats.unavailable += 1;
                     self.note_failure(now, "human-unavailable", cause.clone());
                     self.end_human_leg(now, id);
-                    self.on_human_outcome(now, id, HumanOutcome::Unavailable { cause });
+                    self.report_human(now, id, HumanOutcome::Unavailable { cause });
                 }
                 LegAction::NoAnswer => {
                     self.human.stats.no_answer += 1;
                     self.end_human_leg(now, id);
-                    self.on_human_outcome(now, id, HumanOutcome::NoAnswer);
+                    self.report_human(now, id, HumanOutcome::NoAnswer);
                 }
             }
         }
@@ -389,7 +402,7 @@ impl Endpoint {
         let Some(h) = self.human.legs.get_mut(&id) else { return };
         h.connected = Some(Connected { dialog, media, carrier, bye_sent: false });
         self.human.stats.connected += 1;
-        self.on_human_outcome(now, id, HumanOutcome::Connected);
+        self.report_human(now, id, HumanOutcome::Connected);
     }
 
     /// The 2xx came but the leg cannot be used: BYE it and report the human unavailable.
@@ -402,7 +415,7 @@ impl Endpoint {
         }
         self.human.stats.unavailable += 1;
         self.end_human_leg(now, id);
-        self.on_human_outcome(now, id, HumanOutcome::Unavailable { cause });
+        self.report_human(now, id, HumanOutcome::Unavailable { cause });
     }
 
     /// An in-dialog request of ours on the human leg's dialog, with a fresh Via branch.
@@ -654,7 +667,7 @@ impl Endpoint {
                     c.bye_sent = true; // no BYE of ours
                 }
                 self.end_human_leg(now, id);
-                self.on_human_outcome(now, id, HumanOutcome::Ended);
+                self.report_human(now, id, HumanOutcome::Ended);
             }
             Method::Invite | Method::Update if !req.body.is_empty() => self.human_reoffer(now, id, req),
             Method::Invite | Method::Update | Method::Info | Method::Options => {

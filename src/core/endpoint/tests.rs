@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::*;
 
 mod ai;
+mod human;
 mod records;
 use crate::core::carrier::probe::ProbeSettings;
 use crate::core::media::g711::Law;
