@@ -256,6 +256,7 @@ impl Shell {
             NetEvent::Disconnected { peer } => {
                 self.streams.remove(&peer);
             }
+            NetEvent::Unreachable { peer } => self.endpoint.handle_input(now, Input::SipUnreachable { peer }),
             NetEvent::AiOpened { conn, writer } => {
                 self.ai.opened(conn, writer);
                 self.endpoint.handle_input(now, Input::AiOpened { conn });
@@ -347,9 +348,19 @@ impl Shell {
             Some(s) => {
                 if let Err(e) = s.try_send_to(data, to) {
                     tracing::debug!(%to, error = %e, "udp send failed");
+                    if unreachable(&e) {
+                        let peer = Peer { transport: Transport::Udp, addr: to };
+                        let _ = self.events.try_send(NetEvent::Unreachable { peer });
+                    }
                 }
             }
             None => tracing::debug!(%to, "no UDP socket to send from"),
         }
     }
+}
+
+/// A send error that says the peer cannot be reached (not a full buffer).
+fn unreachable(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionRefused | NetworkUnreachable | HostUnreachable | AddrNotAvailable)
 }

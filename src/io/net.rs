@@ -15,6 +15,8 @@ pub enum NetEvent {
     Connected { peer: Peer, writer: mpsc::Sender<Vec<u8>> },
     /// A stream connection closed.
     Disconnected { peer: Peer },
+    /// SIP could not be delivered to `peer` (TCP connect failed, network unreachable).
+    Unreachable { peer: Peer },
     /// An agent WebSocket is open; frames for it go to `writer`.
     AiOpened { conn: u64, writer: mpsc::Sender<super::ai::WsCommand> },
     /// An agent WebSocket failed to open or closed.

@@ -74,8 +74,14 @@ pub fn spawn_tcp_connect(addr: SocketAddr, first: Vec<u8>, events: NetTx) {
                 let writer = spawn_connection(stream, peer, events);
                 let _ = writer.send(first).await;
             }
-            Ok(Err(e)) => tracing::info!(%addr, error = %e, "tcp connect failed"),
-            Err(_) => tracing::info!(%addr, "tcp connect timed out"),
+            Ok(Err(e)) => {
+                tracing::info!(%addr, error = %e, "tcp connect failed");
+                let _ = events.send(NetEvent::Unreachable { peer: Peer { transport: Transport::Tcp, addr } }).await;
+            }
+            Err(_) => {
+                tracing::info!(%addr, "tcp connect timed out");
+                let _ = events.send(NetEvent::Unreachable { peer: Peer { transport: Transport::Tcp, addr } }).await;
+            }
         }
     });
 }

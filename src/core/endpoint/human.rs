@@ -76,6 +76,7 @@ impl Endpoint {
             HumanLeg { started: now, refer: Some(ReferState::default()), leg: None, port: None, connected: None, timers },
         );
         self.human.stats.refers += 1;
+        self.human_record(id, |r| r.refer = true);
         true
     }
 

@@ -36,7 +36,7 @@ pub use call::CallState;
 pub use carrier::{CarrierSettings, TransferMode};
 pub use outbound::{OutboundSettings, OutboundStatus};
 pub use ports::PortPool;
-pub use record::{CallEnd, CallQuality, CallRecord, RecordPhase};
+pub use record::{CallEnd, CallQuality, CallRecord, HumanRecord, RecordPhase};
 pub use status::{ActiveCall, CallsStatus, CarrierStatus, Counters, EndpointStatus, FailureRecord};
 
 use self::call::Call;

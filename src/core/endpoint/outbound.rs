@@ -141,7 +141,6 @@ pub(super) struct ReferState {
 pub(super) struct Connected {
     pub dialog: Dialog,
     pub media: MediaSession,
-    pub carrier: usize,
     pub bye_sent: bool,
 }
 
@@ -149,9 +148,39 @@ impl Endpoint {
     /// Tells the ladder how the human rung of call `id` ended (or that it connected).
     pub(super) fn report_human(&mut self, now: Instant, id: u64, outcome: HumanOutcome) {
         tracing::info!(call = id, ?outcome, "human rung");
+        let label = match outcome {
+            HumanOutcome::Connected => "connected",
+            HumanOutcome::NoAnswer => "no-answer",
+            HumanOutcome::Unavailable { .. } => "unavailable",
+            HumanOutcome::Ended => "ended",
+        };
+        self.human_record(id, |r| r.outcome = Some(label));
         #[cfg(test)]
         self.human.reported.push((id, outcome.clone()));
         self.on_human_outcome(now, id, outcome);
+    }
+
+    /// Updates what call `id`'s record says about its human leg.
+    pub(super) fn human_record(&mut self, id: u64, f: impl FnOnce(&mut HumanRecord)) {
+        if let Some(call) = self.calls.get_mut(&id) {
+            f(call.record.human.get_or_insert_with(HumanRecord::default));
+        }
+    }
+
+    /// Copies the leg's failed attempts into the call's record.
+    fn sync_leg_record(&mut self, id: u64) {
+        let Some(leg) = self.human.legs.get(&id).and_then(|h| h.leg.as_ref()) else { return };
+        let names = &self.cfg.carriers;
+        let failed: Vec<String> = leg
+            .failed()
+            .iter()
+            .map(|f| format!("{}: {}", names.get(f.carrier).map_or("carrier", |c| c.name.as_str()), f.failure.cause()))
+            .collect();
+        let failovers = leg.failovers() as u32;
+        self.human_record(id, |r| {
+            r.failed_attempts = failed;
+            r.failovers = failovers;
+        });
     }
 
     /// What carrier choice needs to know about each carrier now.
@@ -206,6 +235,7 @@ impl Endpoint {
     /// Carries out what the leg asks for. `answered`: the 2xx and its transaction, when the
     /// actions come from one.
     pub(super) fn apply_leg(&mut self, now: Instant, id: u64, actions: Vec<LegAction>, answered: Option<(ClientTxId, &Response)>) {
+        self.sync_leg_record(id);
         for action in actions {
             match action {
                 LegAction::Invite { carrier, attempt } => self.send_attempt(now, id, carrier, attempt),
@@ -399,8 +429,9 @@ impl Endpoint {
             call.media.stop_prompt();
             call.media.flush_ai_audio();
         }
+        self.human_record(id, |r| r.carrier = Some(carrier_name));
         let Some(h) = self.human.legs.get_mut(&id) else { return };
-        h.connected = Some(Connected { dialog, media, carrier, bye_sent: false });
+        h.connected = Some(Connected { dialog, media, bye_sent: false });
         self.human.stats.connected += 1;
         self.report_human(now, id, HumanOutcome::Connected);
     }

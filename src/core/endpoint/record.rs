@@ -78,6 +78,23 @@ pub struct CallRecord {
     pub fallback_reason: Option<String>,
     /// Set on [`RecordPhase::Ended`].
     pub end: Option<CallEnd>,
+    /// The transfer to the human, if the ladder tried one.
+    pub human: Option<HumanRecord>,
+}
+
+/// What the human rung did for a call: how it transferred, through which carrier, what failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HumanRecord {
+    /// A REFER was sent to the caller's carrier (before any bridged INVITE).
+    pub refer: bool,
+    /// The carrier the human was reached through (bridged INVITE).
+    pub carrier: Option<String>,
+    /// Each outbound attempt that failed, in order: "carrier-a: 503 Service Unavailable".
+    pub failed_attempts: Vec<String>,
+    /// Failed attempts that moved the call to another carrier.
+    pub failovers: u32,
+    /// `connected`, `no-answer`, `unavailable` or `ended` (the human hung up), once known.
+    pub outcome: Option<&'static str>,
 }
 
 // The floats are finite statistics (never NaN), so equality is reflexive.
@@ -91,6 +108,7 @@ pub struct RecordState {
     pub ai_endpoint: Option<String>,
     pub failovers: u32,
     pub fallback_reason: Option<String>,
+    pub human: Option<HumanRecord>,
 }
 
 impl Endpoint {
@@ -110,6 +128,7 @@ impl Endpoint {
             failovers: call.record.failovers,
             fallback_reason: call.record.fallback_reason.clone(),
             end,
+            human: call.record.human.clone(),
         };
         self.out.push_back(Output::Event(Event::CallRecord(record)));
     }

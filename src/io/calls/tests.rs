@@ -13,6 +13,7 @@ fn record(call_id: &str, phase: RecordPhase) -> CallRecord {
         ai_endpoint: None,
         failovers: 0,
         fallback_reason: None,
+        human: None,
         end: None,
     }
 }

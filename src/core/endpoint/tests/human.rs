@@ -136,6 +136,10 @@ fn a_503_on_carrier_a_leaves_through_carrier_b_and_the_human_is_bridged() {
     assert_ne!(ack.top_via().unwrap().branch(), inv_b.top_via().unwrap().branch(), "a new transaction-less ACK");
     assert_eq!(outcomes(&h), vec![HumanOutcome::Connected]);
     assert!(!h.ep.calls[&id].media.is_playing_prompt(), "ringback stops");
+    let rec = h.ep.calls[&id].record.human.clone().expect("human record");
+    assert_eq!(rec.carrier.as_deref(), Some("carrier-b"));
+    assert_eq!(rec.failed_attempts, vec!["carrier-a: 503 Service Unavailable".to_string()]);
+    assert_eq!((rec.failovers, rec.outcome, rec.refer), (1, Some("connected"), false));
     // a retransmitted 2xx is ACKed again
     answer(&mut h, PROXY_B, &inv_b);
     assert_eq!(requests(&mut h).iter().filter(|(_, r)| r.method == Method::Ack).count(), 1);

@@ -44,6 +44,7 @@ pub fn render(s: &EndpointStatus, readiness: &Readiness) -> Result<String, fmt::
     readiness_metrics(&mut r, readiness);
     call_metrics(&mut r, s);
     carrier_metrics(&mut r, s);
+    outbound_metrics(&mut r, s);
     ai_metrics(&mut r, s);
     latency_metrics(&mut r, s);
     media_metrics(&mut r, s);
@@ -115,6 +116,31 @@ fn carrier_metrics(r: &mut Registry, s: &EndpointStatus) {
     r.register("carrier_up", "1 when the carrier's OPTIONS probes say up", up);
     r.register("carrier_registered", "1 while the carrier holds a valid registration", registered);
     r.register("carrier_last_probe_ok_age_seconds", "Time since the carrier last answered a probe", age);
+}
+
+/// Outbound calls (the human leg): attempts, failovers, outcomes, and each carrier's
+/// outbound breaker.
+fn outbound_metrics(r: &mut Registry, s: &EndpointStatus) {
+    let o = &s.outbound;
+    counter(r, "outbound_attempts", "Outbound INVITEs sent (every carrier attempt)", o.attempts);
+    counter(r, "outbound_failovers", "Outbound attempts re-routed to another carrier by SIP cause", o.failovers);
+    let outcomes = Family::<Labels, Counter>::default();
+    for (outcome, n) in [("connected", o.connected), ("no-answer", o.no_answer), ("unavailable", o.unavailable)] {
+        outcomes.get_or_create(&labels(&[("outcome", outcome)])).inc_by(n);
+    }
+    r.register("human_transfers", "Transfers to the human by outcome", outcomes);
+    let breaker = Family::<Labels, Gauge>::default();
+    let attempts = Family::<Labels, Counter>::default();
+    let failures = Family::<Labels, Counter>::default();
+    for c in &s.carriers {
+        let l = labels(&[("carrier", &c.name)]);
+        breaker.get_or_create(&l).set(breaker_value(c.outbound_breaker));
+        attempts.get_or_create(&l).inc_by(c.outbound_attempts);
+        failures.get_or_create(&l).inc_by(c.outbound_failures);
+    }
+    r.register("carrier_outbound_breaker_state", "Outbound breaker: 0 closed, 1 half-open, 2 open", breaker);
+    r.register("carrier_outbound_attempts", "Outbound INVITEs sent through the carrier", attempts);
+    r.register("carrier_outbound_failures", "Outbound attempts that failed for a carrier reason", failures);
 }
 
 fn ai_metrics(r: &mut Registry, s: &EndpointStatus) {

@@ -150,6 +150,11 @@ fn busy_status() -> EndpointStatus {
     s.counters.sip_parse_errors = 3;
     s.ai_failovers = 1;
     s.ai_fallbacks = 2;
+    s.outbound.attempts = 5;
+    s.outbound.failovers = 2;
+    s.outbound.connected = 1;
+    s.carriers[0].outbound_breaker = "open";
+    s.carriers[0].outbound_failures = 5;
     let mut lat = crate::core::metrics::Latencies::default();
     for ms in [3, 4, 15, 15, 150] {
         lat.ai_to_rtp.record(Duration::from_millis(ms));
@@ -186,6 +191,11 @@ async fn metrics_parse_as_prometheus_text_with_bounded_labels() {
     assert_eq!(value("trunkguard_ai_endpoint_probe_failures_total", &ai), 3.0);
     assert_eq!(value("trunkguard_ai_failovers_total", &[]), 1.0);
     assert_eq!(value("trunkguard_ai_fallbacks_total", &[]), 2.0);
+    assert_eq!(value("trunkguard_outbound_attempts_total", &[]), 5.0);
+    assert_eq!(value("trunkguard_outbound_failovers_total", &[]), 2.0);
+    assert_eq!(value("trunkguard_human_transfers_total", &[("outcome", "connected")]), 1.0);
+    assert_eq!(value("trunkguard_carrier_outbound_breaker_state", &[("carrier", "carrier-a")]), 2.0);
+    assert_eq!(value("trunkguard_carrier_outbound_failures_total", &[("carrier", "carrier-a")]), 5.0);
     assert_eq!(value("trunkguard_sip_parse_errors_total", &[]), 3.0);
     assert_eq!(value("trunkguard_media_mos_min", &[]), 3.6);
     assert!((value("trunkguard_media_mos_avg", &[]) - 3.9).abs() < 1e-9);
@@ -202,7 +212,7 @@ async fn metrics_parse_as_prometheus_text_with_bounded_labels() {
         assert_eq!(families[&format!("trunkguard_latency_{name}_seconds")].kind, "histogram");
     }
     // bounded cardinality: only known label names, no call ids anywhere
-    let allowed = ["carrier", "state", "endpoint", "role", "check", "le"];
+    let allowed = ["carrier", "state", "endpoint", "role", "check", "le", "outcome"];
     for f in families.values() {
         for s in &f.samples {
             for (k, _) in &s.labels {
