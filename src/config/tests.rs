@@ -126,7 +126,8 @@ fn defaults_apply_when_sections_are_omitted() {
         c.prompts,
         PromptsConfig {
             dir: None,
-            high_demand: "high-demand.wav".into()
+            high_demand: "high-demand.wav".into(),
+            files: Vec::new(),
         }
     );
     assert_eq!(c.prompts.high_demand_path(), None);
@@ -198,7 +199,7 @@ fn media_status_call_sections() {
 #[test]
 fn prompts_section() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("busy.wav"), b"RIFF").unwrap();
+    std::fs::write(dir.path().join("busy.wav"), crate::core::media::prompt::HIGH_DEMAND_WAV).unwrap();
     let c = parse(&with_carrier(&format!(
         "[prompts]\ndir = '{}'\nhigh_demand = \"busy.wav\"",
         dir.path().display()
