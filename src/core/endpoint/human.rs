@@ -39,10 +39,7 @@ impl Endpoint {
         let started = if refer { self.send_refer(now, id) } else { self.start_invite_leg(now, id) };
         if started {
             self.human.stats.transfers += 1;
-            // ringback from now on; a prompt the ladder plays over it is followed by ringback
-            if let Some(call) = self.calls.get_mut(&id) {
-                call.media.stop_prompt();
-            }
+            // ringback once the ladder's hold prompt (if any) has played
             self.keep_ringback(id);
         }
         started

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::core::endpoint::ladder::HumanOutcome;
+use crate::core::ladder::LadderConfig;
 
 const PROXY_A: &str = "127.0.0.2:5070";
 const PROXY_B: &str = "127.0.0.3:5070";
@@ -23,6 +24,7 @@ fn human_config() -> EndpointConfig {
     EndpointConfig {
         carriers: vec![proxied("carrier-a", "127.0.0.2/32", PROXY_A), proxied("carrier-b", "127.0.0.3/32", PROXY_B)],
         outbound: OutboundSettings { human: Some(HUMAN.into()), preferred_carrier: Some(0), ..OutboundSettings::default() },
+        ladder: LadderConfig { menu: true, human: true, human_timeout: Duration::from_secs(25), ..LadderConfig::default() },
         rtp_ports: (20000, 20020),
         ..config()
     }
@@ -91,12 +93,30 @@ fn answer(h: &mut Harness, from: &str, req: &Request) {
     h.send(from, &String::from_utf8(resp.to_bytes()).unwrap());
 }
 
-/// What the ladder does on DTMF 2 (the tx layer's output is pumped as after any input).
+/// The caller waits for the menu and presses 2: the ladder starts the human rung. True when
+/// a human leg (REFER or INVITE) is under way.
 fn start(h: &mut Harness, id: u64) -> bool {
-    let started = h.ep.start_human(h.now, id);
-    h.ep.pump(h.now);
+    h.advance(Duration::from_millis(3500)); // the high-demand prompt, then the menu
+    h.take_sip();
+    press(h, id, 2);
+    h.ep.human.legs.contains_key(&id)
+}
+
+/// One key press as RFC 4733 packets on call `id`'s RTP port.
+fn press(h: &mut Harness, id: u64, digit: u8) {
+    let port = h.ep.calls[&id].local_port;
+    let from: SocketAddr = CALLER_RTP.parse().unwrap();
+    let (seq, ts) = (100u16, 160_000u32);
+    for (i, (end, duration)) in [(false, 160u16), (true, 800), (true, 800), (true, 800)].into_iter().enumerate() {
+        let mut pkt = vec![0x80, 101 | if i == 0 { 0x80 } else { 0 }];
+        pkt.extend_from_slice(&(seq + i as u16).to_be_bytes());
+        pkt.extend_from_slice(&ts.to_be_bytes());
+        pkt.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        pkt.extend_from_slice(&[digit, if end { 0x80 | 10 } else { 10 }]);
+        pkt.extend_from_slice(&duration.to_be_bytes());
+        h.ep.handle_input(h.now, Input::Rtp { local_port: port, from, data: &pkt });
+    }
     h.drain();
-    started
 }
 
 fn outcomes(h: &Harness) -> Vec<HumanOutcome> {
@@ -173,6 +193,10 @@ fn a_503_on_carrier_a_leaves_through_carrier_b_and_the_human_is_bridged() {
     assert_eq!(outcomes(&h), vec![HumanOutcome::Connected, HumanOutcome::Ended]);
     assert!(h.out.iter().any(|o| matches!(o, Output::Event(Event::MediaClose { port: 20002 }))));
     assert_eq!(h.ep.status(h.now).outbound.active_legs, 0);
+    // the ladder hangs the caller up
+    h.advance(Duration::from_millis(500));
+    let reqs = requests(&mut h);
+    assert!(reqs.iter().any(|(to, r)| r.method == Method::Bye && *to == CARRIER_A.parse().unwrap()), "{reqs:?}");
 }
 
 /// A PCMU packet with a non-silent payload.
@@ -319,12 +343,15 @@ fn both_carriers_failing_is_unavailable_with_the_last_cause() {
 fn no_human_or_no_carrier_returns_false_at_once() {
     let mut h = Harness::new(EndpointConfig { outbound: OutboundSettings::default(), ..human_config() });
     let (id, _) = confirmed_call(&mut h, "c1");
-    assert!(!start(&mut h, id));
+    assert!(!h.ep.start_human(h.now, id));
     let mut h = Harness::new(EndpointConfig { carriers: config().carriers, ..human_config() });
     let (id, _) = confirmed_call(&mut h, "c1");
-    assert!(!start(&mut h, id), "no carrier has a proxy");
+    assert!(!h.ep.start_human(h.now, id), "no carrier has a proxy");
     assert!(outcomes(&h).is_empty());
     assert!(requests(&mut h).is_empty());
+    // through the ladder: key 2, no leg, the ladder goes down to a callback at once
+    assert!(!start(&mut h, id));
+    assert!(h.out.iter().any(|o| matches!(o, Output::Event(Event::CallbackRequested(_)))));
 }
 
 #[test]
