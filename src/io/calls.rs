@@ -205,8 +205,8 @@ impl CallDb {
             tx.execute(
                 "INSERT INTO calls (call_id, carrier, caller, called, answered_at_ms, ended_at_ms,
                      duration_ms, ai_endpoint, failovers, fallback_reason, end_reason, mos,
-                     loss_percent, jitter_ms, concealed_ms, updated_at_ms, ladder, callback_reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+                     loss_percent, jitter_ms, concealed_ms, updated_at_ms, ladder, callback_reason, human)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
                  ON CONFLICT(call_id) DO UPDATE SET
                      carrier = excluded.carrier, caller = excluded.caller, called = excluded.called,
                      answered_at_ms = COALESCE(calls.answered_at_ms, excluded.answered_at_ms),
@@ -222,6 +222,7 @@ impl CallDb {
                      concealed_ms = COALESCE(excluded.concealed_ms, calls.concealed_ms),
                      ladder = COALESCE(excluded.ladder, calls.ladder),
                      callback_reason = COALESCE(excluded.callback_reason, calls.callback_reason),
+                     human = COALESCE(excluded.human, calls.human),
                      updated_at_ms = excluded.updated_at_ms",
                 params![
                     r.call_id,
@@ -242,6 +243,7 @@ impl CallDb {
                     at,
                     ladder_text(r),
                     r.callback.map(|c| c.as_str()),
+                    human_text(r),
                 ],
             )?;
             tx.commit()
@@ -272,8 +274,26 @@ fn ladder_text(r: &CallRecord) -> Option<String> {
     (!r.ladder.is_empty()).then(|| r.ladder.iter().map(|rung| rung.as_str()).collect::<Vec<_>>().join(">"))
 }
 
+/// The human transfer as stored: `refer; carrier-b; failed carrier-a: 503 Service Unavailable;
+/// connected` (the parts that apply, in that order); `None` when none was tried.
+fn human_text(r: &CallRecord) -> Option<String> {
+    let h = r.human.as_ref()?;
+    let mut parts = Vec::new();
+    if h.refer {
+        parts.push("refer".to_string());
+    }
+    if let Some(c) = &h.carrier {
+        parts.push(c.clone());
+    }
+    parts.extend(h.failed_attempts.iter().map(|f| format!("failed {f}")));
+    if let Some(o) = h.outcome {
+        parts.push(o.to_string());
+    }
+    Some(parts.join("; "))
+}
+
 /// Columns added after the first release of the table, created on databases made before them.
-const ADDED_COLUMNS: [(&str, &str); 2] = [("ladder", "TEXT"), ("callback_reason", "TEXT")];
+const ADDED_COLUMNS: [(&str, &str); 3] = [("ladder", "TEXT"), ("callback_reason", "TEXT"), ("human", "TEXT")];
 
 fn open(dir: &Path) -> Result<Connection, StateError> {
     let conn = open_schema(dir)?;
@@ -320,7 +340,8 @@ fn open_schema(dir: &Path) -> Result<Connection, StateError> {
              concealed_ms INTEGER,
              updated_at_ms INTEGER NOT NULL,
              ladder TEXT,
-             callback_reason TEXT
+             callback_reason TEXT,
+             human TEXT
          );
          CREATE INDEX IF NOT EXISTS calls_updated ON calls (updated_at_ms);",
     )
@@ -349,6 +370,8 @@ pub struct StoredCall {
     pub ladder: Option<String>,
     /// Why a callback was requested (`caller-pressed-1`, ...), if one was.
     pub callback_reason: Option<String>,
+    /// The transfer to the human (`refer; carrier-b; failed carrier-a: 503 ...; connected`).
+    pub human: Option<String>,
 }
 
 /// The `last` most recently answered calls in `<dir>/trunkguard.db`, oldest first, read
@@ -404,6 +427,7 @@ pub fn read_recent(dir: &Path, last: usize) -> Result<Vec<StoredCall>, StateErro
                 updated_at_ms: r.get(15)?,
                 ladder: r.get(16)?,
                 callback_reason: r.get(17)?,
+                human: r.get(18)?,
             })
         })
         .map_err(sqlite)?;

@@ -87,6 +87,7 @@ mod tests {
             updated_at_ms: 4200,
             ladder: Some("prompt>menu>callback".into()),
             callback_reason: Some("caller-pressed-1".into()),
+            human: None,
         };
         let t = table(&[row.clone()]);
         let lines: Vec<&str> = t.lines().collect();

@@ -188,6 +188,26 @@ fn the_ladder_and_the_callback_reason_are_kept_across_steps() {
 }
 
 #[test]
+fn the_human_transfer_is_kept_across_steps() {
+    use crate::core::endpoint::HumanRecord;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut db = CallDb::new(tmp.path().join("state"));
+    db.upsert(&record("c1", RecordPhase::Answered), 1000).unwrap();
+    let mut human = record("c1", RecordPhase::Callback);
+    human.human = Some(HumanRecord {
+        refer: false,
+        carrier: Some("carrier-b".into()),
+        failed_attempts: vec!["carrier-a: 503 Service Unavailable".into()],
+        failovers: 1,
+        outcome: Some("connected"),
+    });
+    db.upsert(&human, 2000).unwrap();
+    db.upsert(&ended("c1"), 3000).unwrap();
+    let rows = read_recent(&tmp.path().join("state"), 10).unwrap();
+    assert_eq!(rows[0].human.as_deref(), Some("carrier-b; failed carrier-a: 503 Service Unavailable; connected"));
+}
+
+#[test]
 fn a_database_from_before_the_ladder_columns_gets_them() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("state");
