@@ -106,6 +106,9 @@ impl HumanState {
 pub(super) struct Attempt {
     pub call: u64,
     pub number: u32,
+    pub carrier: usize,
+    /// The INVITE was re-sent with digest credentials (once per attempt).
+    pub authed: bool,
     pub invite: Request,
     pub peer: Peer,
     /// Given up (no longer the leg's current attempt): a 1xx is cancelled, a 2xx ACKed + BYEd.
@@ -304,7 +307,19 @@ impl Endpoint {
         self.pending.insert(tx, Pending::Outbound { call: id, attempt: number });
         self.human.attempts.insert(
             tx,
-            Attempt { call: id, number, invite, peer: proxy, stray: false, cancelled: false, byed: false, ack: None, forget_at: None },
+            Attempt {
+                call: id,
+                number,
+                carrier,
+                authed: false,
+                invite,
+                peer: proxy,
+                stray: false,
+                cancelled: false,
+                byed: false,
+                ack: None,
+                forget_at: None,
+            },
         );
     }
 
@@ -356,6 +371,9 @@ impl Endpoint {
             self.stray_response(now, tx, resp);
             return;
         }
+        if matches!(resp.status, 401 | 407) && self.answer_challenge(now, tx, resp) {
+            return;
+        }
         if resp.status >= 300 {
             self.human.attempts.remove(&tx);
             self.pending.remove(&tx);
@@ -365,6 +383,40 @@ impl Endpoint {
         let Some(leg) = self.human.legs.get_mut(&call).and_then(|h| h.leg.as_mut()) else { return };
         let actions = leg.on_response(now, number, resp.status, &resp.reason, retry, &mut self.human.carriers, &views);
         self.apply_leg(now, call, actions, Some((tx, resp)));
+    }
+
+    /// A 401/407 to an attempt's INVITE: re-send it once with digest credentials when its
+    /// carrier has `register` credentials (same Call-ID, next CSeq, new branch). True when sent.
+    fn answer_challenge(&mut self, now: Instant, tx: ClientTxId, resp: &Response) -> bool {
+        let Some(a) = self.human.attempts.get(&tx) else { return false };
+        if a.authed {
+            return false;
+        }
+        let Some(creds) = self.cfg.carriers.get(a.carrier).and_then(|c| c.register.as_ref()) else { return false };
+        let (challenge_header, auth_header) =
+            if resp.status == 407 { ("Proxy-Authenticate", "Proxy-Authorization") } else { ("WWW-Authenticate", "Authorization") };
+        let Some(challenge) = resp.headers.get(challenge_header).and_then(|v| crate::core::sip::digest::Challenge::parse(v).ok()) else {
+            return false;
+        };
+        let cnonce = random_token(&mut self.rng);
+        let Ok(value) = crate::core::sip::digest::authorization(&challenge, "INVITE", &a.invite.uri, &creds.user, &creds.password, &cnonce, 1)
+        else {
+            return false;
+        };
+        let Some(mut a) = self.human.attempts.remove(&tx) else { return false };
+        self.pending.remove(&tx);
+        let seq = a.invite.cseq().map(|c| c.seq).unwrap_or(1).saturating_add(1);
+        let via = build::via(a.peer.transport, self.local_addr(a.peer.transport), &new_branch(&mut self.rng));
+        a.invite.headers.set("Via", via);
+        a.invite.headers.set("CSeq", format!("{seq} INVITE"));
+        a.invite.headers.remove(auth_header);
+        a.invite.headers.push(auth_header, value);
+        a.authed = true;
+        tracing::info!(call = a.call, status = resp.status, "human leg: INVITE with digest credentials");
+        let new_tx = self.tx.send_request(now, a.peer, a.invite.clone());
+        self.pending.insert(new_tx, Pending::Outbound { call: a.call, attempt: a.number });
+        self.human.attempts.insert(new_tx, a);
+        true
     }
 
     /// A response to an attempt given up: CANCEL its first 1xx, ACK and BYE a 2xx.

@@ -425,6 +425,46 @@ fn five_carrier_failures_open_the_outbound_breaker() {
     assert_eq!(only_invite(&mut h).0, PROXY_B.parse().unwrap());
 }
 
+#[test]
+fn a_407_is_answered_with_digest_credentials_once() {
+    use crate::core::carrier::register::RegisterSettings;
+    let mut cfg = human_config();
+    cfg.carriers[0].register = Some(RegisterSettings::new("sip:127.0.0.2:5070", "alice", "secret"));
+    let mut h = Harness::new(cfg);
+    let (id, _) = confirmed_call(&mut h, "c1");
+    assert!(start(&mut h, id));
+    let (_, inv) = only_invite(&mut h);
+    let challenge = [("Proxy-Authenticate", "Digest realm=\"trunk\", nonce=\"n0nce\"")];
+    reply(&mut h, PROXY_A, &inv, 407, &challenge);
+    let reqs = requests(&mut h);
+    let (to, authed) = reqs.iter().find(|(_, r)| r.method == Method::Invite).expect("INVITE with credentials");
+    assert_eq!(*to, PROXY_A.parse().unwrap());
+    assert_eq!(authed.call_id().unwrap(), inv.call_id().unwrap());
+    assert_eq!(authed.cseq().unwrap().seq, 2);
+    let value = authed.headers.get("Proxy-Authorization").expect("Proxy-Authorization");
+    assert!(crate::core::sip::digest::verify(value, "INVITE", "secret", "trunk"), "{value}");
+    // challenged again: final (no loop), and 407 is not a carrier failure to re-route
+    reply(&mut h, PROXY_A, authed, 407, &challenge);
+    assert_eq!(outcomes(&h), vec![HumanOutcome::Unavailable { cause: "407 Unknown".into() }]);
+}
+
+#[test]
+fn a_challenged_invite_is_answered_and_connects() {
+    use crate::core::carrier::register::RegisterSettings;
+    let mut cfg = human_config();
+    cfg.carriers[0].register = Some(RegisterSettings::new("sip:127.0.0.2:5070", "alice", "secret"));
+    let mut h = Harness::new(cfg);
+    let (id, _) = confirmed_call(&mut h, "c1");
+    assert!(start(&mut h, id));
+    let (_, inv) = only_invite(&mut h);
+    reply(&mut h, PROXY_A, &inv, 401, &[("WWW-Authenticate", "Digest realm=\"trunk\", nonce=\"n1\", qop=\"auth\"")]);
+    let reqs = requests(&mut h);
+    let (_, authed) = reqs.iter().find(|(_, r)| r.method == Method::Invite).expect("INVITE with credentials");
+    assert!(authed.headers.get("Authorization").is_some());
+    answer(&mut h, PROXY_A, authed);
+    assert_eq!(outcomes(&h), vec![HumanOutcome::Connected]);
+}
+
 // ---- REFER ---------------------------------------------------------------------------------
 
 fn notify(call_id: &str, tag: &str, cseq: u32, frag: &str) -> String {
