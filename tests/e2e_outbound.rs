@@ -9,7 +9,8 @@
 //!   caller hangs up → the human gets BYE;
 //! - carrier A answers 486 → not re-routed (B never sees an INVITE), the ladder goes down to
 //!   a callback;
-//! - the human rings past `human_timeout_s` → CANCEL, and the ladder goes down to a callback.
+//! - the human rings past `human_timeout_s` → CANCEL, and the ladder goes down to a callback;
+//! - the human hangs up → their BYE is answered and the caller gets BYE.
 
 mod common;
 
@@ -345,5 +346,36 @@ fn a_human_who_does_not_answer_is_cancelled_and_the_caller_gets_a_callback() {
     assert!(pkts >= 140 && rms > 100.0, "the caller hears something while the human rings: {pkts} packets, rms {rms:.0}");
     assert!(caller.wait_bye(Duration::from_secs(15)), "no BYE after the apology");
     assert_eq!(carrier_a.received_requests("INVITE"), 1);
+    app.assert_alive();
+}
+
+#[test]
+fn the_human_hanging_up_ends_the_callers_leg_too() {
+    let ports = Ports::new(34600);
+    let _carrier_a = refusing_carrier(ports, "503");
+    let carrier_b = human_carrier(ports, "uas_human_hangs_up.xml");
+    let mut app = Appliance::start(&config(ports, 20));
+    both_carriers_up(&app);
+
+    let caller = Caller::call(ports, "humanbye");
+    thread::sleep(Duration::from_millis(1000));
+    caller.press(2);
+    let connected = wait_until(Duration::from_secs(10), Duration::from_millis(20), || outbound(&app, "connected") == 1);
+    assert!(connected, "human not connected: {}\nB:\n{}", app.status_json(), carrier_b.diagnostics());
+    let at = Instant::now();
+    // 2 s later the human hangs up: the appliance answers their BYE and hangs the caller up
+    assert!(caller.wait_bye(Duration::from_secs(8)), "the caller got no BYE after the human hung up:\n{}", carrier_b.diagnostics());
+    figure("caller_bye_after_human_connected_ms", at.elapsed().as_millis());
+    let answered = |m: &str| {
+        m.split("-----------------------------------------------")
+            .any(|seg| seg.contains("message received") && seg.contains("SIP/2.0 200") && seg.contains("CSeq: 2 BYE"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(50), || answered(&carrier_b.messages())),
+        "the human's BYE was not answered 200:\n{}",
+        carrier_b.diagnostics()
+    );
+    assert!(!carrier_b.errors().contains("Aborting call"), "{}", carrier_b.errors());
+    assert!(wait_until(Duration::from_secs(3), Duration::from_millis(50), || app.status_json()["calls"]["active"] == 0));
     app.assert_alive();
 }
