@@ -135,7 +135,7 @@ impl Endpoint {
 
     /// The REFER did not work: place the bridged INVITE (or report the human unavailable).
     fn refer_fallback(&mut self, now: Instant, id: u64) {
-        if !self.human.legs.get(&id).is_some_and(|h| h.refer.is_some()) {
+        if self.human.legs.get(&id).is_none_or(|h| h.refer.is_none()) {
             return;
         }
         self.human.legs.remove(&id);

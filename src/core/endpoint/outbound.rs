@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::*;
 use super::ladder::HumanOutcome;
 use crate::core::ai::{BreakerConfig, BreakerState};
-use crate::core::outbound::{retry_after, CarrierView, LegAction, LegConfig, OutboundCarriers, OutboundLeg};
+use crate::core::outbound::{retry_after, CarrierView, LegAction, LegConfig, OutboundCarriers, OutboundLeg, Reply};
 use crate::core::sdp::AnswerParams;
 
 /// How long an attempt that was given up is remembered, for its late responses (64·T1).
@@ -381,7 +381,8 @@ impl Endpoint {
         let views = self.carrier_views();
         let retry = resp.headers.get("Retry-After").and_then(retry_after);
         let Some(leg) = self.human.legs.get_mut(&call).and_then(|h| h.leg.as_mut()) else { return };
-        let actions = leg.on_response(now, number, resp.status, &resp.reason, retry, &mut self.human.carriers, &views);
+        let reply = Reply { status: resp.status, reason: &resp.reason, retry_after: retry };
+        let actions = leg.on_response(now, number, reply, &mut self.human.carriers, &views);
         self.apply_leg(now, call, actions, Some((tx, resp)));
     }
 

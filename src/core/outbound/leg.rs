@@ -59,6 +59,15 @@ pub enum LegAction {
     NoAnswer,
 }
 
+/// A response to an attempt's INVITE, as the leg needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply<'a> {
+    pub status: u16,
+    pub reason: &'a str,
+    /// Its `Retry-After`, parsed.
+    pub retry_after: Option<Duration>,
+}
+
 /// One failed attempt, for the call record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedAttempt {
@@ -138,16 +147,8 @@ impl OutboundLeg {
     }
 
     /// A response to attempt `attempt`'s INVITE (`retry_after` from its header).
-    pub fn on_response(
-        &mut self,
-        now: Instant,
-        attempt: u32,
-        status: u16,
-        reason: &str,
-        retry_after: Option<Duration>,
-        pool: &mut OutboundCarriers,
-        views: &[CarrierView],
-    ) -> Vec<LegAction> {
+    pub fn on_response(&mut self, now: Instant, attempt: u32, reply: Reply<'_>, pool: &mut OutboundCarriers, views: &[CarrierView]) -> Vec<LegAction> {
+        let Reply { status, reason, retry_after } = reply;
         let mut out = Vec::new();
         if !self.is_current(attempt) {
             return out;
@@ -306,13 +307,13 @@ mod tests {
     fn a_503_moves_to_the_next_carrier_and_an_answer_there_connects() {
         let (mut leg, mut pool, t0) = setup();
         assert_eq!(leg.start(t0, &mut pool, &VIEWS), vec![LegAction::Invite { carrier: 0, attempt: 1 }]);
-        let out = leg.on_response(t0, 1, 503, "Service Unavailable", None, &mut pool, &VIEWS);
+        let out = leg.on_response(t0, 1, Reply { status: 503, reason: "Service Unavailable", retry_after: None }, &mut pool, &VIEWS);
         assert_eq!(out, vec![LegAction::Invite { carrier: 1, attempt: 2 }]);
         // a late response for attempt 1 is ignored
-        assert!(leg.on_response(t0, 1, 180, "Ringing", None, &mut pool, &VIEWS).is_empty());
-        assert_eq!(leg.on_response(t0, 2, 180, "Ringing", None, &mut pool, &VIEWS), vec![LegAction::Ringing]);
-        assert!(leg.on_response(t0, 2, 183, "Session Progress", None, &mut pool, &VIEWS).is_empty());
-        assert_eq!(leg.on_response(t0, 2, 200, "OK", None, &mut pool, &VIEWS), vec![LegAction::Answered { carrier: 1 }]);
+        assert!(leg.on_response(t0, 1, Reply { status: 180, reason: "Ringing", retry_after: None }, &mut pool, &VIEWS).is_empty());
+        assert_eq!(leg.on_response(t0, 2, Reply { status: 180, reason: "Ringing", retry_after: None }, &mut pool, &VIEWS), vec![LegAction::Ringing]);
+        assert!(leg.on_response(t0, 2, Reply { status: 183, reason: "Session Progress", retry_after: None }, &mut pool, &VIEWS).is_empty());
+        assert_eq!(leg.on_response(t0, 2, Reply { status: 200, reason: "OK", retry_after: None }, &mut pool, &VIEWS), vec![LegAction::Answered { carrier: 1 }]);
         assert_eq!(leg.failovers(), 1);
         assert_eq!(leg.poll_timeout(), None);
     }
@@ -321,8 +322,8 @@ mod tests {
     fn busy_is_final_and_not_rerouted() {
         let (mut leg, mut pool, t0) = setup();
         leg.start(t0, &mut pool, &VIEWS);
-        leg.on_response(t0, 1, 100, "Trying", None, &mut pool, &VIEWS);
-        let out = leg.on_response(t0, 1, 486, "Busy Here", None, &mut pool, &VIEWS);
+        leg.on_response(t0, 1, Reply { status: 100, reason: "Trying", retry_after: None }, &mut pool, &VIEWS);
+        let out = leg.on_response(t0, 1, Reply { status: 486, reason: "Busy Here", retry_after: None }, &mut pool, &VIEWS);
         assert_eq!(out, vec![LegAction::Unavailable { cause: "486 Busy Here".into() }]);
         assert_eq!(leg.state(), LegState::Ended);
         assert_eq!(leg.failovers(), 0);
@@ -337,7 +338,7 @@ mod tests {
         let out = leg.handle_timeout(t0 + Duration::from_secs(2), &mut pool, &VIEWS);
         assert_eq!(out, vec![LegAction::Abandon { attempt: 1 }, LegAction::Invite { carrier: 1, attempt: 2 }]);
         // the other answers 100 in time: no more failover
-        leg.on_response(t0 + Duration::from_secs(3), 2, 100, "Trying", None, &mut pool, &VIEWS);
+        leg.on_response(t0 + Duration::from_secs(3), 2, Reply { status: 100, reason: "Trying", retry_after: None }, &mut pool, &VIEWS);
         assert!(leg.handle_timeout(t0 + Duration::from_secs(10), &mut pool, &VIEWS).is_empty());
     }
 
@@ -346,7 +347,7 @@ mod tests {
         let (mut leg, mut pool, t0) = setup();
         leg.start(t0, &mut pool, &VIEWS);
         leg.on_transport_error(t0, 1, &mut pool, &VIEWS);
-        let out = leg.on_response(t0, 2, 503, "Service Unavailable", None, &mut pool, &VIEWS);
+        let out = leg.on_response(t0, 2, Reply { status: 503, reason: "Service Unavailable", retry_after: None }, &mut pool, &VIEWS);
         assert_eq!(out, vec![LegAction::Unavailable { cause: "carrier-b: 503 Service Unavailable".into() }]);
         assert_eq!(leg.failovers(), 1);
         assert_eq!(leg.failed().len(), 2);
@@ -356,13 +357,13 @@ mod tests {
     fn ringing_past_the_timeout_is_cancelled_as_no_answer() {
         let (mut leg, mut pool, t0) = setup();
         leg.start(t0, &mut pool, &VIEWS);
-        leg.on_response(t0, 1, 180, "Ringing", None, &mut pool, &VIEWS);
+        leg.on_response(t0, 1, Reply { status: 180, reason: "Ringing", retry_after: None }, &mut pool, &VIEWS);
         assert!(leg.handle_timeout(t0 + Duration::from_secs(24), &mut pool, &VIEWS).is_empty());
         let out = leg.handle_timeout(t0 + Duration::from_secs(25), &mut pool, &VIEWS);
         assert_eq!(out, vec![LegAction::Cancel { attempt: 1 }, LegAction::NoAnswer]);
         assert_eq!(leg.state(), LegState::Ended);
         // the 487 that follows the CANCEL changes nothing
-        assert!(leg.on_response(t0, 1, 487, "Request Terminated", None, &mut pool, &VIEWS).is_empty());
+        assert!(leg.on_response(t0, 1, Reply { status: 487, reason: "Request Terminated", retry_after: None }, &mut pool, &VIEWS).is_empty());
     }
 
     #[test]
@@ -379,7 +380,7 @@ mod tests {
         assert_eq!(leg.stop(), vec![LegAction::Abandon { attempt: 1 }]);
         let (mut leg, mut pool, t0) = setup();
         leg.start(t0, &mut pool, &VIEWS);
-        leg.on_response(t0, 1, 183, "Session Progress", None, &mut pool, &VIEWS);
+        leg.on_response(t0, 1, Reply { status: 183, reason: "Session Progress", retry_after: None }, &mut pool, &VIEWS);
         assert_eq!(leg.stop(), vec![LegAction::Cancel { attempt: 1 }]);
         assert!(leg.stop().is_empty());
     }

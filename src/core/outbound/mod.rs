@@ -15,5 +15,5 @@ pub mod policy;
 pub mod ringback;
 
 pub use carriers::{CarrierView, OutboundCarrierStats, OutboundCarriers};
-pub use leg::{LegAction, LegConfig, LegState, OutboundLeg};
+pub use leg::{LegAction, LegConfig, LegState, OutboundLeg, Reply};
 pub use policy::{decide, retry_after, AttemptFailure, Decision};
