@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod sdp;
 pub mod sip;
 pub mod timer;
+pub mod update;

@@ -70,10 +70,14 @@ pub enum Timer {
     AiStall = 28,
     /// AI session: send a WebSocket ping to probe a quiet agent connection.
     AiPing = 29,
+    /// A/B update: the next `/readyz` probe of the freshly started version.
+    UpdateProbe = 30,
+    /// A/B update: the started version has not become ready in time (switch back).
+    UpdateReady = 31,
 }
 
 impl Timer {
-    pub const COUNT: usize = 30;
+    pub const COUNT: usize = 32;
     pub const ALL: [Timer; Timer::COUNT] = [
         Timer::A,
         Timer::B,
@@ -105,6 +109,8 @@ impl Timer {
         Timer::AiConnectRetry,
         Timer::AiStall,
         Timer::AiPing,
+        Timer::UpdateProbe,
+        Timer::UpdateReady,
     ];
 }
 
