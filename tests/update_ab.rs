@@ -39,6 +39,11 @@ struct Site {
 
 impl Site {
     fn new(base: u16) -> Site {
+        Site::with_status(base, "")
+    }
+
+    /// `status_extra`: more lines of `[status]`.
+    fn with_status(base: u16, status_extra: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let site = Site { dir, http_port: base + 80 };
         let etc = site.root().join("etc/trunkguard");
@@ -46,7 +51,7 @@ impl Site {
         std::fs::write(
             etc.join("trunkguard.toml"),
             format!(
-                "[sip]\nlisten = [\"udp:127.0.0.1:{base}\"]\n[media]\nrtp_ports = \"{}-{}\"\n[status]\nlisten = \"127.0.0.1:{}\"\n\
+                "[sip]\nlisten = [\"udp:127.0.0.1:{base}\"]\n[media]\nrtp_ports = \"{}-{}\"\n[status]\nlisten = \"127.0.0.1:{}\"\n{status_extra}\
                  [[carrier]]\nname = \"local\"\ninbound_from = [\"127.0.0.0/8\"]\n",
                 base + 100,
                 base + 149,
@@ -154,11 +159,18 @@ impl Site {
     }
 
     fn update(&self, args: &[&str]) -> Command {
+        let mut c = self.update_from_config(args);
+        c.args(["--ready-url", &self.ready_url()]);
+        c
+    }
+
+    /// The readiness URL left to the updater (from the configuration's `[status]`).
+    fn update_from_config(&self, args: &[&str]) -> Command {
         let mut c = updater();
         c.args(args)
             .arg("--root")
             .arg(self.root())
-            .args(["--restart-cmd", &self.restart_cmd(), "--ready-url", &self.ready_url()])
+            .args(["--restart-cmd", &self.restart_cmd()])
             .args(["--probe-interval-ms", "200", "--ready-streak", "2"]);
         c
     }
@@ -272,6 +284,25 @@ fn a_ready_release_is_confirmed_and_one_that_never_gets_ready_rolls_back() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(site.current(), "slots/b");
     assert!(site.wait_ready(Duration::from_secs(30)), "{}", site.service_log());
+}
+
+#[test]
+fn an_https_status_server_is_probed_at_the_address_the_configuration_names() {
+    let site = Site::with_status(35000, "tls = \"self-signed\"\n");
+    let v1 = site.bundle("v1.tgu", Path::new(env!("CARGO_BIN_EXE_trunkguard")), "1.0.0");
+    site.init(&v1);
+    site.start_service();
+    let v2 = site.bundle("v2.tgu", Path::new(env!("CARGO_BIN_EXE_trunkguard")), "1.1.0");
+    let out = site.update_from_config(&["install", v2.to_str().unwrap(), "--timeout", "60"]).output().unwrap();
+    assert!(out.status.success(), "{}\nservice: {}", text(&out), site.service_log());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("waiting for https://127.0.0.1:35080/readyz"), "{stderr}");
+    assert_eq!(site.current(), "slots/b");
+    // and a never-ready release over the same path rolls back
+    let broken = site.bundle("v3.tgu", &site.never_ready_binary(), "3.0.0-broken");
+    let out = site.update_from_config(&["install", broken.to_str().unwrap(), "--timeout", "3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(site.current(), "slots/b");
 }
 
 #[test]

@@ -1,27 +1,32 @@
-//! The outside world of an update: one `/readyz` probe (HTTP/1.0 GET over a plain TCP
-//! connection, bounded in time and size) and the restart command (`sh -c`, killed when it
-//! outlives its time).
+//! The outside world of an update: one `/readyz` probe (HTTP/1.0 GET, bounded in time and
+//! size; over TLS when the status server speaks HTTPS, to loopback only, its certificate not
+//! checked since the answer is only a status code from this very box) and the restart command
+//! (`sh -c`, killed when it outlives its time).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::core::update::Probe;
 
-/// A parsed `http://HOST:PORT/PATH` readiness URL.
+/// A parsed `http://HOST:PORT/PATH` (or `https://` to a loopback address) readiness URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadyUrl {
     pub host: String,
     pub addr: SocketAddr,
     pub path: String,
+    pub tls: bool,
 }
 
 impl ReadyUrl {
     pub fn parse(url: &str) -> Result<ReadyUrl, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            format!("{url}: only http:// readiness URLs (point --ready-url at the plain HTTP status listener)")
-        })?;
+        let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(format!("{url}: not an http:// or https:// URL")),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/readyz"),
@@ -31,20 +36,23 @@ impl ReadyUrl {
         {
             authority.to_owned()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if tls { 443 } else { 80 })
         };
         let addr = with_port
             .to_socket_addrs()
             .map_err(|e| format!("{url}: {e}"))?
             .next()
             .ok_or_else(|| format!("{url}: no address"))?;
-        Ok(ReadyUrl { host: authority.to_owned(), addr, path: path.to_owned() })
+        if tls && !addr.ip().is_loopback() {
+            return Err(format!("{url}: https readiness URLs only to a loopback address (the certificate is not checked)"));
+        }
+        Ok(ReadyUrl { host: authority.to_owned(), addr, path: path.to_owned(), tls })
     }
 }
 
 impl std::fmt::Display for ReadyUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.host, self.path)
+        write!(f, "{}://{}{}", if self.tls { "https" } else { "http" }, self.host, self.path)
     }
 }
 
@@ -58,13 +66,34 @@ pub fn probe(url: &ReadyUrl, timeout: Duration) -> Probe {
 }
 
 fn get(url: &ReadyUrl, timeout: Duration) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect_timeout(&url.addr, timeout).map_err(|e| short_io(&e))?;
+    let s = TcpStream::connect_timeout(&url.addr, timeout).map_err(|e| short_io(&e))?;
     s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    if !url.tls {
+        return exchange(s, url);
+    }
+    let name = rustls::pki_types::ServerName::IpAddress(url.addr.ip().into());
+    let conn = rustls::ClientConnection::new(loopback_tls()?, name).map_err(|e| format!("TLS: {e}"))?;
+    exchange(rustls::StreamOwned::new(conn, s), url)
+}
+
+/// One request, the response read until the peer closes (at most 64 KiB). A TLS peer that
+/// closes without close_notify still counts when a response head arrived.
+fn exchange(mut s: impl Read + Write, url: &ReadyUrl) -> Result<(u16, String), String> {
     let request = format!("GET {} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n", url.path, url.host);
     s.write_all(request.as_bytes()).map_err(|e| short_io(&e))?;
+    s.flush().map_err(|e| short_io(&e))?;
     let mut raw = Vec::new();
-    s.take(64 * 1024).read_to_end(&mut raw).map_err(|e| short_io(&e))?;
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) if raw.len() + n <= 64 * 1024 => raw.extend_from_slice(&chunk[..n]),
+            Ok(_) => break,
+            Err(e) if raw.is_empty() => return Err(short_io(&e)),
+            Err(_) => break,
+        }
+    }
     let text = String::from_utf8_lossy(&raw);
     let code = text
         .split_whitespace()
@@ -73,6 +102,56 @@ fn get(url: &ReadyUrl, timeout: Duration) -> Result<(u16, String), String> {
         .ok_or_else(|| "not an HTTP response".to_owned())?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Ok((code, body))
+}
+
+/// A TLS client that accepts any certificate: only for the box's own loopback status server.
+fn loopback_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 fn short_io(e: &std::io::Error) -> String {
@@ -140,7 +219,10 @@ mod tests {
         assert_eq!(u.to_string(), "http://127.0.0.1:8080/readyz");
         assert_eq!(ReadyUrl::parse("http://[::1]:9/x").unwrap().addr, "[::1]:9".parse().unwrap());
         assert_eq!(ReadyUrl::parse("http://127.0.0.1").unwrap().addr.port(), 80);
-        assert!(ReadyUrl::parse("https://127.0.0.1/readyz").unwrap_err().contains("only http://"));
+        let https = ReadyUrl::parse("https://127.0.0.1/readyz").unwrap();
+        assert!(https.tls && https.addr.port() == 443);
+        assert!(ReadyUrl::parse("https://192.0.2.1:8443/readyz").unwrap_err().contains("only to a loopback"));
+        assert!(ReadyUrl::parse("ftp://127.0.0.1/").is_err());
     }
 
     #[test]

@@ -77,21 +77,24 @@ impl Options {
 
 /// [`DEFAULT_READY_URL`].
 pub fn default_ready_url() -> ReadyUrl {
-    ReadyUrl { host: "127.0.0.1:8080".into(), addr: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)), path: "/readyz".into() }
+    ReadyUrl {
+        host: "127.0.0.1:8080".into(),
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+        path: "/readyz".into(),
+        tls: false,
+    }
 }
 
-/// The readiness URL from `[status] listen` of the configuration, if it loads and is plain HTTP
-/// (an unspecified address is probed on loopback).
+/// The readiness URL from `[status]` of the configuration, if it loads (https with `tls`; an
+/// unspecified address is probed on loopback).
 pub fn ready_url_from_config(config: &Path) -> Option<ReadyUrl> {
     let c = crate::config::Config::load(config).ok()?;
-    if c.status.tls.is_some() {
-        return None;
-    }
+    let scheme = if c.status.tls.is_some() { "https" } else { "http" };
     let mut addr = c.status.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
     }
-    ReadyUrl::parse(&format!("http://{addr}/readyz")).ok()
+    ReadyUrl::parse(&format!("{scheme}://{addr}/readyz")).ok()
 }
 
 /// What a successful command did.

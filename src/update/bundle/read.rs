@@ -371,7 +371,8 @@ mod tests {
         let bin: &[u8] = b"#!/bin/sh\n";
         let good = hostile(dir.path(), &[("bin/trunkguard", reg, bin)]);
         assert!(verify(&good, None, ARCH).is_ok(), "plain tar accepted too");
-        let cases: [(&[(&str, tar::EntryType, &[u8])], &str); 7] = [
+        type Entries<'a> = &'a [(&'a str, tar::EntryType, &'a [u8])];
+        let cases: [(Entries, &str); 7] = [
             (&[("../evil", reg, b"x"), ("bin/trunkguard", reg, bin)], "unsafe entry"),
             (&[("bin/../../evil", reg, b"x")], "unsafe entry"),
             (&[("/etc/evil", reg, b"x")], "unsafe entry"),
