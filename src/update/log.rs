@@ -1,5 +1,6 @@
 //! The update log: one JSON object per line in `<state>/updates.log`, appended and synced, so
-//! the box remembers each install, confirmation, rollback and refusal with its reason.
+//! the box remembers each install, confirmation, rollback and refusal with its reason. Past
+//! [`MAX_BYTES`] the oldest half is dropped (a small disk never fills).
 
 use std::fs::OpenOptions;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -8,6 +9,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::io::mgmt::files;
+
+/// Size at which the log keeps only its newer half.
+pub const MAX_BYTES: u64 = 1 << 20;
 
 /// One line of the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +52,22 @@ pub fn append(path: &Path, record: &Record) -> io::Result<()> {
     line.push('\n');
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;
     f.write_all(line.as_bytes())?;
-    f.sync_all()
+    f.sync_all()?;
+    if f.metadata()?.len() > MAX_BYTES {
+        trim(path)?;
+    }
+    Ok(())
+}
+
+/// Keeps the lines of the newer half of the file.
+fn trim(path: &Path) -> io::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let cut = text.len() / 2;
+    let start = text[cut..].find('\n').map_or(text.len(), |i| cut + i + 1);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Ok(());
+    };
+    files::write_atomic(dir, name, text[start..].as_bytes(), files::PUBLIC).map(|_| ())
 }
 
 /// The last well-formed record (reads at most the last 64 KiB).
@@ -109,5 +128,22 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2);
         assert!(!text.contains("\"bundle\""), "absent fields are left out");
+    }
+
+    #[test]
+    fn the_log_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("updates.log");
+        let mut r = Record::new("install", "refused", 1);
+        r.reason = Some("x".repeat(5000));
+        for i in 0..400 {
+            r.unix_ms = i;
+            append(&path, &r).unwrap();
+        }
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len <= MAX_BYTES && len > MAX_BYTES / 4, "{len}");
+        assert_eq!(last(&path).unwrap().unix_ms, 399);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().all(|l| serde_json::from_str::<Record>(l).is_ok()), "only whole lines kept");
     }
 }
