@@ -61,13 +61,13 @@ pub fn append(path: &Path, record: &Record) -> io::Result<()> {
 
 /// Keeps the lines of the newer half of the file.
 fn trim(path: &Path) -> io::Result<()> {
-    let text = std::fs::read_to_string(path)?;
-    let cut = text.len() / 2;
-    let start = text[cut..].find('\n').map_or(text.len(), |i| cut + i + 1);
+    let bytes = std::fs::read(path)?;
+    let cut = bytes.len() / 2;
+    let start = bytes[cut..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| cut + i + 1);
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Ok(());
     };
-    files::write_atomic(dir, name, text[start..].as_bytes(), files::PUBLIC).map(|_| ())
+    files::write_atomic(dir, name, &bytes[start..], files::PUBLIC).map(|_| ())
 }
 
 /// The last well-formed record (reads at most the last 64 KiB).
@@ -135,7 +135,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("updates.log");
         let mut r = Record::new("install", "refused", 1);
-        r.reason = Some("x".repeat(5000));
+        r.reason = Some("é".repeat(2500)); // multi-byte: the cut never splits a character
         for i in 0..400 {
             r.unix_ms = i;
             append(&path, &r).unwrap();
