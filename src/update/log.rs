@@ -75,8 +75,10 @@ pub fn last(path: &Path) -> Option<Record> {
     let mut f = std::fs::File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
     f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024))).ok()?;
-    let mut text = String::new();
-    f.take(64 * 1024).read_to_string(&mut text).ok()?;
+    let mut bytes = Vec::new();
+    f.take(64 * 1024).read_to_end(&mut bytes).ok()?;
+    // the window may start inside a line (or a character): that line never parses
+    let text = String::from_utf8_lossy(&bytes);
     text.lines().rev().find_map(|l| serde_json::from_str(l).ok())
 }
 
