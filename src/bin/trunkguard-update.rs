@@ -74,7 +74,7 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         box_args: BoxArgs,
-        /// Set the slots up again even if `current` exists.
+        /// Set the slots up again even if `current` exists (image builds only, not a running box).
         #[arg(long)]
         force: bool,
     },
