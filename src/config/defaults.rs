@@ -100,6 +100,7 @@ impl Config {
             prompts: PromptsConfig {
                 dir: None,
                 high_demand: HIGH_DEMAND_PROMPT.to_owned(),
+                files: Vec::new(),
             },
             call: CallConfig {
                 max_duration_s: MAX_CALL_DURATION_S,
@@ -110,10 +111,14 @@ impl Config {
                 inbound_from: loopback.into_iter().collect(),
                 probe: None,
                 register: None,
+                transfer: Default::default(),
             }],
             ai: AiConfig::default(),
             ai_endpoints: Vec::new(),
             limits: LimitsConfig::default(),
+            fallback: Default::default(),
+            callback: Default::default(),
+            outbound: Default::default(),
             state: StateConfig { dir: state_dir(), keep_days: STATE_KEEP_DAYS, max_rows: STATE_MAX_ROWS },
         }
     }

@@ -29,6 +29,101 @@ pub struct Config {
     pub state: StateConfig,
     /// `[limits]`: load shedding.
     pub limits: LimitsConfig,
+    /// `[fallback]`: the rungs below the AI (DTMF menu, human transfer, callback).
+    pub fallback: FallbackConfig,
+    /// `[callback]`: where callback requests are delivered.
+    pub callback: CallbackConfig,
+    /// `[outbound]`: outbound INVITEs (the human leg) and carrier failover by SIP cause.
+    pub outbound: OutboundConfig,
+}
+
+/// What the ladder does when the caller presses nothing at the menu.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoAnswerAction {
+    /// Record a callback request, say so, and hang up (default).
+    Callback,
+    /// Say goodbye and hang up without a callback request.
+    Hangup,
+}
+
+/// `[fallback]`: below the AI agents, the canned prompt, then a DTMF menu ("press 1 and we will
+/// call you back; press 2 to speak to a person"), the human, and a callback request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FallbackConfig {
+    /// Offer the DTMF menu after the high-demand prompt (`false`: prompt, then callback/hangup).
+    pub menu: bool,
+    /// How long the menu waits for a key after it was played.
+    pub menu_timeout_s: u64,
+    /// How often the menu is played before `no_answer` applies.
+    pub menu_attempts: u32,
+    /// What no key (or only unknown keys) at the menu leads to.
+    pub no_answer: NoAnswerAction,
+    /// The person calls are transferred to (`sip:` or `sips:` URI); `None`: key 2 is not offered.
+    pub human: Option<String>,
+    /// The human leg rings at most this long before the ladder goes down to a callback.
+    pub human_timeout_s: u64,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            menu: true,
+            menu_timeout_s: 8,
+            menu_attempts: 2,
+            no_answer: NoAnswerAction::Callback,
+            human: None,
+            human_timeout_s: 25,
+        }
+    }
+}
+
+/// `[callback]`: durable callback requests delivered to a webhook, retried until a 2xx.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackConfig {
+    /// `http://` or `https://` URL that receives each request as JSON; `None`: stored only.
+    pub webhook_url: Option<String>,
+    /// One delivery attempt gives up after this long.
+    pub timeout_ms: u64,
+    /// First retry delay; it doubles (with full jitter) up to `backoff_max_s`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_s: u64,
+    /// A request still undelivered after this many hours is marked failed and no longer retried.
+    pub give_up_after_h: u64,
+    /// Extra CA certificates (PEM) trusted for an `https://` webhook.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl Default for CallbackConfig {
+    fn default() -> Self {
+        CallbackConfig {
+            webhook_url: None,
+            timeout_ms: 5000,
+            backoff_initial_ms: 1000,
+            backoff_max_s: 300,
+            give_up_after_h: 72,
+            ca_bundle: None,
+        }
+    }
+}
+
+/// `[outbound]`: outbound INVITEs go to the preferred healthy carrier and move to the other on
+/// 408, 480, 500, 503, 504, a transport error or no provisional response in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundConfig {
+    /// No provisional response within this long: try the next carrier (instead of Timer B).
+    pub no_provisional_ms: u64,
+    /// Carrier tried first (by name; it needs a proxy); `None`: file order.
+    pub preferred_carrier: Option<String>,
+    /// Consecutive outbound failures that open a carrier's outbound breaker.
+    pub breaker_failures: u32,
+    /// How long an open carrier breaker refuses before one half-open trial.
+    pub breaker_cooldown_s: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig { no_provisional_ms: 2000, preferred_carrier: None, breaker_failures: 5, breaker_cooldown_s: 30 }
+    }
 }
 
 /// `[limits]`: beyond these, new INVITEs get 503 with Retry-After; calls in progress go on.
@@ -197,9 +292,17 @@ pub struct PromptsConfig {
     pub dir: Option<PathBuf>,
     /// File name (inside `dir`) of the "high demand" prompt.
     pub high_demand: String,
+    /// The prompt files in `dir` that replace the embedded ones (checked at start: format and
+    /// length); a prompt not listed plays its embedded copy.
+    pub files: Vec<(crate::core::ladder::PromptId, PathBuf)>,
 }
 
 impl PromptsConfig {
+    /// The file that replaces prompt `id`, or `None` for the embedded copy.
+    pub fn path(&self, id: crate::core::ladder::PromptId) -> Option<&std::path::Path> {
+        self.files.iter().find(|(i, _)| *i == id).map(|(_, p)| p.as_path())
+    }
+
     /// Path of the high-demand prompt on disk, or `None` for the embedded prompt.
     pub fn high_demand_path(&self) -> Option<PathBuf> {
         self.dir.as_ref().map(|dir| dir.join(&self.high_demand))
@@ -232,6 +335,19 @@ pub struct CarrierConfig {
     pub probe: Option<ProbeConfig>,
     /// REGISTER with digest auth; only possible with a `proxy`.
     pub register: Option<RegisterConfig>,
+    /// How a call from this carrier is handed to the human: `refer` (SIP REFER to the carrier)
+    /// or `invite` (a bridged outbound INVITE through the healthiest carrier, the default).
+    pub transfer: TransferMode,
+}
+
+/// `[[carrier]] transfer`: how a call is transferred to the human.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransferMode {
+    /// Bridged outbound INVITE (the box stays in the media path).
+    #[default]
+    Invite,
+    /// SIP REFER on the caller's dialog (the carrier connects the human).
+    Refer,
 }
 
 impl CarrierConfig {

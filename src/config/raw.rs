@@ -16,6 +16,40 @@ pub(crate) struct RawConfig {
     pub ai_endpoint: Vec<RawAiEndpoint>,
     pub state: RawState,
     pub limits: RawLimits,
+    pub fallback: RawFallback,
+    pub callback: RawCallback,
+    pub outbound: RawOutbound,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawFallback {
+    pub menu: Option<bool>,
+    pub menu_timeout_s: Option<u64>,
+    pub menu_attempts: Option<u64>,
+    pub no_answer: Option<String>,
+    pub human: Option<String>,
+    pub human_timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCallback {
+    pub webhook_url: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub backoff_initial_ms: Option<u64>,
+    pub backoff_max_s: Option<u64>,
+    pub give_up_after_h: Option<u64>,
+    pub ca_bundle: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawOutbound {
+    pub no_provisional_ms: Option<u64>,
+    pub preferred_carrier: Option<String>,
+    pub breaker_failures: Option<u64>,
+    pub breaker_cooldown_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,6 +140,30 @@ pub(crate) struct RawState {
 pub(crate) struct RawPrompts {
     pub dir: Option<String>,
     pub high_demand: Option<String>,
+    pub menu: Option<String>,
+    pub menu_no_human: Option<String>,
+    pub menu_invalid: Option<String>,
+    pub callback_confirm: Option<String>,
+    pub transfer_hold: Option<String>,
+    pub sorry_callback: Option<String>,
+    pub goodbye: Option<String>,
+}
+
+impl RawPrompts {
+    /// The file name given for prompt `id`, if any.
+    pub fn named(&self, id: crate::core::ladder::PromptId) -> Option<&String> {
+        use crate::core::ladder::PromptId as P;
+        match id {
+            P::HighDemand => self.high_demand.as_ref(),
+            P::Menu => self.menu.as_ref(),
+            P::MenuNoHuman => self.menu_no_human.as_ref(),
+            P::MenuInvalid => self.menu_invalid.as_ref(),
+            P::CallbackConfirm => self.callback_confirm.as_ref(),
+            P::TransferHold => self.transfer_hold.as_ref(),
+            P::SorryCallback => self.sorry_callback.as_ref(),
+            P::Goodbye => self.goodbye.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +180,7 @@ pub(crate) struct RawCarrier {
     pub inbound_from: Option<Vec<String>>,
     pub probe: Option<RawProbe>,
     pub register: Option<RawRegister>,
+    pub transfer: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

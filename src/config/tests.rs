@@ -126,7 +126,8 @@ fn defaults_apply_when_sections_are_omitted() {
         c.prompts,
         PromptsConfig {
             dir: None,
-            high_demand: "high-demand.wav".into()
+            high_demand: "high-demand.wav".into(),
+            files: Vec::new(),
         }
     );
     assert_eq!(c.prompts.high_demand_path(), None);
@@ -198,7 +199,7 @@ fn media_status_call_sections() {
 #[test]
 fn prompts_section() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("busy.wav"), b"RIFF").unwrap();
+    std::fs::write(dir.path().join("busy.wav"), crate::core::media::prompt::HIGH_DEMAND_WAV).unwrap();
     let c = parse(&with_carrier(&format!(
         "[prompts]\ndir = '{}'\nhigh_demand = \"busy.wav\"",
         dir.path().display()
@@ -523,6 +524,50 @@ fn prompts_errors() {
     );
 }
 
+/// A 16-bit mono WAV at `rate` with `samples` samples of a tone.
+fn wav(rate: u32, samples: usize) -> Vec<u8> {
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    let spec = hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::new(&mut cursor, spec).unwrap();
+    for i in 0..samples {
+        w.write_sample(((i as f32 * 0.05).sin() * 8000.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    cursor.into_inner()
+}
+
+#[test]
+fn ladder_prompts_from_the_directory_replace_the_embedded_ones() {
+    use crate::core::ladder::PromptId;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("high-demand.wav"), wav(8000, 8000)).unwrap();
+    std::fs::write(dir.path().join("goodbye.wav"), wav(8000, 8000)).unwrap(); // by its default name
+    std::fs::write(dir.path().join("mine.wav"), wav(8000, 4000)).unwrap();
+    let c = parse(&with_carrier(&format!("[prompts]\ndir = '{}'\nmenu = \"mine.wav\"", dir.path().display())));
+    assert_eq!(c.prompts.path(PromptId::Menu), Some(dir.path().join("mine.wav").as_path()));
+    assert_eq!(c.prompts.path(PromptId::Goodbye), Some(dir.path().join("goodbye.wav").as_path()));
+    assert_eq!(c.prompts.path(PromptId::MenuInvalid), None, "not in the directory: the embedded copy");
+    assert_eq!(c.prompts.path(PromptId::HighDemand), Some(dir.path().join("high-demand.wav").as_path()));
+}
+
+#[test]
+fn ladder_prompt_errors_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("high-demand.wav"), wav(8000, 8000)).unwrap();
+    std::fs::write(dir.path().join("wide.wav"), wav(16_000, 16_000)).unwrap();
+    std::fs::write(dir.path().join("blip.wav"), wav(8000, 800)).unwrap();
+    std::fs::write(dir.path().join("junk.wav"), b"RIFF junk").unwrap();
+    let d = dir.path().display();
+    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'\nmenu = \"wide.wav\"")), 3, "prompts.menu", "wide.wav: prompt must be 8000 Hz mono 16-bit integer PCM, got 16000 Hz");
+    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'\ngoodbye = \"blip.wav\"")), 3, "prompts.goodbye", "blip.wav: prompt is 100 ms long; it must be between 300 ms and 60 s");
+    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'\ntransfer_hold = \"junk.wav\"")), 3, "prompts.transfer_hold", "junk.wav: prompt is not a readable WAV file");
+    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'\nsorry_callback = \"none.wav\"")), 3, "prompts.sorry_callback", "cannot open");
+    assert_error(&with_carrier("[prompts]\ncallback_confirm = \"x.wav\""), 2, "prompts.callback_confirm", "no effect without prompts.dir");
+    // a default-named file that is broken is refused too (it would be played)
+    std::fs::write(dir.path().join("menu-invalid.wav"), wav(8000, 100)).unwrap();
+    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'")), 1, "prompts.menu_invalid", "menu-invalid.wav: prompt is 12 ms long");
+}
+
 #[test]
 fn call_errors() {
     assert_error(
@@ -804,4 +849,89 @@ fn call_record_retention_defaults_and_bounds() {
     assert_eq!((c.state.keep_days, c.state.max_rows), (7, 500));
     let err = Config::from_toml_str(&with_carrier("[state]\nkeep_days = 0\nmax_rows = 0"), "t.toml").unwrap_err().to_string();
     assert!(err.contains("state.keep_days") && err.contains("state.max_rows"), "{err}");
+}
+
+#[test]
+fn ladder_sections_default_when_absent() {
+    let c = parse(&with_carrier(""));
+    assert_eq!(c.fallback, crate::config::model::FallbackConfig::default());
+    assert!(c.fallback.menu && c.fallback.human.is_none());
+    assert_eq!(c.callback.webhook_url, None);
+    assert_eq!(c.outbound.no_provisional_ms, 2000);
+    assert_eq!(c.carriers[0].transfer, crate::config::model::TransferMode::Invite);
+}
+
+#[test]
+fn ladder_sections_are_read() {
+    let text = r#"
+[[carrier]]
+name = "a"
+proxy = "udp:127.0.0.1:5070"
+transfer = "refer"
+
+[fallback]
+menu_timeout_s = 5
+menu_attempts = 3
+no_answer = "hangup"
+human = "sip:desk@127.0.0.1:5090"
+human_timeout_s = 20
+
+[callback]
+webhook_url = "https://crm.example/hooks/callback"
+timeout_ms = 2000
+backoff_initial_ms = 500
+backoff_max_s = 60
+give_up_after_h = 24
+
+[outbound]
+no_provisional_ms = 1500
+preferred_carrier = "a"
+"#;
+    let c = parse(text);
+    assert_eq!(c.carriers[0].transfer, crate::config::model::TransferMode::Refer);
+    assert_eq!(c.fallback.human.as_deref(), Some("sip:desk@127.0.0.1:5090"));
+    assert_eq!(c.fallback.no_answer, crate::config::model::NoAnswerAction::Hangup);
+    assert_eq!((c.fallback.menu_timeout_s, c.fallback.menu_attempts, c.fallback.human_timeout_s), (5, 3, 20));
+    assert_eq!(c.callback.webhook_url.as_deref(), Some("https://crm.example/hooks/callback"));
+    assert_eq!((c.callback.timeout_ms, c.callback.backoff_initial_ms, c.callback.backoff_max_s, c.callback.give_up_after_h), (2000, 500, 60, 24));
+    assert_eq!(c.outbound.no_provisional_ms, 1500);
+    assert_eq!(c.outbound.preferred_carrier.as_deref(), Some("a"));
+}
+
+#[test]
+fn ladder_errors_name_their_fields() {
+    let text = r#"
+[[carrier]]
+name = "a"
+inbound_from = ["127.0.0.1"]
+transfer = "blind"
+
+[fallback]
+no_answer = "sing"
+human = "tel:+4940123"
+menu_attempts = 0
+
+[callback]
+webhook_url = "ftp://x"
+
+[outbound]
+preferred_carrier = "zzz"
+no_provisional_ms = 10
+"#;
+    let err = Config::from_toml_str(text, "t.toml").unwrap_err().to_string();
+    for field in [
+        "carrier[0].transfer",
+        "fallback.no_answer",
+        "fallback.human",
+        "fallback.menu_attempts",
+        "callback.webhook_url",
+        "outbound.no_provisional_ms",
+    ] {
+        assert!(err.contains(field), "{field} missing in: {err}");
+    }
+    // the cross-check runs once the sections themselves are valid
+    let text = "[[carrier]]\nname = \"a\"\ninbound_from = [\"127.0.0.1\"]\n[fallback]\nhuman = \"sip:desk@127.0.0.1\"\n[outbound]\npreferred_carrier = \"a\"\n";
+    let err = Config::from_toml_str(text, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("outbound.preferred_carrier") && err.contains("no proxy"), "{err}");
+    assert!(err.contains("fallback.human") && err.contains("with a proxy"), "{err}");
 }

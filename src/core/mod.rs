@@ -3,8 +3,10 @@
 //! Nothing here opens a socket, spawns a task, sleeps or reads the clock.
 
 pub mod ai;
+pub mod callback;
 pub mod carrier;
 pub mod endpoint;
+pub mod ladder;
 pub mod limits;
 pub mod media;
 pub mod metrics;

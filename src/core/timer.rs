@@ -70,14 +70,22 @@ pub enum Timer {
     AiStall = 28,
     /// AI session: send a WebSocket ping to probe a quiet agent connection.
     AiPing = 29,
+    /// Fallback ladder: the DTMF menu got no usable key in time after it was played.
+    MenuTimeout = 30,
+    /// Fallback ladder: the human leg rang without an answer for the configured time.
+    HumanRing = 31,
+    /// Outbound INVITE: no provisional response within `no_provisional_ms`; try the next carrier.
+    OutboundProvisional = 32,
+    /// Transfer by REFER: no final NOTIFY about the referred call in time.
+    ReferWait = 33,
     /// A/B update: the next `/readyz` probe of the freshly started version.
-    UpdateProbe = 30,
+    UpdateProbe = 34,
     /// A/B update: the started version has not become ready in time (switch back).
-    UpdateReady = 31,
+    UpdateReady = 35,
 }
 
 impl Timer {
-    pub const COUNT: usize = 32;
+    pub const COUNT: usize = 36;
     pub const ALL: [Timer; Timer::COUNT] = [
         Timer::A,
         Timer::B,
@@ -109,6 +117,10 @@ impl Timer {
         Timer::AiConnectRetry,
         Timer::AiStall,
         Timer::AiPing,
+        Timer::MenuTimeout,
+        Timer::HumanRing,
+        Timer::OutboundProvisional,
+        Timer::ReferWait,
         Timer::UpdateProbe,
         Timer::UpdateReady,
     ];
@@ -133,9 +145,15 @@ impl Default for SipTimers {
 }
 
 /// One deadline per [`Timer`]; unset slots are `None`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimerTable {
     data: [Option<Instant>; Timer::COUNT],
+}
+
+impl Default for TimerTable {
+    fn default() -> Self {
+        TimerTable { data: [None; Timer::COUNT] }
+    }
 }
 
 impl TimerTable {

@@ -310,6 +310,9 @@ impl Shell {
                 Some(log) => log.submit(record, clock::unix_ms()),
                 None => tracing::debug!(call_id = %record.call_id, "no call record writer; record not kept"),
             },
+            Event::CallbackRequested(req) => {
+                tracing::warn!(call_id = %req.call_id, caller = %req.caller, reason = req.reason.as_str(), "callback requested (not stored yet)")
+            }
             Event::CarrierState { carrier, up } => tracing::info!(%carrier, up, "carrier state"),
             Event::Registration { carrier, registered } => tracing::info!(%carrier, registered, "registration"),
         }

@@ -67,6 +67,7 @@ fn carrier(raw: RawCarrier, path: &FieldPath, c: &mut Checker) -> Checked {
         Some(r) => register(r, &path.key("register"), c).map(Some),
         None => Some(None),
     };
+    let transfer = super::ladder::transfer_mode(raw.transfer, &path.key("transfer"), c);
     let config = (|| {
         nets_ok.then_some(())?;
         Some(CarrierConfig {
@@ -75,6 +76,7 @@ fn carrier(raw: RawCarrier, path: &FieldPath, c: &mut Checker) -> Checked {
             inbound_from: nets.iter().map(|(_, n)| *n).collect(),
             probe: probe?,
             register: register?,
+            transfer: transfer?,
         })
     })();
     Checked { config, name, nets }

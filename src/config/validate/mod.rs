@@ -4,6 +4,7 @@
 mod ai;
 mod carrier;
 mod checks;
+mod ladder;
 mod sections;
 
 use super::error::FieldPath;
@@ -39,12 +40,21 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
     let ai_endpoints = ai::endpoints(raw.ai_endpoint, &root.key("ai_endpoint"), &mut c);
     let limits = ai::limits(raw.limits, &root.key("limits"), &mut c);
     let state = sections::state(raw.state, &root.key("state"), &mut c);
+    let fallback = ladder::fallback(raw.fallback, &root.key("fallback"), &mut c);
+    let callback = ladder::callback(raw.callback, &root.key("callback"), &mut c);
+    let outbound = ladder::outbound(raw.outbound, &root.key("outbound"), &mut c);
+    if let (Some(f), Some(o), Some(k)) = (&fallback, &outbound, &carriers) {
+        ladder::check_vs_carriers(f, o, k, &root, &mut c);
+    }
     if let (Some(sip), Some(media)) = (&sip, &media) {
         sections::check_rtp_vs_sip(sip, media, &mut c);
     }
     if let (Some(sip), Some(status)) = (&sip, &status) {
         sections::check_status_vs_sip(sip, status, &mut c);
     }
+    let (Some(fallback), Some(callback), Some(outbound)) = (fallback, callback, outbound) else {
+        return Err(c.problems);
+    };
     match (sip, media, status, prompts, call, carriers, ai, ai_endpoints, limits, state) {
         (
             Some(sip),
@@ -68,6 +78,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
             ai_endpoints,
             limits,
             state,
+            fallback,
+            callback,
+            outbound,
         }),
         _ => Err(c.problems),
     }

@@ -14,6 +14,8 @@ mod call;
 mod calls;
 mod carrier_drive;
 mod carrier;
+mod human;
+mod ladder;
 mod ports;
 mod record;
 mod status;
@@ -45,6 +47,7 @@ use crate::core::carrier::register::RegisterOutput;
 use crate::core::media::codec::opus::OpusTuning;
 use crate::core::media::codec::pipeline::AiFormat;
 use crate::core::media::jitter::JitterConfig;
+use crate::core::ladder::{LadderConfig, LadderPrompts};
 use crate::core::media::prompt::Prompt;
 use crate::core::media::session::{MediaEvent, MediaLatency, MediaParams, MediaSession};
 use crate::core::sdp::{self, AnswerParams, SdpError};
@@ -65,7 +68,10 @@ pub struct EndpointConfig {
     pub media_ip: IpAddr,
     pub rtp_ports: (u16, u16),
     pub carriers: Vec<CarrierSettings>,
-    pub prompt: Prompt,
+    /// The high-demand prompt and the ladder's others (menu, confirmation, apology, ...).
+    pub prompts: LadderPrompts,
+    /// The degradation ladder below the agents (`[fallback]`).
+    pub ladder: LadderConfig,
     pub timers: SipTimers,
     /// Delay between 180 Ringing and 200 OK.
     pub answer_delay: Duration,
@@ -141,6 +147,8 @@ pub enum Event {
     /// The durable record of an answered call, as of one step (see [`record`]): persist it.
     /// The answer's record is queued before its 200 OK.
     CallRecord(CallRecord),
+    /// The ladder decided the caller is to be called back: store it durably and deliver it.
+    CallbackRequested(crate::core::callback::CallbackRequest),
     CarrierState { carrier: String, up: bool },
     Registration { carrier: String, registered: bool },
     /// Open a WebSocket `conn` to `url` with `headers`; report `AiOpened` or `AiClosed` (with
@@ -247,7 +255,7 @@ impl Endpoint {
         let due: Vec<u64> = self
             .calls
             .values()
-            .filter(|c| c.timers.next_timeout().is_some_and(|t| t <= now))
+            .filter(|c| [c.timers.next_timeout(), c.ladder_timeout()].into_iter().flatten().any(|t| t <= now))
             .map(|c| c.id)
             .collect();
         for id in due {
@@ -282,7 +290,7 @@ impl Endpoint {
         let calls = self
             .calls
             .values()
-            .flat_map(|c| [c.timers.next_timeout(), c.media.poll_timeout(), c.bridge.as_ref().and_then(|b| b.poll_timeout())])
+            .flat_map(|c| [c.timers.next_timeout(), c.media.poll_timeout(), c.bridge.as_ref().and_then(|b| b.poll_timeout()), c.ladder_timeout()])
             .flatten();
         let carriers = self.carriers.iter().filter_map(CarrierLink::poll_timeout);
         let probes = self.ai_probes.iter().filter_map(|(_, p)| p.poll_timeout());
