@@ -14,3 +14,4 @@ pub mod outbound;
 pub mod sdp;
 pub mod sip;
 pub mod timer;
+pub mod update;
