@@ -249,6 +249,23 @@ fn talk(sock: UdpSocket, to: SocketAddr, queue: Arc<Mutex<std::collections::VecD
     }
 }
 
+/// The one call's record once it has ended, from `trunkguard calls --json`.
+fn ended_record(app: &Appliance) -> serde_json::Value {
+    let state = app.dir().join("trunkguard-state");
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        let out = std::process::Command::new(Appliance::binary())
+            .args(["calls", "--json", "--last", "10", "--state-dir"])
+            .arg(&state)
+            .output()
+            .expect("run trunkguard calls");
+        rows = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        rows.len() == 1 && !rows[0]["end_reason"].is_null()
+    });
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    rows.remove(0)
+}
+
 fn caller_speech() -> Vec<u8> {
     std::fs::read(repo_root().join("tests/sipp/caller.ulaw")).expect("tests/sipp/caller.ulaw")
 }
@@ -297,6 +314,10 @@ fn carrier_a_503_the_call_leaves_through_b_and_caller_and_human_hear_each_other(
     let byed = wait_until(Duration::from_secs(5), Duration::from_millis(50), || carrier_b.received_requests("BYE") >= 1);
     assert!(byed, "no BYE to the human:\n{}", carrier_b.diagnostics());
     assert!(wait_until(Duration::from_secs(3), Duration::from_millis(50), || app.status_json()["calls"]["active"] == 0));
+    // the call record says how the human was reached
+    let record = ended_record(&app);
+    assert_eq!(record["human"], "carrier-b; failed carrier-a: 503 Service Unavailable; connected", "{record:#}");
+    assert_eq!(record["ladder"], "prompt>human>human-connected", "{record:#}");
     app.assert_alive();
 }
 
@@ -320,6 +341,9 @@ fn carrier_a_486_is_not_rerouted_and_the_ladder_goes_down_to_a_callback() {
     // the apology, then BYE
     assert!(caller.wait_bye(Duration::from_secs(15)), "no BYE after the apology");
     assert!(app.log().contains("callback requested"), "no callback request in the log");
+    let record = ended_record(&app);
+    assert_eq!(record["human"], "failed carrier-a: 486 Busy Here; unavailable", "{record:#}");
+    assert_eq!(record["callback_reason"], "human-unavailable", "{record:#}");
     app.assert_alive();
 }
 
