@@ -10,7 +10,9 @@
 //! - carrier A answers 486 → not re-routed (B never sees an INVITE), the ladder goes down to
 //!   a callback;
 //! - the human rings past `human_timeout_s` → CANCEL, and the ladder goes down to a callback;
-//! - the human hangs up → their BYE is answered and the caller gets BYE.
+//! - the human hangs up → their BYE is answered and the caller gets BYE;
+//! - a carrier with `transfer = "refer"` (SIPp as the caller, uac_refer.xml) gets REFER, answers
+//!   202 and a 200 sipfrag NOTIFY → connected, our leg gets BYE, no INVITE goes out.
 
 mod common;
 
@@ -401,5 +403,38 @@ fn the_human_hanging_up_ends_the_callers_leg_too() {
     );
     assert!(!carrier_b.errors().contains("Aborting call"), "{}", carrier_b.errors());
     assert!(wait_until(Duration::from_secs(3), Duration::from_millis(50), || app.status_json()["calls"]["active"] == 0));
+    app.assert_alive();
+}
+
+#[test]
+fn a_carrier_that_allows_refer_gets_refer_and_connects_the_human_itself() {
+    let dtmf = "/usr/share/sip-tester/dtmf_2833_2.pcap";
+    assert!(std::path::Path::new(dtmf).exists(), "{dtmf} missing (apt-get install sip-tester)");
+    let ports = Ports::new(34800);
+    let _carrier_b = human_carrier(ports, "uas_human.xml");
+    let probe = "probe = { interval_ms = 500, timeout_ms = 300, down_after = 2, up_after = 1 }";
+    let config = format!(
+        "{}[fallback]\nhuman = \"{HUMAN}\"\nhuman_timeout_s = 20\n\n\
+         [[carrier]]\nname = \"carrier-a\"\ninbound_from = [\"{CARRIER_A_IP}/32\"]\ntransfer = \"refer\"\n\n\
+         [[carrier]]\nname = \"carrier-b\"\nproxy = \"udp:{CARRIER_B_IP}:{}\"\ninbound_from = [\"{CARRIER_B_IP}/32\"]\n{probe}\n",
+        base_config(ports),
+        ports.peer(2)
+    );
+    let mut app = Appliance::start(&config);
+    let (target, peer, media) = (sip_addr(ports).to_string(), ports.peer(0).to_string(), ports.sipp_media(0).to_string());
+    let mut caller = Sipp::spawn(
+        "uac_refer",
+        ports.sipp_control(0),
+        &["-sf", &scenario("uac_refer.xml"), &target, "-i", CALLER_IP, "-p", &peer, "-mi", CALLER_IP, "-mp", &media, "-d", "1000", "-m", "1"],
+    );
+    assert!(caller.wait_success(Duration::from_secs(30)), "REFER flow failed:\n{}\n{}", caller.diagnostics(), app.log());
+    let trace = caller.messages();
+    assert!(trace.contains(&format!("Refer-To: <{HUMAN}>")), "{trace}");
+    assert_eq!(outbound(&app, "refers"), 1);
+    assert_eq!(outbound(&app, "connected"), 1);
+    assert_eq!(outbound(&app, "attempts"), 0, "no bridged INVITE when the REFER works");
+    let record = ended_record(&app);
+    assert_eq!(record["human"], "refer; connected", "{record:#}");
+    assert_eq!(record["end_reason"], "local BYE", "{record:#}");
     app.assert_alive();
 }
