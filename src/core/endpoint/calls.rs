@@ -378,7 +378,7 @@ impl Endpoint {
                 }
             }
         }
-        self.relay_caller_to_human(now, id);
+        self.relay_caller_to_human(now, id, &digits);
         if on_ladder {
             // the ladder has the caller's keys; the bridge (in fallback) only drains audio
             if prompt_finished {

@@ -19,6 +19,9 @@ use crate::core::ai::{BreakerConfig, BreakerState};
 use crate::core::outbound::{retry_after, CarrierView, LegAction, LegConfig, OutboundCarriers, OutboundLeg, Reply};
 use crate::core::sdp::AnswerParams;
 
+/// How long each key the caller presses is played to the connected human.
+const DTMF_RELAY: Duration = Duration::from_millis(100);
+
 /// How long an attempt that was given up is remembered, for its late responses (64·T1).
 const STRAY_MEMORY_T1: u32 = 64;
 
@@ -700,10 +703,17 @@ impl Endpoint {
         }
     }
 
-    /// The caller's decoded audio goes to the connected human (called from the caller's media
-    /// drain, before the AI bridge would take it).
-    pub(super) fn relay_caller_to_human(&mut self, _now: Instant, id: u64) {
+    /// The caller's decoded audio and keys go to the connected human (called from the caller's
+    /// media drain, before the AI bridge would take the audio). Keys are re-sent as RFC 4733
+    /// events (100 ms each) when the human's side offered telephone-event.
+    pub(super) fn relay_caller_to_human(&mut self, now: Instant, id: u64, digits: &[char]) {
         let Some(c) = self.human.legs.get_mut(&id).and_then(|h| h.connected.as_mut()) else { return };
+        if !digits.is_empty() {
+            let keys: String = digits.iter().collect();
+            if !c.media.send_digits(now, &keys, DTMF_RELAY) {
+                tracing::debug!(call = id, %keys, "keys not relayed: the human's side has no telephone-event");
+            }
+        }
         let Some(call) = self.calls.get_mut(&id) else { return };
         while let Some(pcm) = call.media.poll_caller_audio() {
             if let Err(e) = c.media.push_ai_audio(&pcm) {

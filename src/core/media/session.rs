@@ -554,7 +554,14 @@ impl MediaSession {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let own = self.timers.next_timeout();
-        let dtmf = [self.dtmf_rx.poll_timeout(), self.dtmf_tx.as_ref().and_then(DtmfSender::poll_timeout)];
+        // telephone-events leave on the frame clock (send_frame): a press due between two
+        // ticks waits for the next one, so it must not ask to be woken before it
+        let dtmf_tx = self.dtmf_tx.as_ref().and_then(DtmfSender::poll_timeout);
+        let dtmf_tx = match (dtmf_tx, self.timers.get(Timer::MediaTick)) {
+            (Some(due), Some(tick)) => Some(due.max(tick)),
+            (due, _) => due,
+        };
+        let dtmf = [self.dtmf_rx.poll_timeout(), dtmf_tx];
         [own, self.jitter.poll_timeout(), self.rtcp.poll_timeout()].into_iter().chain(dtmf).flatten().min()
     }
 

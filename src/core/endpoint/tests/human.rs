@@ -106,7 +106,8 @@ fn start(h: &mut Harness, id: u64) -> bool {
 fn press(h: &mut Harness, id: u64, digit: u8) {
     let port = h.ep.calls[&id].local_port;
     let from: SocketAddr = CALLER_RTP.parse().unwrap();
-    let (seq, ts) = (100u16, 160_000u32);
+    // each key its own event (timestamp) and sequence numbers
+    let (seq, ts) = (100 + u16::from(digit) * 10, 160_000 + u32::from(digit) * 8000);
     for (i, (end, duration)) in [(false, 160u16), (true, 800), (true, 800), (true, 800)].into_iter().enumerate() {
         let mut pkt = vec![0x80, 101 | if i == 0 { 0x80 } else { 0 }];
         pkt.extend_from_slice(&(seq + i as u16).to_be_bytes());
@@ -180,6 +181,19 @@ fn a_503_on_carrier_a_leaves_through_carrier_b_and_the_human_is_bridged() {
     println!("bridge: {to_human} packets to the human, {to_caller} to the caller in 1 s");
     assert!(to_human >= 40, "caller audio reaches the human: {to_human}");
     assert!(to_caller >= 40, "human audio reaches the caller: {to_caller}");
+
+    // the caller's keys reach the human as RFC 4733 events
+    h.take_rtp();
+    press(&mut h, id, 5);
+    // (no deadline in the past while the key waits for the next frame tick: the clock moves)
+    assert!(h.ep.poll_timeout().is_some_and(|t| t > h.now));
+    h.advance(Duration::from_millis(200));
+    let events = h
+        .out
+        .iter()
+        .filter(|o| matches!(o, Output::Transmit(Transmit::Rtp { local_port: 20002, data, .. }) if data.len() == 16 && data[1] & 0x7f == 101 && data[12] == 5))
+        .count();
+    assert!(events >= 3, "key 5 relayed to the human: {events} event packets");
 
     // the human hangs up: 200, the leg's port closes, the ladder hears Ended
     let bye = format!(
