@@ -1,0 +1,351 @@
+//! Callback requests, stored then delivered to a real webhook (an HTTP server on loopback),
+//! with a real SQLite state database.
+//!
+//! In-process: the I/O layer's callback pipeline exactly as the drive loop drives it on
+//! `Event::CallbackRequested` (`Callbacks::submit`): a webhook that is down then up, that
+//! answers 500, garbage or nothing, that keeps failing (not hammered), a restart with requests
+//! pending. Against the real binary: requests left pending by a previous run are delivered
+//! after the start and shown by `trunkguard callbacks`, `/api/status` and `/metrics`; a locked
+//! state database is reported by `/readyz` while calls go on.
+
+mod common;
+#[path = "common/webhook.rs"]
+mod webhook;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use trunkguard::config::CallbackConfig;
+use trunkguard::core::callback::{CallbackReason, CallbackRequest};
+use trunkguard::io::callbacks::store::{read_recent, StoredCallback};
+use trunkguard::io::callbacks::Callbacks;
+use trunkguard::io::calls::Retention;
+use webhook::{unused_addr, Answer, Webhook};
+
+const RETENTION: Retention = Retention { keep_days: 30, max_rows: 10_000 };
+
+fn request(n: u32) -> CallbackRequest {
+    CallbackRequest {
+        call_id: format!("call-{n}@198.51.100.7"),
+        caller: format!("+1555010{n}"),
+        called: "+15550199".into(),
+        carrier: "telco".into(),
+        reason: CallbackReason::CallerAsked,
+        failure: "no AI endpoint within the setup budget".into(),
+    }
+}
+
+/// A fast schedule: attempts time out after 300 ms, retries 100 ms .. 1 s apart.
+fn config(url: &str) -> CallbackConfig {
+    CallbackConfig {
+        webhook_url: Some(url.to_string()),
+        timeout_ms: 300,
+        backoff_initial_ms: 100,
+        backoff_max_s: 1,
+        give_up_after_h: 72,
+        ca_bundle: None,
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+async fn wait_for(max: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + max;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+fn rows(dir: &Path) -> Vec<StoredCallback> {
+    read_recent(dir, 1000).unwrap()
+}
+
+fn delivered(dir: &Path) -> usize {
+    rows(dir).iter().filter(|r| r.state == "delivered").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_down_then_up_gets_the_request_once() {
+    let state = tempfile::tempdir().unwrap();
+    let addr = unused_addr().await;
+    let url = format!("http://{addr}/hooks/callback");
+    let cb = Callbacks::start(state.path().to_path_buf(), &config(&url), RETENTION).unwrap();
+    let created = now_ms();
+    let id = cb.submit(request(1), created).unwrap();
+    // down: attempts are made, refused, and scheduled later
+    assert!(wait_for(Duration::from_secs(10), || rows(state.path()).first().is_some_and(|r| r.attempts >= 2)).await);
+    let r = rows(state.path()).remove(0);
+    assert_eq!((r.id.as_str(), r.state.as_str(), r.last_status), (id.as_str(), "pending", None));
+    assert!(r.last_error.as_deref().unwrap().starts_with("cannot connect"), "{r:?}");
+    let (last, next) = (r.last_attempt_at_ms.unwrap(), r.next_attempt_at_ms.unwrap());
+    assert!(next >= last + 100 && next <= last + 1000, "retry {} ms after the attempt", next - last);
+    // up: delivered, exactly once
+    let hook = Webhook::start(addr, Answer::Status(204)).await;
+    assert!(wait_for(Duration::from_secs(10), || delivered(state.path()) == 1).await, "{:?}", rows(state.path()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let hits = hook.hits();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    let hit = &hits[0];
+    let r = rows(state.path()).remove(0);
+    assert_eq!(hit.header(":request-line"), Some("POST /hooks/callback HTTP/1.1"));
+    assert_eq!(hit.header("content-type"), Some("application/json"));
+    assert_eq!(hit.header("user-agent"), Some(concat!("trunkguard/", env!("CARGO_PKG_VERSION"))));
+    assert_eq!(hit.header("idempotency-key"), Some(id.as_str()));
+    assert_eq!(hit.header("x-trunkguard-attempt"), Some(r.attempts.to_string().as_str()));
+    let b = &hit.body;
+    assert_eq!(b["event"], "callback.requested");
+    assert_eq!(b["id"], id.as_str());
+    assert_eq!(b["call_id"], "call-1@198.51.100.7");
+    assert_eq!(b["caller"], "+15550101");
+    assert_eq!(b["called"], "+15550199");
+    assert_eq!(b["carrier"], "telco");
+    assert_eq!(b["reason"], "caller-pressed-1");
+    assert_eq!(b["failure"], "no AI endpoint within the setup budget");
+    assert_eq!(b["attempt"], r.attempts);
+    assert_eq!(b["created_at"], r.created_at.as_str());
+    assert!(r.created_at.ends_with('Z') && r.created_at.len() == 24, "{}", r.created_at);
+    assert_eq!((r.last_status, r.next_attempt_at_ms, r.last_error.as_deref()), (Some(204), None, None));
+    assert!(r.delivered_at_ms.is_some());
+    let c = cb.counters().snapshot();
+    assert_eq!((c.pending, c.delivered, c.failed, c.stored), (0, 1, 0, 1));
+    assert_eq!(c.attempts, r.attempts as u64);
+    assert_eq!(c.attempt_failures, r.attempts as u64 - 1);
+    println!("callback_attempts_until_webhook_up: {}", r.attempts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_garbage_and_a_hang_are_retried_then_delivered() {
+    let state = tempfile::tempdir().unwrap();
+    let hook = Webhook::start("127.0.0.1:0".parse().unwrap(), Answer::Status(200)).await;
+    hook.script(&[Answer::Status(500), Answer::Garbage, Answer::Hang, Answer::Status(302), Answer::Status(404)]);
+    let cb = Callbacks::start(state.path().to_path_buf(), &config(&hook.url()), RETENTION).unwrap();
+    let id = cb.submit(request(2), now_ms()).unwrap();
+    assert!(wait_for(Duration::from_secs(15), || delivered(state.path()) == 1).await, "{:?}", rows(state.path()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let hits = hook.hits();
+    let answers: Vec<Answer> = hits.iter().map(|h| h.answer).collect();
+    assert_eq!(
+        answers,
+        [Answer::Status(500), Answer::Garbage, Answer::Hang, Answer::Status(302), Answer::Status(404), Answer::Status(200)]
+    );
+    let attempts: Vec<&str> = hits.iter().map(|h| h.header("x-trunkguard-attempt").unwrap()).collect();
+    assert_eq!(attempts, ["1", "2", "3", "4", "5", "6"]);
+    assert!(hits.iter().all(|h| h.header("idempotency-key") == Some(id.as_str())));
+    // the hang was cut at timeout_ms by the client
+    let hang = hits[2].closed_after.expect("the client closed the hung connection");
+    assert!(hang >= Duration::from_millis(250) && hang < Duration::from_secs(3), "{hang:?}");
+    // the redirect was not followed: no request elsewhere, attempt 5 came back here
+    let r = rows(state.path()).remove(0);
+    assert_eq!((r.attempts, r.state.as_str(), r.last_status), (6, "delivered", Some(200)));
+    let c = cb.counters().snapshot();
+    assert_eq!((c.attempts, c.attempt_failures), (6, 5));
+    println!("callback_hang_cut_after_ms: {}", hang.as_millis());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_is_not_hammered() {
+    let state = tempfile::tempdir().unwrap();
+    let hook = Webhook::start("127.0.0.1:0".parse().unwrap(), Answer::Status(503)).await;
+    let cb = Callbacks::start(state.path().to_path_buf(), &config(&hook.url()), RETENTION).unwrap();
+    cb.submit(request(3), now_ms()).unwrap();
+    let window = Duration::from_secs(4);
+    tokio::time::sleep(window).await;
+    let hits = hook.hits();
+    // retries are at least the floor (100 ms) apart and back off towards 1 s: ~10 in 4 s; a
+    // tight loop would make thousands
+    println!("callback_attempts_in_4s_failing_webhook: {}", hits.len());
+    assert!(hits.len() >= 3, "retried: {}", hits.len());
+    assert!(hits.len() <= 1 + (window.as_millis() / 100) as usize, "{} attempts in {window:?}", hits.len());
+    for w in hits.windows(2) {
+        let gap = w[1].at - w[0].at;
+        assert!(gap >= Duration::from_millis(90), "two attempts {gap:?} apart");
+    }
+    let late_gaps: Vec<Duration> = hits.windows(2).skip(4).map(|w| w[1].at - w[0].at).collect();
+    let r = rows(state.path()).remove(0);
+    assert_eq!(r.state, "pending");
+    assert_eq!(r.last_status, Some(503));
+    assert_eq!(r.last_error.as_deref(), Some("HTTP 503 Service Unavailable"));
+    println!("callback_late_retry_gaps_ms: {:?}", late_gaps.iter().map(|g| g.as_millis()).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_attempt_per_request_at_a_time_and_at_most_four_in_flight() {
+    let state = tempfile::tempdir().unwrap();
+    let hook = Webhook::start("127.0.0.1:0".parse().unwrap(), Answer::Hang).await;
+    let cb = Callbacks::start(state.path().to_path_buf(), &config(&hook.url()), RETENTION).unwrap();
+    for n in 0..8 {
+        cb.submit(request(n), now_ms()).unwrap();
+    }
+    assert!(wait_for(Duration::from_secs(15), || hook.hits().len() >= 24).await, "{}", hook.hits().len());
+    let (per_request, total) = hook.max_open();
+    assert_eq!(per_request, 1, "two attempts of one request at once");
+    assert!(total <= 4 && total >= 2, "{total} deliveries in flight at once");
+    // every request gets its turn
+    let keys: std::collections::HashSet<String> =
+        hook.hits().iter().filter_map(|h| h.header("idempotency-key").map(str::to_string)).collect();
+    assert_eq!(keys.len(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_requests_are_delivered_after_a_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let addr = unused_addr().await;
+    let url = format!("http://{addr}/hooks/callback");
+    let first = Callbacks::start(state.path().to_path_buf(), &config(&url), RETENTION).unwrap();
+    let ids: Vec<String> = (4..6).map(|n| first.submit(request(n), now_ms()).unwrap()).collect();
+    assert!(wait_for(Duration::from_secs(10), || rows(state.path()).iter().all(|r| r.attempts >= 1) && rows(state.path()).len() == 2).await);
+    drop(first); // the process stops with both pending
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: Vec<i64> = rows(state.path()).iter().map(|r| r.attempts).collect();
+    assert!(rows(state.path()).iter().all(|r| r.state == "pending"));
+    let hook = Webhook::start(addr, Answer::Status(200)).await;
+    let second = Callbacks::start(state.path().to_path_buf(), &config(&url), RETENTION).unwrap();
+    assert!(wait_for(Duration::from_secs(10), || delivered(state.path()) == 2).await, "{:?}", rows(state.path()));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let hits = hook.hits();
+    assert_eq!(hits.len(), 2, "each delivered once: {hits:?}");
+    let mut got: Vec<String> = hits.iter().map(|h| h.body["id"].as_str().unwrap().to_string()).collect();
+    got.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got, want);
+    // the attempt count carries on across the restart
+    for (h, r) in hits.iter().zip(rows(state.path())) {
+        let _ = r;
+        let n: i64 = h.header("x-trunkguard-attempt").unwrap().parse().unwrap();
+        assert!(n >= 2, "attempt {n} after {before:?}");
+    }
+    assert_eq!(second.counters().snapshot().delivered, 2);
+}
+
+// ---------------------------------------------------------------------------
+// The real binary
+// ---------------------------------------------------------------------------
+
+const CARRIER_IP: &str = "127.0.0.2";
+
+fn appliance_config(ports: Ports, state: &Path, callback: &str) -> String {
+    format!(
+        "{}{}[state]\ndir = \"{}\"\n\n{callback}",
+        base_config(ports),
+        inbound_carrier("telco", CARRIER_IP),
+        state.display()
+    )
+}
+
+/// `trunkguard callbacks --json --state-dir <dir>`, parsed.
+fn callbacks_json(state: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(Appliance::binary())
+        .args(["callbacks", "--json", "--last", "100", "--state-dir"])
+        .arg(state)
+        .output()
+        .expect("run trunkguard callbacks");
+    assert!(out.status.success(), "trunkguard callbacks failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line ({e}): {l}")))
+        .collect()
+}
+
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+#[test]
+fn the_appliance_delivers_requests_a_previous_run_left_pending() {
+    let ports = Ports::new(41200);
+    let state = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // a previous run stored two requests without a webhook
+    {
+        let _guard = rt.enter();
+        let stored_only = Callbacks::start(state.path().to_path_buf(), &CallbackConfig::default(), RETENTION).unwrap();
+        stored_only.submit(request(7), now_ms()).unwrap();
+        stored_only.submit(request(8), now_ms()).unwrap();
+        let c = stored_only.counters().clone();
+        assert!(common::wait_until(Duration::from_secs(5), Duration::from_millis(20), || c.stored.load(std::sync::atomic::Ordering::Relaxed) == 2));
+    }
+    let table = Command::new(Appliance::binary()).args(["callbacks", "--state-dir"]).arg(state.path()).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.starts_with("TIME (UTC)") && table.lines().count() == 3 && table.contains("pending"), "{table}");
+    let hook = rt.block_on(Webhook::start(format!("127.0.0.1:{}", ports.base + 90).parse().unwrap(), Answer::Status(202)));
+    let callback = format!("[callback]\nwebhook_url = \"{}\"\nbackoff_initial_ms = 100\nbackoff_max_s = 1\n", hook.url());
+    let mut app = Appliance::start(&appliance_config(ports, state.path(), &callback));
+    let all_delivered = common::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let rows = callbacks_json(state.path());
+        rows.len() == 2 && rows.iter().all(|r| r["state"] == "delivered")
+    });
+    assert!(all_delivered, "{:#?}\n{}", callbacks_json(state.path()), app.log());
+    assert_eq!(hook.hits().len(), 2);
+    let rows = callbacks_json(state.path());
+    assert_eq!(rows[0]["caller"], "+15550107");
+    assert_eq!((rows[1]["attempts"].as_i64(), rows[1]["last_status"].as_i64()), (Some(1), Some(202)));
+    // /api/status and /metrics count them
+    let mut status = serde_json::Value::Null;
+    common::wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        status = serde_json::from_str(&http_get(app.http, "/api/status").unwrap().1).unwrap();
+        status["callbacks"]["delivered"] == 2
+    });
+    let c = &status["callbacks"];
+    assert_eq!((c["webhook"].as_bool(), c["pending"].as_u64(), c["delivered"].as_u64(), c["attempts"].as_u64()), (Some(true), Some(0), Some(2), Some(2)));
+    assert!(status["call_records"]["written"].is_u64(), "{status:#}");
+    let (_, metrics) = http_get(app.http, "/metrics").unwrap();
+    assert_eq!(metric(&metrics, "trunkguard_callbacks{state=\"delivered\"}"), Some(2.0), "{metrics}");
+    assert_eq!(metric(&metrics, "trunkguard_callbacks{state=\"pending\"}"), Some(0.0));
+    assert_eq!(metric(&metrics, "trunkguard_callback_delivery_attempts_total"), Some(2.0));
+    assert_eq!(metric(&metrics, "trunkguard_callback_webhook_configured"), Some(1.0));
+    assert_eq!(metric(&metrics, "trunkguard_call_records_failed_total"), Some(0.0));
+    app.assert_alive();
+}
+
+#[test]
+fn a_locked_state_database_fails_readiness_while_calls_go_on() {
+    let ports = Ports::new(41400);
+    let state = tempfile::tempdir().unwrap();
+    let mut app = Appliance::start(&appliance_config(ports, state.path(), ""));
+    let http = app.http;
+    let ready = || http_get(http, "/readyz").unwrap();
+    assert!(common::wait_until(Duration::from_secs(5), Duration::from_millis(50), || ready().0 == 200), "{:?}", ready());
+    // another process holds the write lock: every write of the appliance fails after its
+    // busy timeout (as with a read-only database or a full disk)
+    let locker = rusqlite::Connection::open(state.path().join("trunkguard.db")).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let call = |i: u16| {
+        let (target, peer, media) = (sip_addr(ports).to_string(), ports.peer(i).to_string(), ports.sipp_media(i).to_string());
+        let args = ["-sn", "uac", &target, "-i", CARRIER_IP, "-p", &peer, "-mi", CARRIER_IP, "-mp", &media, "-m", "1"];
+        let mut sipp = Sipp::spawn_with_timeout("uac-locked", ports.sipp_control(i), 30, &args);
+        sipp.wait_success(Duration::from_secs(30))
+    };
+    assert!(call(0), "a call while the database is locked is still answered and ends cleanly");
+    let failing = common::wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let (code, body) = ready();
+        code == 503 && body.contains("call-record writer failed")
+    });
+    let (code, body) = ready();
+    assert!(failing, "{code} {body}\n{}", app.log());
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["checks"]["state_db"]["ok"], false);
+    assert!(v["checks"]["state_db"]["reason"].as_str().unwrap().contains("locked"), "{body}");
+    let status: serde_json::Value = serde_json::from_str(&http_get(http, "/api/status").unwrap().1).unwrap();
+    assert!(status["call_records"]["failed"].as_u64() >= Some(1), "{status:#}");
+    assert!(status["call_records"]["last_write_failure"]["error"].as_str().unwrap().contains("locked"));
+    let (_, metrics) = http_get(app.http, "/metrics").unwrap();
+    assert!(metric(&metrics, "trunkguard_call_records_failed_total") >= Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, "trunkguard_readiness_check_ok{check=\"state_db\"}"), Some(0.0));
+    app.assert_alive();
+    // the lock goes: the next call is recorded and readiness comes back
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    assert!(call(1));
+    let back = common::wait_until(Duration::from_secs(10), Duration::from_millis(100), || ready().0 == 200);
+    assert!(back, "{:?}", ready());
+    app.assert_alive();
+}
