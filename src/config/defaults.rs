@@ -100,6 +100,7 @@ impl Config {
             prompts: PromptsConfig {
                 dir: None,
                 high_demand: HIGH_DEMAND_PROMPT.to_owned(),
+                files: Vec::new(),
             },
             call: CallConfig {
                 max_duration_s: MAX_CALL_DURATION_S,

@@ -29,7 +29,7 @@ pub use defaults::EMBEDDED_DEFAULT_TOML;
 pub use error::{ConfigError, Diagnostic, FieldPath, Segment};
 pub use model::{
     AiAudioFormat, AiConfig, AiEndpointConfig, AiProtocolName, AiRole, CallConfig, CarrierConfig, Config, LimitsConfig,
-    MediaConfig, Password, ProbeConfig, PromptsConfig, RegisterConfig, SipConfig, StateConfig, StatusConfig, StatusTls,
+    MediaConfig, NoAnswerAction, Password, ProbeConfig, PromptsConfig, RegisterConfig, SipConfig, StateConfig, StatusConfig, StatusTls,
     TlsConfig,
 };
 pub use model::CallbackConfig;

@@ -292,9 +292,17 @@ pub struct PromptsConfig {
     pub dir: Option<PathBuf>,
     /// File name (inside `dir`) of the "high demand" prompt.
     pub high_demand: String,
+    /// The prompt files in `dir` that replace the embedded ones (checked at start: format and
+    /// length); a prompt not listed plays its embedded copy.
+    pub files: Vec<(crate::core::ladder::PromptId, PathBuf)>,
 }
 
 impl PromptsConfig {
+    /// The file that replaces prompt `id`, or `None` for the embedded copy.
+    pub fn path(&self, id: crate::core::ladder::PromptId) -> Option<&std::path::Path> {
+        self.files.iter().find(|(i, _)| *i == id).map(|(_, p)| p.as_path())
+    }
+
     /// Path of the high-demand prompt on disk, or `None` for the embedded prompt.
     pub fn high_demand_path(&self) -> Option<PathBuf> {
         self.dir.as_ref().map(|dir| dir.join(&self.high_demand))

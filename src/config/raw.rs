@@ -140,6 +140,30 @@ pub(crate) struct RawState {
 pub(crate) struct RawPrompts {
     pub dir: Option<String>,
     pub high_demand: Option<String>,
+    pub menu: Option<String>,
+    pub menu_no_human: Option<String>,
+    pub menu_invalid: Option<String>,
+    pub callback_confirm: Option<String>,
+    pub transfer_hold: Option<String>,
+    pub sorry_callback: Option<String>,
+    pub goodbye: Option<String>,
+}
+
+impl RawPrompts {
+    /// The file name given for prompt `id`, if any.
+    pub fn named(&self, id: crate::core::ladder::PromptId) -> Option<&String> {
+        use crate::core::ladder::PromptId as P;
+        match id {
+            P::HighDemand => self.high_demand.as_ref(),
+            P::Menu => self.menu.as_ref(),
+            P::MenuNoHuman => self.menu_no_human.as_ref(),
+            P::MenuInvalid => self.menu_invalid.as_ref(),
+            P::CallbackConfirm => self.callback_confirm.as_ref(),
+            P::TransferHold => self.transfer_hold.as_ref(),
+            P::SorryCallback => self.sorry_callback.as_ref(),
+            P::Goodbye => self.goodbye.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -126,7 +126,8 @@ fn defaults_apply_when_sections_are_omitted() {
         c.prompts,
         PromptsConfig {
             dir: None,
-            high_demand: "high-demand.wav".into()
+            high_demand: "high-demand.wav".into(),
+            files: Vec::new(),
         }
     );
     assert_eq!(c.prompts.high_demand_path(), None);
@@ -198,7 +199,7 @@ fn media_status_call_sections() {
 #[test]
 fn prompts_section() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("busy.wav"), b"RIFF").unwrap();
+    std::fs::write(dir.path().join("busy.wav"), crate::core::media::prompt::HIGH_DEMAND_WAV).unwrap();
     let c = parse(&with_carrier(&format!(
         "[prompts]\ndir = '{}'\nhigh_demand = \"busy.wav\"",
         dir.path().display()
@@ -521,6 +522,50 @@ fn prompts_errors() {
         "prompts.high_demand",
         "cannot open",
     );
+}
+
+/// A 16-bit mono WAV at `rate` with `samples` samples of a tone.
+fn wav(rate: u32, samples: usize) -> Vec<u8> {
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    let spec = hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::new(&mut cursor, spec).unwrap();
+    for i in 0..samples {
+        w.write_sample(((i as f32 * 0.05).sin() * 8000.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    cursor.into_inner()
+}
+
+#[test]
+fn ladder_prompts_from_the_directory_replace_the_embedded_ones() {
+    use crate::core::ladder::PromptId;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("high-demand.wav"), wav(8000, 8000)).unwrap();
+    std::fs::write(dir.path().join("goodbye.wav"), wav(8000, 8000)).unwrap(); // by its default name
+    std::fs::write(dir.path().join("mine.wav"), wav(8000, 4000)).unwrap();
+    let c = parse(&with_carrier(&format!("[prompts]\ndir = '{}'\nmenu = \"mine.wav\"", dir.path().display())));
+    assert_eq!(c.prompts.path(PromptId::Menu), Some(dir.path().join("mine.wav").as_path()));
+    assert_eq!(c.prompts.path(PromptId::Goodbye), Some(dir.path().join("goodbye.wav").as_path()));
+    assert_eq!(c.prompts.path(PromptId::MenuInvalid), None, "not in the directory: the embedded copy");
+    assert_eq!(c.prompts.path(PromptId::HighDemand), Some(dir.path().join("high-demand.wav").as_path()));
+}
+
+#[test]
+fn ladder_prompt_errors_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("high-demand.wav"), wav(8000, 8000)).unwrap();
+    std::fs::write(dir.path().join("wide.wav"), wav(16_000, 16_000)).unwrap();
+    std::fs::write(dir.path().join("blip.wav"), wav(8000, 800)).unwrap();
+    std::fs::write(dir.path().join("junk.wav"), b"RIFF junk").unwrap();
+    let d = dir.path().display();
+    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'\nmenu = \"wide.wav\"")), 3, "prompts.menu", "wide.wav: prompt must be 8000 Hz mono 16-bit integer PCM, got 16000 Hz");
+    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'\ngoodbye = \"blip.wav\"")), 3, "prompts.goodbye", "blip.wav: prompt is 100 ms long; it must be between 300 ms and 60 s");
+    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'\ntransfer_hold = \"junk.wav\"")), 3, "prompts.transfer_hold", "junk.wav: prompt is not a readable WAV file");
+    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'\nsorry_callback = \"none.wav\"")), 3, "prompts.sorry_callback", "cannot open");
+    assert_error(&with_carrier("[prompts]\ncallback_confirm = \"x.wav\""), 2, "prompts.callback_confirm", "no effect without prompts.dir");
+    // a default-named file that is broken is refused too (it would be played)
+    std::fs::write(dir.path().join("menu-invalid.wav"), wav(8000, 100)).unwrap();
+    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'")), 1, "prompts.menu_invalid", "menu-invalid.wav: prompt is 12 ms long");
 }
 
 #[test]

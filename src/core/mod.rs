@@ -6,6 +6,7 @@ pub mod ai;
 pub mod callback;
 pub mod carrier;
 pub mod endpoint;
+pub mod ladder;
 pub mod limits;
 pub mod media;
 pub mod metrics;

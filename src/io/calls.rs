@@ -248,8 +248,8 @@ impl CallDb {
             tx.execute(
                 "INSERT INTO calls (call_id, carrier, caller, called, answered_at_ms, ended_at_ms,
                      duration_ms, ai_endpoint, failovers, fallback_reason, end_reason, mos,
-                     loss_percent, jitter_ms, concealed_ms, updated_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                     loss_percent, jitter_ms, concealed_ms, updated_at_ms, ladder, callback_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
                  ON CONFLICT(call_id) DO UPDATE SET
                      carrier = excluded.carrier, caller = excluded.caller, called = excluded.called,
                      answered_at_ms = COALESCE(calls.answered_at_ms, excluded.answered_at_ms),
@@ -263,6 +263,8 @@ impl CallDb {
                      loss_percent = COALESCE(excluded.loss_percent, calls.loss_percent),
                      jitter_ms = COALESCE(excluded.jitter_ms, calls.jitter_ms),
                      concealed_ms = COALESCE(excluded.concealed_ms, calls.concealed_ms),
+                     ladder = COALESCE(excluded.ladder, calls.ladder),
+                     callback_reason = COALESCE(excluded.callback_reason, calls.callback_reason),
                      updated_at_ms = excluded.updated_at_ms",
                 params![
                     r.call_id,
@@ -281,6 +283,8 @@ impl CallDb {
                     end.map(|e| e.quality.jitter_ms),
                     end.map(|e| e.quality.concealed_ms as i64),
                     at,
+                    ladder_text(r),
+                    r.callback.map(|c| c.as_str()),
                 ],
             )?;
             tx.commit()
@@ -305,7 +309,39 @@ impl CallDb {
     }
 }
 
+/// The ladder's rungs as stored: `prompt>menu>callback`; `None` when the call never left
+/// its agent.
+fn ladder_text(r: &CallRecord) -> Option<String> {
+    (!r.ladder.is_empty()).then(|| r.ladder.iter().map(|rung| rung.as_str()).collect::<Vec<_>>().join(">"))
+}
+
+/// Columns added after the first release of the table, created on databases made before them.
+const ADDED_COLUMNS: [(&str, &str); 2] = [("ladder", "TEXT"), ("callback_reason", "TEXT")];
+
 fn open(dir: &Path) -> Result<Connection, StateError> {
+    let conn = open_schema(dir)?;
+    let path = dir.join(DB_FILE);
+    add_missing_columns(&conn).map_err(|source| StateError::Sqlite { path, source })?;
+    Ok(conn)
+}
+
+fn columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("PRAGMA table_info(calls)")?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
+    names.collect()
+}
+
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let have = columns(conn)?;
+    for (name, kind) in ADDED_COLUMNS {
+        if !have.iter().any(|c| c == name) {
+            conn.execute_batch(&format!("ALTER TABLE calls ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn open_schema(dir: &Path) -> Result<Connection, StateError> {
     open_with(
         dir,
         "PRAGMA synchronous=FULL;
@@ -325,7 +361,9 @@ fn open(dir: &Path) -> Result<Connection, StateError> {
              loss_percent REAL,
              jitter_ms REAL,
              concealed_ms INTEGER,
-             updated_at_ms INTEGER NOT NULL
+             updated_at_ms INTEGER NOT NULL,
+             ladder TEXT,
+             callback_reason TEXT
          );
          CREATE INDEX IF NOT EXISTS calls_updated ON calls (updated_at_ms);",
     )
@@ -350,6 +388,10 @@ pub struct StoredCall {
     pub jitter_ms: Option<f64>,
     pub concealed_ms: Option<i64>,
     pub updated_at_ms: i64,
+    /// The ladder's rungs the call reached (`prompt>menu>callback`), if it fell to the ladder.
+    pub ladder: Option<String>,
+    /// Why a callback was requested (`caller-pressed-1`, ...), if one was.
+    pub callback_reason: Option<String>,
 }
 
 /// The `last` most recently answered calls in `<dir>/trunkguard.db`, oldest first, read
@@ -370,14 +412,19 @@ pub fn read_recent(dir: &Path, last: usize) -> Result<Vec<StoredCall>, StateErro
     if table.is_none() {
         return Ok(Vec::new());
     }
+    // a database older than the added columns (read-only here: shown as NULL)
+    let have = columns(&conn).map_err(sqlite)?;
+    let added = ADDED_COLUMNS
+        .map(|(name, _)| if have.iter().any(|c| c == name) { name.to_string() } else { format!("NULL AS {name}") })
+        .join(", ");
     let mut stmt = conn
-        .prepare(
+        .prepare(&format!(
             "SELECT * FROM (SELECT call_id, carrier, caller, called, answered_at_ms, ended_at_ms, duration_ms,
                  ai_endpoint, failovers, fallback_reason, end_reason, mos, loss_percent, jitter_ms,
-                 concealed_ms, updated_at_ms, rowid AS r FROM calls
+                 concealed_ms, updated_at_ms, {added}, rowid AS r FROM calls
                  ORDER BY COALESCE(answered_at_ms, updated_at_ms) DESC, r DESC LIMIT ?1)
-             ORDER BY COALESCE(answered_at_ms, updated_at_ms), r",
-        )
+             ORDER BY COALESCE(answered_at_ms, updated_at_ms), r"
+        ))
         .map_err(sqlite)?;
     let rows = stmt
         .query_map([i64::try_from(last).unwrap_or(i64::MAX)], |r| {
@@ -398,6 +445,8 @@ pub fn read_recent(dir: &Path, last: usize) -> Result<Vec<StoredCall>, StateErro
                 jitter_ms: r.get(13)?,
                 concealed_ms: r.get(14)?,
                 updated_at_ms: r.get(15)?,
+                ladder: r.get(16)?,
+                callback_reason: r.get(17)?,
             })
         })
         .map_err(sqlite)?;

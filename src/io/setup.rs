@@ -18,6 +18,9 @@ use crate::core::media::codec::opus::OpusTuning;
 use crate::core::media::codec::pipeline::AiFormat;
 use crate::core::media::g711::Law;
 use crate::core::media::jitter::JitterConfig;
+use crate::config::NoAnswerAction;
+use crate::core::ladder::prompts::{load_checked, LadderPromptError};
+use crate::core::ladder::{LadderConfig, LadderPrompts, NoAnswer};
 use crate::core::media::prompt::{Prompt, PromptError};
 use crate::core::timer::SipTimers;
 
@@ -28,8 +31,10 @@ const HANGUP_AFTER_PROMPT: Duration = Duration::from_millis(500);
 pub enum SetupError {
     #[error("prompt {path}: {source}")]
     PromptRead { path: PathBuf, source: std::io::Error },
-    #[error("prompt {path}: {source}")]
-    Prompt { path: PathBuf, source: PromptError },
+    #[error("prompts.{key}: {path}: {source}")]
+    Prompt { key: &'static str, path: PathBuf, source: LadderPromptError },
+    #[error("embedded prompt {key}: {source}")]
+    EmbeddedLadderPrompt { key: &'static str, source: LadderPromptError },
     #[error("embedded prompt: {0}")]
     EmbeddedPrompt(PromptError),
     #[error("sip.listen has a tls: address but [sip] tls is not configured")]
@@ -43,7 +48,8 @@ pub fn endpoint_config(config: &Config) -> Result<EndpointConfig, SetupError> {
         media_ip: config.media.bind,
         rtp_ports: (config.media.rtp_ports.start, config.media.rtp_ports.end),
         carriers: config.carriers.iter().map(|c| carrier_settings(config, c)).collect(),
-        prompt: load_prompt(config)?,
+        prompts: load_prompts(config)?,
+        ladder: ladder_config(config),
         timers: SipTimers::default(),
         answer_delay: Duration::ZERO,
         max_call_duration: Duration::from_secs(config.call.max_duration_s),
@@ -161,13 +167,30 @@ fn carrier_settings(config: &Config, c: &CarrierConfig) -> CarrierSettings {
     }
 }
 
-fn load_prompt(config: &Config) -> Result<Prompt, SetupError> {
-    match &config.prompts.dir {
-        Some(dir) => {
-            let path = dir.join(&config.prompts.high_demand);
-            let bytes = std::fs::read(&path).map_err(|source| SetupError::PromptRead { path: path.clone(), source })?;
-            Prompt::from_wav_bytes(&bytes).map_err(|source| SetupError::Prompt { path, source })
+/// Every prompt: the file `[prompts]` names for it, else the copy embedded in the binary; each
+/// checked for format and length.
+fn load_prompts(config: &Config) -> Result<LadderPrompts, SetupError> {
+    LadderPrompts::try_from_fn(|id| match config.prompts.path(id) {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|source| SetupError::PromptRead { path: path.to_path_buf(), source })?;
+            load_checked(&bytes).map_err(|source| SetupError::Prompt { key: id.key(), path: path.to_path_buf(), source })
         }
-        None => Prompt::high_demand().map_err(SetupError::EmbeddedPrompt),
+        None => load_checked(id.embedded_wav()).map_err(|source| SetupError::EmbeddedLadderPrompt { key: id.key(), source }),
+    })
+}
+
+/// `[fallback]` in the ladder's terms.
+fn ladder_config(config: &Config) -> LadderConfig {
+    let f = &config.fallback;
+    LadderConfig {
+        menu: f.menu,
+        menu_timeout: Duration::from_secs(f.menu_timeout_s),
+        menu_attempts: f.menu_attempts,
+        no_answer: match f.no_answer {
+            NoAnswerAction::Callback => NoAnswer::Callback,
+            NoAnswerAction::Hangup => NoAnswer::Goodbye,
+        },
+        human: f.human.is_some(),
+        human_timeout: Duration::from_secs(f.human_timeout_s),
     }
 }

@@ -13,6 +13,8 @@ use crate::config::model::{
     CallConfig, MediaConfig, PromptsConfig, SipConfig, StateConfig, StatusConfig, StatusTls, TlsConfig,
 };
 use crate::config::raw::{RawCall, RawMedia, RawPrompts, RawSip, RawState, RawStatus, RawTls};
+use crate::core::ladder::prompts::load_checked;
+use crate::core::ladder::PromptId;
 use crate::core::sip::Transport;
 
 pub(crate) fn sip(raw: RawSip, path: &FieldPath, c: &mut Checker) -> Option<SipConfig> {
@@ -240,18 +242,21 @@ fn status_tls(value: toml::Value, path: &FieldPath, c: &mut Checker) -> Option<S
     ok.then_some(StatusTls::Files { cert: cert?, key: key? })
 }
 
+/// `[prompts]`: with `dir`, the high-demand prompt and every prompt named by its key must be
+/// there; a ladder prompt not named plays from `dir` when its default file is there, else its
+/// embedded copy. Every file used is loaded now: format (WAV, 8000 Hz mono 16-bit PCM) and
+/// length (0.3 to 60 s), the error naming the key and the file.
 pub(crate) fn prompts(raw: RawPrompts, path: &FieldPath, c: &mut Checker) -> Option<PromptsConfig> {
-    let Some(dir) = raw.dir else {
-        if raw.high_demand.is_some() {
-            c.error(
-                &path.key("high_demand"),
-                "has no effect without prompts.dir (the embedded prompt is used)",
-            );
-            return None;
+    let Some(dir) = raw.dir.clone() else {
+        let mut ok = true;
+        for id in PromptId::ALL.into_iter().filter(|id| raw.named(*id).is_some()) {
+            c.error(&path.key(id.key()), "has no effect without prompts.dir (the embedded prompt is used)");
+            ok = false;
         }
-        return Some(PromptsConfig {
+        return ok.then(|| PromptsConfig {
             dir: None,
             high_demand: defaults::HIGH_DEMAND_PROMPT.to_owned(),
+            files: Vec::new(),
         });
     };
     let dir_path = PathBuf::from(&dir);
@@ -259,15 +264,36 @@ pub(crate) fn prompts(raw: RawPrompts, path: &FieldPath, c: &mut Checker) -> Opt
         c.error(&path.key("dir"), format!("{dir:?}: not a directory"));
         return None;
     }
-    let high_demand = raw
-        .high_demand
-        .unwrap_or_else(|| defaults::HIGH_DEMAND_PROMPT.to_owned());
-    let file = dir_path.join(&high_demand);
-    readable_file(&file.to_string_lossy(), &path.key("high_demand"), c)?;
-    Some(PromptsConfig {
-        dir: Some(dir_path),
-        high_demand,
-    })
+    let mut files = Vec::new();
+    let mut ok = true;
+    for id in PromptId::ALL {
+        let named = raw.named(id);
+        let file = dir_path.join(named.map_or(id.file_name(), String::as_str));
+        if named.is_none() && id != PromptId::HighDemand && !file.exists() {
+            continue; // the embedded copy plays
+        }
+        match prompt_file(&file, &path.key(id.key()), c) {
+            Some(()) => files.push((id, file)),
+            None => ok = false,
+        }
+    }
+    let high_demand = raw.high_demand.unwrap_or_else(|| defaults::HIGH_DEMAND_PROMPT.to_owned());
+    ok.then_some(PromptsConfig { dir: Some(dir_path), high_demand, files })
+}
+
+/// A prompt file that exists, is readable, and loads as a prompt of an accepted length.
+fn prompt_file(file: &std::path::Path, path: &FieldPath, c: &mut Checker) -> Option<()> {
+    readable_file(&file.to_string_lossy(), path, c)?;
+    let loaded = std::fs::read(file)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| load_checked(&bytes).map_err(|e| e.to_string()));
+    match loaded {
+        Ok(_) => Some(()),
+        Err(e) => {
+            c.error(path, format!("{}: {e}", file.display()));
+            None
+        }
+    }
 }
 
 pub(crate) fn call(raw: RawCall, path: &FieldPath, c: &mut Checker) -> Option<CallConfig> {

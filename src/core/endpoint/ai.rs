@@ -295,9 +295,9 @@ impl Endpoint {
         }
     }
 
-    /// No agent: answer (if still ringing) and let the canned prompt play; mid-call, play it now.
+    /// No agent: answer (if still ringing) and let the ladder start at the ACK; mid-call, the
+    /// ladder starts now (the canned prompt, then the menu).
     fn on_fallback(&mut self, now: Instant, id: u64) {
-        let prompt = self.cfg.prompt.clone();
         let Some(call) = self.calls.get_mut(&id) else { return };
         tracing::warn!(call_id = %call.dialog.call_id, "no AI agent within the budget: canned prompt");
         let detail = format!("no agent within the budget for call {}", call.dialog.call_id);
@@ -306,11 +306,7 @@ impl Endpoint {
         call.record.fallback_reason = Some(FALLBACK_REASON.to_string());
         match call.state {
             CallState::Ringing => self.answer_call(now, id), // its record gives the reason
-            CallState::Confirmed => {
-                call.media.flush_ai_audio();
-                call.media.play_prompt(prompt);
-                self.record(id, RecordPhase::Fallback, None);
-            }
+            CallState::Confirmed => self.start_ladder(now, id), // its first record is the fallback
             CallState::Answered => self.record(id, RecordPhase::Fallback, None),
             CallState::Ending => {}
         }

@@ -52,6 +52,8 @@ pub struct Call {
     pub bridge: Option<super::bridge::Bridge>,
     /// What the call's record says so far.
     pub record: super::record::RecordState,
+    /// The degradation ladder, once the call fell to it (no agent took it).
+    pub ladder: Option<crate::core::ladder::Ladder>,
 }
 
 impl Call {
@@ -78,6 +80,11 @@ impl Call {
         self.timers.stop(Timer::Retransmit2xx);
         self.timers.stop(Timer::AckWait);
         self.pending_2xx.take().is_some()
+    }
+
+    /// The ladder's next deadline, if it runs.
+    pub fn ladder_timeout(&self) -> Option<Instant> {
+        self.ladder.as_ref().and_then(|l| l.poll_timeout())
     }
 
 }

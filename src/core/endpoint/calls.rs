@@ -2,6 +2,7 @@
 //! inside a dialog (BYE, re-INVITE, UPDATE), the call's own timers, its media, and hang-up.
 
 use super::*;
+use crate::core::ladder::Rung;
 
 impl Endpoint {
     // ---- inbound INVITE ----------------------------------------------------------------
@@ -88,6 +89,7 @@ impl Endpoint {
             started: now,
             bridge: None,
             record: Default::default(),
+            ladder: None,
         };
         self.out.push_back(Output::Event(Event::MediaOpen { port }));
         self.port_to_call.insert(port, id);
@@ -180,16 +182,16 @@ impl Endpoint {
         let Some(id) = self.find_dialog(ack) else {
             return; // stray ACK: nothing to answer
         };
-        let prompt = self.cfg.prompt.clone();
         let Some(call) = self.calls.get_mut(&id) else { return };
         if !call.acknowledge() || call.state != CallState::Answered {
             return; // ACK of a re-INVITE, or a retransmitted ACK
         }
         call.state = CallState::Confirmed;
-        if !call.bridge.as_ref().is_some_and(|b| b.is_live()) {
-            call.media.play_prompt(prompt);
-        }
         call.media.start(now);
+        if !call.bridge.as_ref().is_some_and(|b| b.is_live()) {
+            self.start_ladder(now, id); // no agent: the canned prompt, then the menu
+        }
+        let Some(call) = self.calls.get_mut(&id) else { return };
         call.media.handle_timeout(now);
         self.drain_media(now, id);
     }
@@ -304,9 +306,25 @@ impl Endpoint {
                 Timer::Answer => self.answer_call(now, id),
                 Timer::Retransmit2xx => self.retransmit_2xx(now, id),
                 Timer::AckWait => self.hang_up(now, id, "no ACK"),
-                Timer::Hangup => self.hang_up(now, id, "prompt played"),
+                Timer::Hangup => {
+                    let reason = self.hangup_reason(id);
+                    self.hang_up(now, id, reason)
+                }
                 _ => {}
             }
+        }
+        self.ladder_timeouts(now, id);
+    }
+
+    /// Why call `id` is hung up when its Hangup timer fires: the ladder's way out, else the
+    /// prompt (or the call's maximum duration) is over.
+    fn hangup_reason(&self, id: u64) -> &'static str {
+        let Some(call) = self.calls.get(&id) else { return "prompt played" };
+        match (call.record.callback, call.record.ladder.last()) {
+            (Some(_), _) => "callback requested",
+            (None, Some(Rung::Goodbye)) => "goodbye",
+            (None, Some(Rung::Connected)) => "human hung up",
+            _ => "prompt played",
         }
     }
 
@@ -340,8 +358,11 @@ impl Endpoint {
             }
         }
         let mut digits = Vec::new();
+        let mut prompt_finished = false;
+        let on_ladder = call.ladder.is_some();
         while let Some(ev) = call.media.poll_event() {
             match ev {
+                MediaEvent::PromptFinished if on_ladder => prompt_finished = true,
                 // the filler ending during a failover is not the end of the call
                 MediaEvent::PromptFinished if call.bridge.as_ref().is_some_and(|b| !b.is_fallback()) => {}
                 MediaEvent::PromptFinished => call.timers.set(Timer::Hangup, now + self.cfg.hangup_after_prompt),
@@ -351,6 +372,15 @@ impl Endpoint {
                     self.out.push_back(Output::Event(Event::Dtmf { call_id, digit }));
                     digits.push(digit);
                 }
+            }
+        }
+        if on_ladder {
+            // the ladder has the caller's keys; the bridge (in fallback) only drains audio
+            if prompt_finished {
+                self.feed_ladder(now, id, |l| l.prompt_finished(now));
+            }
+            for digit in digits.drain(..) {
+                self.feed_ladder(now, id, |l| l.digit(now, digit));
             }
         }
         self.feed_bridge(now, id, &digits);
@@ -373,6 +403,7 @@ impl Endpoint {
         let via = build::via(transport, self.local_addr(transport), &new_branch(&mut self.rng));
         let contact = self.contact_uri(transport);
         let user_agent = self.cfg.user_agent.clone();
+        self.ladder_call_gone(now, id);
         let Some(call) = self.calls.get_mut(&id) else { return };
         call.state = CallState::Ending;
         call.timers.stop_all();
@@ -389,6 +420,7 @@ impl Endpoint {
     }
 
     pub(super) fn end_call(&mut self, id: u64, reason: &'static str) {
+        self.ladder_call_gone(self.last_now, id);
         self.close_bridge(self.last_now, id);
         let end = self.call_end(self.last_now, id, reason);
         self.record(id, RecordPhase::Ended, end);

@@ -47,6 +47,7 @@ use crate::core::carrier::register::RegisterOutput;
 use crate::core::media::codec::opus::OpusTuning;
 use crate::core::media::codec::pipeline::AiFormat;
 use crate::core::media::jitter::JitterConfig;
+use crate::core::ladder::{LadderConfig, LadderPrompts};
 use crate::core::media::prompt::Prompt;
 use crate::core::media::session::{MediaEvent, MediaLatency, MediaParams, MediaSession};
 use crate::core::sdp::{self, AnswerParams, SdpError};
@@ -67,7 +68,10 @@ pub struct EndpointConfig {
     pub media_ip: IpAddr,
     pub rtp_ports: (u16, u16),
     pub carriers: Vec<CarrierSettings>,
-    pub prompt: Prompt,
+    /// The high-demand prompt and the ladder's others (menu, confirmation, apology, ...).
+    pub prompts: LadderPrompts,
+    /// The degradation ladder below the agents (`[fallback]`).
+    pub ladder: LadderConfig,
     pub timers: SipTimers,
     /// Delay between 180 Ringing and 200 OK.
     pub answer_delay: Duration,
@@ -251,7 +255,7 @@ impl Endpoint {
         let due: Vec<u64> = self
             .calls
             .values()
-            .filter(|c| c.timers.next_timeout().is_some_and(|t| t <= now))
+            .filter(|c| [c.timers.next_timeout(), c.ladder_timeout()].into_iter().flatten().any(|t| t <= now))
             .map(|c| c.id)
             .collect();
         for id in due {
@@ -286,7 +290,7 @@ impl Endpoint {
         let calls = self
             .calls
             .values()
-            .flat_map(|c| [c.timers.next_timeout(), c.media.poll_timeout(), c.bridge.as_ref().and_then(|b| b.poll_timeout())])
+            .flat_map(|c| [c.timers.next_timeout(), c.media.poll_timeout(), c.bridge.as_ref().and_then(|b| b.poll_timeout()), c.ladder_timeout()])
             .flatten();
         let carriers = self.carriers.iter().filter_map(CarrierLink::poll_timeout);
         let probes = self.ai_probes.iter().filter_map(|(_, p)| p.poll_timeout());

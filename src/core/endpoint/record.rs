@@ -10,6 +10,20 @@
 use std::time::Instant;
 
 use super::{Endpoint, Event, Output};
+use crate::core::callback::CallbackReason;
+use crate::core::ladder::Rung;
+
+/// The record's step for reaching a ladder rung.
+pub fn phase_of(rung: Rung) -> RecordPhase {
+    match rung {
+        Rung::Prompt => RecordPhase::Fallback,
+        Rung::Menu => RecordPhase::Menu,
+        Rung::Human => RecordPhase::Human,
+        Rung::Connected => RecordPhase::HumanConnected,
+        Rung::Callback => RecordPhase::Callback,
+        Rung::Goodbye => RecordPhase::Goodbye,
+    }
+}
 
 /// Which step of the call this record reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +36,16 @@ pub enum RecordPhase {
     Failover,
     /// No agent: the canned prompt took an answered call.
     Fallback,
+    /// The ladder's DTMF menu.
+    Menu,
+    /// The ladder hands the caller to a person (the human leg rings).
+    Human,
+    /// The person answered.
+    HumanConnected,
+    /// A callback request was made (see [`CallRecord::callback`]).
+    Callback,
+    /// The ladder said goodbye without a callback request.
+    Goodbye,
     /// The call is over.
     Ended,
 }
@@ -33,6 +57,11 @@ impl RecordPhase {
             RecordPhase::AgentLive => "agent-live",
             RecordPhase::Failover => "failover",
             RecordPhase::Fallback => "fallback",
+            RecordPhase::Menu => "menu",
+            RecordPhase::Human => "human",
+            RecordPhase::HumanConnected => "human-connected",
+            RecordPhase::Callback => "callback",
+            RecordPhase::Goodbye => "goodbye",
             RecordPhase::Ended => "ended",
         }
     }
@@ -76,6 +105,11 @@ pub struct CallRecord {
     pub failovers: u32,
     /// Why the canned prompt took the call, if it did.
     pub fallback_reason: Option<String>,
+    /// The ladder's rungs the call reached, in order (empty: an agent had it throughout). The
+    /// last one says where a caller who hung up left.
+    pub ladder: Vec<Rung>,
+    /// The callback request made for the call, if any.
+    pub callback: Option<CallbackReason>,
     /// Set on [`RecordPhase::Ended`].
     pub end: Option<CallEnd>,
 }
@@ -91,6 +125,8 @@ pub struct RecordState {
     pub ai_endpoint: Option<String>,
     pub failovers: u32,
     pub fallback_reason: Option<String>,
+    pub ladder: Vec<Rung>,
+    pub callback: Option<CallbackReason>,
 }
 
 impl Endpoint {
@@ -109,6 +145,8 @@ impl Endpoint {
             ai_endpoint: call.record.ai_endpoint.clone(),
             failovers: call.record.failovers,
             fallback_reason: call.record.fallback_reason.clone(),
+            ladder: call.record.ladder.clone(),
+            callback: call.record.callback,
             end,
         };
         self.out.push_back(Output::Event(Event::CallRecord(record)));

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use super::*;
 
 mod ai;
+mod ladder;
 mod records;
 use crate::core::carrier::probe::ProbeSettings;
+use crate::core::ladder::{NoAnswer, PromptId};
 use crate::core::media::g711::Law;
 use crate::core::sip::headers::NameAddr;
 
@@ -17,7 +19,12 @@ const STRANGER: &str = "127.0.0.9:5070";
 
 /// A 3-second 8 kHz tone as a WAV file, so tests do not depend on the shipped prompt.
 fn tone_wav() -> Vec<u8> {
-    let samples: Vec<i16> = (0..24_000).map(|i| ((i as f32 * 0.05).sin() * 8000.0) as i16).collect();
+    tone_wav_ms(3000)
+}
+
+/// A tone of `ms` milliseconds as a WAV file.
+fn tone_wav_ms(ms: usize) -> Vec<u8> {
+    let samples: Vec<i16> = (0..ms * 8).map(|i| ((i as f32 * 0.05).sin() * 8000.0) as i16).collect();
     let data_len = (samples.len() * 2) as u32;
     let mut w = Vec::new();
     w.extend_from_slice(b"RIFF");
@@ -37,6 +44,27 @@ fn tone_wav() -> Vec<u8> {
     }
     w
 }
+
+/// Test prompts: the 3 s tone for the high-demand prompt, shorter tones of distinct lengths for
+/// the others (so a test can tell them apart by their packet count).
+fn test_prompts() -> LadderPrompts {
+    let mut p = LadderPrompts::uniform(Prompt::from_wav_bytes(&tone_wav()).unwrap());
+    for (id, ms) in TEST_PROMPT_MS {
+        p.set(id, Prompt::from_wav_bytes(&tone_wav_ms(ms)).unwrap());
+    }
+    p
+}
+
+const TEST_PROMPT_MS: [(PromptId, usize); 8] = [
+    (PromptId::HighDemand, 3000),
+    (PromptId::Menu, 1000),
+    (PromptId::MenuNoHuman, 800),
+    (PromptId::MenuInvalid, 600),
+    (PromptId::CallbackConfirm, 700),
+    (PromptId::TransferHold, 500),
+    (PromptId::SorryCallback, 900),
+    (PromptId::Goodbye, 300),
+];
 
 fn probe_settings() -> ProbeSettings {
     ProbeSettings {
@@ -66,7 +94,9 @@ fn config() -> EndpointConfig {
         media_ip: "127.0.0.1".parse().unwrap(),
         rtp_ports: (20000, 20010),
         carriers: vec![carrier("carrier-a", "127.0.0.2/32", None), carrier("carrier-b", "127.0.0.3/32", None)],
-        prompt: Prompt::from_wav_bytes(&tone_wav()).unwrap(),
+        prompts: test_prompts(),
+        // the old path for the tests that predate the menu: prompt, goodbye, BYE
+        ladder: LadderConfig { menu: false, no_answer: NoAnswer::Goodbye, ..LadderConfig::default() },
         timers: SipTimers::default(),
         answer_delay: Duration::ZERO,
         max_call_duration: Duration::from_secs(3600),
@@ -252,8 +282,8 @@ fn inbound_call_is_answered_plays_the_prompt_and_hangs_up() {
     h.advance(Duration::from_millis(1000));
     let packets = h.take_rtp();
     assert!((49..=52).contains(&packets), "about 50 packets per second, got {packets}");
-    // 3 s prompt, then 200 ms, then BYE
-    h.advance(Duration::from_millis(2500));
+    // 3 s prompt, 0.3 s goodbye, then 200 ms, then BYE
+    h.advance(Duration::from_millis(3000));
     let bye = h.take_sip().into_iter().find(|(_, m)| matches!(m, SipMessage::Request(r) if r.method == Method::Bye));
     let (to, SipMessage::Request(bye)) = bye.expect("BYE after the prompt") else { unreachable!() };
     assert_eq!(to, CARRIER_A.parse().unwrap());

@@ -10,9 +10,10 @@ pub fn json_lines(rows: &[StoredCall]) -> String {
         .collect()
 }
 
-/// A table: answer time (UTC), carrier, caller, AI endpoint, duration, end reason, MOS.
+/// A table: answer time (UTC), carrier, caller, AI endpoint, duration, end reason, MOS, the
+/// ladder's rungs and the callback request.
 pub fn table(rows: &[StoredCall]) -> String {
-    let header = ["TIME (UTC)", "CARRIER", "CALLER", "AI ENDPOINT", "DURATION", "END", "MOS"].map(str::to_string);
+    let header = ["TIME (UTC)", "CARRIER", "CALLER", "AI ENDPOINT", "DURATION", "END", "MOS", "LADDER", "CALLBACK"].map(str::to_string);
     let mut lines = vec![header];
     for r in rows {
         lines.push([
@@ -23,9 +24,11 @@ pub fn table(rows: &[StoredCall]) -> String {
             r.duration_ms.map_or_else(|| "-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
             r.end_reason.clone().unwrap_or_else(|| if r.ended_at_ms.is_none() { "(in progress)".into() } else { "-".into() }),
             r.mos.map_or_else(|| "-".to_string(), |m| format!("{m:.2}")),
+            r.ladder.clone().unwrap_or_else(|| "-".into()),
+            r.callback_reason.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..7).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..9).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for l in &lines {
         let cells: Vec<String> = l.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
@@ -82,12 +85,15 @@ mod tests {
             jitter_ms: Some(1.0),
             concealed_ms: Some(0),
             updated_at_ms: 4200,
+            ladder: Some("prompt>menu>callback".into()),
+            callback_reason: Some("caller-pressed-1".into()),
         };
         let t = table(&[row.clone()]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[1].starts_with("1970-01-01 00:00:00  telco"), "{t}");
-        assert!(lines[1].contains("4.2s") && lines[1].contains("remote BYE") && lines[1].ends_with("4.30"), "{t}");
+        assert!(lines[1].contains("4.2s") && lines[1].contains("remote BYE") && lines[1].contains("4.30"), "{t}");
+        assert!(lines[1].ends_with("prompt>menu>callback  caller-pressed-1"), "{t}");
         let json: serde_json::Value = serde_json::from_str(json_lines(&[row]).trim()).unwrap();
         assert_eq!(json["carrier"], "telco");
     }

@@ -13,6 +13,8 @@ fn record(call_id: &str, phase: RecordPhase) -> CallRecord {
         ai_endpoint: None,
         failovers: 0,
         fallback_reason: None,
+        ladder: Vec::new(),
+        callback: None,
         end: None,
     }
 }
@@ -165,4 +167,51 @@ fn the_writer_thread_commits_and_counts_failures() {
     }
     assert_eq!(broken.counters().failed.load(Ordering::Relaxed), 2);
     assert_eq!(broken.counters().written.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn the_ladder_and_the_callback_reason_are_kept_across_steps() {
+    use crate::core::callback::CallbackReason;
+    use crate::core::ladder::Rung;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut db = CallDb::new(tmp.path().join("state"));
+    db.upsert(&record("c1", RecordPhase::Answered), 1000).unwrap();
+    let mut cb = record("c1", RecordPhase::Callback);
+    cb.ladder = vec![Rung::Prompt, Rung::Menu, Rung::Callback];
+    cb.callback = Some(CallbackReason::CallerAsked);
+    db.upsert(&cb, 2000).unwrap();
+    db.upsert(&ended("c1"), 3000).unwrap(); // an end record that says nothing of the ladder
+    let rows = read_recent(&tmp.path().join("state"), 10).unwrap();
+    assert_eq!(rows[0].ladder.as_deref(), Some("prompt>menu>callback"));
+    assert_eq!(rows[0].callback_reason.as_deref(), Some("caller-pressed-1"));
+}
+
+#[test]
+fn a_database_from_before_the_ladder_columns_gets_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE calls (call_id TEXT PRIMARY KEY, carrier TEXT NOT NULL, caller TEXT NOT NULL,
+                 called TEXT NOT NULL, answered_at_ms INTEGER, ended_at_ms INTEGER, duration_ms INTEGER,
+                 ai_endpoint TEXT, failovers INTEGER NOT NULL DEFAULT 0, fallback_reason TEXT,
+                 end_reason TEXT, mos REAL, loss_percent REAL, jitter_ms REAL, concealed_ms INTEGER,
+                 updated_at_ms INTEGER NOT NULL);
+             INSERT INTO calls (call_id, carrier, caller, called, answered_at_ms, updated_at_ms)
+                 VALUES ('old', 'telco', 'a', 'b', 5, 5);",
+        )
+        .unwrap();
+    }
+    // read-only before any migration: the new columns read as NULL
+    let rows = read_recent(&dir, 10).unwrap();
+    assert_eq!((rows.len(), rows[0].ladder.clone()), (1, None));
+    let mut db = CallDb::new(dir.clone());
+    let mut r = record("new", RecordPhase::Answered);
+    r.ladder = vec![crate::core::ladder::Rung::Prompt];
+    db.upsert(&r, 10).unwrap();
+    let rows = read_recent(&dir, 10).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].ladder.as_deref(), Some("prompt"));
 }
