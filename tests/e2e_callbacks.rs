@@ -349,3 +349,195 @@ fn a_locked_state_database_fails_readiness_while_calls_go_on() {
     assert!(back, "{:?}", ready());
     app.assert_alive();
 }
+
+// ---------------------------------------------------------------------------
+// The whole path: a call, AI down, the ladder's prompt, DTMF 1, the row, the webhook
+// ---------------------------------------------------------------------------
+
+/// A caller on raw sockets: INVITE with an SDP offer (PCMU + telephone-event 101), ACK, then
+/// RTP from its own socket: silence, and RFC 4733 keys.
+struct Caller {
+    sip: RawSip,
+    rtp: std::net::UdpSocket,
+    target: std::net::SocketAddr,
+    call_id: String,
+    from_hdr: String,
+    to_hdr: String,
+    media: Option<std::net::SocketAddr>,
+    seq: u16,
+    ts: u32,
+}
+
+impl Caller {
+    fn invite(ports: Ports, i: u16, name: &str) -> Caller {
+        let sip = RawSip::bind(CARRIER_IP, ports.peer(i));
+        let rtp = std::net::UdpSocket::bind((CARRIER_IP, ports.audio(2 * i))).unwrap();
+        let target = sip_addr(ports);
+        let call_id = format!("{name}-{}@{CARRIER_IP}", ports.base);
+        let invite = invite_request("UDP", sip.local, target, &call_id, rtp.local_addr().unwrap());
+        sip.send(target, invite.as_bytes());
+        Caller { sip, rtp, target, call_id, from_hdr: String::new(), to_hdr: String::new(), media: None, seq: 1, ts: 0 }
+    }
+
+    /// Waits for the 200 OK (ringing while the AI is tried), then ACKs.
+    fn answered(&mut self, timeout: Duration) {
+        let call_id = self.call_id.clone();
+        let (msgs, ok) = self.sip.recv_until(timeout, |m| call_id_of(m).as_deref() == Some(call_id.as_str()) && status_code(m).is_some_and(|c| c >= 200));
+        assert!(ok, "no final response to the INVITE: {msgs:#?}");
+        let msg = msgs.last().unwrap();
+        assert_eq!(status_code(msg), Some(200), "{msg}");
+        self.from_hdr = header(msg, "From", Some("f")).unwrap();
+        self.to_hdr = header(msg, "To", Some("t")).unwrap();
+        let sdp = body_of(msg);
+        let port: u16 = sdp.lines().find_map(|l| l.strip_prefix("m=audio ")).and_then(|r| r.split_whitespace().next()).and_then(|p| p.parse().ok()).unwrap();
+        let ip = sdp.lines().find_map(|l| l.strip_prefix("c=IN IP4 ")).map(|s| s.trim().to_string()).unwrap();
+        self.media = Some(format!("{ip}:{port}").parse().unwrap());
+        let ack = format!(
+            "ACK sip:agent@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\n\
+             Call-ID: {}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            branch(),
+            self.from_hdr,
+            self.to_hdr,
+            self.call_id,
+            to = self.target,
+            local = self.sip.local,
+        );
+        self.sip.send(self.target, ack.as_bytes());
+    }
+
+    fn send_rtp(&mut self, pt: u8, marker: bool, ts: u32, payload: &[u8]) {
+        let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        p.extend_from_slice(payload);
+        self.rtp.send_to(&p, self.media.unwrap()).unwrap();
+        self.seq = self.seq.wrapping_add(1);
+    }
+
+    /// `frames` × 20 ms of PCMU silence, on the 20 ms clock.
+    fn silence(&mut self, frames: usize) {
+        for _ in 0..frames {
+            let ts = self.ts;
+            self.send_rtp(0, false, ts, &[0xFF; 160]);
+            self.ts = self.ts.wrapping_add(160);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Presses `key` (0-9) for 160 ms: RFC 4733 packets every 20 ms, the end sent three times.
+    fn press(&mut self, key: u8) {
+        let start = self.ts;
+        for i in 1..=8u16 {
+            let end = i == 8;
+            let duration = (i * 160).to_be_bytes();
+            let payload = [key, if end { 0x80 } else { 0 } | 10, duration[0], duration[1]];
+            for _ in 0..if end { 3 } else { 1 } {
+                self.send_rtp(101, i == 1, start, &payload);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.ts = self.ts.wrapping_add(8 * 160);
+    }
+
+    /// Waits for the appliance's BYE and answers it 200.
+    fn bye_received(&self, timeout: Duration) -> bool {
+        let call_id = self.call_id.clone();
+        let (msgs, ok) = self.sip.recv_until(timeout, |m| m.starts_with("BYE ") && call_id_of(m).as_deref() == Some(call_id.as_str()));
+        if let Some(bye) = msgs.last().filter(|_| ok) {
+            let mut reply = String::from("SIP/2.0 200 OK\r\n");
+            for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                if let Some(v) = header(bye, name, None) {
+                    reply.push_str(&format!("{name}: {v}\r\n"));
+                }
+            }
+            reply.push_str("Content-Length: 0\r\n\r\n");
+            self.sip.send(self.target, reply.as_bytes());
+        }
+        ok
+    }
+}
+
+/// The appliance with one agent that is down (nothing listens) and the webhook at `url`.
+fn ladder_config(ports: Ports, state: &Path, url: &str) -> String {
+    let agent = format!("ws://127.0.0.1:{}/media", ports.base + 91);
+    let callback = format!(
+        "[ai]\nsetup_budget_ms = 500\n\n[[ai_endpoint]]\nname = \"agent\"\nrole = \"primary\"\nprotocol = \"twilio-media-streams\"\n\
+         url = \"{agent}\"\naudio_format = \"g711_ulaw\"\n\n[callback]\nwebhook_url = \"{url}\"\nbackoff_initial_ms = 200\nbackoff_max_s = 1\n"
+    );
+    appliance_config(ports, state, &callback)
+}
+
+/// A call that falls to the ladder (the agent is down) and presses 1 during the prompt.
+fn call_and_press_1(ports: Ports, i: u16, name: &str) -> Caller {
+    let mut caller = Caller::invite(ports, i, name);
+    caller.answered(Duration::from_secs(10));
+    caller.silence(10);
+    caller.press(1);
+    caller.silence(5);
+    caller
+}
+
+#[test]
+fn ai_down_prompt_key_1_row_then_webhook() {
+    let ports = Ports::new(41600);
+    let state = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let hook = rt.block_on(Webhook::start(format!("127.0.0.1:{}", ports.base + 90).parse().unwrap(), Answer::Status(200)));
+    let mut app = Appliance::start(&ladder_config(ports, state.path(), &hook.url()));
+    let caller = call_and_press_1(ports, 0, "press-1");
+    let got = common::wait_until(Duration::from_secs(10), Duration::from_millis(50), || !hook.hits().is_empty());
+    assert!(got, "the webhook got nothing\n{}", app.log());
+    let hit = hook.hits().remove(0);
+    let b = &hit.body;
+    assert_eq!(b["call_id"], caller.call_id.as_str());
+    assert_eq!((b["caller"].as_str(), b["called"].as_str(), b["carrier"].as_str()), (Some("caller"), Some("agent"), Some("telco")));
+    assert_eq!(b["reason"], "caller-pressed-1");
+    assert!(!b["failure"].as_str().unwrap().is_empty(), "{b}");
+    assert!(caller.bye_received(Duration::from_secs(15)), "the confirmation then BYE\n{}", app.log());
+    let rows = callbacks_json(state.path());
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!((rows[0]["id"].as_str(), rows[0]["state"].as_str()), (b["id"].as_str(), Some("delivered")));
+    // the call record names the callback too
+    let calls = Command::new(Appliance::binary()).args(["calls", "--json", "--state-dir"]).arg(state.path()).output().unwrap();
+    let calls = String::from_utf8_lossy(&calls.stdout).into_owned();
+    assert!(calls.contains(&caller.call_id) && calls.contains("\"callback_reason\":\"caller-pressed-1\""), "{calls}");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(hook.hits().len(), 1, "delivered once");
+    app.assert_alive();
+}
+
+#[test]
+fn a_request_made_while_the_webhook_is_down_reaches_it_after_a_restart() {
+    let ports = Ports::new(41800);
+    let state = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let hook_addr: std::net::SocketAddr = format!("127.0.0.1:{}", ports.base + 90).parse().unwrap();
+    let url = format!("http://{hook_addr}/hooks/callback");
+    let config = ladder_config(ports, state.path(), &url);
+    let mut app = Appliance::start(&config);
+    let caller = call_and_press_1(ports, 0, "press-1-down");
+    let tried = common::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        callbacks_json(state.path()).first().is_some_and(|r| r["attempts"].as_i64() >= Some(1))
+    });
+    assert!(tried, "{:#?}\n{}", callbacks_json(state.path()), app.log());
+    let row = callbacks_json(state.path()).remove(0);
+    assert_eq!(row["state"], "pending");
+    assert!(row["last_error"].as_str().unwrap().starts_with("cannot connect"), "{row}");
+    caller.bye_received(Duration::from_secs(15));
+    app.kill_hard(); // kill -9 with the request pending
+    drop(app);
+    let hook = rt.block_on(Webhook::start(hook_addr, Answer::Status(200)));
+    let mut app = Appliance::start(&config);
+    let delivered = common::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        callbacks_json(state.path()).first().is_some_and(|r| r["state"] == "delivered")
+    });
+    assert!(delivered, "{:#?}\n{}", callbacks_json(state.path()), app.log());
+    std::thread::sleep(Duration::from_millis(1000));
+    let hits = hook.hits();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].body["id"], row["id"]);
+    assert_eq!(hits[0].body["call_id"], caller.call_id.as_str());
+    assert!(hits[0].body["attempt"].as_i64() >= Some(2));
+    app.assert_alive();
+}
