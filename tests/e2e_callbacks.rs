@@ -187,7 +187,7 @@ async fn one_attempt_per_request_at_a_time_and_at_most_four_in_flight() {
     assert!(wait_for(Duration::from_secs(15), || hook.hits().len() >= 24).await, "{}", hook.hits().len());
     let (per_request, total) = hook.max_open();
     assert_eq!(per_request, 1, "two attempts of one request at once");
-    assert!(total <= 4 && total >= 2, "{total} deliveries in flight at once");
+    assert!((2..=4).contains(&total), "{total} deliveries in flight at once");
     // every request gets its turn
     let keys: std::collections::HashSet<String> =
         hook.hits().iter().filter_map(|h| h.header("idempotency-key").map(str::to_string)).collect();
@@ -218,8 +218,7 @@ async fn pending_requests_are_delivered_after_a_restart() {
     want.sort();
     assert_eq!(got, want);
     // the attempt count carries on across the restart
-    for (h, r) in hits.iter().zip(rows(state.path())) {
-        let _ = r;
+    for h in &hits {
         let n: i64 = h.header("x-trunkguard-attempt").unwrap().parse().unwrap();
         assert!(n >= 2, "attempt {n} after {before:?}");
     }

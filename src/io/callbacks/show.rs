@@ -67,7 +67,7 @@ mod tests {
             delivered_at_ms: None,
             state: "pending".into(),
         };
-        let t = table(&[r.clone()]);
+        let t = table(std::slice::from_ref(&r));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[1].starts_with("1970-01-01 00:00:00  +15550100  +15550199  caller-pressed-1  pending"), "{t}");
