@@ -36,6 +36,8 @@ use crate::core::callback::{CallbackRequest, RetrySchedule};
 
 /// Requests waiting for the writer thread; more are dropped.
 pub const QUEUE: usize = 256;
+/// At shutdown, the writer gets this long to commit what it holds.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 /// Counters and gauges of the callback pipeline, readable from any thread.
 #[derive(Debug)]
@@ -150,9 +152,10 @@ pub enum CallbacksError {
 /// the writer thread commits what it holds and ends.
 #[derive(Debug)]
 pub struct Callbacks {
-    tx: SyncSender<StoredCallback>,
+    tx: Option<SyncSender<StoredCallback>>,
     counters: Arc<CallbackCounters>,
     worker: Option<tokio::task::JoinHandle<()>>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Callbacks {
@@ -164,7 +167,7 @@ impl Callbacks {
         let counters = Arc::new(CallbackCounters::default());
         let wake = Arc::new(Notify::new());
         let writer = writer::Writer::new(dir.clone(), retention, counters.clone(), wake.clone());
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("callbacks".into())
             .spawn(move || writer.run(rx))
             .map_err(CallbacksError::Thread)?;
@@ -193,7 +196,7 @@ impl Callbacks {
                 }
             },
         };
-        Ok(Callbacks { tx, counters, worker })
+        Ok(Callbacks { tx: Some(tx), counters, worker, writer: Some(writer) })
     }
 
     /// Queues `request`, made at wall-clock `unix_ms`, for storage then delivery; never blocks.
@@ -202,7 +205,11 @@ impl Callbacks {
         self.counters.requested.fetch_add(1, Ordering::Relaxed);
         let row = new_row(request, unix_ms, &format!("{:032x}", rand::random::<u128>()));
         let id = row.id.clone();
-        match self.tx.try_send(row) {
+        let sent = match &self.tx {
+            Some(tx) => tx.try_send(row),
+            None => Err(TrySendError::Disconnected(row)),
+        };
+        match sent {
             Ok(()) => Some(id),
             Err(TrySendError::Full(r)) | Err(TrySendError::Disconnected(r)) => {
                 let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -218,9 +225,23 @@ impl Callbacks {
 }
 
 impl Drop for Callbacks {
+    /// Stops the worker (an attempt cut short is made again after the restart), then gives
+    /// the writer up to [`SHUTDOWN_WAIT`] to commit the requests it still holds.
     fn drop(&mut self) {
         if let Some(w) = self.worker.take() {
             w.abort();
+        }
+        self.tx = None;
+        if let Some(writer) = self.writer.take() {
+            let end = std::time::Instant::now() + SHUTDOWN_WAIT;
+            while !writer.is_finished() && std::time::Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if writer.is_finished() {
+                let _ = writer.join();
+            } else {
+                tracing::warn!("callback writer still busy at shutdown");
+            }
         }
     }
 }
