@@ -225,6 +225,83 @@ async fn pending_requests_are_delivered_after_a_restart() {
     assert_eq!(second.counters().snapshot().delivered, 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_older_than_give_up_after_h_gets_one_last_attempt_then_fails() {
+    let state = tempfile::tempdir().unwrap();
+    let hook = Webhook::start("127.0.0.1:0".parse().unwrap(), Answer::Status(503)).await;
+    // left pending by a run 73 hours ago (give_up_after_h = 72)
+    let old = now_ms() - 73 * 3_600_000;
+    let row = StoredCallback {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        call_id: "old@198.51.100.7".into(),
+        caller: "+15550100".into(),
+        called: "+15550199".into(),
+        carrier: "telco".into(),
+        reason: "menu-no-answer".into(),
+        failure: "no AI endpoint within the setup budget".into(),
+        created_at: trunkguard::io::callbacks::payload::rfc3339(old),
+        created_at_ms: old as i64,
+        attempts: 0,
+        next_attempt_at_ms: Some(old as i64 + 1000),
+        last_attempt_at_ms: None,
+        last_status: None,
+        last_error: None,
+        delivered_at_ms: None,
+        state: "pending".into(),
+    };
+    trunkguard::io::callbacks::store::CallbackDb::new(state.path()).insert(&row).unwrap();
+    let cb = Callbacks::start(state.path().to_path_buf(), &config(&hook.url()), RETENTION).unwrap();
+    assert!(wait_for(Duration::from_secs(10), || rows(state.path())[0].state == "failed").await, "{:?}", rows(state.path()));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(hook.hits().len(), 1, "one last attempt, then no more");
+    let r = rows(state.path()).remove(0);
+    assert_eq!((r.attempts, r.last_status, r.next_attempt_at_ms), (1, Some(503), None));
+    let c = cb.counters().snapshot();
+    assert_eq!((c.gave_up, c.failed, c.pending), (1, 1, 0));
+}
+
+/// A TLS acceptor for a self-signed certificate of 127.0.0.1, and that certificate as PEM.
+fn self_signed() -> (tokio_rustls::TlsAcceptor, String) {
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert_pem = generated.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(generated.key_pair.serialize_der()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![generated.cert.der().clone()], key)
+        .unwrap();
+    (tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server)), cert_pem)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_is_trusted_through_ca_bundle_only() {
+    let (acceptor, cert_pem) = self_signed();
+    let hook = Webhook::start_tls("127.0.0.1:0".parse().unwrap(), Answer::Status(200), acceptor).await;
+    // without the bundle the certificate is not trusted: attempts fail, nothing is delivered
+    let untrusted = tempfile::tempdir().unwrap();
+    let cb = Callbacks::start(untrusted.path().to_path_buf(), &config(&hook.https_url()), RETENTION).unwrap();
+    cb.submit(request(1), now_ms()).unwrap();
+    assert!(wait_for(Duration::from_secs(10), || rows(untrusted.path()).first().is_some_and(|r| r.attempts >= 2)).await);
+    let r = rows(untrusted.path()).remove(0);
+    assert_eq!(r.state, "pending");
+    assert!(r.last_error.as_deref().unwrap().contains("certificate"), "{r:?}");
+    assert!(hook.hits().is_empty());
+    drop(cb);
+    // with it: delivered over TLS
+    let state = tempfile::tempdir().unwrap();
+    let bundle = state.path().join("webhook-ca.pem");
+    std::fs::write(&bundle, cert_pem).unwrap();
+    let cfg = CallbackConfig { ca_bundle: Some(bundle), ..config(&hook.https_url()) };
+    let cb = Callbacks::start(state.path().join("db"), &cfg, RETENTION).unwrap();
+    let id = cb.submit(request(2), now_ms()).unwrap();
+    assert!(wait_for(Duration::from_secs(10), || delivered(&state.path().join("db")) == 1).await, "{:?}", rows(&state.path().join("db")));
+    let hits = hook.hits();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].body["id"], id.as_str());
+}
+
 // ---------------------------------------------------------------------------
 // The real binary
 // ---------------------------------------------------------------------------

@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 /// How the server answers one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +70,16 @@ impl Webhook {
         Webhook::start_shared(addr, then, Some(previous.state.clone())).await
     }
 
+    /// As [`Webhook::start`], over TLS (`https://`) with `acceptor`'s certificate.
+    pub async fn start_tls(addr: SocketAddr, then: Answer, acceptor: TlsAcceptor) -> Webhook {
+        Webhook::start_with(addr, then, None, Some(acceptor)).await
+    }
+
     async fn start_shared(addr: SocketAddr, then: Answer, state: Option<Arc<Mutex<State>>>) -> Webhook {
+        Webhook::start_with(addr, then, state, None).await
+    }
+
+    async fn start_with(addr: SocketAddr, then: Answer, state: Option<Arc<Mutex<State>>>, tls: Option<TlsAcceptor>) -> Webhook {
         let listener = TcpListener::bind(addr).await.expect("bind webhook");
         let addr = listener.local_addr().unwrap();
         let state = state.unwrap_or_else(|| {
@@ -89,7 +99,15 @@ impl Webhook {
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                conns.spawn(serve(stream, shared.clone()));
+                let shared = shared.clone();
+                match tls.clone() {
+                    None => conns.spawn(serve(stream, shared)),
+                    Some(acceptor) => conns.spawn(async move {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve(stream, shared).await;
+                        }
+                    }),
+                };
             }
         });
         Webhook { addr, state, task }
@@ -97,6 +115,10 @@ impl Webhook {
 
     pub fn url(&self) -> String {
         format!("http://{}/hooks/callback", self.addr)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://{}/hooks/callback", self.addr)
     }
 
     /// The next requests get these answers, in order.
@@ -130,7 +152,7 @@ pub async fn unused_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: Arc<Mutex<State>>) {
     loop {
         let Some((headers, body)) = read_request(&mut stream).await else { return };
         let key = headers.get("idempotency-key").cloned().unwrap_or_default();
@@ -192,7 +214,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
 }
 
 /// One request: lower-cased headers and the body (by Content-Length).
-async fn read_request(stream: &mut TcpStream) -> Option<(HashMap<String, String>, Vec<u8>)> {
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(HashMap<String, String>, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
