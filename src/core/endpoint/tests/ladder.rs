@@ -220,3 +220,38 @@ fn the_caller_hanging_up_mid_menu_ends_cleanly_and_the_record_says_where() {
     assert_eq!(h.take_rtp(), 0);
     assert!(callbacks(&mut h).is_empty(), "no callback after the caller left");
 }
+
+/// With agents configured, a call that loses its agent mid-call and gets no other falls to the
+/// ladder at once: the prompt replaces the filler, then the menu; the key is the ladder's.
+#[test]
+fn a_call_that_loses_every_agent_mid_call_falls_to_the_ladder() {
+    use super::ai::{ai_config, ai_in, bridged_call, take_connects};
+    use crate::core::ai::FailureKind;
+    let mut h = Harness::new(EndpointConfig { ladder: ladder_config(false).ladder, ..ai_config() });
+    let (_, conn, _) = bridged_call(&mut h);
+    h.advance(Duration::from_millis(100));
+    ai_in(&mut h, Input::AiClosed { conn, kind: FailureKind::Dropped });
+    let mut fell = false;
+    for _ in 0..400 {
+        for (c, _) in take_connects(&mut h) {
+            ai_in(&mut h, Input::AiClosed { conn: c, kind: FailureKind::Dropped });
+        }
+        if h.ep.calls.values().next().is_some_and(|c| c.ladder.is_some()) {
+            fell = true;
+            break;
+        }
+        h.advance(Duration::from_millis(10));
+    }
+    assert!(fell, "the call did not fall to the ladder");
+    let call = h.ep.calls.values().next().unwrap();
+    assert!(call.media.is_playing_prompt(), "the high-demand prompt plays at once");
+    assert_eq!(call.record.ladder, vec![Rung::Prompt]);
+    assert!(phases(&h).contains(&RecordPhase::Fallback));
+    h.advance(Duration::from_millis(3500)); // the prompt, into the menu
+    assert!(phases(&h).contains(&RecordPhase::Menu));
+    press(&mut h, 1, 100);
+    let requests = callbacks(&mut h);
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].reason, CallbackReason::CallerAsked);
+    assert!(requests[0].failure.starts_with("no agent within the budget"), "{}", requests[0].failure);
+}
