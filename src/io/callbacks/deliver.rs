@@ -83,7 +83,8 @@ pub struct Worker {
     in_flight: HashSet<String>,
     unsaved: VecDeque<AttemptUpdate>,
     tasks: JoinSet<Attempted>,
-    task_ids: HashMap<tokio::task::Id, String>,
+    /// The request each running attempt sends (to account for an attempt whose task failed).
+    task_rows: HashMap<tokio::task::Id, StoredCallback>,
 }
 
 impl Worker {
@@ -108,7 +109,7 @@ impl Worker {
             in_flight: HashSet::new(),
             unsaved: VecDeque::new(),
             tasks: JoinSet::new(),
-            task_ids: HashMap::new(),
+            task_rows: HashMap::new(),
         }
     }
 
@@ -164,28 +165,23 @@ impl Worker {
 
     fn start(&mut self, row: StoredCallback) {
         self.in_flight.insert(row.id.clone());
-        let id = row.id.clone();
-        let attempt = attempt(self.client.clone(), self.url.clone(), self.timeout, row);
+        let attempt = attempt(self.client.clone(), self.url.clone(), self.timeout, row.clone());
         let handle = self.tasks.spawn(attempt);
-        self.task_ids.insert(handle.id(), id);
+        self.task_rows.insert(handle.id(), row);
     }
 
     /// An attempt ended: decide what follows and queue it for the database.
     fn finished(&mut self, done: Result<(tokio::task::Id, Attempted), tokio::task::JoinError>) {
         let a = match done {
             Ok((task, a)) => {
-                self.task_ids.remove(&task);
+                self.task_rows.remove(&task);
                 a
             }
-            Err(e) => {
-                // the attempt task panicked or was cancelled: its request becomes due again
-                // (from the database) with no attempt counted
-                if let Some(id) = self.task_ids.remove(&e.id()) {
-                    tracing::error!(%id, error = %e, "callback delivery task failed");
-                    self.in_flight.remove(&id);
-                }
-                return;
-            }
+            // the attempt's task panicked: a failed attempt like any other (backoff applies)
+            Err(e) => match self.task_rows.remove(&e.id()) {
+                Some(row) => Attempted { row, status: None, error: Some(format!("delivery task failed: {e}")) },
+                None => return,
+            },
         };
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
         let now = clock::unix_ms();
