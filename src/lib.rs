@@ -5,9 +5,11 @@
 //! - [`io`]: the thin tokio shell that owns sockets, tasks and the one clock read.
 //! - [`config`]: the TOML configuration, validated at start.
 //! - [`sim`]: the agent simulator (a fake cloud voice agent for tests and drills).
+//! - [`update`]: `trunkguard-update`, A/B updates that roll back by themselves.
 
 pub mod bench;
 pub mod config;
 pub mod core;
 pub mod io;
 pub mod sim;
+pub mod update;

@@ -1,5 +1,5 @@
 //! The `trunkguard` command line: `run` the appliance, `check-config` a file, `set-password`
-//! for the status server, list the latest `calls` and `callbacks`, `bench` the media pipeline, or run the `agent-sim` fake cloud voice
+//! for the status server, `first-boot` on the console, list the latest `calls` and `callbacks`, `bench` the media pipeline, or run the `agent-sim` fake cloud voice
 //! agent.
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
 
@@ -54,6 +54,21 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
         /// Read the password from the first line of this file instead of stdin.
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
+    },
+    /// First boot on the console: set the admin password (asked twice), generate the management
+    /// certificate, print the status page's address. Idempotent.
+    FirstBoot {
+        /// Path to trunkguard.toml (default /etc/trunkguard/trunkguard.toml when it exists, else
+        /// the embedded defaults).
+        #[arg(long, short = 'c', value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// State directory; default [state] dir of the configuration, else $STATE_DIRECTORY, else
+        /// ./trunkguard-state.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Read the password from the first line of this file instead of asking.
         #[arg(long, value_name = "PATH")]
         password_file: Option<PathBuf>,
     },
@@ -156,6 +171,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { path } => check_config(&path),
         Command::Run { config, state_dir } => run(config, state_dir),
         Command::SetPassword { state_dir, password_file } => set_password(state_dir, password_file),
+        Command::FirstBoot { config, state_dir, password_file } => first_boot(config, state_dir, password_file),
         Command::AgentSim(args) => agent_sim(args),
         Command::Calls { json, last, state_dir } => show_calls(json, last, state_dir),
         Command::Callbacks { json, last, state_dir } => show_callbacks(json, last, state_dir),
@@ -281,6 +297,40 @@ fn set_password(state_dir: Option<PathBuf>, password_file: Option<PathBuf>) -> E
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// The configuration on the box when it exists, else the embedded defaults.
+const BOX_CONFIG: &str = "/etc/trunkguard/trunkguard.toml";
+
+fn first_boot(config: Option<PathBuf>, state_dir: Option<PathBuf>, password_file: Option<PathBuf>) -> ExitCode {
+    use mgmt::first_boot::{self, PasswordSource};
+    let config = match config.or_else(|| Some(PathBuf::from(BOX_CONFIG)).filter(|p| p.exists())) {
+        Some(path) => match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => return config_failure(&e),
+        },
+        None => Config::embedded_default(),
+    };
+    let state_dir = mgmt::state_dir(state_dir.as_deref().or(Some(config.state.dir.as_path())));
+    let stdin = std::io::stdin();
+    let terminal = std::io::IsTerminal::is_terminal(&stdin);
+    let mut input = stdin.lock();
+    let mut output = std::io::stdout();
+    let source = match &password_file {
+        Some(path) => PasswordSource::File(path),
+        None => PasswordSource::Ask { input: &mut input, output: &mut output, terminal },
+    };
+    match first_boot::run(&state_dir, &config.status, source) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            let usage = matches!(e, first_boot::FirstBootError::Password(_) | first_boot::FirstBootError::NoMatch);
+            ExitCode::from(if usage { EXIT_CONFIG } else { EXIT_RUNTIME })
         }
     }
 }

@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod sdp;
 pub mod sip;
 pub mod timer;
+pub mod update;

@@ -1,10 +1,12 @@
 //! Management security of the status server, outside HTTP: where the state directory is,
 //! the admin password file, the rule that a non-loopback `status.listen` needs a password,
 //! the HTTPS certificate (files or self-signed) and listener, and the pure session and
-//! lockout bookkeeping used by `io::http::auth`.
+//! lockout bookkeeping used by `io::http::auth`; `first_boot` sets the password and the
+//! certificate up once on the console.
 
 pub mod cert;
 pub mod files;
+pub mod first_boot;
 pub mod https;
 pub mod lockout;
 pub mod password;

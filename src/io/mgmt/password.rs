@@ -96,6 +96,11 @@ impl AdminPassword {
     }
 }
 
+/// The rules a new password must follow (length), without hashing it.
+pub fn check_rules(password: &str) -> Result<(), PasswordError> {
+    check_strength(password)
+}
+
 fn check_strength(password: &str) -> Result<(), PasswordError> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(PasswordError::TooShort);
