@@ -155,8 +155,9 @@ fn a_locked_database_holds_requests_in_memory_until_it_is_back() {
     cb.submit(request(1), 1000).unwrap();
     let c = cb.counters().clone();
     let sources = crate::io::storage::StorageSources { call_log: None, callbacks: Some(c.clone()) };
-    // the insert waits for the lock (busy timeout), then fails: counted, held, reported
-    assert!(wait_for(Duration::from_secs(10), || c.write_failures.load(Ordering::Relaxed) >= 1));
+    // the start's prune, then the insert wait for the lock (busy timeout) and fail: counted,
+    // held, reported
+    assert!(wait_for(Duration::from_secs(15), || c.write_failures.load(Ordering::Relaxed) >= 2));
     assert_eq!(c.unstored.load(Ordering::Relaxed), 1);
     let problem = sources.problem(crate::io::clock::unix_ms()).expect("storage problem reported");
     assert!(problem.contains("1 callback request(s) not stored yet") && problem.contains("callback writer failed"), "{problem}");
@@ -178,7 +179,8 @@ fn a_state_directory_that_cannot_exist_is_counted_not_a_panic() {
     let cb = Callbacks::start(file.join("state"), &CallbackConfig::default(), RET).unwrap();
     cb.submit(request(1), 1000).unwrap();
     let c = cb.counters().clone();
-    assert!(wait_for(Duration::from_secs(5), || c.write_failures.load(Ordering::Relaxed) >= 1));
+    // (the start's prune fails first, then the insert: the request is held)
+    assert!(wait_for(Duration::from_secs(5), || c.write_failures.load(Ordering::Relaxed) >= 2));
     assert_eq!((c.unstored.load(Ordering::Relaxed), c.stored.load(Ordering::Relaxed)), (1, 0));
     assert!(c.health.problem(crate::io::clock::unix_ms()).unwrap().contains("cannot create state directory"));
 }
