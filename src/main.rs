@@ -1,5 +1,5 @@
 //! The `trunkguard` command line: `run` the appliance, `check-config` a file, `set-password`
-//! for the status server, `first-boot` on the console, list the latest `calls`, `bench` the media pipeline, or run the `agent-sim` fake cloud voice
+//! for the status server, `first-boot` on the console, list the latest `calls` and `callbacks`, `bench` the media pipeline, or run the `agent-sim` fake cloud voice
 //! agent.
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
 
@@ -84,6 +84,18 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Show the latest callback requests and their delivery (read-only; the appliance may be running).
+    Callbacks {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How many of the most recent requests.
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        last: usize,
+        /// State directory; default $STATE_DIRECTORY, else ./trunkguard-state.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Validate a configuration file and exit (0 valid, 2 invalid).
     CheckConfig {
         /// Path to trunkguard.toml.
@@ -162,6 +174,7 @@ fn main() -> ExitCode {
         Command::FirstBoot { config, state_dir, password_file } => first_boot(config, state_dir, password_file),
         Command::AgentSim(args) => agent_sim(args),
         Command::Calls { json, last, state_dir } => show_calls(json, last, state_dir),
+        Command::Callbacks { json, last, state_dir } => show_callbacks(json, last, state_dir),
         Command::Bench { what: BenchCommand::Media { codec, seconds, calls } } => bench_media(codec, seconds, calls),
     }
 }
@@ -229,6 +242,22 @@ fn show_calls(json: bool, last: usize, state_dir: Option<PathBuf>) -> ExitCode {
     match trunkguard::io::calls::read_recent(&dir, last) {
         Ok(rows) => {
             use trunkguard::io::calls::show;
+            print!("{}", if json { show::json_lines(&rows) } else { show::table(&rows) });
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// Prints the latest callback requests of the state database.
+fn show_callbacks(json: bool, last: usize, state_dir: Option<PathBuf>) -> ExitCode {
+    let dir = mgmt::state_dir(state_dir.as_deref());
+    match trunkguard::io::callbacks::store::read_recent(&dir, last) {
+        Ok(rows) => {
+            use trunkguard::io::callbacks::show;
             print!("{}", if json { show::json_lines(&rows) } else { show::table(&rows) });
             ExitCode::SUCCESS
         }

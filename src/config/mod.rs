@@ -32,6 +32,7 @@ pub use model::{
     MediaConfig, NoAnswerAction, Password, ProbeConfig, PromptsConfig, RegisterConfig, SipConfig, StateConfig, StatusConfig, StatusTls,
     TlsConfig, TransferMode,
 };
+pub use model::CallbackConfig;
 
 use locate::SourceMap;
 use raw::RawConfig;

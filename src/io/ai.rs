@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -42,23 +42,7 @@ pub struct AiConnections {
 impl AiConnections {
     /// Trusts the system's CA certificates, plus `ca_bundle` when given (PEM).
     pub fn new(ca_bundles: &[&Path]) -> Result<Self, rustls::Error> {
-        let mut roots = RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            let _ = roots.add(cert);
-        }
-        for path in ca_bundles {
-            if let Ok(pem) = std::fs::read(path) {
-                for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = super::tls::client_config(ca_bundles)?;
         Ok(AiConnections { tls: Arc::new(tls), tasks: HashMap::new(), writers: HashMap::new() })
     }
 

@@ -6,7 +6,8 @@
 //! fit is dropped and counted. The writer thread upserts each record in its own transaction
 //! (`journal_mode=WAL`, `synchronous=FULL`: a committed record survives power loss) and prunes
 //! by age and row count at start and hourly. A database failure (read-only, disk full) is
-//! logged and counted; calls go on, and the connection is reopened on the next record.
+//! logged, counted and reported in the writer's [`WriterHealth`] (readiness); calls go on, and
+//! the connection is reopened on the next record.
 //!
 //! Ordering: the answer's record is queued before the 200 OK is sent, and the drive loop waits
 //! for its commit ([`CallLog::submit_and_wait`]) at most [`ANSWER_WAIT`] before going on to
@@ -24,6 +25,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
 use super::state::{open_with, StateError, BUSY_TIMEOUT, DB_FILE};
+use super::storage::{WriteFailure, WriterHealth};
 use crate::core::endpoint::{CallRecord, RecordPhase};
 
 /// Records waiting for the writer thread; more are dropped.
@@ -42,7 +44,7 @@ pub struct Retention {
 }
 
 /// Counters of the writer, readable from any thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LogCounters {
     /// Records committed.
     pub written: AtomicU64,
@@ -52,6 +54,44 @@ pub struct LogCounters {
     pub failed: AtomicU64,
     /// Answer records whose commit took longer than the drive loop waited.
     pub late: AtomicU64,
+    /// Outcomes of the writes (for readiness).
+    pub health: WriterHealth,
+}
+
+impl Default for LogCounters {
+    fn default() -> Self {
+        LogCounters {
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            health: WriterHealth::new("call-record"),
+        }
+    }
+}
+
+impl LogCounters {
+    /// A serializable copy for `/api/status`.
+    pub fn snapshot(&self) -> CallLogSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CallLogSnapshot {
+            written: get(&self.written),
+            dropped: get(&self.dropped),
+            failed: get(&self.failed),
+            late: get(&self.late),
+            last_write_failure: self.health.last_failure(),
+        }
+    }
+}
+
+/// The `call_records` object of `/api/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CallLogSnapshot {
+    pub written: u64,
+    pub dropped: u64,
+    pub failed: u64,
+    pub late: u64,
+    pub last_write_failure: Option<WriteFailure>,
 }
 
 /// One record for the writer, and who waits for its commit.
@@ -141,8 +181,10 @@ impl Writer {
         match self.db.upsert(record, unix_ms) {
             Ok(()) => {
                 self.counters.written.fetch_add(1, Ordering::Relaxed);
+                self.counters.health.ok(super::clock::unix_ms());
             }
             Err(e) => {
+                self.counters.health.failed(super::clock::unix_ms(), &e);
                 let n = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::error!(error = %e, call_id = %record.call_id, failed = n, "call record not written");
             }
@@ -155,6 +197,7 @@ impl Writer {
             Ok(n) => tracing::info!(deleted = n, "old call records pruned"),
             Err(e) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.counters.health.failed(super::clock::unix_ms(), &e);
                 tracing::error!(error = %e, "call records not pruned");
             }
         }

@@ -7,6 +7,7 @@
 //! next event, whichever is first; on wake-up call `handle_timeout(now)`.
 
 mod ai;
+pub mod callbacks;
 pub mod calls;
 pub mod clock;
 pub mod http;
@@ -16,6 +17,7 @@ mod net;
 mod notify;
 mod setup;
 pub mod state;
+pub mod storage;
 mod stream;
 pub mod tls;
 mod udp;
@@ -76,6 +78,12 @@ pub async fn run_with(config: Config, management: mgmt::Management) -> Result<()
     let (status_tx, mut status_rx) = mpsc::channel::<tokio::sync::oneshot::Sender<crate::core::endpoint::EndpointStatus>>(16);
     shared.set_status_source(status_tx);
     shared.set_state_db(open_state_db(&config).await);
+    let call_log = start_call_log(&config);
+    let callbacks = start_callbacks(&config);
+    shared.set_storage(storage::StorageSources {
+        call_log: call_log.as_ref().map(|l| l.counters().clone()),
+        callbacks: callbacks.as_ref().map(|c| c.counters().clone()),
+    });
     serve_http(config.status.listen, shared.clone(), &management).await?;
     let mut shell = Shell {
         endpoint: Endpoint::new(ep_cfg.clone(), started, rand::random()),
@@ -84,7 +92,8 @@ pub async fn run_with(config: Config, management: mgmt::Management) -> Result<()
         media: MediaSockets::new(ep_cfg.media_ip),
         ai: ai::AiConnections::new(&setup::ca_bundles(&config)).map_err(tls::TlsSetupError::Rustls)?,
         events: events_tx,
-        call_log: start_call_log(&config),
+        call_log,
+        callbacks,
     };
     tracing::info!(listen = ?ep_cfg.listen, status = %config.status.listen, "trunkguard running");
     let mut notifier = notify::Notifier::from_env();
@@ -151,6 +160,18 @@ fn start_call_log(config: &Config) -> Option<calls::CallLog> {
         Ok(log) => Some(log),
         Err(e) => {
             tracing::error!(error = %e, "cannot start the call record writer; calls are not recorded");
+            None
+        }
+    }
+}
+
+/// The callback writer thread and webhook worker; without them requests are only logged.
+fn start_callbacks(config: &Config) -> Option<callbacks::Callbacks> {
+    let retention = calls::Retention { keep_days: config.state.keep_days, max_rows: config.state.max_rows };
+    match callbacks::Callbacks::start(config.state.dir.clone(), &config.callback, retention) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "callback requests are not stored");
             None
         }
     }
@@ -240,6 +261,8 @@ struct Shell {
     events: NetTx,
     /// The call-record writer thread (`None` if it could not be started).
     call_log: Option<calls::CallLog>,
+    /// Callback requests: writer thread and webhook worker (`None` if it could not be started).
+    callbacks: Option<callbacks::Callbacks>,
 }
 
 impl Shell {
@@ -311,9 +334,14 @@ impl Shell {
                 Some(log) => log.submit(record, clock::unix_ms()),
                 None => tracing::debug!(call_id = %record.call_id, "no call record writer; record not kept"),
             },
-            Event::CallbackRequested(req) => {
-                tracing::warn!(call_id = %req.call_id, caller = %req.caller, reason = req.reason.as_str(), "callback requested (not stored yet)")
-            }
+            Event::CallbackRequested(req) => match &self.callbacks {
+                // never waits: the writer thread commits it, then the worker delivers it
+                Some(c) => {
+                    c.submit(req, clock::unix_ms());
+                }
+                None => tracing::error!(call_id = %req.call_id, caller = %req.caller, called = %req.called,
+                    reason = req.reason.as_str(), "callback requested but not stored (no callback writer)"),
+            },
             Event::CarrierState { carrier, up } => tracing::info!(%carrier, up, "carrier state"),
             Event::Registration { carrier, registered } => tracing::info!(%carrier, registered, "registration"),
         }

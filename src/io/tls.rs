@@ -1,12 +1,13 @@
-//! TLS for SIP through rustls: the server configuration from PEM files, with optional client
-//! certificate verification against a CA bundle.
+//! TLS through rustls (ring): the SIP server configuration from PEM files, with optional
+//! client certificate verification against a CA bundle; and the client configuration the
+//! agents' WebSockets and the callback webhook share ([`client_config`]).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -21,6 +22,27 @@ pub enum TlsSetupError {
     ClientCa { path: String, reason: String },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+}
+
+/// A client configuration trusting the system's CA certificates plus those of `ca_bundles`
+/// (PEM; unreadable files and bad certificates are skipped: the config checks them first).
+pub fn client_config(ca_bundles: &[&Path]) -> Result<ClientConfig, rustls::Error> {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    for path in ca_bundles {
+        if let Ok(pem) = std::fs::read(path) {
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The TLS files of `[sip] tls`.

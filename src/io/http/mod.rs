@@ -130,10 +130,19 @@ async fn livez(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     }
 }
 
+/// The endpoint's snapshot, with the state database writers' `call_records` and `callbacks`.
 async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let snapshot = shared.fresh_status().await;
     match snapshot {
-        Some(s) => (StatusCode::OK, Json(serde_json::to_value(s).unwrap_or_default())).into_response(),
+        Some(s) => {
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            if let (Some(obj), Ok(serde_json::Value::Object(storage))) =
+                (v.as_object_mut(), serde_json::to_value(shared.storage_status()))
+            {
+                obj.extend(storage);
+            }
+            (StatusCode::OK, Json(v)).into_response()
+        }
         None => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
     }
 }

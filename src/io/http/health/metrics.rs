@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use super::readiness::Readiness;
 use crate::core::endpoint::EndpointStatus;
 use crate::core::metrics::HistogramSnapshot;
+use crate::io::storage::StorageStatus;
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -39,7 +40,7 @@ pub fn breaker_value(state: &str) -> i64 {
 }
 
 /// Renders the scrape body.
-pub fn render(s: &EndpointStatus, readiness: &Readiness) -> Result<String, fmt::Error> {
+pub fn render(s: &EndpointStatus, readiness: &Readiness, storage: &StorageStatus) -> Result<String, fmt::Error> {
     let mut r = Registry::with_prefix("trunkguard");
     readiness_metrics(&mut r, readiness);
     call_metrics(&mut r, s);
@@ -49,6 +50,7 @@ pub fn render(s: &EndpointStatus, readiness: &Readiness) -> Result<String, fmt::
     latency_metrics(&mut r, s);
     media_metrics(&mut r, s);
     wire_metrics(&mut r, s);
+    storage_metrics(&mut r, storage);
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, &r)?;
     Ok(out)
@@ -255,4 +257,31 @@ fn wire_metrics(r: &mut Registry, s: &EndpointStatus) {
     counter(r, "rtp_received", "RTP packets received", c.rtp_received);
     counter(r, "rtp_sent", "RTP packets sent", c.rtp_sent);
     counter(r, "rtp_invalid", "RTP packets dropped as invalid", c.rtp_invalid);
+}
+
+/// The state database writers: call records, and callback requests with their deliveries
+/// (absent when that writer is not running).
+fn storage_metrics(r: &mut Registry, s: &StorageStatus) {
+    if let Some(c) = &s.call_records {
+        counter(r, "call_records_written", "Call records committed to the state database", c.written);
+        counter(r, "call_records_dropped", "Call records dropped: writer queue full", c.dropped);
+        counter(r, "call_records_failed", "Call record writes (or prunes) that failed in the database", c.failed);
+        counter(r, "call_records_late", "Answer records committed later than the answer waited", c.late);
+    }
+    if let Some(c) = &s.callbacks {
+        let by_state = Family::<Labels, Gauge>::default();
+        for (state, n) in [("pending", c.pending), ("delivered", c.delivered), ("failed", c.failed)] {
+            by_state.get_or_create(&labels(&[("state", state)])).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        r.register("callbacks", "Callback requests in the state database by state", by_state);
+        counter(r, "callbacks_requested", "Callback requests made by the ladder", c.requested);
+        counter(r, "callbacks_stored", "Callback requests committed to the state database", c.stored);
+        counter(r, "callbacks_dropped", "Callback requests lost before storage (queue full, database failing too long)", c.dropped);
+        gauge(r, "callbacks_unstored", "Callback requests held in memory because the database refused them", c.unstored as i64);
+        counter(r, "callback_write_failures", "Callback database operations that failed", c.write_failures);
+        gauge(r, "callback_webhook_configured", "1 when a webhook is configured and its client is up", c.webhook as i64);
+        counter(r, "callback_delivery_attempts", "Webhook delivery attempts", c.attempts);
+        counter(r, "callback_delivery_failures", "Webhook delivery attempts without a 2xx (error, timeout, non-2xx)", c.attempt_failures);
+        counter(r, "callbacks_given_up", "Callback requests not delivered within give_up_after_h", c.gave_up);
+    }
 }

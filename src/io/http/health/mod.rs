@@ -27,6 +27,7 @@ use super::Shared;
 use crate::core::endpoint::EndpointStatus;
 use crate::io::clock;
 use crate::io::state::StateDb;
+use crate::io::storage::{StorageSources, StorageStatus};
 
 /// The state database is written at most this often; readiness reuses the last result.
 pub const DB_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -41,6 +42,8 @@ pub struct HealthState {
     /// A write is still running (timed out, disk hung): do not queue another.
     db_in_flight: Arc<AtomicBool>,
     history: Mutex<LatencyHistory>,
+    /// The writers' counters (call records, callback requests).
+    storage: OnceLock<StorageSources>,
 }
 
 impl HealthState {
@@ -58,9 +61,22 @@ impl Shared {
         let _ = self.health.db.set(db);
     }
 
-    /// Evaluates every readiness check (the database check may be up to 1 s old).
+    /// Gives the health endpoints the writers' counters (once; later calls are ignored).
+    pub fn set_storage(&self, sources: StorageSources) {
+        let _ = self.health.storage.set(sources);
+    }
+
+    /// The writers' counters for `/api/status` (empty before [`Shared::set_storage`]).
+    pub fn storage_status(&self) -> StorageStatus {
+        self.health.storage.get().map(|s| s.snapshot()).unwrap_or_default()
+    }
+
+    /// Evaluates every readiness check (the database check may be up to 1 s old). The
+    /// `state_db` check also fails while a writer's last write failed.
     pub async fn readiness(&self) -> Readiness {
         let state_db = self.state_db_check().await;
+        let writers = self.health.storage.get().and_then(|s| s.problem(clock::unix_ms()));
+        let state_db = with_writers(state_db, writers);
         let now = clock::now();
         let drive_loop = if self.alive(now) {
             Check::pass("turning")
@@ -83,6 +99,15 @@ impl Shared {
         let check = run_db_check(db, self.health.db_in_flight.clone()).await;
         *cache = Some((clock::now(), check.clone()));
         check
+    }
+}
+
+/// The database check, failed (and saying why) when a writer reports a problem.
+fn with_writers(db: Check, writers: Option<String>) -> Check {
+    match (db.ok, writers) {
+        (_, None) => db,
+        (true, Some(w)) => Check::fail(w),
+        (false, Some(w)) => Check::fail(format!("{}; {w}", db.reason)),
     }
 }
 
@@ -129,7 +154,7 @@ async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
     let Some(status) = shared.status() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
     };
-    match metrics::render(&status, &readiness) {
+    match metrics::render(&status, &readiness, &shared.storage_status()) {
         Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n").into_response(),
     }

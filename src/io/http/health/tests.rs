@@ -12,6 +12,7 @@ use crate::core::endpoint::{ActiveCall, EndpointStatus};
 use crate::core::media::stats::{CallMediaStats, MosCodec};
 use crate::io::http::{app, Shared};
 use crate::io::state::StateDb;
+use crate::io::storage::StorageSources;
 
 async fn get(shared: &Arc<Shared>, path: &str) -> (StatusCode, axum::http::HeaderMap, String) {
     let resp = app(shared.clone()).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
@@ -21,11 +22,61 @@ async fn get(shared: &Arc<Shared>, path: &str) -> (StatusCode, axum::http::Heade
 }
 
 fn shared_with(s: EndpointStatus, db_dir: &std::path::Path) -> Arc<Shared> {
+    shared_with_storage(s, db_dir).0
+}
+
+/// As [`shared_with`], with the writers' counters (as the drive loop registers them).
+fn shared_with_storage(s: EndpointStatus, db_dir: &std::path::Path) -> (Arc<Shared>, StorageSources) {
     let t0 = Instant::now();
     let shared = Shared::new(t0);
     shared.set_state_db(Arc::new(StateDb::new(db_dir)));
+    let sources = StorageSources { call_log: Some(Default::default()), callbacks: Some(Default::default()) };
+    shared.set_storage(sources.clone());
     shared.beat(Instant::now(), s);
-    shared
+    (shared, sources)
+}
+
+#[tokio::test]
+async fn a_failing_writer_fails_the_state_db_check_and_shows_in_status_and_metrics() {
+    use std::sync::atomic::Ordering;
+    let tmp = tempfile::tempdir().unwrap();
+    let (shared, sources) = shared_with_storage(status(vec![carrier("local", "unprobed", None, None)], vec![], true), tmp.path());
+    assert_eq!(get(&shared, "/readyz").await.0, StatusCode::OK);
+    let (log, cb) = (sources.call_log.unwrap(), sources.callbacks.unwrap());
+    // the database itself is writable (the health write passes), but a writer failed just now
+    log.failed.fetch_add(2, Ordering::Relaxed);
+    log.health.failed(crate::io::clock::unix_ms(), "database or disk is full");
+    cb.pending.store(3, Ordering::Relaxed);
+    cb.delivered.store(5, Ordering::Relaxed);
+    cb.attempts.store(9, Ordering::Relaxed);
+    cb.unstored.store(1, Ordering::Relaxed);
+    let (code, _, body) = get(&shared, "/readyz").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reason = v["checks"]["state_db"]["reason"].as_str().unwrap();
+    assert!(reason.contains("call-record writer failed") && reason.contains("database or disk is full"), "{reason}");
+    assert!(reason.contains("1 callback request(s) not stored yet"), "{reason}");
+    let (_, _, body) = get(&shared, "/api/status").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["call_records"]["failed"], 2);
+    assert_eq!(v["call_records"]["last_write_failure"]["error"], "database or disk is full");
+    assert_eq!((v["callbacks"]["pending"].as_u64(), v["callbacks"]["delivered"].as_u64()), (Some(3), Some(5)));
+    assert_eq!(v["calls"]["active"], 0, "the endpoint's fields are still there");
+    let (_, _, body) = get(&shared, "/metrics").await;
+    for line in [
+        "trunkguard_call_records_failed_total 2",
+        "trunkguard_callbacks{state=\"pending\"} 3",
+        "trunkguard_callbacks{state=\"delivered\"} 5",
+        "trunkguard_callback_delivery_attempts_total 9",
+        "trunkguard_callbacks_unstored 1",
+        "trunkguard_readiness_check_ok{check=\"state_db\"} 0",
+    ] {
+        assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
+    }
+    // stored at last, and a later write succeeds: ready again
+    cb.unstored.store(0, Ordering::Relaxed);
+    log.health.ok(crate::io::clock::unix_ms() + 1);
+    assert_eq!(get(&shared, "/readyz").await.0, StatusCode::OK);
 }
 
 #[tokio::test]

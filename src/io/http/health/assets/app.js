@@ -154,6 +154,16 @@
       ["dropped: unknown source", s.counters.dropped_unknown_source],
       ["invalid RTP", s.counters.rtp_invalid],
     ];
+    // callback requests and the state database's writers (absent when not running)
+    const cb = s.callbacks;
+    const cr = s.call_records;
+    if (cb) {
+      items.push(["callbacks pending", cb.pending], ["callbacks delivered", cb.delivered], ["callbacks failed", cb.failed]);
+    }
+    if (cb || cr) {
+      const lost = (cr ? cr.failed + cr.dropped : 0) + (cb ? cb.write_failures + cb.dropped : 0);
+      items.push(["storage write failures", lost]);
+    }
     const tiles = items.map(function (kv) {
       const t = el("div", null, "tile");
       t.appendChild(el("div", kv[1], "v"));
