@@ -7,6 +7,7 @@
 //! - carrier A answers 503 → the call leaves through carrier B, where SIPp answers as the human
 //!   with RTP echo: what the caller says comes back to the caller through the bridge; the
 //!   caller hangs up → the human gets BYE;
+//! - carrier A never answers (no 1xx) → after `no_provisional_ms` the call leaves through B;
 //! - carrier A answers 486 → not re-routed (B never sees an INVITE), the ladder goes down to
 //!   a callback;
 //! - the human rings past `human_timeout_s` → CANCEL, and the ladder goes down to a callback;
@@ -45,7 +46,7 @@ fn config(ports: Ports, human_timeout_s: u32) -> String {
     )
 }
 
-/// Carrier A's proxy refusing every INVITE with `code` (503 or 486).
+/// Carrier A's proxy answering every INVITE with `code` (503 or 486), or never (`silent`).
 fn refusing_carrier(ports: Ports, code: &str) -> Sipp {
     let (port, media) = (ports.peer(1).to_string(), ports.sipp_media(0).to_string());
     let mut sipp = Sipp::spawn_with_timeout(
@@ -320,6 +321,31 @@ fn carrier_a_503_the_call_leaves_through_b_and_caller_and_human_hear_each_other(
     let record = ended_record(&app);
     assert_eq!(record["human"], "carrier-b; failed carrier-a: 503 Service Unavailable; connected", "{record:#}");
     assert_eq!(record["ladder"], "prompt>human>human-connected", "{record:#}");
+    app.assert_alive();
+}
+
+#[test]
+fn a_carrier_that_never_answers_is_left_after_no_provisional_ms() {
+    let ports = Ports::new(35000);
+    let carrier_a = refusing_carrier(ports, "silent");
+    let carrier_b = human_carrier(ports, "uas_human.xml");
+    let mut app = Appliance::start(&config(ports, 20));
+    both_carriers_up(&app);
+
+    let caller = Caller::call(ports, "humansilent");
+    thread::sleep(Duration::from_millis(1000));
+    let pressed = Instant::now();
+    caller.press(2);
+    let at_b = wait_until(Duration::from_secs(8), Duration::from_millis(10), || carrier_b.received_requests("INVITE") >= 1);
+    assert!(at_b, "no INVITE at B: {}\nA:\n{}", app.status_json(), carrier_a.diagnostics());
+    let waited = pressed.elapsed();
+    figure("failover_after_no_provisional_ms", waited.as_millis());
+    assert!(waited >= Duration::from_millis(1900), "moved on before no_provisional_ms: {waited:?}");
+    assert!(waited < Duration::from_millis(4000), "not Timer B: {waited:?}");
+    assert!(carrier_a.received_requests("INVITE") >= 2, "A got the INVITE (and its retransmissions)");
+    assert!(wait_until(Duration::from_secs(5), Duration::from_millis(20), || outbound(&app, "connected") == 1));
+    caller.in_dialog("BYE", 2);
+    assert!(wait_until(Duration::from_secs(5), Duration::from_millis(50), || carrier_b.received_requests("BYE") >= 1));
     app.assert_alive();
 }
 
