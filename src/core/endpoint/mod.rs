@@ -15,6 +15,7 @@ mod calls;
 mod carrier_drive;
 mod carrier;
 mod human;
+mod human_media;
 mod ladder;
 mod outbound;
 mod ports;
