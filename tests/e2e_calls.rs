@@ -318,7 +318,7 @@ fn selftest_speech_check_rejects_silence() {
 
 #[test]
 fn calls_over_tcp_are_answered() {
-    let ports = Ports::new(23800);
+    let ports = Ports::new(38000);
     let mut app = Appliance::start(&two_carriers_config(ports));
     let mut sipp = embedded_uac(ports, CARRIER_B_IP, &["-t", "t1", "-m", "3", "-r", "3"]);
     assert!(sipp.wait_success(Duration::from_secs(30)), "sipp -sn uac -t t1 failed (sipp diagnostics below)");

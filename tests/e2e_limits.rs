@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 const CARRIER_IP: &str = "127.0.0.2";
-const PORTS: Ports = Ports::new(27400);
+const PORTS: Ports = Ports::new(37400);
 
 fn config() -> String {
     format!(
