@@ -352,7 +352,7 @@ EOF
     printf '%s\n' "search --no-floppy --label --set=root $LABEL" 'set prefix=($root)/boot/grub' \
         >"$ROOT/tmp/early.cfg"
     in_root grub-mkimage -O arm64-efi -o /tmp/BOOTAA64.EFI -c /tmp/early.cfg -p /boot/grub \
-        part_gpt part_msdos fat ext2 search search_label normal linux configfile echo test efi_gop
+        part_gpt part_msdos fat ext2 gzio search search_label normal linux configfile echo test efi_gop
     mv "$ROOT/tmp/BOOTAA64.EFI" "$WORK/BOOTAA64.EFI"
     rm -f "$ROOT/tmp/early.cfg"
 }

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
+use std::io::Write;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -93,7 +94,9 @@ pub fn by_default(arch: &Arch, what: &str) -> bool {
         None => match missing_tool(arch) {
             None => true,
             Some(missing) => {
-                eprintln!(
+                // Straight to stderr: libtest captures eprintln! of passing tests, not this.
+                let _ = writeln!(
+                    std::io::stderr(),
                     "\n*** SKIPPED: {what}: {missing}.\n*** Install the tools (docs/images.md) or set \
                      TRUNKGUARD_IMAGE_TESTS=1 to make this a failure, =0 to silence it.\n"
                 );
