@@ -34,6 +34,8 @@ pub struct Arch {
     pub disk_firmware: Option<&'static str>,
     /// How long the box may take from QEMU's start to its first SIP answer.
     pub boot_budget: Duration,
+    /// The release binary is built by the host's cargo (else build.sh cross-compiles it).
+    pub host_build: bool,
 }
 
 pub const X86_64: Arch = Arch {
@@ -45,6 +47,7 @@ pub const X86_64: Arch = Arch {
     console: "ttyS0",
     disk_firmware: None,
     boot_budget: Duration::from_secs(180),
+    host_build: true,
 };
 
 pub const AARCH64: Arch = Arch {
@@ -56,6 +59,7 @@ pub const AARCH64: Arch = Arch {
     console: "ttyAMA0",
     disk_firmware: Some("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"),
     boot_budget: Duration::from_secs(600),
+    host_build: false,
 };
 
 pub fn repo(path: &str) -> PathBuf {
@@ -108,9 +112,7 @@ pub fn by_default(arch: &Arch, what: &str) -> bool {
 
 /// The first thing an image build and boot lacks here, if any.
 pub fn missing_tool(arch: &Arch) -> Option<String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root && !Command::new("sudo").args(["-n", "true"]).status().is_ok_and(|s| s.success()) {
+    if !is_root() && !Command::new("sudo").args(["-n", "true"]).status().is_ok_and(|s| s.success()) {
         return Some("not root and no password-less sudo (images/build.sh needs root)".into());
     }
     let tools = ["debootstrap", "mkfs.ext4", "qemu-img", "sfdisk", "xz", "sipp", arch.qemu];
@@ -118,6 +120,11 @@ pub fn missing_tool(arch: &Arch) -> Option<String> {
         .iter()
         .find(|tool| !on_path(tool))
         .map(|tool| format!("{tool} not found (apt-get install debootstrap e2fsprogs qemu-utils fdisk xz-utils sip-tester {})", arch.apt_hint))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 fn on_path(tool: &str) -> bool {
@@ -187,14 +194,31 @@ pub fn ensure_image(arch: &Arch, dir: &Path) {
         return;
     }
     let t0 = Instant::now();
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let mut cmd = if unsafe { libc::geteuid() } == 0 {
-        Command::new(repo("images/build.sh"))
+    // The host's architecture: the release binary is built here, as the user running the tests
+    // (under sudo, cargo and its toolchain may not be on PATH); build.sh cross-builds the others.
+    let mut bin = None;
+    if arch.host_build {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--locked", "--bin", "trunkguard"])
+            .current_dir(repo(""))
+            .status()
+            .expect("run cargo build --release");
+        assert!(status.success(), "cargo build --release --locked failed ({status})");
+        bin = Some(repo("target/release/trunkguard"));
+        println!("image_release_build_s: {:.0}", t0.elapsed().as_secs_f64());
+    }
+    let mut cmd = if is_root() {
+        Command::new("env")
     } else {
         let mut sudo = Command::new("sudo");
-        sudo.arg("-n").arg(repo("images/build.sh"));
+        sudo.args(["-n", "env"]);
         sudo
     };
+    if let Some(bin) = bin {
+        cmd.arg(format!("TRUNKGUARD_BIN={}", bin.display()));
+    }
+    cmd.arg(repo("images/build.sh"));
     let status = cmd.arg(arch.name).status().expect("run images/build.sh");
     assert!(status.success(), "images/build.sh {} failed ({status}); it needs root and debootstrap", arch.name);
     *built = true;
