@@ -216,10 +216,22 @@ EOF
     echo 'do_symlinks = yes' >"$BASE/etc/kernel-img.conf"
     chroot_mounts "$BASE"
     in_base apt-get update -q
+    if [[ $FOREIGN == 1 ]]; then
+        # Emulated mkinitramfs takes many minutes and package installs would run it twice; the
+        # initramfs is made once, below, after the modules are pruned.
+        in_base dpkg-divert --local --rename --divert /usr/sbin/update-initramfs.trunkguard \
+            --add /usr/sbin/update-initramfs
+        printf '#!/bin/sh\nexit 0\n' >"$BASE/usr/sbin/update-initramfs"
+        chmod 755 "$BASE/usr/sbin/update-initramfs"
+    fi
     in_base apt-get -y -q dist-upgrade
     # shellcheck disable=SC2086
     in_base apt-get -y -q install $CHROOT_PKGS
     in_base apt-get -y -q clean
+    if [[ $FOREIGN == 1 ]]; then
+        rm -f "$BASE/usr/sbin/update-initramfs"
+        in_base dpkg-divert --local --rename --remove /usr/sbin/update-initramfs
+    fi
     cleanup
     rm -f "$BASE/usr/sbin/policy-rc.d"
     rm -rf "$BASE"/var/lib/apt/lists/* "$BASE"/var/cache/apt/*.bin "$BASE"/var/cache/apt/archives/*.deb
@@ -235,7 +247,12 @@ EOF
         find "$kdir" -name '*.ko' -print0 | xargs -0 -r -P "$(nproc)" -n 64 xz --check=crc32 -T1 -q
         in_base depmod -a "$kver"
         chroot_mounts "$BASE"
-        in_base update-initramfs -u -k "$kver"
+        if [[ -e $BASE/boot/initrd.img-$kver ]]; then
+            in_base update-initramfs -u -k "$kver"
+        else
+            in_base update-initramfs -c -k "$kver"
+            in_base linux-update-symlinks install "$kver" "/boot/vmlinuz-$kver"
+        fi
         cleanup
     done
     echo "$BASE_KEY" >"$BASE/.trunkguard-base"
@@ -405,7 +422,11 @@ mb() { echo "$(( $(stat -c %s "$1") / 1024 / 1024 )) MiB"; }
 {
     echo "built: $(date -u +%FT%TZ)"
     echo "git: $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)"
-    echo "trunkguard: $("$BIN" --version 2>/dev/null || echo unknown) ($BIN)"
+    if [[ $FOREIGN == 1 ]]; then
+        echo "trunkguard: $(in_root /usr/bin/trunkguard --version 2>/dev/null || echo unknown) ($BIN)"
+    else
+        echo "trunkguard: $("$BIN" --version 2>/dev/null || echo unknown) ($BIN)"
+    fi
     echo "debian: $SUITE $(cat "$ROOT/etc/debian_version"), kernel $KVER"
     echo "root content: ${USED_MB} MiB; filesystem ${FS_MB} MiB (grows to the disk at boot)"
     echo "rootfs.raw: $(mb "$OUT/rootfs.raw"), allocated $(du -m "$OUT/rootfs.raw" | cut -f1) MiB"
