@@ -1,25 +1,30 @@
 #!/bin/bash
 # Builds the trunkguard appliance image from Debian bookworm packages (docs/images.md).
 #
-#   sudo images/build.sh x86_64 [--rebuild-base]
+#   sudo images/build.sh x86_64|aarch64 [--rebuild-base]      (arm64 = aarch64)
 #
-# Output in target/image-build/x86_64/out/:
+# Output in target/image-build/ARCH/out/:
 #   vmlinuz, initrd.img   kernel and initramfs, for direct kernel boot (qemu -kernel/-initrd)
 #   rootfs.raw            ext4 root filesystem (whole-disk, no partition table)
 #   rootfs.qcow2          the same, compressed qcow2
-#   disk.raw, disk.qcow2  bootable disk: MBR + GRUB (BIOS) + the root filesystem as partition 1
+#   disk.raw, disk.qcow2  bootable disk. x86_64: MBR + GRUB (BIOS) + the root filesystem as
+#                         partition 1; aarch64: GPT + EFI system partition with GRUB
+#                         (EFI/BOOT/BOOTAA64.EFI) + the root filesystem as partition 2
 #   build-info.txt        versions, sizes and stage timings
 #
 # Environment:
-#   TRUNKGUARD_BIN=PATH   use this binary instead of running `cargo build --release --locked`
+#   TRUNKGUARD_BIN=PATH   use this binary instead of building one (x86_64: `cargo build
+#                         --release --locked`; aarch64: a cross build in a Debian build root)
+#   BUILDROOT_SUITE=...   Debian suite of the aarch64 cross build root (default sid)
 #   MIRROR=URL            Debian mirror (default http://deb.debian.org/debian)
 #   ROOT_PASSWORD=...     set a root password (development images only; default: root locked)
 #   HEADROOM_MB=N         free space left in the root filesystem (default 96; it grows to the
 #                         disk at boot, x-systemd.growfs)
 #
-# Needs root, debootstrap, e2fsprogs (mkfs.ext4 -d), qemu-utils (qemu-img), fdisk (sfdisk), xz-utils.
-# No loop devices; /proc, /sys and /dev are mounted into the chroot while packages install and
-# unmounted on exit.
+# Needs root, debootstrap, e2fsprogs (mkfs.ext4 -d), qemu-utils (qemu-img), fdisk (sfdisk), xz-utils;
+# for aarch64 also qemu-user-static (binfmt_misc), dosfstools and mtools, and cargo on the host
+# (cargo vendor). No loop devices; /proc, /sys and /dev are mounted into the chroot while
+# packages install and unmounted on exit.
 set -euo pipefail
 
 ARCH=${1:-}
