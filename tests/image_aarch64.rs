@@ -1,0 +1,50 @@
+//! The ARM64 appliance image (images/build.sh aarch64, docs/images.md). Opt-in
+//! (`TRUNKGUARD_IMAGE_TESTS=1`): the build cross-compiles trunkguard in a Debian build root and
+//! configures an arm64 Debian under qemu-user, which takes many minutes.
+//!
+//! - The cross-built binary runs under `qemu-aarch64` (qemu-user) with the image's root
+//!   filesystem as its library root and prints its version.
+//! - The image boots under `qemu-system-aarch64 -M virt -cpu cortex-a57` (software emulation),
+//!   answers SIP through a forwarded loopback port, takes a SIPp call and prints `/livez` 200 on
+//!   its console (tests/image_boot/mod.rs, same as x86-64). `TRUNKGUARD_IMAGE_BOOT=disk` boots
+//!   the GPT disk through UEFI firmware (qemu-efi-aarch64) and GRUB instead of the kernel directly.
+
+mod image_boot;
+
+use image_boot::{ensure_image, image_dir, AARCH64};
+use std::process::Command;
+
+#[test]
+fn the_arm64_binary_runs_under_qemu_user() {
+    if !image_boot::opted_in("build the ARM64 image and run its binary under qemu-aarch64") {
+        return;
+    }
+    let dir = image_dir(&AARCH64);
+    ensure_image(&AARCH64, &dir);
+    let root = dir.parent().unwrap().join("rootfs");
+    let bin = root.join("usr/bin/trunkguard");
+    let file = Command::new("file").arg("-L").arg(&bin).output();
+    if let Ok(file) = file {
+        let kind = String::from_utf8_lossy(&file.stdout).into_owned();
+        assert!(kind.contains("ARM aarch64"), "not an arm64 binary: {kind}");
+    }
+    // -L: the image's own dynamic loader, glibc and libopus.
+    let out = Command::new("qemu-aarch64")
+        .arg("-L")
+        .arg(&root)
+        .arg(&bin)
+        .arg("--version")
+        .output()
+        .expect("qemu-aarch64 (apt-get install qemu-user-static)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "trunkguard --version under qemu-aarch64: {out:?}");
+    assert_eq!(stdout.trim(), format!("trunkguard {}", env!("CARGO_PKG_VERSION")));
+    println!("arm64 binary: {}", stdout.trim());
+}
+
+#[test]
+fn the_arm64_image_boots_under_qemu_and_answers_sip() {
+    if image_boot::opted_in("build and boot the ARM64 image under qemu-system-aarch64") {
+        image_boot::boot_and_call(&AARCH64);
+    }
+}
