@@ -182,6 +182,9 @@ else
     BIN=$REPO/target/release/trunkguard
 fi
 [[ -x $BIN ]] || die "no binary at $BIN"
+# trunkguard-update is built with it (same cargo build); TRUNKGUARD_UPDATE_BIN overrides.
+UPDATE_BIN=${TRUNKGUARD_UPDATE_BIN:-$(dirname "$BIN")/trunkguard-update}
+[[ -x $UPDATE_BIN ]] || die "no trunkguard-update at $UPDATE_BIN (set TRUNKGUARD_UPDATE_BIN)"
 stage_end
 
 # --- 2. the Debian base (cached: rebuilt when the package lists change) ---------------------
@@ -287,14 +290,30 @@ ExecStart=
 ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=30
 EOF
 
-install -D -m 0755 "$BIN" "$ROOT/usr/bin/trunkguard"
+# The software lives in two A/B slots (docs/updates.md): the first version goes into slot a
+# as an update bundle would put it, made and unpacked by the image's own trunkguard-update
+# (inside the root: under qemu-user for a foreign architecture). /usr/bin/trunkguard and the
+# prompts point through /opt/trunkguard/current; the updater itself stays outside the slots.
+install -D -m 0755 "$UPDATE_BIN" "$ROOT/usr/bin/trunkguard-update"
+STAGE_DIR=$ROOT/tmp/tg-initial
+rm -rf "$STAGE_DIR" && mkdir -p "$STAGE_DIR"
+install -m 0755 "$BIN" "$STAGE_DIR/trunkguard"
+cp -a "$REPO/firmware" "$STAGE_DIR/firmware"
+TG_VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -n1)
+in_root /usr/bin/trunkguard-update bundle --out /tmp/tg-initial/initial.tgu --binary /tmp/tg-initial/trunkguard \
+    --firmware /tmp/tg-initial/firmware --version "$TG_VERSION" --arch "$ARCH"
+in_root /usr/bin/trunkguard-update init /tmp/tg-initial/initial.tgu --root / --arch "$ARCH" --force
+rm -rf "$STAGE_DIR"
+ln -sfn /opt/trunkguard/current/bin/trunkguard "$ROOT/usr/bin/trunkguard"
 install -D -m 0644 "$REPO/firmware/systemd/trunkguard.service" "$ROOT/etc/systemd/system/trunkguard.service"
+install -m 0644 "$REPO/firmware/systemd/trunkguard-update-confirm.service" \
+    "$REPO/firmware/systemd/trunkguard-first-boot.service" "$ROOT/etc/systemd/system/"
 install -D -m 0644 "$REPO/firmware/sysctl.d/90-trunkguard.conf" "$ROOT/etc/sysctl.d/90-trunkguard.conf"
 install -D -m 0644 "$REPO/firmware/journald.conf.d/trunkguard.conf" "$ROOT/etc/systemd/journald.conf.d/trunkguard.conf"
-install -d -m 0755 "$ROOT/usr/share/trunkguard/prompts"
-install -m 0644 "$REPO"/firmware/prompts/*.wav "$ROOT/usr/share/trunkguard/prompts/"
+install -d -m 0755 "$ROOT/usr/share/trunkguard"
+ln -sfn /opt/trunkguard/current/share/prompts "$ROOT/usr/share/trunkguard/prompts"
 install -D -m 0644 "$REPO/README.md" "$ROOT/usr/share/doc/trunkguard/README.md"
-install -m 0644 "$REPO/docs/config.md" "$REPO/docs/install.md" "$ROOT/usr/share/doc/trunkguard/"
+install -m 0644 "$REPO/docs/config.md" "$REPO/docs/install.md" "$REPO/docs/updates.md" "$ROOT/usr/share/doc/trunkguard/"
 install -m 0644 "$REPO/firmware/etc/trunkguard/trunkguard.toml" "$ROOT/usr/share/doc/trunkguard/trunkguard.toml.example"
 cp -a "$REPO/images/overlay/." "$ROOT/"
 chown -R root:root "$ROOT/etc/systemd" "$ROOT/usr/libexec/trunkguard"
@@ -306,7 +325,8 @@ TG_GID=$(in_root id -g trunkguard)  # numeric: the host does not know the image'
 install -d -m 0755 -o 0 -g 0 "$ROOT/etc/trunkguard"
 install -m 0640 -o 0 -g "$TG_GID" "$REPO/images/config/trunkguard.toml" "$ROOT/etc/trunkguard/trunkguard.toml"
 in_root systemctl enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
-    trunkguard.service trunkguard-console-status.service
+    trunkguard.service trunkguard-console-status.service trunkguard-update-confirm.service \
+    trunkguard-first-boot.service
 if [[ -n ${ROOT_PASSWORD:-} ]]; then
     echo "root:$ROOT_PASSWORD" | in_root chpasswd
     echo "WARNING: root password set (development image)"

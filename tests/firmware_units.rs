@@ -49,7 +49,7 @@ fn update_and_first_boot_units_verify() {
     assert!(confirm_text.contains("ConditionPathExists=/var/lib/trunkguard-update/pending.json"));
     // calls are never held up by the first-boot questions: trunkguard does not wait for it
     assert!(!first_text.contains("Before=trunkguard.service") && first_text.contains("Type=oneshot"));
-    assert!(first_text.contains("ExecStartPost=+/bin/systemctl try-restart trunkguard.service"));
+    assert!(first_text.contains("ExecStartPost=+/bin/systemctl restart trunkguard.service"));
     assert!(first_text.contains("ConditionPathExists=!/var/lib/trunkguard/admin-password.argon2"));
     assert!(first_text.contains("StandardInput=tty"));
 }

@@ -241,7 +241,7 @@ pub fn boot(arch: &Arch, dir: &Path, sip_port: u16, serial: &Path) -> Qemu {
         cmd.arg("-drive").arg(format!("file={},format=raw,if=virtio", dir.join("disk.raw").display()));
     } else {
         cmd.arg("-kernel").arg(dir.join("vmlinuz")).arg("-initrd").arg(dir.join("initrd.img"));
-        cmd.arg("-append").arg(format!("root=/dev/vda ro console={} panic=-1", arch.console));
+        cmd.arg("-append").arg(format!("root=/dev/vda ro console={} panic=-1 trunkguard.first_boot=skip", arch.console));
         cmd.arg("-drive").arg(format!("file={},format=raw,if=virtio", dir.join("rootfs.raw").display()));
     }
     let child = cmd
