@@ -204,7 +204,13 @@ async fn pending_requests_are_delivered_after_a_restart() {
     let url = format!("http://{addr}/hooks/callback");
     let first = Callbacks::start(state.path().to_path_buf(), &config(&url), RETENTION).unwrap();
     let ids: Vec<String> = (4..6).map(|n| first.submit(request(n), now_ms()).unwrap()).collect();
-    assert!(wait_for(Duration::from_secs(10), || rows(state.path()).iter().all(|r| r.attempts >= 1) && rows(state.path()).len() == 2).await);
+    // one snapshot: both rows stored and each tried at least once (two separate reads could see
+    // no rows, then two untried ones)
+    let tried = || {
+        let now = rows(state.path());
+        now.len() == 2 && now.iter().all(|r| r.attempts >= 1)
+    };
+    assert!(wait_for(Duration::from_secs(10), tried).await);
     drop(first); // the process stops with both pending
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before: Vec<i64> = rows(state.path()).iter().map(|r| r.attempts).collect();
