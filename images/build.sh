@@ -18,7 +18,7 @@
 #   BUILDROOT_SUITE=...   Debian suite of the aarch64 cross build root (default sid)
 #   MIRROR=URL            Debian mirror (default http://deb.debian.org/debian)
 #   ROOT_PASSWORD=...     set a root password (development images only; default: root locked)
-#   HEADROOM_MB=N         free space left in the root filesystem (default 96; it grows to the
+#   HEADROOM_MB=N         free space left in the root filesystem (default 64; it grows to the
 #                         disk at boot, x-systemd.growfs)
 #
 # Needs root, debootstrap, e2fsprogs (mkfs.ext4 -d), qemu-utils (qemu-img), fdisk (sfdisk), xz-utils;
@@ -53,7 +53,7 @@ BUILDROOT=$IMAGE_BUILD/buildroot-$BUILDROOT_SUITE
 BASE=$WORK/base
 ROOT=$WORK/rootfs
 OUT=$WORK/out
-HEADROOM_MB=${HEADROOM_MB:-96}
+HEADROOM_MB=${HEADROOM_MB:-64}
 LABEL=tg-root
 
 # debootstrap installs these (from $SUITE); the rest comes from apt inside the chroot so that
