@@ -274,6 +274,11 @@ stage_start rootfs
 rm -rf "$ROOT"
 cp -a "$BASE" "$ROOT"
 rm -f "$ROOT/.trunkguard-base"
+if [[ $ARCH == aarch64 ]]; then
+    # Device trees (26 MiB): the image boots through UEFI + GRUB (or QEMU's direct boot), and
+    # UEFI firmware hands the kernel its own ACPI tables or device tree; grub.cfg loads none.
+    rm -rf "$ROOT"/usr/lib/linux-image-*/
+fi
 echo trunkguard >"$ROOT/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\ttrunkguard\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
 printf 'LABEL=%s\t/\text4\tdefaults,noatime,x-systemd.growfs\t0\t1\n' "$LABEL" >"$ROOT/etc/fstab"
