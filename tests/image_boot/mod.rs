@@ -200,7 +200,7 @@ pub fn ensure_image(arch: &Arch, dir: &Path) {
     if arch.host_build {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--release", "--locked", "--bin", "trunkguard"])
+            .args(["build", "--release", "--locked", "--bin", "trunkguard", "--bin", "trunkguard-update"])
             .current_dir(repo(""))
             .status()
             .expect("run cargo build --release");
