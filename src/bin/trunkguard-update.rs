@@ -247,29 +247,11 @@ fn describe(done: Done) -> Result<String, UpdateError> {
 /// The last word of `BINARY --version` (at most 5 s).
 fn version_of(binary: &Path) -> Result<String, UpdateError> {
     let usage = || UpdateError::Usage(format!("cannot tell the version of {}: pass --version", binary.display()));
-    let mut child = std::process::Command::new(binary)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|_| usage())?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(usage());
-            }
-        }
-    }
-    let out = child.wait_with_output().map_err(|_| usage())?;
+    let path = binary.to_str().ok_or_else(usage)?;
+    let out = trunkguard::update::spawn::run(&[path, "--version"], true, Duration::from_secs(5)).map_err(|_| usage())?;
     let text = String::from_utf8_lossy(&out.stdout);
     match text.split_whitespace().last() {
-        Some(v) if out.status.success() => Ok(v.to_owned()),
+        Some(v) if out.code == Some(0) => Ok(v.to_owned()),
         _ => Err(usage()),
     }
 }

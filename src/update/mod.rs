@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod probe;
 pub mod run;
 pub mod sign;
+pub mod spawn;
 
 use std::path::PathBuf;
 

@@ -5,9 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::core::update::Probe;
 
@@ -185,25 +184,10 @@ fn summary(body: &str) -> String {
 /// Runs `command` with `sh -c` (stdin closed, output passed through); `Err` says how it
 /// failed, including being killed after `limit`.
 pub fn restart(command: &str, limit: Duration) -> Result<(), String> {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run `{command}`: {e}"))?;
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => return Err(format!("`{command}` failed ({status})")),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("`{command}` did not finish within {} s", limit.as_secs_f64()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("`{command}`: {e}")),
-        }
+    match super::spawn::run(&["sh", "-c", command], false, limit) {
+        Ok(done) if done.code == Some(0) => Ok(()),
+        Ok(done) => Err(format!("`{command}` failed ({})", done.code.map_or("killed by a signal".to_string(), |c| format!("exit status: {c}")))),
+        Err(e) => Err(format!("`{command}`: {e}")),
     }
 }
 
