@@ -22,24 +22,31 @@ fn the_arm64_binary_runs_under_qemu_user() {
     let dir = image_dir(&AARCH64);
     ensure_image(&AARCH64, &dir);
     let root = dir.parent().unwrap().join("rootfs");
-    let bin = root.join("usr/bin/trunkguard");
+    // /usr/bin/trunkguard points (absolutely) into the A/B slots: take the active slot's copy
+    let bin = root.join("opt/trunkguard/current/bin/trunkguard");
     let file = Command::new("file").arg("-L").arg(&bin).output();
     if let Ok(file) = file {
         let kind = String::from_utf8_lossy(&file.stdout).into_owned();
         assert!(kind.contains("ARM aarch64"), "not an arm64 binary: {kind}");
     }
-    // -L: the image's own dynamic loader, glibc and libopus.
-    let out = Command::new("qemu-aarch64")
-        .arg("-L")
-        .arg(&root)
-        .arg(&bin)
-        .arg("--version")
-        .output()
-        .expect("qemu-aarch64 (apt-get install qemu-user-static)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "trunkguard --version under qemu-aarch64: {out:?}");
-    assert_eq!(stdout.trim(), format!("trunkguard {}", env!("CARGO_PKG_VERSION")));
-    println!("arm64 binary: {}", stdout.trim());
+    // -L: the image's own dynamic loader, glibc and libopus (a binary needing a newer glibc
+    // than the image's fails here)
+    let version = |bin: &std::path::Path| {
+        let out = Command::new("qemu-aarch64")
+            .arg("-L")
+            .arg(&root)
+            .arg(bin)
+            .arg("--version")
+            .output()
+            .expect("qemu-aarch64 (apt-get install qemu-user-static)");
+        assert!(out.status.success(), "{} --version under qemu-aarch64: {out:?}", bin.display());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let stdout = version(&bin);
+    assert_eq!(stdout, format!("trunkguard {}", env!("CARGO_PKG_VERSION")));
+    let updater = version(&root.join("usr/bin/trunkguard-update"));
+    assert!(updater.starts_with("trunkguard-update"), "{updater}");
+    println!("arm64 binary: {stdout}; {updater}");
 }
 
 #[test]
