@@ -510,22 +510,10 @@ impl Endpoint {
         dialog.new_request(method, via, &contact, &self.cfg.user_agent)
     }
 
-    /// The ACK of a 2xx (§13.2.2.4): a new request in the dialog with the INVITE's CSeq number.
+    /// The ACK of a 2xx (§13.2.2.4), with a fresh Via branch.
     fn ack_for(&mut self, dialog: &Dialog, peer: Peer) -> Request {
         let via = build::via(peer.transport, self.local_addr(peer.transport), &new_branch(&mut self.rng));
-        let mut ack = Request::new(Method::Ack, dialog.remote_target.clone());
-        let h = &mut ack.headers;
-        h.push("Via", via);
-        h.push("Max-Forwards", "70");
-        for route in &dialog.route_set {
-            h.push("Route", route.clone());
-        }
-        h.push("From", dialog.local_uri.to_string());
-        h.push("To", dialog.remote_uri.to_string());
-        h.push("Call-ID", dialog.call_id.clone());
-        h.push("CSeq", format!("{} ACK", dialog.local_seq));
-        h.push("User-Agent", self.cfg.user_agent.clone());
-        ack
+        dialog.ack(via, &self.cfg.user_agent)
     }
 
     /// Ends call `id`'s human leg without reporting: a connected leg gets BYE, its port is

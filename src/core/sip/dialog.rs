@@ -127,6 +127,16 @@ impl Dialog {
     /// value including the branch.
     pub fn new_request(&mut self, method: Method, via: String, contact: &str, user_agent: &str) -> Request {
         self.local_seq = self.local_seq.wrapping_add(1);
+        self.request(method, self.local_seq, via, Some(contact), user_agent)
+    }
+
+    /// The ACK for a 2xx to this dialog's INVITE (RFC 3261 §13.2.2.4): a request of its own in
+    /// the dialog, with the INVITE's CSeq number (the current local sequence number).
+    pub fn ack(&self, via: String, user_agent: &str) -> Request {
+        self.request(Method::Ack, self.local_seq, via, None, user_agent)
+    }
+
+    fn request(&self, method: Method, seq: u32, via: String, contact: Option<&str>, user_agent: &str) -> Request {
         let mut headers = Headers::new();
         headers.push("Via", via);
         headers.push("Max-Forwards", "70");
@@ -136,8 +146,10 @@ impl Dialog {
         headers.push("From", self.local_uri.to_string());
         headers.push("To", self.remote_uri.to_string());
         headers.push("Call-ID", self.call_id.clone());
-        headers.push("CSeq", format!("{} {}", self.local_seq, method));
-        headers.push("Contact", format!("<{contact}>"));
+        headers.push("CSeq", format!("{seq} {method}"));
+        if let Some(contact) = contact {
+            headers.push("Contact", format!("<{contact}>"));
+        }
         headers.push("User-Agent", user_agent.to_string());
         Request {
             method,
