@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -22,20 +21,6 @@ fn embedded_uac(ports: Ports, timeout_s: u32, extra: &[&str]) -> Sipp {
     let mut args = vec!["-sn", "uac", &target, "-i", CARRIER_IP, "-p", &peer, "-mi", CARRIER_IP, "-mp", &media];
     args.extend_from_slice(extra);
     Sipp::spawn_with_timeout("uac-records", ports.sipp_control(0), timeout_s, &args)
-}
-
-/// `trunkguard calls --json --last 1000 --state-dir <dir>`, parsed.
-fn calls_json(state_dir: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new(Appliance::binary())
-        .args(["calls", "--json", "--last", "1000", "--state-dir"])
-        .arg(state_dir)
-        .output()
-        .expect("run trunkguard calls");
-    assert!(out.status.success(), "trunkguard calls failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line ({e}): {l}")))
-        .collect()
 }
 
 /// Call-IDs of the INVITEs sipp received a 200 OK for, from its message trace.

@@ -19,32 +19,6 @@ fn config(ports: Ports) -> String {
     format!("{}{}", base_config(ports), inbound_carrier("telco", CARRIER_IP))
 }
 
-/// `trunkguard calls --json --state-dir <dir>`, parsed.
-fn calls_json(state_dir: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new(Appliance::binary())
-        .args(["calls", "--json", "--last", "100", "--state-dir"])
-        .arg(state_dir)
-        .output()
-        .expect("run trunkguard calls");
-    assert!(out.status.success(), "trunkguard calls failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line ({e}): {l}")))
-        .collect()
-}
-
-/// The one call's record once it has ended (the writer thread commits just after the BYE).
-fn ended_record(app: &Appliance) -> serde_json::Value {
-    let state = app.dir().join("trunkguard-state");
-    let mut rows = Vec::new();
-    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
-        rows = calls_json(&state);
-        rows.len() == 1 && !rows[0]["end_reason"].is_null()
-    });
-    assert_eq!(rows.len(), 1, "{rows:#?}\n{}", app.log());
-    rows.remove(0)
-}
-
 /// SIPp from the carrier's address, its media on `-mp`, `mode` ("-sf FILE" or "-sn uac"),
 /// pausing `pause_ms` after the ACK, one call.
 fn spawn_sipp(ports: Ports, name: &str, mode: [&str; 2], pause_ms: u32) -> Sipp {

@@ -252,23 +252,6 @@ fn talk(sock: UdpSocket, to: SocketAddr, queue: Arc<Mutex<std::collections::VecD
     }
 }
 
-/// The one call's record once it has ended, from `trunkguard calls --json`.
-fn ended_record(app: &Appliance) -> serde_json::Value {
-    let state = app.dir().join("trunkguard-state");
-    let mut rows: Vec<serde_json::Value> = Vec::new();
-    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
-        let out = std::process::Command::new(Appliance::binary())
-            .args(["calls", "--json", "--last", "10", "--state-dir"])
-            .arg(&state)
-            .output()
-            .expect("run trunkguard calls");
-        rows = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        rows.len() == 1 && !rows[0]["end_reason"].is_null()
-    });
-    assert_eq!(rows.len(), 1, "{rows:#?}");
-    rows.remove(0)
-}
-
 fn caller_speech() -> Vec<u8> {
     std::fs::read(repo_root().join("tests/sipp/caller.ulaw")).expect("tests/sipp/caller.ulaw")
 }

@@ -976,3 +976,34 @@ pub fn spawn_agent_sim(port: u16) -> Reap {
     assert!(line.starts_with("agent-sim listening on "), "agent-sim said {line:?}");
     sim
 }
+
+// ---------------------------------------------------------------------------
+// Call records
+// ---------------------------------------------------------------------------
+
+/// `trunkguard calls --json --last 1000 --state-dir <dir>`, parsed.
+pub fn calls_json(state_dir: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(Appliance::binary())
+        .args(["calls", "--json", "--last", "1000", "--state-dir"])
+        .arg(state_dir)
+        .output()
+        .expect("run trunkguard calls");
+    assert!(out.status.success(), "trunkguard calls failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line ({e}): {l}")))
+        .collect()
+}
+
+/// The appliance's one call record once the call has ended (the writer thread commits just
+/// after the BYE), waiting up to 5 s.
+pub fn ended_record(app: &Appliance) -> serde_json::Value {
+    let state = app.dir().join("trunkguard-state");
+    let mut rows = Vec::new();
+    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        rows = calls_json(&state);
+        rows.len() == 1 && !rows[0]["end_reason"].is_null()
+    });
+    assert_eq!(rows.len(), 1, "{rows:#?}\n{}", app.log());
+    rows.remove(0)
+}
