@@ -21,10 +21,10 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryS
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 
-use super::state::{open_with, StateError, BUSY_TIMEOUT, DB_FILE};
+use super::state::{open_read_only, open_with, LazyDb, StateError, DB_FILE};
 use super::storage::{WriteFailure, WriterHealth};
 use crate::core::endpoint::{CallRecord, RecordPhase};
 
@@ -207,33 +207,16 @@ impl Writer {
 /// The `calls` table through one connection, opened lazily and dropped after a failure.
 #[derive(Debug)]
 pub struct CallDb {
-    dir: PathBuf,
-    conn: Option<Connection>,
+    db: LazyDb,
 }
 
 impl CallDb {
     pub fn new(dir: impl Into<PathBuf>) -> CallDb {
-        CallDb { dir: dir.into(), conn: None }
+        CallDb { db: LazyDb::new(dir.into(), open) }
     }
 
-    fn path(&self) -> PathBuf {
-        self.dir.join(DB_FILE)
-    }
-
-    /// Runs `f` on the connection (opening it first); a failure drops the connection.
     fn with<T>(&mut self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
-        if self.conn.is_none() {
-            self.conn = Some(open(&self.dir)?);
-        }
-        let path = self.path();
-        let result = match self.conn.as_mut() {
-            Some(conn) => f(conn).map_err(|source| StateError::Sqlite { path, source }),
-            None => return Err(StateError::Poisoned),
-        };
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
+        self.db.with(f)
     }
 
     /// Inserts or updates the call's row and commits. Times: `unix_ms` stamps the answer (on
@@ -420,21 +403,11 @@ pub struct StoredCall {
 /// The `last` most recently answered calls in `<dir>/trunkguard.db`, oldest first, read
 /// through a read-only connection. No database or no table yet: an empty list.
 pub fn read_recent(dir: &Path, last: usize) -> Result<Vec<StoredCall>, StateError> {
+    let Some(conn) = open_read_only(dir, "calls")? else {
+        return Ok(Vec::new());
+    };
     let path = dir.join(DB_FILE);
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
     let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
-    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(sqlite)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
-    let table: Option<String> = conn
-        .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'calls'", [], |r| r.get(0))
-        .optional()
-        .map_err(sqlite)?;
-    if table.is_none() {
-        return Ok(Vec::new());
-    }
     // a database older than the added columns (read-only here: shown as NULL)
     let have = columns(&conn).map_err(sqlite)?;
     let added = ADDED_COLUMNS

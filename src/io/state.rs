@@ -105,6 +105,68 @@ fn write_health(conn: &mut Connection, unix_ms: u64) -> Result<(), rusqlite::Err
     tx.commit()
 }
 
+/// A connection to the state database, opened on first use by `open` (which also sets up the
+/// table it needs) and dropped after any failure, so the next use opens it again: a writer
+/// thread survives a database that was locked, read-only or full for a while.
+#[derive(Debug)]
+pub struct LazyDb {
+    dir: PathBuf,
+    open: fn(&Path) -> Result<Connection, StateError>,
+    conn: Option<Connection>,
+}
+
+impl LazyDb {
+    pub fn new(dir: PathBuf, open: fn(&Path) -> Result<Connection, StateError>) -> LazyDb {
+        LazyDb { dir, open, conn: None }
+    }
+
+    /// Runs `f` on the connection (opening it first); a failure drops the connection.
+    pub fn with<T>(&mut self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => (self.open)(&self.dir)?,
+        };
+        let conn = self.conn.insert(conn);
+        let result = f(conn).map_err(|source| StateError::Sqlite { path: self.dir.join(DB_FILE), source });
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// Whether a connection is open (tests: a failure drops it).
+    #[cfg(test)]
+    pub(crate) fn is_open(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Puts `conn` in place of the current connection (tests: a read-only one).
+    #[cfg(test)]
+    pub(crate) fn replace_connection(&mut self, conn: Connection) {
+        self.conn = Some(conn);
+    }
+}
+
+/// Opens the state database in `dir` read-only for a listing (`trunkguard calls`,
+/// `trunkguard callbacks`): `None` while the database or its `table` does not exist yet.
+pub fn open_read_only(dir: &Path, table: &str) -> Result<Option<Connection>, StateError> {
+    let path = dir.join(DB_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&path, flags).map_err(sqlite)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+    let found: Option<String> = rusqlite::OptionalExtension::optional(conn.query_row(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    ))
+    .map_err(sqlite)?;
+    Ok(found.map(|_| conn))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

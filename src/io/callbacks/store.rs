@@ -8,10 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{params, Connection, Row};
 use serde::Serialize;
 
-use crate::io::state::{open_with, StateError, BUSY_TIMEOUT, DB_FILE};
+use crate::io::state::{open_read_only, open_with, LazyDb, StateError, DB_FILE};
 
 /// The state of a request.
 pub const PENDING: &str = "pending";
@@ -75,8 +75,7 @@ pub struct StateCounts {
 /// (so a disk that comes back is used again).
 #[derive(Debug)]
 pub struct CallbackDb {
-    dir: PathBuf,
-    conn: Option<Connection>,
+    db: LazyDb,
 }
 
 const COLUMNS: &str = "id, call_id, caller, called, carrier, reason, failure, created_at, created_at_ms, attempts, \
@@ -84,22 +83,11 @@ const COLUMNS: &str = "id, call_id, caller, called, carrier, reason, failure, cr
 
 impl CallbackDb {
     pub fn new(dir: impl Into<PathBuf>) -> CallbackDb {
-        CallbackDb { dir: dir.into(), conn: None }
+        CallbackDb { db: LazyDb::new(dir.into(), open) }
     }
 
     fn with<T>(&mut self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
-        if self.conn.is_none() {
-            self.conn = Some(open(&self.dir)?);
-        }
-        let path = self.dir.join(DB_FILE);
-        let result = match self.conn.as_mut() {
-            Some(conn) => f(conn).map_err(|source| StateError::Sqlite { path, source }),
-            None => return Err(StateError::Poisoned),
-        };
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
+        self.db.with(f)
     }
 
     /// Stores a new pending request, due at once, and commits. Inserting an id that is already
@@ -254,21 +242,11 @@ fn open(dir: &Path) -> Result<Connection, StateError> {
 /// The `last` most recent requests in `<dir>/trunkguard.db`, oldest first, read through a
 /// read-only connection. No database or no table yet: an empty list.
 pub fn read_recent(dir: &Path, last: usize) -> Result<Vec<StoredCallback>, StateError> {
+    let Some(conn) = open_read_only(dir, "callbacks")? else {
+        return Ok(Vec::new());
+    };
     let path = dir.join(DB_FILE);
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
     let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
-    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(sqlite)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
-    let table: Option<String> = conn
-        .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'callbacks'", [], |r| r.get(0))
-        .optional()
-        .map_err(sqlite)?;
-    if table.is_none() {
-        return Ok(Vec::new());
-    }
     let mut stmt = conn
         .prepare(&format!(
             "SELECT {COLUMNS} FROM (SELECT *, rowid AS r FROM callbacks ORDER BY created_at_ms DESC, r DESC LIMIT ?1)

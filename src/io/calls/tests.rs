@@ -82,9 +82,8 @@ fn wal_and_synchronous_full_are_set() {
     let tmp = tempfile::tempdir().unwrap();
     let mut db = CallDb::new(tmp.path());
     db.upsert(&record("c1", RecordPhase::Answered), 1).unwrap();
-    let conn = db.conn.as_ref().unwrap();
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-    let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+    let mode: String = db.with(|conn| conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))).unwrap();
+    let sync: i64 = db.with(|conn| conn.query_row("PRAGMA synchronous", [], |r| r.get(0))).unwrap();
     assert_eq!((mode.as_str(), sync), ("wal", 2)); // 2 = FULL
 }
 
@@ -124,11 +123,11 @@ fn a_read_only_database_is_an_error_then_recovers() {
     let mut db = CallDb::new(tmp.path());
     db.upsert(&record("c1", RecordPhase::Answered), 1).unwrap();
     // (tests may run as root, where file modes do not stop writes: use a read-only connection)
-    let ro = Connection::open_with_flags(tmp.path().join(DB_FILE), OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    db.conn = Some(ro);
+    let ro = Connection::open_with_flags(tmp.path().join(DB_FILE), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    db.db.replace_connection(ro);
     let err = db.upsert(&record("c2", RecordPhase::Answered), 2).unwrap_err();
     assert!(matches!(err, StateError::Sqlite { .. }), "{err}");
-    assert!(db.conn.is_none(), "the failed connection is dropped");
+    assert!(!db.db.is_open(), "the failed connection is dropped");
     assert!(db.prune(3, RET).is_ok(), "reopened read-write");
     db.upsert(&record("c2", RecordPhase::Answered), 4).unwrap();
     assert_eq!(read_recent(tmp.path(), 10).unwrap().len(), 2);
