@@ -19,7 +19,8 @@ const FRAMES: usize = 100;
 /// The prompt's first `FRAMES` 20 ms frames at `rate`.
 fn speech(rate: Rate) -> Vec<Vec<i16>> {
     let prompt = Prompt::high_demand().expect("built-in prompt");
-    let mut up = (rate != Rate::Hz8000).then(|| Resampler::new(Rate::Hz8000, rate).expect("resampler"));
+    let mut up =
+        (rate != Rate::Hz8000).then(|| Resampler::new(Rate::Hz8000, rate).expect("resampler"));
     prompt
         .samples()
         .chunks_exact(Rate::Hz8000.frame_len())
@@ -75,7 +76,8 @@ fn opus(c: &mut Criterion) {
     for rate in [Rate::Hz24000, Rate::Hz48000] {
         let pcm = speech(rate);
         let packets = opus_packets(Rate::Hz48000);
-        let mut enc = OpusEncoder::new(OpusConfig { rate, ..OpusConfig::default() }).expect("encoder");
+        let mut enc =
+            OpusEncoder::new(OpusConfig { rate, ..OpusConfig::default() }).expect("encoder");
         let mut out = Vec::with_capacity(1500);
         let mut i = 0;
         g.bench_function(format!("encode_20ms_{}k_c5", rate.hz() / 1000), |b| {
@@ -99,7 +101,12 @@ fn opus(c: &mut Criterion) {
 /// (name, caller codec, AI format, caller payloads)
 fn pairings() -> Vec<(&'static str, Codec, AiFormat, Vec<Vec<u8>>)> {
     vec![
-        ("opus_pcm24k", Codec::opus(111), AiFormat::Pcm(Rate::Hz24000), opus_packets(Rate::Hz48000)),
+        (
+            "opus_pcm24k",
+            Codec::opus(111),
+            AiFormat::Pcm(Rate::Hz24000),
+            opus_packets(Rate::Hz48000),
+        ),
         ("pcmu_ulaw8k", Codec::PCMU, AiFormat::G711(Law::Ulaw), ulaw_frames()),
         ("pcmu_pcm24k_resampled", Codec::PCMU, AiFormat::Pcm(Rate::Hz24000), ulaw_frames()),
     ]
@@ -113,7 +120,9 @@ fn transcoder(c: &mut Criterion) {
         let mut i = 0;
         g.bench_function(format!("{name}/caller_to_ai"), |b| {
             b.iter(|| {
-                black_box(t.caller_to_ai(Some(black_box(&payloads[i % FRAMES]))).expect("decode").len());
+                black_box(
+                    t.caller_to_ai(Some(black_box(&payloads[i % FRAMES]))).expect("decode").len(),
+                );
                 i += 1;
             })
         });

@@ -171,11 +171,15 @@ fn main() -> ExitCode {
         Command::CheckConfig { path } => check_config(&path),
         Command::Run { config, state_dir } => run(config, state_dir),
         Command::SetPassword { state_dir, password_file } => set_password(state_dir, password_file),
-        Command::FirstBoot { config, state_dir, password_file } => first_boot(config, state_dir, password_file),
+        Command::FirstBoot { config, state_dir, password_file } => {
+            first_boot(config, state_dir, password_file)
+        }
         Command::AgentSim(args) => agent_sim(args),
         Command::Calls { json, last, state_dir } => show_calls(json, last, state_dir),
         Command::Callbacks { json, last, state_dir } => show_callbacks(json, last, state_dir),
-        Command::Bench { what: BenchCommand::Media { codec, seconds, calls } } => bench_media(codec, seconds, calls),
+        Command::Bench { what: BenchCommand::Media { codec, seconds, calls } } => {
+            bench_media(codec, seconds, calls)
+        }
     }
 }
 
@@ -208,9 +212,7 @@ fn run(path: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
         },
         None => Config::embedded_default(),
     };
-    let origin = path
-        .as_ref()
-        .map_or("embedded default".to_owned(), |p| p.display().to_string());
+    let origin = path.as_ref().map_or("embedded default".to_owned(), |p| p.display().to_string());
     tracing::info!(config = %origin, summary = %config.summary(), "starting trunkguard");
     // one state directory for the database, the admin password and the TLS certificate:
     // --state-dir, else [state] dir (which defaults to $STATE_DIRECTORY, else ./trunkguard-state)
@@ -304,7 +306,11 @@ fn set_password(state_dir: Option<PathBuf>, password_file: Option<PathBuf>) -> E
 /// The configuration on the box when it exists, else the embedded defaults.
 const BOX_CONFIG: &str = "/etc/trunkguard/trunkguard.toml";
 
-fn first_boot(config: Option<PathBuf>, state_dir: Option<PathBuf>, password_file: Option<PathBuf>) -> ExitCode {
+fn first_boot(
+    config: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+) -> ExitCode {
     use mgmt::first_boot::{self, PasswordSource};
     let config = match config.or_else(|| Some(PathBuf::from(BOX_CONFIG)).filter(|p| p.exists())) {
         Some(path) => match Config::load(&path) {
@@ -329,7 +335,10 @@ fn first_boot(config: Option<PathBuf>, state_dir: Option<PathBuf>, password_file
         }
         Err(e) => {
             eprintln!("error: {e}");
-            let usage = matches!(e, first_boot::FirstBootError::Password(_) | first_boot::FirstBootError::NoMatch);
+            let usage = matches!(
+                e,
+                first_boot::FirstBootError::Password(_) | first_boot::FirstBootError::NoMatch
+            );
             ExitCode::from(if usage { EXIT_CONFIG } else { EXIT_RUNTIME })
         }
     }
@@ -417,10 +426,12 @@ async fn termination() {
 
 /// The tokio runtime (at most two worker threads: the box is small), or the exit code.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
-        eprintln!("error: cannot start the async runtime: {e}");
-        ExitCode::from(EXIT_RUNTIME)
-    })
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(
+        |e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        },
+    )
 }
 
 /// Prints every problem on stderr, one per line, and returns exit code 2.

@@ -45,10 +45,7 @@ async fn connect(addr: SocketAddr) -> Client {
 }
 
 async fn send(ws: &mut Client, text: String) {
-    timeout(WAIT, ws.send(Message::text(text)))
-        .await
-        .unwrap()
-        .unwrap();
+    timeout(WAIT, ws.send(Message::text(text))).await.unwrap().unwrap();
 }
 
 /// The next text frame within `within`, skipping control frames; panics on close or error.
@@ -85,11 +82,7 @@ async fn close_code(ws: &mut Client, within: Duration) -> Option<CloseCode> {
 async fn eventually(sim: &SimHandle, check: impl Fn(&trunkguard::sim::SimCounters) -> bool) {
     let deadline = Instant::now() + WAIT;
     while !check(&sim.stats.snapshot()) {
-        assert!(
-            Instant::now() < deadline,
-            "stats never matched: {:?}",
-            sim.stats.snapshot()
-        );
+        assert!(Instant::now() < deadline, "stats never matched: {:?}", sim.stats.snapshot());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -132,15 +125,8 @@ fn session(format: AudioFormat) -> openai::RealtimeSession {
         instructions: None,
         output_modalities: vec!["audio".into()],
         audio: openai::SessionAudio {
-            input: openai::AudioInput {
-                format,
-                transcription: None,
-                turn_detection: None,
-            },
-            output: openai::AudioOutput {
-                format,
-                voice: None,
-            },
+            input: openai::AudioInput { format, transcription: None, turn_detection: None },
+            output: openai::AudioOutput { format, voice: None },
         },
     }
 }
@@ -173,27 +159,15 @@ async fn twilio_echo_round_trip_paced_with_marks_and_dtmf() {
     let sent_at = Instant::now();
     for (i, chunk) in speech.chunks(160).enumerate() {
         let i = i as u64;
-        send(
-            &mut ws,
-            twilio::encode_media(i + 2, "MZsim", i + 1, i * 20, chunk),
-        )
-        .await;
+        send(&mut ws, twilio::encode_media(i + 2, "MZsim", i + 1, i * 20, chunk)).await;
     }
 
     let (audio, first, last, mark) = twilio_until_mark(&mut ws).await;
     assert_eq!(audio, speech, "the echo is the caller's audio");
     let (first, last) = (first.unwrap(), last.unwrap());
-    assert!(
-        first - sent_at >= Duration::from_millis(150),
-        "echo delay: {:?}",
-        first - sent_at
-    );
+    assert!(first - sent_at >= Duration::from_millis(150), "echo delay: {:?}", first - sent_at);
     // 50 frames: no faster than real time (80% of 980 ms between first and last frame).
-    assert!(
-        last - first >= Duration::from_millis(784),
-        "too fast: {:?}",
-        last - first
-    );
+    assert!(last - first >= Duration::from_millis(784), "too fast: {:?}", last - first);
     assert!(mark.starts_with("burst-"), "{mark}");
 
     send(&mut ws, twilio::encode_dtmf(60, "MZsim", '5')).await;
@@ -222,21 +196,16 @@ async fn twilio_echo_round_trip_paced_with_marks_and_dtmf() {
 
 #[tokio::test]
 async fn twilio_utterance_end_sends_a_mark_after_its_echo() {
-    let sim = start_sim(SimProtocol::TwilioMediaStreams, |c| {
-        c.echo_delay = Duration::from_millis(20)
-    })
-    .await;
+    let sim =
+        start_sim(SimProtocol::TwilioMediaStreams, |c| c.echo_delay = Duration::from_millis(20))
+            .await;
     let mut ws = connect(sim.addr).await;
     send(&mut ws, twilio::encode_start(1, &start_info(false))).await;
     let mut caller = sine(8000, 200);
     caller.extend(vec![0i16; 8000 * 400 / 1000]);
     let caller = ulaw(&caller);
     for (i, chunk) in caller.chunks(160).enumerate() {
-        send(
-            &mut ws,
-            twilio::encode_media(i as u64 + 2, "MZsim", 1, 0, chunk),
-        )
-        .await;
+        send(&mut ws, twilio::encode_media(i as u64 + 2, "MZsim", 1, 0, chunk)).await;
     }
     let (audio, _, _, mark) = twilio_until_mark(&mut ws).await;
     assert!(mark.starts_with("utterance-"), "{mark}");
@@ -250,19 +219,9 @@ async fn twilio_utterance_end_sends_a_mark_after_its_echo() {
 async fn openai_session_echo_and_speech_started() {
     let sim = start_sim(SimProtocol::OpenAiRealtime, |_| {}).await;
     let mut ws = connect(sim.addr).await;
-    assert_eq!(
-        openai::decode(&next_text(&mut ws, WAIT).await).unwrap(),
-        OaIn::SessionCreated
-    );
-    send(
-        &mut ws,
-        openai::encode_session_update(session(AudioFormat::Pcm { rate: 24000 })),
-    )
-    .await;
-    assert_eq!(
-        openai::decode(&next_text(&mut ws, WAIT).await).unwrap(),
-        OaIn::SessionUpdated
-    );
+    assert_eq!(openai::decode(&next_text(&mut ws, WAIT).await).unwrap(), OaIn::SessionCreated);
+    send(&mut ws, openai::encode_session_update(session(AudioFormat::Pcm { rate: 24000 }))).await;
+    assert_eq!(openai::decode(&next_text(&mut ws, WAIT).await).unwrap(), OaIn::SessionUpdated);
 
     let mut caller = vec![0i16; 24000 * 300 / 1000];
     caller.extend(sine(24000, 500));
@@ -272,18 +231,11 @@ async fn openai_session_echo_and_speech_started() {
     let (mut audio, mut ids, mut speech_at) = (Vec::new(), None, None);
     loop {
         match openai::decode(&next_text(&mut ws, WAIT).await).unwrap() {
-            OaIn::SpeechStarted {
-                item_id,
-                audio_start_ms,
-            } => {
+            OaIn::SpeechStarted { item_id, audio_start_ms } => {
                 assert!(item_id.is_some_and(|i| !i.is_empty()));
                 speech_at = audio_start_ms;
             }
-            OaIn::AudioDelta {
-                response_id,
-                item_id,
-                audio: a,
-            } => {
+            OaIn::AudioDelta { response_id, item_id, audio: a } => {
                 assert!(!response_id.is_empty() && !item_id.is_empty());
                 let pair = ids.get_or_insert((response_id.clone(), item_id.clone()));
                 assert_eq!(pair, &(response_id, item_id), "one response for the burst");
@@ -295,11 +247,7 @@ async fn openai_session_echo_and_speech_started() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(
-        speech_at,
-        Some(300),
-        "speech detected after 300 ms of silence"
-    );
+    assert_eq!(speech_at, Some(300), "speech detected after 300 ms of silence");
     assert_eq!(audio, pcm_bytes(&caller), "the echo is the caller's audio");
 
     // Speech after silence starts a new utterance.
@@ -310,25 +258,10 @@ async fn openai_session_echo_and_speech_started() {
     }
     send(&mut ws, openai::encode_truncate("item_x", 123)).await;
     send(&mut ws, openai::encode_text_item(false, "hello")).await;
-    eventually(&sim, |s| {
-        s.items_created.len() == 1 && s.speech_started == 2
-    })
-    .await;
+    eventually(&sim, |s| s.items_created.len() == 1 && s.speech_started == 2).await;
     let s = sim.stats.snapshot();
-    assert_eq!(
-        s.truncates,
-        vec![Truncate {
-            item_id: "item_x".into(),
-            audio_end_ms: 123
-        }]
-    );
-    assert_eq!(
-        s.items_created,
-        vec![CreatedItem {
-            role: "user".into(),
-            text: "hello".into()
-        }]
-    );
+    assert_eq!(s.truncates, vec![Truncate { item_id: "item_x".into(), audio_end_ms: 123 }]);
+    assert_eq!(s.items_created, vec![CreatedItem { role: "user".into(), text: "hello".into() }]);
     assert_eq!((s.starts, s.media_in, s.protocol_errors), (1, 65, 0));
     drop(ws);
     sim.shutdown().await.unwrap();
@@ -336,23 +269,13 @@ async fn openai_session_echo_and_speech_started() {
 
 #[tokio::test]
 async fn openai_ulaw_session_echoes_ulaw() {
-    let sim = start_sim(SimProtocol::OpenAiRealtime, |c| {
-        c.echo_delay = Duration::ZERO
-    })
-    .await;
+    let sim = start_sim(SimProtocol::OpenAiRealtime, |c| c.echo_delay = Duration::ZERO).await;
     let mut ws = connect(sim.addr).await;
     next_text(&mut ws, WAIT).await;
-    send(
-        &mut ws,
-        openai::encode_session_update(session(AudioFormat::Pcmu)),
-    )
-    .await;
+    send(&mut ws, openai::encode_session_update(session(AudioFormat::Pcmu))).await;
     let updated: serde_json::Value = serde_json::from_str(&next_text(&mut ws, WAIT).await).unwrap();
     assert_eq!(updated["type"], "session.updated");
-    assert_eq!(
-        updated["session"]["audio"]["output"]["format"]["type"],
-        "audio/pcmu"
-    );
+    assert_eq!(updated["session"]["audio"]["output"]["format"]["type"], "audio/pcmu");
     let caller = ulaw(&sine(8000, 200));
     send(&mut ws, openai::encode_append(&caller)).await;
     let mut audio = Vec::new();
@@ -375,14 +298,9 @@ async fn openai_ulaw_session_echoes_ulaw() {
 
 #[tokio::test]
 async fn fault_refuse_closes_before_the_upgrade() {
-    let sim = start_sim(SimProtocol::OpenAiRealtime, |c| {
-        c.faults = vec![Fault::Refuse]
-    })
-    .await;
+    let sim = start_sim(SimProtocol::OpenAiRealtime, |c| c.faults = vec![Fault::Refuse]).await;
     let url = format!("ws://{}/", sim.addr);
-    let result = timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .unwrap();
+    let result = timeout(WAIT, tokio_tungstenite::connect_async(url)).await.unwrap();
     match result {
         Err(WsError::Http(resp)) => panic!("got an HTTP answer {}", resp.status()),
         Err(_) => {}
@@ -394,15 +312,9 @@ async fn fault_refuse_closes_before_the_upgrade() {
 
 #[tokio::test]
 async fn fault_http503_answers_the_upgrade_with_503() {
-    let sim = start_sim(SimProtocol::TwilioMediaStreams, |c| {
-        c.faults = vec![Fault::Http503]
-    })
-    .await;
+    let sim = start_sim(SimProtocol::TwilioMediaStreams, |c| c.faults = vec![Fault::Http503]).await;
     let url = format!("ws://{}/media", sim.addr);
-    match timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .unwrap()
-    {
+    match timeout(WAIT, tokio_tungstenite::connect_async(url)).await.unwrap() {
         Err(WsError::Http(resp)) => assert_eq!(resp.status().as_u16(), 503),
         Err(e) => panic!("expected HTTP 503, got {e}"),
         Ok(_) => panic!("upgrade succeeded"),
@@ -419,10 +331,7 @@ async fn fault_close_after_sends_1011() {
     .await;
     let t0 = Instant::now();
     let mut ws = connect(sim.addr).await;
-    assert_eq!(
-        close_code(&mut ws, Duration::from_secs(3)).await,
-        Some(CloseCode::Error)
-    );
+    assert_eq!(close_code(&mut ws, Duration::from_secs(3)).await, Some(CloseCode::Error));
     let elapsed = t0.elapsed();
     assert!(
         elapsed >= Duration::from_millis(900) && elapsed < Duration::from_millis(2500),
@@ -441,26 +350,13 @@ async fn fault_stall_after_answers_nothing() {
     })
     .await;
     let mut ws = connect(sim.addr).await;
-    assert_eq!(
-        openai::decode(&next_text(&mut ws, WAIT).await).unwrap(),
-        OaIn::SessionCreated
-    );
+    assert_eq!(openai::decode(&next_text(&mut ws, WAIT).await).unwrap(), OaIn::SessionCreated);
     eventually(&sim, |s| s.fault_stalls == 1).await;
-    send(
-        &mut ws,
-        openai::encode_session_update(session(AudioFormat::Pcmu)),
-    )
-    .await;
+    send(&mut ws, openai::encode_session_update(session(AudioFormat::Pcmu))).await;
     send(&mut ws, openai::encode_append(&ulaw(&sine(8000, 100)))).await;
-    timeout(WAIT, ws.send(Message::Ping(vec![1, 2, 3].into())))
-        .await
-        .unwrap()
-        .unwrap();
+    timeout(WAIT, ws.send(Message::Ping(vec![1, 2, 3].into()))).await.unwrap().unwrap();
     // Nothing at all comes back: no session.updated, no audio, no pong, no close.
-    assert!(
-        timeout(Duration::from_secs(1), ws.next()).await.is_err(),
-        "the agent answered"
-    );
+    assert!(timeout(Duration::from_secs(1), ws.next()).await.is_err(), "the agent answered");
     assert_eq!(sim.stats.snapshot().starts, 0);
     drop(ws);
     sim.shutdown().await.unwrap();
@@ -476,17 +372,10 @@ async fn fault_slow_first_audio_delays_the_first_frame() {
     let mut ws = connect(sim.addr).await;
     send(&mut ws, twilio::encode_start(1, &start_info(false))).await;
     let sent_at = Instant::now();
-    send(
-        &mut ws,
-        twilio::encode_media(2, "MZsim", 1, 0, &ulaw(&sine(8000, 100))),
-    )
-    .await;
+    send(&mut ws, twilio::encode_media(2, "MZsim", 1, 0, &ulaw(&sine(8000, 100)))).await;
     let (audio, first, _, _) = twilio_until_mark(&mut ws).await;
     let delay = first.unwrap() - sent_at;
-    assert!(
-        delay >= Duration::from_millis(550) && delay < Duration::from_secs(3),
-        "{delay:?}"
-    );
+    assert!(delay >= Duration::from_millis(550) && delay < Duration::from_secs(3), "{delay:?}");
     assert_eq!(audio.len(), 800);
     drop(ws);
     sim.shutdown().await.unwrap();
@@ -500,14 +389,8 @@ async fn oversize_and_binary_frames_close_the_connection() {
     let code = close_code(&mut ws, WAIT).await;
     assert!(matches!(code, None | Some(CloseCode::Size)), "{code:?}");
     let mut ws = connect(sim.addr).await;
-    timeout(WAIT, ws.send(Message::Binary(vec![1, 2].into())))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        close_code(&mut ws, WAIT).await,
-        Some(CloseCode::Unsupported)
-    );
+    timeout(WAIT, ws.send(Message::Binary(vec![1, 2].into()))).await.unwrap().unwrap();
+    assert_eq!(close_code(&mut ws, WAIT).await, Some(CloseCode::Unsupported));
     eventually(&sim, |s| s.protocol_errors == 2).await;
     drop(ws);
     sim.shutdown().await.unwrap();
@@ -515,10 +398,7 @@ async fn oversize_and_binary_frames_close_the_connection() {
 
 #[tokio::test]
 async fn twilio_prompt_mode_greets_and_clears_on_barge_in() {
-    let sim = start_sim(SimProtocol::TwilioMediaStreams, |c| {
-        c.mode = SimMode::Prompt
-    })
-    .await;
+    let sim = start_sim(SimProtocol::TwilioMediaStreams, |c| c.mode = SimMode::Prompt).await;
     let mut ws = connect(sim.addr).await;
     send(&mut ws, twilio::encode_start(1, &start_info(false))).await;
     let greeting = ulaw(Prompt::high_demand().unwrap().samples());
@@ -531,11 +411,7 @@ async fn twilio_prompt_mode_greets_and_clears_on_barge_in() {
     }
     assert_eq!(audio[..], greeting[..audio.len()], "the greeting, in order");
     // The caller talks over the greeting: the agent flushes it.
-    send(
-        &mut ws,
-        twilio::encode_media(2, "MZsim", 1, 0, &ulaw(&sine(8000, 100))),
-    )
-    .await;
+    send(&mut ws, twilio::encode_media(2, "MZsim", 1, 0, &ulaw(&sine(8000, 100)))).await;
     loop {
         match twilio::decode(&next_text(&mut ws, WAIT).await).unwrap() {
             TwIn::Clear { stream_sid } => {
@@ -556,11 +432,7 @@ async fn openai_prompt_mode_speaks_pcm24k_after_session_update() {
     let sim = start_sim(SimProtocol::OpenAiRealtime, |c| c.mode = SimMode::Prompt).await;
     let mut ws = connect(sim.addr).await;
     next_text(&mut ws, WAIT).await;
-    send(
-        &mut ws,
-        openai::encode_session_update(session(AudioFormat::Pcm { rate: 24000 })),
-    )
-    .await;
+    send(&mut ws, openai::encode_session_update(session(AudioFormat::Pcm { rate: 24000 }))).await;
     let mut deltas = 0;
     while deltas < 5 {
         if let OaIn::AudioDelta { audio, .. } =
@@ -587,13 +459,7 @@ impl Drop for Reap {
 #[tokio::test]
 async fn subcommand_prints_listening_serves_and_exits_on_sigterm() {
     let child = Command::new(env!("CARGO_BIN_EXE_trunkguard"))
-        .args([
-            "agent-sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--protocol",
-            "openai-realtime",
-        ])
+        .args(["agent-sim", "--listen", "127.0.0.1:0", "--protocol", "openai-realtime"])
         .args(["--fault", "slow-first-audio:10", "--echo-delay-ms", "50"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -618,17 +484,10 @@ async fn subcommand_prints_listening_serves_and_exits_on_sigterm() {
         .parse()
         .unwrap();
     let mut ws = connect(addr).await;
-    assert_eq!(
-        openai::decode(&next_text(&mut ws, WAIT).await).unwrap(),
-        OaIn::SessionCreated
-    );
+    assert_eq!(openai::decode(&next_text(&mut ws, WAIT).await).unwrap(), OaIn::SessionCreated);
 
     let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert_eq!(close_code(&mut ws, WAIT).await, Some(CloseCode::Away));
     let deadline = Instant::now() + WAIT;
     let status = loop {
@@ -672,10 +531,9 @@ async fn drive(ws: &mut Client, session: &mut AiSession, within: Duration) -> Ve
 
 #[tokio::test]
 async fn core_twilio_session_interoperates_with_the_sim() {
-    let sim = start_sim(SimProtocol::TwilioMediaStreams, |c| {
-        c.echo_delay = Duration::from_millis(20)
-    })
-    .await;
+    let sim =
+        start_sim(SimProtocol::TwilioMediaStreams, |c| c.echo_delay = Duration::from_millis(20))
+            .await;
     let mut ws = connect(sim.addr).await;
     let call = CallInfo {
         call_sid: "CA9".into(),
@@ -685,13 +543,8 @@ async fn core_twilio_session_interoperates_with_the_sim() {
     };
     let resume = Some(Transcript::new(8, 1000));
     let now = Instant::now();
-    let mut session = AiSession::new(
-        SessionConfig::default(),
-        AiProtocol::Twilio,
-        call,
-        resume,
-        now,
-    );
+    let mut session =
+        AiSession::new(SessionConfig::default(), AiProtocol::Twilio, call, resume, now);
     assert_eq!(session.on_open(now), vec![AiEvent::Ready]);
     for chunk in ulaw(&sine(8000, 300)).chunks(160) {
         session.send_caller_audio(Instant::now(), chunk).unwrap();
@@ -707,20 +560,11 @@ async fn core_twilio_session_interoperates_with_the_sim() {
         .sum();
     assert_eq!(audio, 2400 + 1600, "echo of 300 ms plus a 200 ms beep");
     // The beep follows the echo in the same burst: one mark, after both.
-    let marks: Vec<_> = events
-        .iter()
-        .filter(|e| matches!(e, AiEvent::Mark(_)))
-        .collect();
-    assert!(
-        matches!(marks[..], [AiEvent::Mark(ref m)] if m.starts_with("dtmf-#")),
-        "{marks:?}"
-    );
+    let marks: Vec<_> = events.iter().filter(|e| matches!(e, AiEvent::Mark(_))).collect();
+    assert!(matches!(marks[..], [AiEvent::Mark(ref m)] if m.starts_with("dtmf-#")), "{marks:?}");
     assert!(matches!(events.last(), Some(AiEvent::Mark(_))));
     let stats = session.stats();
-    assert_eq!(
-        (stats.unknown_in, stats.errors_in, stats.marks_echoed),
-        (0, 0, 1)
-    );
+    assert_eq!((stats.unknown_in, stats.errors_in, stats.marks_echoed), (0, 0, 1));
     session.close(Instant::now());
     flush_session(&mut ws, &mut session).await;
     eventually(&sim, |s| s.stops == 1 && s.marks.len() == 1).await;
@@ -735,15 +579,10 @@ async fn core_twilio_session_interoperates_with_the_sim() {
 
 #[tokio::test]
 async fn core_openai_session_interoperates_with_the_sim() {
-    let sim = start_sim(SimProtocol::OpenAiRealtime, |c| {
-        c.echo_delay = Duration::from_millis(20)
-    })
-    .await;
+    let sim =
+        start_sim(SimProtocol::OpenAiRealtime, |c| c.echo_delay = Duration::from_millis(20)).await;
     let mut ws = connect(sim.addr).await;
-    let settings = OpenAiSettings {
-        format: OpenAiFormat::Pcm24k,
-        ..OpenAiSettings::default()
-    };
+    let settings = OpenAiSettings { format: OpenAiFormat::Pcm24k, ..OpenAiSettings::default() };
     let now = Instant::now();
     let mut resume = Transcript::new(8, 1000);
     resume.push(Role::User, "I need a plumber");
@@ -773,10 +612,7 @@ async fn core_openai_session_interoperates_with_the_sim() {
         .sum();
     assert_eq!(audio, caller.len());
     let stats = session.stats();
-    assert_eq!(
-        (stats.unknown_in, stats.errors_in, stats.agent_errors),
-        (0, 0, 0)
-    );
+    assert_eq!((stats.unknown_in, stats.errors_in, stats.agent_errors), (0, 0, 0));
     let s = sim.stats.snapshot();
     assert_eq!(s.items_created.len(), 1);
     assert_eq!(s.items_created[0].text, "I need a plumber");
@@ -797,10 +633,9 @@ async fn serves_wss_with_tls() {
         .with_no_client_auth()
         .with_single_cert(vec![cert.clone()], key)
         .unwrap();
-    let sim = start_sim(SimProtocol::OpenAiRealtime, |c| {
-        c.tls = Some(std::sync::Arc::new(server_tls))
-    })
-    .await;
+    let sim =
+        start_sim(SimProtocol::OpenAiRealtime, |c| c.tls = Some(std::sync::Arc::new(server_tls)))
+            .await;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).unwrap();
     let client_tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -813,10 +648,7 @@ async fn serves_wss_with_tls() {
     let connecting =
         tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector));
     let (mut ws, _) = timeout(WAIT, connecting).await.unwrap().unwrap();
-    assert_eq!(
-        openai::decode(&next_text(&mut ws, WAIT).await).unwrap(),
-        OaIn::SessionCreated
-    );
+    assert_eq!(openai::decode(&next_text(&mut ws, WAIT).await).unwrap(), OaIn::SessionCreated);
     drop(ws);
     sim.shutdown().await.unwrap();
 }

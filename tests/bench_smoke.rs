@@ -27,8 +27,12 @@ fn bench(args: &[&str]) -> std::process::Output {
 fn figures(stdout: &str) -> HashMap<String, f64> {
     let mut out = HashMap::new();
     for line in stdout.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
-        let (name, value) = line.split_once(": ").unwrap_or_else(|| panic!("not `name: number`: {line:?}"));
-        assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{line:?}");
+        let (name, value) =
+            line.split_once(": ").unwrap_or_else(|| panic!("not `name: number`: {line:?}"));
+        assert!(
+            name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{line:?}"
+        );
         let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line:?}"));
         assert!(value.is_finite() && value >= 0.0, "{line:?}");
         assert!(out.insert(name.to_owned(), value).is_none(), "duplicate {name}");
@@ -41,7 +45,10 @@ fn bench_media_pcmu_prints_every_figure_as_name_number() {
     let out = bench(&["--seconds", "1", "--codec", "pcmu"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.lines().next().is_some_and(|l| l.starts_with('#') && l.contains("pcmu")), "{stdout}");
+    assert!(
+        stdout.lines().next().is_some_and(|l| l.starts_with('#') && l.contains("pcmu")),
+        "{stdout}"
+    );
     let f = figures(&stdout);
     let names: Vec<&str> = FIGURES.to_vec();
     let mut got: Vec<&str> = f.keys().map(String::as_str).collect();
@@ -49,7 +56,12 @@ fn bench_media_pcmu_prints_every_figure_as_name_number() {
     let mut want = names.clone();
     want.sort_unstable();
     assert_eq!(got, want, "{stdout}");
-    for name in ["codec_ceiling_calls_per_core", "pipeline_calls_per_core", "pipeline_vs_ceiling", "calls_at_80_percent"] {
+    for name in [
+        "codec_ceiling_calls_per_core",
+        "pipeline_calls_per_core",
+        "pipeline_vs_ceiling",
+        "calls_at_80_percent",
+    ] {
         assert!(f[name] > 0.0, "{name}: {stdout}");
     }
     // the counting allocator is installed in the binary: a G.711 call holds some heap
@@ -59,8 +71,15 @@ fn bench_media_pcmu_prints_every_figure_as_name_number() {
 
 #[test]
 fn bench_media_rejects_bad_arguments_with_usage_errors() {
-    for args in [&["--seconds", "0"][..], &["--seconds", "x"], &["--codec", "g729"], &["--calls", "0"]] {
+    for args in
+        [&["--seconds", "0"][..], &["--seconds", "x"], &["--codec", "g729"], &["--calls", "0"]]
+    {
         let out = bench(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

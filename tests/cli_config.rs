@@ -2,10 +2,8 @@
 
 use std::process::Command;
 
-const EXAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/firmware/etc/trunkguard/trunkguard.toml"
-);
+const EXAMPLE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/firmware/etc/trunkguard/trunkguard.toml");
 
 fn check_config(path: &std::path::Path) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_trunkguard"))
@@ -39,10 +37,7 @@ fn broken_file_exits_two_naming_each_field() {
     let text = std::fs::read_to_string(EXAMPLE)
         .unwrap()
         .replace("down_after = 2,", "down_after = 0,")
-        .replace(
-            "udp:127.0.0.1:5060\", \"tcp",
-            "udpx:127.0.0.1:5060\", \"tcp",
-        );
+        .replace("udp:127.0.0.1:5060\", \"tcp", "udpx:127.0.0.1:5060\", \"tcp");
     let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
     let (listen_line, probe_line) = (line_of("udpx:"), line_of("down_after = 0"));
     std::fs::write(&path, &text).unwrap();
@@ -71,10 +66,7 @@ fn unknown_key_and_missing_file_exit_two() {
     std::fs::write(&path, "[status]\nlisten = \"127.0.0.1:8080\"\nport = 1\n").unwrap();
     let (code, _, stderr) = check_config(&path);
     assert_eq!(code, 2);
-    assert!(
-        stderr.contains(":3: status.port: unknown field `port`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(":3: status.port: unknown field `port`"), "{stderr}");
     let (code, _, stderr) = check_config(&dir.path().join("missing.toml"));
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read configuration"), "{stderr}");

@@ -35,11 +35,17 @@ fn first_boot(dir: &Path, extra: &[&str], stdin: &str) -> Output {
 
 fn verifies(state: &Path, password: &str) -> bool {
     let phc = std::fs::read_to_string(state.join("admin-password.argon2")).unwrap();
-    Argon2::default().verify_password(password.as_bytes(), &PasswordHash::new(phc.trim()).unwrap()).is_ok()
+    Argon2::default()
+        .verify_password(password.as_bytes(), &PasswordHash::new(phc.trim()).unwrap())
+        .is_ok()
 }
 
 fn text(out: &Output) -> String {
-    format!("stdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]
@@ -62,7 +68,11 @@ fn password_file_sets_everything_once() {
     {
         use std::os::unix::fs::PermissionsExt;
         for f in ["admin-password.argon2", "key.pem"] {
-            assert_eq!(std::fs::metadata(state.join(f)).unwrap().permissions().mode() & 0o777, 0o600, "{f}");
+            assert_eq!(
+                std::fs::metadata(state.join(f)).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{f}"
+            );
         }
     }
 
@@ -105,7 +115,11 @@ fn typed_twice_with_the_rules_enforced() {
     let input = "correct horse battery\nwrong one here\n".repeat(3);
     let out = first_boot(dir.path(), &[], &input);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("did not match 3 times"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did not match 3 times"),
+        "{}",
+        text(&out)
+    );
     assert!(!dir.path().join("state/admin-password.argon2").exists());
 
     // the console closed halfway

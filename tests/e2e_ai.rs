@@ -81,7 +81,9 @@ impl Drop for Sims {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
             for h in self.handles.drain(..) {
-                let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), h.shutdown()).await });
+                let _ = rt.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(3), h.shutdown()).await
+                });
             }
             rt.shutdown_timeout(Duration::from_secs(2));
         }
@@ -89,7 +91,13 @@ impl Drop for Sims {
 }
 
 /// `[ai]` and the `[[ai_endpoint]]`s (primary, then standby when given).
-fn ai_config(ports: Ports, protocol: &str, format: &str, primary: &str, standby: Option<&str>) -> String {
+fn ai_config(
+    ports: Ports,
+    protocol: &str,
+    format: &str,
+    primary: &str,
+    standby: Option<&str>,
+) -> String {
     let mut s = format!(
         "{}{}[ai]\nsetup_budget_ms = {BUDGET_MS}\n\n",
         base_config(ports),
@@ -147,7 +155,15 @@ impl Uac {
         let invite = invite_request("UDP", sip.local, target, &call_id, rtp);
         let invited_at = Instant::now();
         sip.send(target, invite.as_bytes());
-        Uac { sip, target, call_id, from_hdr: String::new(), to_hdr: String::new(), cseq: 1, invited_at }
+        Uac {
+            sip,
+            target,
+            call_id,
+            from_hdr: String::new(),
+            to_hdr: String::new(),
+            cseq: 1,
+            invited_at,
+        }
     }
 
     /// Waits for the final response; panics unless it is a 200 with an SDP answer.
@@ -212,7 +228,8 @@ impl Uac {
         self.cseq += 1;
         self.send_in_dialog("BYE", self.cseq);
         let (_, ok) = self.sip.recv_until(Duration::from_secs(3), |m| {
-            status_code(m) == Some(200) && header(m, "CSeq", None).is_some_and(|c| c.ends_with("BYE"))
+            status_code(m) == Some(200)
+                && header(m, "CSeq", None).is_some_and(|c| c.ends_with("BYE"))
         });
         ok
     }
@@ -228,7 +245,12 @@ const DTMF_PT: u8 = 101;
 enum TxFrame {
     Audio(Vec<u8>),
     /// One RFC 4733 packet of `event`, `duration` samples so far; `end` on the last three.
-    Event { event: u8, duration: u16, end: bool, first: bool },
+    Event {
+        event: u8,
+        duration: u16,
+        end: bool,
+        first: bool,
+    },
 }
 
 /// One packet the peer sent.
@@ -253,7 +275,8 @@ const PEER_MAX: Duration = Duration::from_secs(60);
 
 impl RtpPeer {
     fn bind(ip: &str, port: u16) -> RtpPeer {
-        let sock = UdpSocket::bind((ip, port)).unwrap_or_else(|e| panic!("bind RTP peer {ip}:{port}: {e}"));
+        let sock = UdpSocket::bind((ip, port))
+            .unwrap_or_else(|e| panic!("bind RTP peer {ip}:{port}: {e}"));
         sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let addr = sock.local_addr().unwrap();
         let mut peer = RtpPeer {
@@ -265,7 +288,8 @@ impl RtpPeer {
             stop: Arc::default(),
             threads: Vec::new(),
         };
-        let (rx, received, stop) = (sock.try_clone().unwrap(), peer.received.clone(), peer.stop.clone());
+        let (rx, received, stop) =
+            (sock.try_clone().unwrap(), peer.received.clone(), peer.stop.clone());
         peer.threads.push(thread::spawn(move || {
             let started = Instant::now();
             let mut buf = [0u8; 2048];
@@ -277,7 +301,8 @@ impl RtpPeer {
                 }
             }
         }));
-        let (sent, queue, target, stop) = (peer.sent.clone(), peer.queue.clone(), peer.target.clone(), peer.stop.clone());
+        let (sent, queue, target, stop) =
+            (peer.sent.clone(), peer.queue.clone(), peer.target.clone(), peer.stop.clone());
         peer.threads.push(thread::spawn(move || talk(sock, sent, queue, target, stop)));
         peer
     }
@@ -307,7 +332,12 @@ impl RtpPeer {
         };
         let mut q = self.queue.lock().unwrap();
         for i in 0..frames {
-            q.push_back(TxFrame::Event { event, duration: (i + 1) * 160, end: false, first: i == 0 });
+            q.push_back(TxFrame::Event {
+                event,
+                duration: (i + 1) * 160,
+                end: false,
+                first: i == 0,
+            });
         }
         for _ in 0..3 {
             q.push_back(TxFrame::Event { event, duration: frames * 160, end: true, first: false });
@@ -516,7 +546,9 @@ fn print_latencies(app: &Appliance, prefix: &str, names: &[&str]) {
 }
 
 fn assert_no_active_calls(app: &Appliance) {
-    let idle = wait_until(Duration::from_secs(3), Duration::from_millis(100), || app.calls_counter("active") == 0);
+    let idle = wait_until(Duration::from_secs(3), Duration::from_millis(100), || {
+        app.calls_counter("active") == 0
+    });
     assert!(idle, "calls.active did not return to 0: {}", app.status_json());
 }
 
@@ -526,7 +558,13 @@ fn assert_no_active_calls(app: &Appliance) {
 
 /// Places a call to an echo agent, talks caller.ulaw once, and cross-correlates what comes
 /// back with what was said.
-fn echo_round_trip(ports: Ports, protocol: SimProtocol, config_protocol: &str, format: &str, label: &str) {
+fn echo_round_trip(
+    ports: Ports,
+    protocol: SimProtocol,
+    config_protocol: &str,
+    format: &str,
+    label: &str,
+) {
     let _serial = serial();
     let mut sims = Sims::new();
     let a = sims.start(protocol, SimMode::Echo, &[]);
@@ -534,7 +572,11 @@ fn echo_round_trip(ports: Ports, protocol: SimProtocol, config_protocol: &str, f
     let peer = RtpPeer::bind(CARRIER_IP, ports.audio(0));
     let mut uac = Uac::call(ports, 0, peer.addr, label);
     let answer = uac.answered(Duration::from_secs(5));
-    assert!(answer.codes.starts_with(&[100, 180]), "expected 100, 180 before 200: {:?}", answer.codes);
+    assert!(
+        answer.codes.starts_with(&[100, 180]),
+        "expected 100, 180 before 200: {:?}",
+        answer.codes
+    );
     assert!(answer.setup < Duration::from_millis(BUDGET_MS), "answered after {:?}", answer.setup);
 
     let speech = caller_speech();
@@ -549,16 +591,24 @@ fn echo_round_trip(ports: Ports, protocol: SimProtocol, config_protocol: &str, f
 
     let received = peer.received();
     let voiced_heard = received.iter().filter(|p| voiced(p)).count();
-    assert!(voiced_heard > 60, "heard only {voiced_heard} voiced packets of echo ({} packets)", received.len());
+    assert!(
+        voiced_heard > 60,
+        "heard only {voiced_heard} voiced packets of echo ({} packets)",
+        received.len()
+    );
     assert!(received.iter().all(|p| p.from == answer.rtp), "RTP not from the SDP answer's address");
     let len = (t0.elapsed().as_secs_f64() * RATE) as usize + 8000;
-    let (said, heard) = (sent_timeline(&peer.sent(), t0, len), received_timeline(&received, t0, len));
+    let (said, heard) =
+        (sent_timeline(&peer.sent(), t0, len), received_timeline(&received, t0, len));
     let (lag_ms, env_c, wave_c) = echo_lag(&said, &heard, 1500);
     figure(&format!("{label}_echo_lag_ms"), format!("{lag_ms:.1}"));
     figure(&format!("{label}_echo_envelope_correlation"), format!("{env_c:.3}"));
     figure(&format!("{label}_echo_waveform_correlation"), format!("{wave_c:.3}"));
     // the lag over each third of the speech (a drifting lag would show here)
-    let first_sent = peer.sent().first().map_or(0, |p| (p.at.saturating_duration_since(t0).as_secs_f64() * RATE) as usize);
+    let first_sent = peer
+        .sent()
+        .first()
+        .map_or(0, |p| (p.at.saturating_duration_since(t0).as_secs_f64() * RATE) as usize);
     let third = speech.len() / 3;
     let segments: Vec<String> = (0..3)
         .map(|k| {
@@ -568,31 +618,59 @@ fn echo_round_trip(ports: Ports, protocol: SimProtocol, config_protocol: &str, f
         })
         .collect();
     figure(&format!("{label}_echo_lag_by_third_ms"), segments.join(" "));
-    assert!(env_c > 0.8, "echo envelope does not match the caller's speech (r = {env_c:.3}, lag {lag_ms} ms)");
-    assert!(wave_c > 0.9, "echo waveform does not match the caller's speech (r = {wave_c:.3}, lag {lag_ms} ms)");
+    assert!(
+        env_c > 0.8,
+        "echo envelope does not match the caller's speech (r = {env_c:.3}, lag {lag_ms} ms)"
+    );
+    assert!(
+        wave_c > 0.9,
+        "echo waveform does not match the caller's speech (r = {wave_c:.3}, lag {lag_ms} ms)"
+    );
     assert!((200.0..1000.0).contains(&lag_ms), "echo lag {lag_ms} ms (sim echo delay 200 ms)");
 
     let seen = sims.stats(a);
     assert_eq!(seen.starts, 1, "{seen:?}");
     assert!(seen.media_in > 100, "agent got {} caller frames", seen.media_in);
     assert!(seen.media_out > 100, "agent sent {} frames", seen.media_out);
-    print_latencies(&app, &format!("{label}_"), &["rtp_to_ai", "ai_to_rtp", "ai_first_audio", "call_setup"]);
+    print_latencies(
+        &app,
+        &format!("{label}_"),
+        &["rtp_to_ai", "ai_to_rtp", "ai_first_audio", "call_setup"],
+    );
     app.assert_alive();
 }
 
 #[test]
 fn twilio_echo_comes_back_to_the_caller() {
-    echo_round_trip(Ports::new(29000), SimProtocol::TwilioMediaStreams, "twilio-media-streams", "g711_ulaw", "twilio");
+    echo_round_trip(
+        Ports::new(29000),
+        SimProtocol::TwilioMediaStreams,
+        "twilio-media-streams",
+        "g711_ulaw",
+        "twilio",
+    );
 }
 
 #[test]
 fn openai_ulaw_echo_comes_back_to_the_caller() {
-    echo_round_trip(Ports::new(29200), SimProtocol::OpenAiRealtime, "openai-realtime", "g711_ulaw", "openai_ulaw");
+    echo_round_trip(
+        Ports::new(29200),
+        SimProtocol::OpenAiRealtime,
+        "openai-realtime",
+        "g711_ulaw",
+        "openai_ulaw",
+    );
 }
 
 #[test]
 fn openai_pcm16_echo_comes_back_to_the_caller() {
-    echo_round_trip(Ports::new(29400), SimProtocol::OpenAiRealtime, "openai-realtime", "pcm16", "openai_pcm16");
+    echo_round_trip(
+        Ports::new(29400),
+        SimProtocol::OpenAiRealtime,
+        "openai-realtime",
+        "pcm16",
+        "openai_pcm16",
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -616,7 +694,9 @@ fn dtmf_from_the_caller_reaches_the_agent() {
     peer.say(&[SILENCE; 160 * 10]);
     peer.press('#', 5);
     assert!(peer.drained(Duration::from_secs(3)));
-    let got = wait_until(Duration::from_secs(3), Duration::from_millis(10), || sims.stats(a).dtmf.len() >= 2);
+    let got = wait_until(Duration::from_secs(3), Duration::from_millis(10), || {
+        sims.stats(a).dtmf.len() >= 2
+    });
     let seen = sims.stats(a);
     assert!(got, "agent saw digits {:?}", seen.dtmf);
     assert_eq!(seen.dtmf, vec!['5', '#']);
@@ -624,7 +704,10 @@ fn dtmf_from_the_caller_reaches_the_agent() {
     thread::sleep(Duration::from_millis(600));
     let beeps = peer.received().iter().filter(|p| p.at > pressed && voiced(p)).count();
     figure("dtmf_beep_packets_heard", beeps);
-    assert!(beeps >= 10, "heard {beeps} voiced packets after the key presses (two 200 ms beeps expected)");
+    assert!(
+        beeps >= 10,
+        "heard {beeps} voiced packets after the key presses (two 200 ms beeps expected)"
+    );
     assert!(uac.hang_up(), "no 200 to BYE");
     assert_no_active_calls(&app);
     app.assert_alive();
@@ -662,13 +745,15 @@ fn agent_clear_on_barge_in_stops_the_greeting_at_once() {
         }
         thread::sleep(Duration::from_millis(2));
     }
-    let cleared_at = cleared_at.expect("the agent sent no clear while the caller talked over the greeting");
+    let cleared_at =
+        cleared_at.expect("the agent sent no clear while the caller talked over the greeting");
     thread::sleep(Duration::from_millis(600));
     let received = peer.received();
 
     // the greeting's last packet: the end of the run of packets that was playing at the clear
     let playing: Vec<&RtpPacket> = received.iter().filter(|p| p.at >= talk).collect();
-    let mut last = playing.first().map(|p| p.at).expect("greeting stopped before the caller talked");
+    let mut last =
+        playing.first().map(|p| p.at).expect("greeting stopped before the caller talked");
     for p in &playing {
         if p.at.saturating_duration_since(last) > Duration::from_millis(80) {
             break;
@@ -678,11 +763,15 @@ fn agent_clear_on_barge_in_stops_the_greeting_at_once() {
     let stop_after_clear_ms = last.saturating_duration_since(cleared_at).as_secs_f64() * 1000.0
         - cleared_at.saturating_duration_since(last).as_secs_f64() * 1000.0;
     let silent_until = received.iter().find(|p| p.at > last).map(|p| p.at);
-    let silence_ms = silent_until.map_or(f64::INFINITY, |t| t.duration_since(last).as_secs_f64() * 1000.0);
+    let silence_ms =
+        silent_until.map_or(f64::INFINITY, |t| t.duration_since(last).as_secs_f64() * 1000.0);
     figure("clear_to_last_greeting_packet_ms", format!("{stop_after_clear_ms:.1}"));
     figure("clear_talk_to_clear_ms", cleared_at.duration_since(talk).as_millis());
     figure("clear_silence_after_ms", format!("{silence_ms:.0}"));
-    assert!(stop_after_clear_ms < 200.0, "greeting went on {stop_after_clear_ms:.0} ms after the clear");
+    assert!(
+        stop_after_clear_ms < 200.0,
+        "greeting went on {stop_after_clear_ms:.0} ms after the clear"
+    );
     assert!(silence_ms >= 150.0, "audio resumed {silence_ms:.0} ms after the greeting stopped");
     assert!(uac.hang_up(), "no 200 to BYE");
     app.assert_alive();
@@ -710,8 +799,22 @@ fn sipp_call(ports: Ports, scenario_file: &str, talking: bool) -> (Sipp, RtpSink
         scenario_file,
         ports.sipp_control(0),
         &[
-            "-sf", &scenario(scenario_file), &target, "-i", CARRIER_IP, "-p", &peer, "-mi", CARRIER_IP,
-            "-mp", &media, "-key", "audio_port", &audio, "-m", "1",
+            "-sf",
+            &scenario(scenario_file),
+            &target,
+            "-i",
+            CARRIER_IP,
+            "-p",
+            &peer,
+            "-mi",
+            CARRIER_IP,
+            "-mp",
+            &media,
+            "-key",
+            "audio_port",
+            &audio,
+            "-m",
+            "1",
         ],
     );
     let ok = sipp.wait_success(Duration::from_secs(25));
@@ -741,7 +844,10 @@ fn primary_answering_503_gives_the_call_to_the_standby_within_the_budget() {
     // the standby (prompt mode) greeted the caller for the 2.4 s the call lasted
     sink.wait_quiet(Duration::from_millis(400), Duration::from_secs(3));
     let heard = sink.speech();
-    assert!(heard.voiced_packets > 30, "the standby's greeting did not reach the caller: {heard:?}");
+    assert!(
+        heard.voiced_packets > 30,
+        "the standby's greeting did not reach the caller: {heard:?}"
+    );
     assert_eq!(app.status_json()["ai_fallbacks"], 0);
     assert_no_active_calls(&app);
     app.assert_alive();
@@ -770,9 +876,15 @@ fn primary_refusing_gives_calls_to_the_standby_and_opens_its_breaker() {
         let mut uac = Uac::call(ports, i, peer.addr, &format!("refuse{i}"));
         let answer = uac.answered(Duration::from_secs(5));
         setups.push(answer.setup.as_secs_f64() * 1000.0);
-        assert!(answer.setup < Duration::from_millis(BUDGET_MS), "call {i} answered after {:?}", answer.setup);
+        assert!(
+            answer.setup < Duration::from_millis(BUDGET_MS),
+            "call {i} answered after {:?}",
+            answer.setup
+        );
         if i == 0 {
-            wait_until(Duration::from_secs(2), Duration::from_millis(10), || sims.stats(s).starts >= 1);
+            wait_until(Duration::from_secs(2), Duration::from_millis(10), || {
+                sims.stats(s).starts >= 1
+            });
             let standby = sims.stats(s);
             assert_eq!(standby.starts, 1, "{standby:?}");
             assert_eq!(sims.stats(p).starts, 0);
@@ -797,14 +909,20 @@ fn primary_refusing_gives_calls_to_the_standby_and_opens_its_breaker() {
 
 #[test]
 fn primary_closing_mid_call_plays_the_filler_then_the_standby_takes_over() {
-    let figures = mid_call_failover(Ports::new(30400), SimProtocol::TwilioMediaStreams, "close-after:2", "");
+    let figures =
+        mid_call_failover(Ports::new(30400), SimProtocol::TwilioMediaStreams, "close-after:2", "");
     assert!(figures.detection_ms < 500.0, "filler {:.0} ms after the close", figures.detection_ms);
 }
 
 #[test]
 fn primary_stalling_mid_call_plays_the_filler_then_the_standby_takes_over() {
     // stall_timeout_ms 500 (the default): detection is bounded by it plus a few frames
-    let figures = mid_call_failover(Ports::new(30800), SimProtocol::TwilioMediaStreams, "stall-after:2", "stall_timeout_ms = 500\n");
+    let figures = mid_call_failover(
+        Ports::new(30800),
+        SimProtocol::TwilioMediaStreams,
+        "stall-after:2",
+        "stall_timeout_ms = 500\n",
+    );
     assert!(
         (400.0..1000.0).contains(&figures.detection_ms),
         "filler {:.0} ms after the stall (stall_timeout_ms 500)",
@@ -814,7 +932,8 @@ fn primary_stalling_mid_call_plays_the_filler_then_the_standby_takes_over() {
 
 #[test]
 fn openai_primary_closing_mid_call_fails_over_to_the_openai_standby() {
-    let figures = mid_call_failover(Ports::new(31000), SimProtocol::OpenAiRealtime, "close-after:2", "");
+    let figures =
+        mid_call_failover(Ports::new(31000), SimProtocol::OpenAiRealtime, "close-after:2", "");
     assert!(figures.detection_ms < 500.0, "filler {:.0} ms after the close", figures.detection_ms);
 }
 
@@ -824,7 +943,12 @@ struct FailoverFigures {
 
 /// A call to a Twilio echo primary with `fault`, and a healthy echo standby: the caller talks
 /// throughout; the filler covers the failover; the standby resumes; the call survives.
-fn mid_call_failover(ports: Ports, protocol: SimProtocol, fault: &str, ai_extra: &str) -> FailoverFigures {
+fn mid_call_failover(
+    ports: Ports,
+    protocol: SimProtocol,
+    fault: &str,
+    ai_extra: &str,
+) -> FailoverFigures {
     let _serial = serial();
     let twilio = protocol == SimProtocol::TwilioMediaStreams;
     let label = match (twilio, fault.starts_with("stall")) {
@@ -836,7 +960,8 @@ fn mid_call_failover(ports: Ports, protocol: SimProtocol, fault: &str, ai_extra:
     let p = sims.start(protocol, SimMode::Echo, &[fault]);
     let s = sims.start(protocol, SimMode::Echo, &[]);
     let config_protocol = if twilio { "twilio-media-streams" } else { "openai-realtime" };
-    let config = ai_config(ports, config_protocol, "g711_ulaw", &sims.url(p), Some(&sims.url(s))).replace("[ai]\n", &format!("[ai]\n{ai_extra}"));
+    let config = ai_config(ports, config_protocol, "g711_ulaw", &sims.url(p), Some(&sims.url(s)))
+        .replace("[ai]\n", &format!("[ai]\n{ai_extra}"));
     let mut app = Appliance::start(&config);
     let peer = RtpPeer::bind(CARRIER_IP, ports.audio(0));
     let mut uac = Uac::call(ports, 0, peer.addr, "failover");
@@ -870,10 +995,9 @@ fn mid_call_failover(ports: Ports, protocol: SimProtocol, fault: &str, ai_extra:
     };
     let received = peer.received();
     let is_filler = |p: &RtpPacket| filler_frames.contains(&p.payload) && voiced(p);
-    let first_filler = received
-        .iter()
-        .find(|p| is_filler(p))
-        .unwrap_or_else(|| panic!("the caller never heard the filler ({} packets)", received.len()));
+    let first_filler = received.iter().find(|p| is_filler(p)).unwrap_or_else(|| {
+        panic!("the caller never heard the filler ({} packets)", received.len())
+    });
     let filler_packets = received.iter().filter(|p| is_filler(p)).count();
     let last_primary = received
         .iter()
@@ -886,17 +1010,19 @@ fn mid_call_failover(ports: Ports, protocol: SimProtocol, fault: &str, ai_extra:
         .expect("no echo from the standby after the filler");
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     // signed: the test notices the close by polling the sim's counters (every 2 ms)
-    let detection = ms(first_filler.at.saturating_duration_since(dropped_at)) - ms(dropped_at.saturating_duration_since(first_filler.at));
+    let detection = ms(first_filler.at.saturating_duration_since(dropped_at))
+        - ms(dropped_at.saturating_duration_since(first_filler.at));
     let gap = ms(first_standby.at.duration_since(last_primary.at));
     figure(&format!("{label}_detection_ms"), format!("{detection:.1}"));
     figure(&format!("{label}_audio_gap_ms"), format!("{gap:.1}"));
     figure(&format!("{label}_filler_packets_heard"), filler_packets);
-    figure(&format!("{label}_filler_to_standby_audio_ms"), format!("{:.1}", ms(first_standby.at.duration_since(first_filler.at))));
-    assert!(
-        first_filler.at + Duration::from_millis(50) >= dropped_at,
-        "filler before the drop?"
+    figure(
+        &format!("{label}_filler_to_standby_audio_ms"),
+        format!("{:.1}", ms(first_standby.at.duration_since(first_filler.at))),
     );
-    let standby_voiced = received.iter().filter(|p| p.at > first_standby.at && voiced(p) && !is_filler(p)).count();
+    assert!(first_filler.at + Duration::from_millis(50) >= dropped_at, "filler before the drop?");
+    let standby_voiced =
+        received.iter().filter(|p| p.at > first_standby.at && voiced(p) && !is_filler(p)).count();
     assert!(standby_voiced > 50, "only {standby_voiced} voiced packets of standby echo");
 
     let (primary, standby) = (sims.stats(p), sims.stats(s));
@@ -925,7 +1051,10 @@ fn both_agents_down_the_caller_hears_the_canned_prompt_and_the_appliance_hangs_u
     let mut sims = Sims::new();
     let p = sims.start(SimProtocol::TwilioMediaStreams, SimMode::Echo, &["refuse"]);
     // the ladder without its menu: the canned prompt, goodbye, BYE (docs/fallback.md)
-    let config = format!("{}[fallback]\nmenu = false\nno_answer = \"hangup\"\n\n", twilio_config(ports, &sims.url(p), Some(&dead_url(ports, 0))));
+    let config = format!(
+        "{}[fallback]\nmenu = false\nno_answer = \"hangup\"\n\n",
+        twilio_config(ports, &sims.url(p), Some(&dead_url(ports, 0)))
+    );
     let mut app = Appliance::start(&config);
     let (sipp, sink) = sipp_call(ports, "uac_wait_bye.xml", true);
     assert!(sipp.received_requests("BYE") >= 1, "no BYE from the appliance:\n{}", sipp.messages());
@@ -939,7 +1068,10 @@ fn both_agents_down_the_caller_hears_the_canned_prompt_and_the_appliance_hangs_u
     let setup = status_latency(&app, "call_setup");
     let setup_ms = setup["max_ms"].as_f64().expect("call_setup.max_ms");
     figure("fallback_invite_to_200_ms", format!("{setup_ms:.1}"));
-    assert!(setup_ms <= BUDGET_MS as f64 + 50.0, "answered after {setup_ms} ms (budget {BUDGET_MS})");
+    assert!(
+        setup_ms <= BUDGET_MS as f64 + 50.0,
+        "answered after {setup_ms} ms (budget {BUDGET_MS})"
+    );
     assert!(sims.stats(p).rejected >= 1);
     let status = app.status_json();
     assert_eq!(status["ai_fallbacks"], 1, "{status}");

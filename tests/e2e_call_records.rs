@@ -17,8 +17,11 @@ fn config(ports: Ports) -> String {
 }
 
 fn embedded_uac(ports: Ports, timeout_s: u32, extra: &[&str]) -> Sipp {
-    let (target, peer, media) = (sip_addr(ports).to_string(), ports.peer(0).to_string(), ports.sipp_media(0).to_string());
-    let mut args = vec!["-sn", "uac", &target, "-i", CARRIER_IP, "-p", &peer, "-mi", CARRIER_IP, "-mp", &media];
+    let (target, peer, media) =
+        (sip_addr(ports).to_string(), ports.peer(0).to_string(), ports.sipp_media(0).to_string());
+    let mut args = vec![
+        "-sn", "uac", &target, "-i", CARRIER_IP, "-p", &peer, "-mi", CARRIER_IP, "-mp", &media,
+    ];
     args.extend_from_slice(extra);
     Sipp::spawn_with_timeout("uac-records", ports.sipp_control(0), timeout_s, &args)
 }
@@ -33,10 +36,11 @@ fn answered_call_ids(trace: &str) -> BTreeSet<String> {
             continue;
         }
         let header = |name: &str| {
-            lines[first..]
-                .iter()
-                .take_while(|l| !l.starts_with("-----"))
-                .find_map(|l| l.split_once(':').filter(|(n, _)| n.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()))
+            lines[first..].iter().take_while(|l| !l.starts_with("-----")).find_map(|l| {
+                l.split_once(':')
+                    .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_string())
+            })
         };
         if header("CSeq").is_some_and(|c| c.ends_with("INVITE")) {
             if let Some(id) = header("Call-ID") {
@@ -72,7 +76,11 @@ fn three_calls_leave_three_records_shown_by_trunkguard_calls() {
         assert!(sipp_ids.contains(r["call_id"].as_str().unwrap()), "{r} not in {sipp_ids:?}");
     }
     // the table form works too
-    let out = Command::new(Appliance::binary()).args(["calls", "--state-dir"]).arg(&state).output().unwrap();
+    let out = Command::new(Appliance::binary())
+        .args(["calls", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert_eq!(table.lines().count(), 4, "{table}");
     assert!(table.contains("telco") && table.contains("remote BYE"), "{table}");
@@ -85,7 +93,9 @@ fn kill_9_under_load_leaves_an_intact_database_with_every_answered_call() {
     let mut app = Appliance::start(&config(ports));
     // sipp's global timeout ends it (with its logs flushed) once the appliance is gone
     let mut sipp = embedded_uac(ports, 8, &["-m", "20", "-r", "10", "-d", "500"]);
-    let started = wait_until(Duration::from_secs(10), Duration::from_millis(20), || app.calls_counter("answered_total") >= 5);
+    let started = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        app.calls_counter("answered_total") >= 5
+    });
     assert!(started, "calls did not start: {}", app.status_json());
     app.kill_hard();
     let _ = sipp.wait_success(Duration::from_secs(20)); // fails: the appliance is gone
@@ -97,7 +107,8 @@ fn kill_9_under_load_leaves_an_intact_database_with_every_answered_call() {
     let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(check, "ok");
     let mut stmt = conn.prepare("SELECT call_id, answered_at_ms FROM calls").unwrap();
-    let rows: Vec<(String, Option<i64>)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    let rows: Vec<(String, Option<i64>)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
     assert!(rows.iter().all(|(_, at)| at.is_some()), "every record has its answer time: {rows:?}");
     let recorded: BTreeSet<String> = rows.into_iter().map(|(id, _)| id).collect();
     eprintln!("sipp saw {} answers; {} records", sipp_ids.len(), recorded.len());

@@ -84,15 +84,28 @@ async fn webhook_down_then_up_gets_the_request_once() {
     let created = now_ms();
     let id = cb.submit(request(1), created).unwrap();
     // down: attempts are made, refused, and scheduled later
-    assert!(wait_for(Duration::from_secs(10), || rows(state.path()).first().is_some_and(|r| r.attempts >= 2)).await);
+    assert!(
+        wait_for(Duration::from_secs(10), || rows(state.path())
+            .first()
+            .is_some_and(|r| r.attempts >= 2))
+        .await
+    );
     let r = rows(state.path()).remove(0);
     assert_eq!((r.id.as_str(), r.state.as_str(), r.last_status), (id.as_str(), "pending", None));
     assert!(r.last_error.as_deref().unwrap().starts_with("cannot connect"), "{r:?}");
     let (last, next) = (r.last_attempt_at_ms.unwrap(), r.next_attempt_at_ms.unwrap());
-    assert!(next >= last + 100 && next <= last + 1000, "retry {} ms after the attempt", next - last);
+    assert!(
+        next >= last + 100 && next <= last + 1000,
+        "retry {} ms after the attempt",
+        next - last
+    );
     // up: delivered, exactly once
     let hook = Webhook::start(addr, Answer::Status(204)).await;
-    assert!(wait_for(Duration::from_secs(10), || delivered(state.path()) == 1).await, "{:?}", rows(state.path()));
+    assert!(
+        wait_for(Duration::from_secs(10), || delivered(state.path()) == 1).await,
+        "{:?}",
+        rows(state.path())
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let hits = hook.hits();
     assert_eq!(hits.len(), 1, "{hits:?}");
@@ -115,7 +128,10 @@ async fn webhook_down_then_up_gets_the_request_once() {
     assert_eq!(b["attempt"], r.attempts);
     assert_eq!(b["created_at"], r.created_at.as_str());
     assert!(r.created_at.ends_with('Z') && r.created_at.len() == 24, "{}", r.created_at);
-    assert_eq!((r.last_status, r.next_attempt_at_ms, r.last_error.as_deref()), (Some(204), None, None));
+    assert_eq!(
+        (r.last_status, r.next_attempt_at_ms, r.last_error.as_deref()),
+        (Some(204), None, None)
+    );
     assert!(r.delivered_at_ms.is_some());
     let c = cb.counters().snapshot();
     assert_eq!((c.pending, c.delivered, c.failed, c.stored), (0, 1, 0, 1));
@@ -128,18 +144,36 @@ async fn webhook_down_then_up_gets_the_request_once() {
 async fn errors_garbage_and_a_hang_are_retried_then_delivered() {
     let state = tempfile::tempdir().unwrap();
     let hook = Webhook::start("127.0.0.1:0".parse().unwrap(), Answer::Status(200)).await;
-    hook.script(&[Answer::Status(500), Answer::Garbage, Answer::Hang, Answer::Status(302), Answer::Status(404)]);
+    hook.script(&[
+        Answer::Status(500),
+        Answer::Garbage,
+        Answer::Hang,
+        Answer::Status(302),
+        Answer::Status(404),
+    ]);
     let cb = Callbacks::start(state.path().to_path_buf(), &config(&hook.url()), RETENTION).unwrap();
     let id = cb.submit(request(2), now_ms()).unwrap();
-    assert!(wait_for(Duration::from_secs(15), || delivered(state.path()) == 1).await, "{:?}", rows(state.path()));
+    assert!(
+        wait_for(Duration::from_secs(15), || delivered(state.path()) == 1).await,
+        "{:?}",
+        rows(state.path())
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let hits = hook.hits();
     let answers: Vec<Answer> = hits.iter().map(|h| h.answer).collect();
     assert_eq!(
         answers,
-        [Answer::Status(500), Answer::Garbage, Answer::Hang, Answer::Status(302), Answer::Status(404), Answer::Status(200)]
+        [
+            Answer::Status(500),
+            Answer::Garbage,
+            Answer::Hang,
+            Answer::Status(302),
+            Answer::Status(404),
+            Answer::Status(200)
+        ]
     );
-    let attempts: Vec<&str> = hits.iter().map(|h| h.header("x-trunkguard-attempt").unwrap()).collect();
+    let attempts: Vec<&str> =
+        hits.iter().map(|h| h.header("x-trunkguard-attempt").unwrap()).collect();
     assert_eq!(attempts, ["1", "2", "3", "4", "5", "6"]);
     assert!(hits.iter().all(|h| h.header("idempotency-key") == Some(id.as_str())));
     // the hang was cut at timeout_ms by the client
@@ -166,7 +200,11 @@ async fn a_failing_webhook_is_not_hammered() {
     // tight loop would make thousands
     println!("callback_attempts_in_4s_failing_webhook: {}", hits.len());
     assert!(hits.len() >= 3, "retried: {}", hits.len());
-    assert!(hits.len() <= 1 + (window.as_millis() / 100) as usize, "{} attempts in {window:?}", hits.len());
+    assert!(
+        hits.len() <= 1 + (window.as_millis() / 100) as usize,
+        "{} attempts in {window:?}",
+        hits.len()
+    );
     for w in hits.windows(2) {
         let gap = w[1].at - w[0].at;
         assert!(gap >= Duration::from_millis(90), "two attempts {gap:?} apart");
@@ -176,7 +214,10 @@ async fn a_failing_webhook_is_not_hammered() {
     assert_eq!(r.state, "pending");
     assert_eq!(r.last_status, Some(503));
     assert_eq!(r.last_error.as_deref(), Some("HTTP 503 Service Unavailable"));
-    println!("callback_late_retry_gaps_ms: {:?}", late_gaps.iter().map(|g| g.as_millis()).collect::<Vec<_>>());
+    println!(
+        "callback_late_retry_gaps_ms: {:?}",
+        late_gaps.iter().map(|g| g.as_millis()).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,13 +228,20 @@ async fn one_attempt_per_request_at_a_time_and_at_most_four_in_flight() {
     for n in 0..8 {
         cb.submit(request(n), now_ms()).unwrap();
     }
-    assert!(wait_for(Duration::from_secs(15), || hook.hits().len() >= 24).await, "{}", hook.hits().len());
+    assert!(
+        wait_for(Duration::from_secs(15), || hook.hits().len() >= 24).await,
+        "{}",
+        hook.hits().len()
+    );
     let (per_request, total) = hook.max_open();
     assert_eq!(per_request, 1, "two attempts of one request at once");
     assert!((2..=4).contains(&total), "{total} deliveries in flight at once");
     // every request gets its turn
-    let keys: std::collections::HashSet<String> =
-        hook.hits().iter().filter_map(|h| h.header("idempotency-key").map(str::to_string)).collect();
+    let keys: std::collections::HashSet<String> = hook
+        .hits()
+        .iter()
+        .filter_map(|h| h.header("idempotency-key").map(str::to_string))
+        .collect();
     assert_eq!(keys.len(), 8);
 }
 
@@ -217,11 +265,16 @@ async fn pending_requests_are_delivered_after_a_restart() {
     assert!(rows(state.path()).iter().all(|r| r.state == "pending"));
     let hook = Webhook::start(addr, Answer::Status(200)).await;
     let second = Callbacks::start(state.path().to_path_buf(), &config(&url), RETENTION).unwrap();
-    assert!(wait_for(Duration::from_secs(10), || delivered(state.path()) == 2).await, "{:?}", rows(state.path()));
+    assert!(
+        wait_for(Duration::from_secs(10), || delivered(state.path()) == 2).await,
+        "{:?}",
+        rows(state.path())
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let hits = hook.hits();
     assert_eq!(hits.len(), 2, "each delivered once: {hits:?}");
-    let mut got: Vec<String> = hits.iter().map(|h| h.body["id"].as_str().unwrap().to_string()).collect();
+    let mut got: Vec<String> =
+        hits.iter().map(|h| h.body["id"].as_str().unwrap().to_string()).collect();
     got.sort();
     let mut want = ids.clone();
     want.sort();
@@ -260,7 +313,11 @@ async fn a_request_older_than_give_up_after_h_gets_one_last_attempt_then_fails()
     };
     trunkguard::io::callbacks::store::CallbackDb::new(state.path()).insert(&row).unwrap();
     let cb = Callbacks::start(state.path().to_path_buf(), &config(&hook.url()), RETENTION).unwrap();
-    assert!(wait_for(Duration::from_secs(10), || rows(state.path())[0].state == "failed").await, "{:?}", rows(state.path()));
+    assert!(
+        wait_for(Duration::from_secs(10), || rows(state.path())[0].state == "failed").await,
+        "{:?}",
+        rows(state.path())
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(hook.hits().len(), 1, "one last attempt, then no more");
     let r = rows(state.path()).remove(0);
@@ -273,7 +330,8 @@ async fn a_request_older_than_give_up_after_h_gets_one_last_attempt_then_fails()
 fn self_signed() -> (tokio_rustls::TlsAcceptor, String) {
     let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let cert_pem = generated.cert.pem();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(generated.key_pair.serialize_der()).unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(generated.key_pair.serialize_der()).unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -287,12 +345,20 @@ fn self_signed() -> (tokio_rustls::TlsAcceptor, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_webhook_is_trusted_through_ca_bundle_only() {
     let (acceptor, cert_pem) = self_signed();
-    let hook = Webhook::start_tls("127.0.0.1:0".parse().unwrap(), Answer::Status(200), acceptor).await;
+    let hook =
+        Webhook::start_tls("127.0.0.1:0".parse().unwrap(), Answer::Status(200), acceptor).await;
     // without the bundle the certificate is not trusted: attempts fail, nothing is delivered
     let untrusted = tempfile::tempdir().unwrap();
-    let cb = Callbacks::start(untrusted.path().to_path_buf(), &config(&hook.https_url()), RETENTION).unwrap();
+    let cb =
+        Callbacks::start(untrusted.path().to_path_buf(), &config(&hook.https_url()), RETENTION)
+            .unwrap();
     cb.submit(request(1), now_ms()).unwrap();
-    assert!(wait_for(Duration::from_secs(10), || rows(untrusted.path()).first().is_some_and(|r| r.attempts >= 2)).await);
+    assert!(
+        wait_for(Duration::from_secs(10), || rows(untrusted.path())
+            .first()
+            .is_some_and(|r| r.attempts >= 2))
+        .await
+    );
     let r = rows(untrusted.path()).remove(0);
     assert_eq!(r.state, "pending");
     assert!(r.last_error.as_deref().unwrap().contains("certificate"), "{r:?}");
@@ -305,7 +371,11 @@ async fn an_https_webhook_is_trusted_through_ca_bundle_only() {
     let cfg = CallbackConfig { ca_bundle: Some(bundle), ..config(&hook.https_url()) };
     let cb = Callbacks::start(state.path().join("db"), &cfg, RETENTION).unwrap();
     let id = cb.submit(request(2), now_ms()).unwrap();
-    assert!(wait_for(Duration::from_secs(10), || delivered(&state.path().join("db")) == 1).await, "{:?}", rows(&state.path().join("db")));
+    assert!(
+        wait_for(Duration::from_secs(10), || delivered(&state.path().join("db")) == 1).await,
+        "{:?}",
+        rows(&state.path().join("db"))
+    );
     let hits = hook.hits();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].body["id"], id.as_str());
@@ -333,7 +403,11 @@ fn callbacks_json(state: &Path) -> Vec<serde_json::Value> {
         .arg(state)
         .output()
         .expect("run trunkguard callbacks");
-    assert!(out.status.success(), "trunkguard callbacks failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "trunkguard callbacks failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line ({e}): {l}")))
@@ -341,7 +415,9 @@ fn callbacks_json(state: &Path) -> Vec<serde_json::Value> {
 }
 
 fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    body.lines().find_map(|l| {
+        l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+    })
 }
 
 #[test]
@@ -352,27 +428,49 @@ fn the_appliance_delivers_requests_a_previous_run_left_pending() {
     // a previous run stored two requests without a webhook
     {
         let _guard = rt.enter();
-        let stored_only = Callbacks::start(state.path().to_path_buf(), &CallbackConfig::default(), RETENTION).unwrap();
+        let stored_only =
+            Callbacks::start(state.path().to_path_buf(), &CallbackConfig::default(), RETENTION)
+                .unwrap();
         stored_only.submit(request(7), now_ms()).unwrap();
         stored_only.submit(request(8), now_ms()).unwrap();
         let c = stored_only.counters().clone();
-        assert!(common::wait_until(Duration::from_secs(5), Duration::from_millis(20), || c.stored.load(std::sync::atomic::Ordering::Relaxed) == 2));
+        assert!(common::wait_until(Duration::from_secs(5), Duration::from_millis(20), || c
+            .stored
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 2));
     }
-    let table = Command::new(Appliance::binary()).args(["callbacks", "--state-dir"]).arg(state.path()).output().unwrap();
+    let table = Command::new(Appliance::binary())
+        .args(["callbacks", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&table.stdout).into_owned();
-    assert!(table.starts_with("TIME (UTC)") && table.lines().count() == 3 && table.contains("pending"), "{table}");
-    let hook = rt.block_on(Webhook::start(format!("127.0.0.1:{}", ports.base + 90).parse().unwrap(), Answer::Status(202)));
-    let callback = format!("[callback]\nwebhook_url = \"{}\"\nbackoff_initial_ms = 100\nbackoff_max_s = 1\n", hook.url());
+    assert!(
+        table.starts_with("TIME (UTC)") && table.lines().count() == 3 && table.contains("pending"),
+        "{table}"
+    );
+    let hook = rt.block_on(Webhook::start(
+        format!("127.0.0.1:{}", ports.base + 90).parse().unwrap(),
+        Answer::Status(202),
+    ));
+    let callback = format!(
+        "[callback]\nwebhook_url = \"{}\"\nbackoff_initial_ms = 100\nbackoff_max_s = 1\n",
+        hook.url()
+    );
     let mut app = Appliance::start(&appliance_config(ports, state.path(), &callback));
-    let all_delivered = common::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        let rows = callbacks_json(state.path());
-        rows.len() == 2 && rows.iter().all(|r| r["state"] == "delivered")
-    });
+    let all_delivered =
+        common::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            let rows = callbacks_json(state.path());
+            rows.len() == 2 && rows.iter().all(|r| r["state"] == "delivered")
+        });
     assert!(all_delivered, "{:#?}\n{}", callbacks_json(state.path()), app.log());
     assert_eq!(hook.hits().len(), 2);
     let rows = callbacks_json(state.path());
     assert_eq!(rows[0]["caller"], "+15550107");
-    assert_eq!((rows[1]["attempts"].as_i64(), rows[1]["last_status"].as_i64()), (Some(1), Some(202)));
+    assert_eq!(
+        (rows[1]["attempts"].as_i64(), rows[1]["last_status"].as_i64()),
+        (Some(1), Some(202))
+    );
     // /api/status and /metrics count them
     let mut status = serde_json::Value::Null;
     common::wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
@@ -380,10 +478,22 @@ fn the_appliance_delivers_requests_a_previous_run_left_pending() {
         status["callbacks"]["delivered"] == 2
     });
     let c = &status["callbacks"];
-    assert_eq!((c["webhook"].as_bool(), c["pending"].as_u64(), c["delivered"].as_u64(), c["attempts"].as_u64()), (Some(true), Some(0), Some(2), Some(2)));
+    assert_eq!(
+        (
+            c["webhook"].as_bool(),
+            c["pending"].as_u64(),
+            c["delivered"].as_u64(),
+            c["attempts"].as_u64()
+        ),
+        (Some(true), Some(0), Some(2), Some(2))
+    );
     assert!(status["call_records"]["written"].is_u64(), "{status:#}");
     let (_, metrics) = http_get(app.http, "/metrics").unwrap();
-    assert_eq!(metric(&metrics, "trunkguard_callbacks{state=\"delivered\"}"), Some(2.0), "{metrics}");
+    assert_eq!(
+        metric(&metrics, "trunkguard_callbacks{state=\"delivered\"}"),
+        Some(2.0),
+        "{metrics}"
+    );
     assert_eq!(metric(&metrics, "trunkguard_callbacks{state=\"pending\"}"), Some(0.0));
     assert_eq!(metric(&metrics, "trunkguard_callback_delivery_attempts_total"), Some(2.0));
     assert_eq!(metric(&metrics, "trunkguard_callback_webhook_configured"), Some(1.0));
@@ -398,14 +508,25 @@ fn a_locked_state_database_fails_readiness_while_calls_go_on() {
     let mut app = Appliance::start(&appliance_config(ports, state.path(), ""));
     let http = app.http;
     let ready = || http_get(http, "/readyz").unwrap();
-    assert!(common::wait_until(Duration::from_secs(5), Duration::from_millis(50), || ready().0 == 200), "{:?}", ready());
+    assert!(
+        common::wait_until(Duration::from_secs(5), Duration::from_millis(50), || ready().0 == 200),
+        "{:?}",
+        ready()
+    );
     // another process holds the write lock: every write of the appliance fails after its
     // busy timeout (as with a read-only database or a full disk)
     let locker = rusqlite::Connection::open(state.path().join("trunkguard.db")).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let call = |i: u16| {
-        let (target, peer, media) = (sip_addr(ports).to_string(), ports.peer(i).to_string(), ports.sipp_media(i).to_string());
-        let args = ["-sn", "uac", &target, "-i", CARRIER_IP, "-p", &peer, "-mi", CARRIER_IP, "-mp", &media, "-m", "1"];
+        let (target, peer, media) = (
+            sip_addr(ports).to_string(),
+            ports.peer(i).to_string(),
+            ports.sipp_media(i).to_string(),
+        );
+        let args = [
+            "-sn", "uac", &target, "-i", CARRIER_IP, "-p", &peer, "-mi", CARRIER_IP, "-mp", &media,
+            "-m", "1",
+        ];
         let mut sipp = Sipp::spawn_with_timeout("uac-locked", ports.sipp_control(i), 30, &args);
         sipp.wait_success(Duration::from_secs(30))
     };
@@ -419,9 +540,13 @@ fn a_locked_state_database_fails_readiness_while_calls_go_on() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["checks"]["state_db"]["ok"], false);
     assert!(v["checks"]["state_db"]["reason"].as_str().unwrap().contains("locked"), "{body}");
-    let status: serde_json::Value = serde_json::from_str(&http_get(http, "/api/status").unwrap().1).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(http, "/api/status").unwrap().1).unwrap();
     assert!(status["call_records"]["failed"].as_u64() >= Some(1), "{status:#}");
-    assert!(status["call_records"]["last_write_failure"]["error"].as_str().unwrap().contains("locked"));
+    assert!(status["call_records"]["last_write_failure"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("locked"));
     let (_, metrics) = http_get(app.http, "/metrics").unwrap();
     assert!(metric(&metrics, "trunkguard_call_records_failed_total") >= Some(1.0), "{metrics}");
     assert_eq!(metric(&metrics, "trunkguard_readiness_check_ok{check=\"state_db\"}"), Some(0.0));
@@ -430,7 +555,9 @@ fn a_locked_state_database_fails_readiness_while_calls_go_on() {
     locker.execute_batch("ROLLBACK").unwrap();
     drop(locker);
     assert!(call(1));
-    let back = common::wait_until(Duration::from_secs(10), Duration::from_millis(100), || ready().0 == 200);
+    let back = common::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        ready().0 == 200
+    });
     assert!(back, "{:?}", ready());
     app.assert_alive();
 }
@@ -461,21 +588,43 @@ impl Caller {
         let call_id = format!("{name}-{}@{CARRIER_IP}", ports.base);
         let invite = invite_request("UDP", sip.local, target, &call_id, rtp.local_addr().unwrap());
         sip.send(target, invite.as_bytes());
-        Caller { sip, rtp, target, call_id, from_hdr: String::new(), to_hdr: String::new(), media: None, seq: 1, ts: 0 }
+        Caller {
+            sip,
+            rtp,
+            target,
+            call_id,
+            from_hdr: String::new(),
+            to_hdr: String::new(),
+            media: None,
+            seq: 1,
+            ts: 0,
+        }
     }
 
     /// Waits for the 200 OK (ringing while the AI is tried), then ACKs.
     fn answered(&mut self, timeout: Duration) {
         let call_id = self.call_id.clone();
-        let (msgs, ok) = self.sip.recv_until(timeout, |m| call_id_of(m).as_deref() == Some(call_id.as_str()) && status_code(m).is_some_and(|c| c >= 200));
+        let (msgs, ok) = self.sip.recv_until(timeout, |m| {
+            call_id_of(m).as_deref() == Some(call_id.as_str())
+                && status_code(m).is_some_and(|c| c >= 200)
+        });
         assert!(ok, "no final response to the INVITE: {msgs:#?}");
         let msg = msgs.last().unwrap();
         assert_eq!(status_code(msg), Some(200), "{msg}");
         self.from_hdr = header(msg, "From", Some("f")).unwrap();
         self.to_hdr = header(msg, "To", Some("t")).unwrap();
         let sdp = body_of(msg);
-        let port: u16 = sdp.lines().find_map(|l| l.strip_prefix("m=audio ")).and_then(|r| r.split_whitespace().next()).and_then(|p| p.parse().ok()).unwrap();
-        let ip = sdp.lines().find_map(|l| l.strip_prefix("c=IN IP4 ")).map(|s| s.trim().to_string()).unwrap();
+        let port: u16 = sdp
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        let ip = sdp
+            .lines()
+            .find_map(|l| l.strip_prefix("c=IN IP4 "))
+            .map(|s| s.trim().to_string())
+            .unwrap();
         self.media = Some(format!("{ip}:{port}").parse().unwrap());
         let ack = format!(
             "ACK sip:agent@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\n\
@@ -528,7 +677,9 @@ impl Caller {
     /// Waits for the appliance's BYE and answers it 200.
     fn bye_received(&self, timeout: Duration) -> bool {
         let call_id = self.call_id.clone();
-        let (msgs, ok) = self.sip.recv_until(timeout, |m| m.starts_with("BYE ") && call_id_of(m).as_deref() == Some(call_id.as_str()));
+        let (msgs, ok) = self.sip.recv_until(timeout, |m| {
+            m.starts_with("BYE ") && call_id_of(m).as_deref() == Some(call_id.as_str())
+        });
         if let Some(bye) = msgs.last().filter(|_| ok) {
             let mut reply = String::from("SIP/2.0 200 OK\r\n");
             for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
@@ -570,31 +721,73 @@ fn sipp_call_ai_down_prompt_key_1_row_then_webhook() {
     let ports = Ports::new(41600);
     let state = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let hook = rt.block_on(Webhook::start(format!("127.0.0.1:{}", ports.base + 90).parse().unwrap(), Answer::Status(200)));
+    let hook = rt.block_on(Webhook::start(
+        format!("127.0.0.1:{}", ports.base + 90).parse().unwrap(),
+        Answer::Status(200),
+    ));
     let mut app = Appliance::start(&ladder_config(ports, state.path(), &hook.url()));
     // the agent is down: after the 0.5 s budget the 4.2 s prompt, the menu; SIPp presses 1
     // (RFC 4733, SIPp's pcap) 6 s after its ACK
-    let (target, peer, media) = (sip_addr(ports).to_string(), ports.peer(0).to_string(), ports.sipp_media(0).to_string());
+    let (target, peer, media) =
+        (sip_addr(ports).to_string(), ports.peer(0).to_string(), ports.sipp_media(0).to_string());
     let scenario_file = scenario("uac_dtmf.xml");
-    let args = ["-sf", &scenario_file, &target, "-i", CARRIER_IP, "-p", &peer, "-mi", CARRIER_IP, "-mp", &media, "-d", "6000", "-m", "1"];
+    let args = [
+        "-sf",
+        &scenario_file,
+        &target,
+        "-i",
+        CARRIER_IP,
+        "-p",
+        &peer,
+        "-mi",
+        CARRIER_IP,
+        "-mp",
+        &media,
+        "-d",
+        "6000",
+        "-m",
+        "1",
+    ];
     let mut sipp = Sipp::spawn("uac-dtmf-callback", ports.sipp_control(0), &args);
     let ok = sipp.wait_success(Duration::from_secs(40));
-    assert!(ok, "the appliance did not hang up after the key press:\n{}\n{}", sipp.diagnostics(), app.log());
-    let got = common::wait_until(Duration::from_secs(10), Duration::from_millis(50), || !hook.hits().is_empty());
+    assert!(
+        ok,
+        "the appliance did not hang up after the key press:\n{}\n{}",
+        sipp.diagnostics(),
+        app.log()
+    );
+    let got = common::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        !hook.hits().is_empty()
+    });
     assert!(got, "the webhook got nothing\n{}", app.log());
     let hit = hook.hits().remove(0);
     let b = &hit.body;
-    assert_eq!((b["caller"].as_str(), b["carrier"].as_str()), (Some("+15550001"), Some("telco")), "{b}");
+    assert_eq!(
+        (b["caller"].as_str(), b["carrier"].as_str()),
+        (Some("+15550001"), Some("telco")),
+        "{b}"
+    );
     assert_eq!(b["reason"], "caller-pressed-1");
     assert!(b["failure"].as_str().is_some_and(|f| !f.is_empty()), "{b}");
     let rows = callbacks_json(state.path());
     assert_eq!(rows.len(), 1, "{rows:#?}");
-    assert_eq!((rows[0]["id"].as_str(), rows[0]["state"].as_str()), (b["id"].as_str(), Some("delivered")));
+    assert_eq!(
+        (rows[0]["id"].as_str(), rows[0]["state"].as_str()),
+        (b["id"].as_str(), Some("delivered"))
+    );
     assert_eq!(rows[0]["call_id"], b["call_id"]);
     // the call record names the callback too
-    let calls = Command::new(Appliance::binary()).args(["calls", "--json", "--state-dir"]).arg(state.path()).output().unwrap();
+    let calls = Command::new(Appliance::binary())
+        .args(["calls", "--json", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
     let calls = String::from_utf8_lossy(&calls.stdout).into_owned();
-    assert!(calls.contains(b["call_id"].as_str().unwrap()) && calls.contains("\"callback_reason\":\"caller-pressed-1\""), "{calls}");
+    assert!(
+        calls.contains(b["call_id"].as_str().unwrap())
+            && calls.contains("\"callback_reason\":\"caller-pressed-1\""),
+        "{calls}"
+    );
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(hook.hits().len(), 1, "delivered once");
     app.assert_alive();

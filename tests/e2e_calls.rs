@@ -43,8 +43,22 @@ fn run_uac(ports: Ports, target: SocketAddr, ip: &str, scenario_file: &str) -> (
         scenario_file,
         ports.sipp_control(0),
         &[
-            "-sf", &scenario(scenario_file), &target, "-i", ip, "-p", &peer, "-mi", ip, "-mp", &media,
-            "-key", "audio_port", &audio, "-m", "1",
+            "-sf",
+            &scenario(scenario_file),
+            &target,
+            "-i",
+            ip,
+            "-p",
+            &peer,
+            "-mi",
+            ip,
+            "-mp",
+            &media,
+            "-key",
+            "audio_port",
+            &audio,
+            "-m",
+            "1",
         ],
     );
     let ok = sipp.wait_success(Duration::from_secs(25));
@@ -79,7 +93,10 @@ fn assert_prompt_received(ports: Ports, sipp: &Sipp, sink: &RtpSink, min_packets
     let advertised = answered_rtp_port(sipp);
     for p in sink.packets() {
         assert_eq!(p.from.ip().to_string(), "127.0.0.1", "RTP from outside media.bind: {p:?}");
-        assert!((rtp_lo..=rtp_hi).contains(&p.from.port()), "RTP source port outside rtp_ports: {p:?}");
+        assert!(
+            (rtp_lo..=rtp_hi).contains(&p.from.port()),
+            "RTP source port outside rtp_ports: {p:?}"
+        );
         assert_eq!(Some(p.from.port()), advertised, "RTP not sent from the SDP answer's port");
     }
     thread::sleep(Duration::from_millis(700));
@@ -129,7 +146,8 @@ fn call_from_carrier_b_is_answered_with_speech_and_caller_hangs_up() {
 fn appliance_hangs_up_after_the_prompt() {
     let ports = Ports::new(22400);
     // the ladder without its menu: the prompt, goodbye, BYE (docs/fallback.md)
-    let config = format!("{}[fallback]\nmenu = false\nno_answer = \"hangup\"\n", two_carriers_config(ports));
+    let config =
+        format!("{}[fallback]\nmenu = false\nno_answer = \"hangup\"\n", two_carriers_config(ports));
     let mut app = Appliance::start(&config);
     let (sipp, sink) = run_uac(ports, sip_addr(ports), CARRIER_A_IP, "uac_wait_bye.xml");
 
@@ -148,7 +166,10 @@ fn call_with_sipp_rtp_stream_is_answered_and_its_rtp_counted() {
     let ports = Ports::new(23600);
     let mut app = Appliance::start(&two_carriers_config(ports));
     let mut sipp = sipp_rtp_stream_call(ports, sip_addr(ports));
-    assert!(sipp.wait_success(Duration::from_secs(25)), "uac_rtp_stream failed (sipp diagnostics below)");
+    assert!(
+        sipp.wait_success(Duration::from_secs(25)),
+        "uac_rtp_stream failed (sipp diagnostics below)"
+    );
     assert_no_active_calls(&app);
     assert_eq!(app.calls_counter("answered_total"), 1);
     // SIPp streamed caller.ulaw (50 packets/s) for the 2.4 s call.
@@ -159,28 +180,33 @@ fn call_with_sipp_rtp_stream_is_answered_and_its_rtp_counted() {
 
 /// uac_rtp_stream.xml from carrier A: SIPp's own symmetric RTP.
 fn sipp_rtp_stream_call(ports: Ports, target: SocketAddr) -> Sipp {
-    let (target, peer, media) = (
-        target.to_string(),
-        ports.peer(0).to_string(),
-        ports.sipp_media(0).to_string(),
-    );
+    let (target, peer, media) =
+        (target.to_string(), ports.peer(0).to_string(), ports.sipp_media(0).to_string());
     Sipp::spawn(
         "uac_rtp_stream",
         ports.sipp_control(0),
         &[
-            "-sf", &scenario("uac_rtp_stream.xml"), &target, "-i", CARRIER_A_IP, "-p", &peer, "-mi",
-            CARRIER_A_IP, "-mp", &media, "-m", "1",
+            "-sf",
+            &scenario("uac_rtp_stream.xml"),
+            &target,
+            "-i",
+            CARRIER_A_IP,
+            "-p",
+            &peer,
+            "-mi",
+            CARRIER_A_IP,
+            "-mp",
+            &media,
+            "-m",
+            "1",
         ],
     )
 }
 
 /// SIPp's built-in `uac` scenario from carrier address `ip`, with `extra` arguments.
 fn embedded_uac(ports: Ports, ip: &str, extra: &[&str]) -> Sipp {
-    let (target, peer, media) = (
-        sip_addr(ports).to_string(),
-        ports.peer(0).to_string(),
-        ports.sipp_media(0).to_string(),
-    );
+    let (target, peer, media) =
+        (sip_addr(ports).to_string(), ports.peer(0).to_string(), ports.sipp_media(0).to_string());
     let mut args = vec!["-sn", "uac", &target, "-i", ip, "-p", &peer, "-mi", ip, "-mp", &media];
     args.extend_from_slice(extra);
     Sipp::spawn("uac-embedded", ports.sipp_control(0), &args)
@@ -208,7 +234,8 @@ fn invite_from_unknown_source_gets_no_response_and_carriers_still_served() {
 
     let scanner = RawSip::bind(UNKNOWN_IP, ports.peer(0));
     let scanner_rtp = RtpSink::bind(UNKNOWN_IP, ports.audio(0));
-    let invite = invite_request("UDP", scanner.local, target, "scanner-1@127.0.0.9", scanner_rtp.addr);
+    let invite =
+        invite_request("UDP", scanner.local, target, "scanner-1@127.0.0.9", scanner_rtp.addr);
     scanner.send(target, invite.as_bytes());
     let reply = scanner.recv(Duration::from_millis(1500));
     assert_eq!(reply, None, "the appliance answered an unknown source");
@@ -235,7 +262,10 @@ fn options_from_each_carrier_get_200() {
     for (i, ip) in [CARRIER_A_IP, CARRIER_B_IP].iter().enumerate() {
         let raw = RawSip::bind(ip, ports.peer(i as u16));
         let call_id = format!("options-{i}@{ip}");
-        assert!(raw.options_ok(target, &call_id, Duration::from_secs(2)), "no 200 to OPTIONS from {ip}");
+        assert!(
+            raw.options_ok(target, &call_id, Duration::from_secs(2)),
+            "no 200 to OPTIONS from {ip}"
+        );
     }
     app.assert_alive();
 }
@@ -251,8 +281,18 @@ fn fake_appliance(ports: Ports) -> Sipp {
         "fake-appliance",
         ports.sipp_control(1),
         &[
-            "-sf", &scenario("selftest_fake_appliance.xml"), "-i", "127.0.0.1", "-p", &sip, "-mi", "127.0.0.1",
-            "-mp", &media, "-m", "1",
+            "-sf",
+            &scenario("selftest_fake_appliance.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &sip,
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media,
+            "-m",
+            "1",
         ],
     );
     thread::sleep(Duration::from_millis(300));
@@ -291,7 +331,10 @@ fn selftest_uac_rtp_stream_against_sipp_fake_appliance() {
     let ports = Ports::new(23800);
     let mut uas = fake_appliance(ports);
     let mut sipp = sipp_rtp_stream_call(ports, sip_addr(ports));
-    assert!(sipp.wait_success(Duration::from_secs(25)), "uac_rtp_stream failed (sipp diagnostics below)");
+    assert!(
+        sipp.wait_success(Duration::from_secs(25)),
+        "uac_rtp_stream failed (sipp diagnostics below)"
+    );
     assert!(uas.wait_success(Duration::from_secs(10)), "fake appliance failed");
 }
 
@@ -321,7 +364,10 @@ fn calls_over_tcp_are_answered() {
     let ports = Ports::new(38000);
     let mut app = Appliance::start(&two_carriers_config(ports));
     let mut sipp = embedded_uac(ports, CARRIER_B_IP, &["-t", "t1", "-m", "3", "-r", "3"]);
-    assert!(sipp.wait_success(Duration::from_secs(30)), "sipp -sn uac -t t1 failed (sipp diagnostics below)");
+    assert!(
+        sipp.wait_success(Duration::from_secs(30)),
+        "sipp -sn uac -t t1 failed (sipp diagnostics below)"
+    );
     assert_no_active_calls(&app);
     assert_eq!(app.calls_counter("answered_total"), 3, "{}", app.status_json());
     app.assert_alive();

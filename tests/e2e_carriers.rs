@@ -71,18 +71,30 @@ fn options_responder(ports: Ports, slot: u16) -> Sipp {
 
 /// uas_register_401.xml on the carrier's proxy address, accepting alice/secret.
 fn registrar(ports: Ports, slot: u16, expires: u32) -> Sipp {
-    let (port, media, expires) = (
-        ports.peer(0).to_string(),
-        ports.sipp_media(slot).to_string(),
-        expires.to_string(),
-    );
+    let (port, media, expires) =
+        (ports.peer(0).to_string(), ports.sipp_media(slot).to_string(), expires.to_string());
     let mut sipp = Sipp::spawn_with_timeout(
         "uas_register_401",
         ports.sipp_control(slot),
         60,
         &[
-            "-sf", &scenario("uas_register_401.xml"), "-i", CARRIER_IP, "-p", &port, "-mp", &media,
-            "-key", "auth_user", "alice", "-key", "auth_pass", "secret", "-key", "expires", &expires,
+            "-sf",
+            &scenario("uas_register_401.xml"),
+            "-i",
+            CARRIER_IP,
+            "-p",
+            &port,
+            "-mp",
+            &media,
+            "-key",
+            "auth_user",
+            "alice",
+            "-key",
+            "auth_pass",
+            "secret",
+            "-key",
+            "expires",
+            &expires,
         ],
     );
     thread::sleep(Duration::from_millis(200));
@@ -93,7 +105,8 @@ fn registrar(ports: Ports, slot: u16, expires: u32) -> Sipp {
 /// Polls the carrier's state every 25 ms until it is `want`; the time it took.
 fn time_until_state(app: &Appliance, want: &str, max: Duration) -> Option<Duration> {
     let t0 = Instant::now();
-    wait_until(max, Duration::from_millis(25), || app.carrier_state("carrier-a") == want).then(|| t0.elapsed())
+    wait_until(max, Duration::from_millis(25), || app.carrier_state("carrier-a") == want)
+        .then(|| t0.elapsed())
 }
 
 #[test]
@@ -131,7 +144,10 @@ fn probe_marks_carrier_up_then_down_when_proxy_dies_then_up_again() {
     let t_up_again = time_until_state(&app, "up", Duration::from_secs(5))
         .unwrap_or_else(|| panic!("carrier-a did not come back up: {}", app.status_json()));
     let up_bound = INTERVAL_MS * UP_AFTER + TIMEOUT_MS + SLACK_MS;
-    assert!(t_up_again <= Duration::from_millis(up_bound), "up again after {t_up_again:?}, bound {up_bound} ms");
+    assert!(
+        t_up_again <= Duration::from_millis(up_bound),
+        "up again after {t_up_again:?}, bound {up_bound} ms"
+    );
     assert!(
         t_up_again >= Duration::from_millis(INTERVAL_MS * (UP_AFTER - 1) - 100),
         "up again after {t_up_again:?}: fewer than {UP_AFTER} successful probes?"
@@ -149,7 +165,9 @@ fn register_with_digest_auth_marks_carrier_registered() {
     let registrar = registrar(ports, 0, 300);
     let mut app = Appliance::start(&register_config(ports, &pw));
 
-    let ok = wait_until(Duration::from_secs(5), Duration::from_millis(50), || app.carrier_registered("carrier-a"));
+    let ok = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        app.carrier_registered("carrier-a")
+    });
     assert!(ok, "carrier-a not registered: {}", app.status_json());
 
     let trace = registrar.messages();
@@ -161,7 +179,11 @@ fn register_with_digest_auth_marks_carrier_registered() {
     // Still registered a moment later (no flapping), refresh not yet due.
     thread::sleep(Duration::from_millis(1000));
     assert!(app.carrier_registered("carrier-a"), "{}", app.status_json());
-    assert_eq!(registrar.received_requests("REGISTER"), registers, "re-REGISTER long before 85% of 300 s");
+    assert_eq!(
+        registrar.received_requests("REGISTER"),
+        registers,
+        "re-REGISTER long before 85% of 300 s"
+    );
     app.assert_alive();
 }
 
@@ -182,8 +204,15 @@ fn register_with_wrong_password_stays_unregistered_without_hammering() {
     // Two for the first attempt (challenge, credentials); retries back off
     // (>= 1 s apart), so at most three more fit into 3 s.
     let registers = registrar.received_requests("REGISTER");
-    assert!(registers <= 5, "{registers} REGISTERs within ~3 s after a 403: hammering the registrar");
-    assert!(!app.carrier_registered("carrier-a"), "registered with a wrong password: {}", app.status_json());
+    assert!(
+        registers <= 5,
+        "{registers} REGISTERs within ~3 s after a 403: hammering the registrar"
+    );
+    assert!(
+        !app.carrier_registered("carrier-a"),
+        "registered with a wrong password: {}",
+        app.status_json()
+    );
     app.assert_alive();
 }
 
@@ -205,7 +234,13 @@ fn auth_param(header: &str, name: &str) -> Option<String> {
     })
 }
 
-fn register_request(from: SocketAddr, to: SocketAddr, call_id: &str, cseq: u32, auth: Option<&str>) -> String {
+fn register_request(
+    from: SocketAddr,
+    to: SocketAddr,
+    call_id: &str,
+    cseq: u32,
+    auth: Option<&str>,
+) -> String {
     format!(
         "REGISTER sip:{to} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {from};branch={}\r\n\
@@ -246,7 +281,10 @@ fn register_once(client: &RawSip, to: SocketAddr, call_id: &str, password: &str)
     if code == 200 {
         assert_eq!(header(&answer, "Expires", None).as_deref(), Some("300"), "{answer}");
         let contact = header(&answer, "Contact", Some("m")).expect("Contact");
-        assert!(contact.ends_with(";expires=300") && contact.contains(&client.local.to_string()), "{contact}");
+        assert!(
+            contact.ends_with(";expires=300") && contact.contains(&client.local.to_string()),
+            "{contact}"
+        );
     }
     code
 }

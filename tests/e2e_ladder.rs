@@ -22,8 +22,16 @@ fn config(ports: Ports) -> String {
 /// SIPp from the carrier's address, its media on `-mp`, `mode` ("-sf FILE" or "-sn uac"),
 /// pausing `pause_ms` after the ACK, one call.
 fn spawn_sipp(ports: Ports, name: &str, mode: [&str; 2], pause_ms: u32) -> Sipp {
-    let (target, peer, media, pause) = (sip_addr(ports).to_string(), ports.peer(0).to_string(), ports.sipp_media(0).to_string(), pause_ms.to_string());
-    let args = [mode[0], mode[1], &target, "-i", CARRIER_IP, "-p", &peer, "-mi", CARRIER_IP, "-mp", &media, "-d", &pause, "-m", "1"];
+    let (target, peer, media, pause) = (
+        sip_addr(ports).to_string(),
+        ports.peer(0).to_string(),
+        ports.sipp_media(0).to_string(),
+        pause_ms.to_string(),
+    );
+    let args = [
+        mode[0], mode[1], &target, "-i", CARRIER_IP, "-p", &peer, "-mi", CARRIER_IP, "-mp", &media,
+        "-d", &pause, "-m", "1",
+    ];
     Sipp::spawn(name, ports.sipp_control(0), &args)
 }
 
@@ -35,11 +43,19 @@ fn no_agent_prompt_menu_key_1_records_a_callback_request_confirms_and_hangs_up()
     // the 4.2 s high-demand prompt, then 1.8 s into the menu: press 1
     let mut sipp = spawn_sipp(ports, "uac-dtmf", ["-sf", &scenario("uac_dtmf.xml")], 6000);
     let ok = sipp.wait_success(Duration::from_secs(30));
-    assert!(ok, "the appliance did not hang up after the key press:\n{}\n{}", sipp.diagnostics(), app.log());
+    assert!(
+        ok,
+        "the appliance did not hang up after the key press:\n{}\n{}",
+        sipp.diagnostics(),
+        app.log()
+    );
     assert_eq!(sipp.received_requests("BYE"), 1);
 
     let log = app.log();
-    let line = log.lines().find(|l| l.contains("callback requested")).unwrap_or_else(|| panic!("no callback request logged:\n{log}"));
+    let line = log
+        .lines()
+        .find(|l| l.contains("callback requested"))
+        .unwrap_or_else(|| panic!("no callback request logged:\n{log}"));
     assert!(line.contains("+15550001") && line.contains("caller-pressed-1"), "{line}");
     assert!(log.contains("DTMF") && log.contains("digit=1"), "the key press was not seen:\n{log}");
 
@@ -69,7 +85,11 @@ fn a_caller_hanging_up_mid_menu_leaves_a_record_that_says_so() {
     assert!(r["callback_reason"].is_null(), "{r}");
     assert!(!app.log().contains("callback requested"), "no callback for a caller who left");
     // the table shows it too
-    let out = Command::new(Appliance::binary()).args(["calls", "--state-dir"]).arg(app.dir().join("trunkguard-state")).output().unwrap();
+    let out = Command::new(Appliance::binary())
+        .args(["calls", "--state-dir"])
+        .arg(app.dir().join("trunkguard-state"))
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("LADDER") && table.contains("prompt>menu"), "{table}");
     app.assert_alive();

@@ -26,7 +26,8 @@ fn final_answer(app: &Appliance, call_id: &str, peer: u16, audio: u16) -> String
     let rtp: SocketAddr = format!("{CARRIER_IP}:{}", PORTS.audio(audio)).parse().unwrap();
     let invite = invite_request("UDP", sip.local, sip_addr(PORTS), call_id, rtp);
     sip.send(sip_addr(PORTS), invite.as_bytes());
-    let (got, done) = sip.recv_until(Duration::from_secs(4), |m| status_code(m).is_some_and(|c| c >= 200));
+    let (got, done) =
+        sip.recv_until(Duration::from_secs(4), |m| status_code(m).is_some_and(|c| c >= 200));
     assert!(done, "no final answer to {call_id}: {got:?}\n{}", app.log());
     got.last().cloned().unwrap_or_default()
 }
@@ -36,18 +37,47 @@ fn over_max_calls_new_invites_get_503_with_retry_after_while_calls_in_progress_g
     let mut app = Appliance::start(&config());
     // two simultaneous calls that each stay up 2.4 s, listening for the prompt on one socket
     let sink = RtpSink::bind_talking(CARRIER_IP, PORTS.audio(0));
-    let (target, peer, media, audio) =
-        (sip_addr(PORTS).to_string(), PORTS.peer(0).to_string(), PORTS.sipp_media(0).to_string(), PORTS.audio(0).to_string());
+    let (target, peer, media, audio) = (
+        sip_addr(PORTS).to_string(),
+        PORTS.peer(0).to_string(),
+        PORTS.sipp_media(0).to_string(),
+        PORTS.audio(0).to_string(),
+    );
     let mut sipp = Sipp::spawn(
         "uac_pcmu.xml",
         PORTS.sipp_control(0),
         &[
-            "-sf", &scenario("uac_pcmu.xml"), &target, "-i", CARRIER_IP, "-p", &peer, "-mi", CARRIER_IP, "-mp", &media,
-            "-key", "audio_port", &audio, "-m", "2", "-l", "2", "-r", "20",
+            "-sf",
+            &scenario("uac_pcmu.xml"),
+            &target,
+            "-i",
+            CARRIER_IP,
+            "-p",
+            &peer,
+            "-mi",
+            CARRIER_IP,
+            "-mp",
+            &media,
+            "-key",
+            "audio_port",
+            &audio,
+            "-m",
+            "2",
+            "-l",
+            "2",
+            "-r",
+            "20",
         ],
     );
-    let full = wait_until(Duration::from_secs(5), Duration::from_millis(20), || app.calls_counter("active") == 2);
-    assert!(full, "the two SIPp calls did not both get up: {}\n{}", app.status_json(), sipp.diagnostics());
+    let full = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        app.calls_counter("active") == 2
+    });
+    assert!(
+        full,
+        "the two SIPp calls did not both get up: {}\n{}",
+        app.status_json(),
+        sipp.diagnostics()
+    );
 
     let refused = final_answer(&app, "limits-e2e-over", 1, 1);
     assert_eq!(status_code(&refused), Some(503), "{refused}");
@@ -66,7 +96,9 @@ fn over_max_calls_new_invites_get_503_with_retry_after_while_calls_in_progress_g
     assert_eq!(shed, Some(1), "shed counter: {}", app.status_json());
 
     // room again: the next INVITE is answered
-    let idle = wait_until(Duration::from_secs(3), Duration::from_millis(50), || app.calls_counter("active") == 0);
+    let idle = wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
+        app.calls_counter("active") == 0
+    });
     assert!(idle, "calls did not end: {}", app.status_json());
     let answered = final_answer(&app, "limits-e2e-after", 2, 2);
     assert_eq!(status_code(&answered), Some(200), "{answered}");

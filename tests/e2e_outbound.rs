@@ -54,7 +54,14 @@ fn refusing_carrier(ports: Ports, code: &str) -> Sipp {
         ports.sipp_control(0),
         90,
         &[
-            "-sf", &scenario(&format!("uas_carrier_{code}.xml")), "-i", CARRIER_A_IP, "-p", &port, "-mp", &media,
+            "-sf",
+            &scenario(&format!("uas_carrier_{code}.xml")),
+            "-i",
+            CARRIER_A_IP,
+            "-p",
+            &port,
+            "-mp",
+            &media,
         ],
     );
     thread::sleep(Duration::from_millis(200));
@@ -69,7 +76,17 @@ fn human_carrier(ports: Ports, scenario_name: &str) -> Sipp {
         "carrier_b",
         ports.sipp_control(1),
         90,
-        &["-sf", &scenario(scenario_name), "-i", CARRIER_B_IP, "-p", &port, "-mp", &media, "-rtp_echo"],
+        &[
+            "-sf",
+            &scenario(scenario_name),
+            "-i",
+            CARRIER_B_IP,
+            "-p",
+            &port,
+            "-mp",
+            &media,
+            "-rtp_echo",
+        ],
     );
     thread::sleep(Duration::from_millis(200));
     assert!(sipp.is_running(), "carrier B SIPp did not start:\n{}", sipp.diagnostics());
@@ -118,12 +135,22 @@ impl Caller {
         rtp.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let target = sip_addr(ports);
         let call_id = format!("{name}-{}@{CALLER_IP}", ports.base);
-        sip.send(target, invite_request("UDP", sip.local, target, &call_id, rtp.local_addr().unwrap()).as_bytes());
-        let (msgs, ok) = sip.recv_until(Duration::from_secs(5), |m| status_code(m).is_some_and(|c| c >= 200));
+        sip.send(
+            target,
+            invite_request("UDP", sip.local, target, &call_id, rtp.local_addr().unwrap())
+                .as_bytes(),
+        );
+        let (msgs, ok) =
+            sip.recv_until(Duration::from_secs(5), |m| status_code(m).is_some_and(|c| c >= 200));
         let ok_msg = msgs.last().filter(|_| ok).expect("final response to the INVITE");
         assert_eq!(status_code(ok_msg), Some(200), "{ok_msg}");
         let sdp = body_of(ok_msg);
-        let port: u16 = sdp.lines().find_map(|l| l.strip_prefix("m=audio ")).and_then(|r| r.split_whitespace().next()).and_then(|p| p.parse().ok()).expect("m=audio");
+        let port: u16 = sdp
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .expect("m=audio");
         let media: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut caller = Caller {
             sip,
@@ -137,7 +164,8 @@ impl Caller {
             threads: Vec::new(),
         };
         caller.in_dialog("ACK", 1);
-        let (rx, received, stop) = (rtp.try_clone().unwrap(), caller.received.clone(), caller.stop.clone());
+        let (rx, received, stop) =
+            (rtp.try_clone().unwrap(), caller.received.clone(), caller.stop.clone());
         caller.threads.push(thread::spawn(move || {
             let mut buf = [0u8; 2048];
             let started = Instant::now();
@@ -172,7 +200,12 @@ impl Caller {
     fn press(&self, digit: u8) {
         let mut q = self.queue.lock().unwrap();
         for i in 0..5u16 {
-            q.push_back(Frame::Event { event: digit, duration: (i + 1) * 160, end: false, first: i == 0 });
+            q.push_back(Frame::Event {
+                event: digit,
+                duration: (i + 1) * 160,
+                end: false,
+                first: i == 0,
+            });
         }
         for _ in 0..3 {
             q.push_back(Frame::Event { event: digit, duration: 800, end: true, first: false });
@@ -192,7 +225,8 @@ impl Caller {
     /// RMS of the PCMU audio received between `from` and `to`, and the packet count.
     fn heard(&self, from: Instant, to: Instant) -> (f64, usize) {
         let got = self.received.lock().unwrap();
-        let pkts: Vec<RtpPacket> = got.iter().filter(|(at, _)| *at >= from && *at < to).map(|(_, p)| p.clone()).collect();
+        let pkts: Vec<RtpPacket> =
+            got.iter().filter(|(at, _)| *at >= from && *at < to).map(|(_, p)| p.clone()).collect();
         let s = SpeechStats::of(&pkts);
         (s.rms, pkts.len())
     }
@@ -224,7 +258,12 @@ impl Drop for Caller {
     }
 }
 
-fn talk(sock: UdpSocket, to: SocketAddr, queue: Arc<Mutex<std::collections::VecDeque<Frame>>>, stop: Arc<AtomicBool>) {
+fn talk(
+    sock: UdpSocket,
+    to: SocketAddr,
+    queue: Arc<Mutex<std::collections::VecDeque<Frame>>>,
+    stop: Arc<AtomicBool>,
+) {
     let t0 = Instant::now();
     let (mut ts, mut event_ts): (u32, Option<u32>) = (0, None);
     for i in 0u32.. {
@@ -248,7 +287,9 @@ fn talk(sock: UdpSocket, to: SocketAddr, queue: Arc<Mutex<std::collections::VecD
         pkt.extend_from_slice(&payload);
         let _ = sock.send_to(&pkt, to);
         ts = ts.wrapping_add(160);
-        thread::sleep((t0 + Duration::from_millis(20) * (i + 1)).saturating_duration_since(Instant::now()));
+        thread::sleep(
+            (t0 + Duration::from_millis(20) * (i + 1)).saturating_duration_since(Instant::now()),
+        );
     }
 }
 
@@ -270,8 +311,16 @@ fn carrier_a_503_the_call_leaves_through_b_and_caller_and_human_hear_each_other(
     thread::sleep(Duration::from_millis(1000));
     let pressed = Instant::now();
     caller.press(2); // barge-in on the high-demand prompt: "2" is the person
-    let connected = wait_until(Duration::from_secs(10), Duration::from_millis(20), || outbound(&app, "connected") == 1);
-    assert!(connected, "human not connected: {}\nA:\n{}\nB:\n{}", app.status_json(), carrier_a.diagnostics(), carrier_b.diagnostics());
+    let connected = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        outbound(&app, "connected") == 1
+    });
+    assert!(
+        connected,
+        "human not connected: {}\nA:\n{}\nB:\n{}",
+        app.status_json(),
+        carrier_a.diagnostics(),
+        carrier_b.diagnostics()
+    );
     figure("human_connected_after_key_ms", pressed.elapsed().as_millis());
     assert_eq!(carrier_a.received_requests("INVITE"), 1, "carrier A was tried first");
     assert_eq!(carrier_b.received_requests("INVITE"), 1, "then carrier B");
@@ -288,7 +337,8 @@ fn carrier_a_503_the_call_leaves_through_b_and_caller_and_human_hear_each_other(
     caller.say(&speech);
     thread::sleep(Duration::from_millis(speech.len() as u64 / 8 + 300));
     let (quiet_rms, quiet_pkts) = caller.heard(quiet_from + Duration::from_millis(300), talk_from);
-    let (talk_rms, talk_pkts) = caller.heard(talk_from + Duration::from_millis(300), Instant::now());
+    let (talk_rms, talk_pkts) =
+        caller.heard(talk_from + Duration::from_millis(300), Instant::now());
     figure("bridge_quiet_rms", format!("{quiet_rms:.0}"));
     figure("bridge_echo_rms", format!("{talk_rms:.0}"));
     figure("bridge_packets_to_caller", talk_pkts);
@@ -297,12 +347,19 @@ fn carrier_a_503_the_call_leaves_through_b_and_caller_and_human_hear_each_other(
 
     // the caller hangs up: the human gets BYE
     caller.in_dialog("BYE", 2);
-    let byed = wait_until(Duration::from_secs(5), Duration::from_millis(50), || carrier_b.received_requests("BYE") >= 1);
+    let byed = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        carrier_b.received_requests("BYE") >= 1
+    });
     assert!(byed, "no BYE to the human:\n{}", carrier_b.diagnostics());
-    assert!(wait_until(Duration::from_secs(3), Duration::from_millis(50), || app.status_json()["calls"]["active"] == 0));
+    assert!(wait_until(Duration::from_secs(3), Duration::from_millis(50), || app.status_json()
+        ["calls"]["active"]
+        == 0));
     // the call record says how the human was reached
     let record = ended_record(&app);
-    assert_eq!(record["human"], "carrier-b; failed carrier-a: 503 Service Unavailable; connected", "{record:#}");
+    assert_eq!(
+        record["human"], "carrier-b; failed carrier-a: 503 Service Unavailable; connected",
+        "{record:#}"
+    );
     assert_eq!(record["ladder"], "prompt>human>human-connected", "{record:#}");
     app.assert_alive();
 }
@@ -319,16 +376,26 @@ fn a_carrier_that_never_answers_is_left_after_no_provisional_ms() {
     thread::sleep(Duration::from_millis(1000));
     let pressed = Instant::now();
     caller.press(2);
-    let at_b = wait_until(Duration::from_secs(8), Duration::from_millis(10), || carrier_b.received_requests("INVITE") >= 1);
+    let at_b = wait_until(Duration::from_secs(8), Duration::from_millis(10), || {
+        carrier_b.received_requests("INVITE") >= 1
+    });
     assert!(at_b, "no INVITE at B: {}\nA:\n{}", app.status_json(), carrier_a.diagnostics());
     let waited = pressed.elapsed();
     figure("failover_after_no_provisional_ms", waited.as_millis());
     assert!(waited >= Duration::from_millis(1900), "moved on before no_provisional_ms: {waited:?}");
     assert!(waited < Duration::from_millis(4000), "not Timer B: {waited:?}");
-    assert!(carrier_a.received_requests("INVITE") >= 2, "A got the INVITE (and its retransmissions)");
-    assert!(wait_until(Duration::from_secs(5), Duration::from_millis(20), || outbound(&app, "connected") == 1));
+    assert!(
+        carrier_a.received_requests("INVITE") >= 2,
+        "A got the INVITE (and its retransmissions)"
+    );
+    assert!(wait_until(Duration::from_secs(5), Duration::from_millis(20), || outbound(
+        &app,
+        "connected"
+    ) == 1));
     caller.in_dialog("BYE", 2);
-    assert!(wait_until(Duration::from_secs(5), Duration::from_millis(50), || carrier_b.received_requests("BYE") >= 1));
+    assert!(wait_until(Duration::from_secs(5), Duration::from_millis(50), || carrier_b
+        .received_requests("BYE")
+        >= 1));
     app.assert_alive();
 }
 
@@ -343,8 +410,15 @@ fn carrier_a_486_is_not_rerouted_and_the_ladder_goes_down_to_a_callback() {
     let caller = Caller::call(ports, "human486");
     thread::sleep(Duration::from_millis(1000));
     caller.press(2);
-    let refused = wait_until(Duration::from_secs(10), Duration::from_millis(20), || outbound(&app, "unavailable") == 1);
-    assert!(refused, "no unavailable outcome: {}\nA:\n{}", app.status_json(), carrier_a.diagnostics());
+    let refused = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        outbound(&app, "unavailable") == 1
+    });
+    assert!(
+        refused,
+        "no unavailable outcome: {}\nA:\n{}",
+        app.status_json(),
+        carrier_a.diagnostics()
+    );
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(carrier_a.received_requests("INVITE"), 1);
     assert_eq!(carrier_b.received_requests("INVITE"), 0, "486 must not ring another phone");
@@ -370,15 +444,29 @@ fn a_human_who_does_not_answer_is_cancelled_and_the_caller_gets_a_callback() {
     thread::sleep(Duration::from_millis(1000));
     let pressed = Instant::now();
     caller.press(2);
-    let cancelled = wait_until(Duration::from_secs(12), Duration::from_millis(50), || carrier_b.received_requests("CANCEL") >= 1);
-    assert!(cancelled, "no CANCEL to the ringing human: {}\nB:\n{}", app.status_json(), carrier_b.diagnostics());
+    let cancelled = wait_until(Duration::from_secs(12), Duration::from_millis(50), || {
+        carrier_b.received_requests("CANCEL") >= 1
+    });
+    assert!(
+        cancelled,
+        "no CANCEL to the ringing human: {}\nB:\n{}",
+        app.status_json(),
+        carrier_b.diagnostics()
+    );
     figure("human_cancelled_after_key_ms", pressed.elapsed().as_millis());
     assert!(pressed.elapsed() >= Duration::from_secs(5), "cancelled before human_timeout_s");
-    assert!(wait_until(Duration::from_secs(3), Duration::from_millis(50), || outbound(&app, "no_answer") == 1));
+    assert!(wait_until(Duration::from_secs(3), Duration::from_millis(50), || outbound(
+        &app,
+        "no_answer"
+    ) == 1));
     // ringback covered the wait: the caller heard audio throughout the ringing
-    let (rms, pkts) = caller.heard(pressed + Duration::from_secs(2), pressed + Duration::from_secs(5));
+    let (rms, pkts) =
+        caller.heard(pressed + Duration::from_secs(2), pressed + Duration::from_secs(5));
     figure("ringback_packets_in_3_s", pkts);
-    assert!(pkts >= 140 && rms > 100.0, "the caller hears something while the human rings: {pkts} packets, rms {rms:.0}");
+    assert!(
+        pkts >= 140 && rms > 100.0,
+        "the caller hears something while the human rings: {pkts} packets, rms {rms:.0}"
+    );
     assert!(caller.wait_bye(Duration::from_secs(15)), "no BYE after the apology");
     assert_eq!(carrier_a.received_requests("INVITE"), 1);
     app.assert_alive();
@@ -395,23 +483,41 @@ fn the_human_hanging_up_ends_the_callers_leg_too() {
     let caller = Caller::call(ports, "humanbye");
     thread::sleep(Duration::from_millis(1000));
     caller.press(2);
-    let connected = wait_until(Duration::from_secs(10), Duration::from_millis(20), || outbound(&app, "connected") == 1);
-    assert!(connected, "human not connected: {}\nB:\n{}", app.status_json(), carrier_b.diagnostics());
+    let connected = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        outbound(&app, "connected") == 1
+    });
+    assert!(
+        connected,
+        "human not connected: {}\nB:\n{}",
+        app.status_json(),
+        carrier_b.diagnostics()
+    );
     let at = Instant::now();
     // 2 s later the human hangs up: the appliance answers their BYE and hangs the caller up
-    assert!(caller.wait_bye(Duration::from_secs(8)), "the caller got no BYE after the human hung up:\n{}", carrier_b.diagnostics());
+    assert!(
+        caller.wait_bye(Duration::from_secs(8)),
+        "the caller got no BYE after the human hung up:\n{}",
+        carrier_b.diagnostics()
+    );
     figure("caller_bye_after_human_connected_ms", at.elapsed().as_millis());
     let answered = |m: &str| {
-        m.split("-----------------------------------------------")
-            .any(|seg| seg.contains("message received") && seg.contains("SIP/2.0 200") && seg.contains("CSeq: 2 BYE"))
+        m.split("-----------------------------------------------").any(|seg| {
+            seg.contains("message received")
+                && seg.contains("SIP/2.0 200")
+                && seg.contains("CSeq: 2 BYE")
+        })
     };
     assert!(
-        wait_until(Duration::from_secs(3), Duration::from_millis(50), || answered(&carrier_b.messages())),
+        wait_until(Duration::from_secs(3), Duration::from_millis(50), || answered(
+            &carrier_b.messages()
+        )),
         "the human's BYE was not answered 200:\n{}",
         carrier_b.diagnostics()
     );
     assert!(!carrier_b.errors().contains("Aborting call"), "{}", carrier_b.errors());
-    assert!(wait_until(Duration::from_secs(3), Duration::from_millis(50), || app.status_json()["calls"]["active"] == 0));
+    assert!(wait_until(Duration::from_secs(3), Duration::from_millis(50), || app.status_json()
+        ["calls"]["active"]
+        == 0));
     app.assert_alive();
 }
 
@@ -430,13 +536,35 @@ fn a_carrier_that_allows_refer_gets_refer_and_connects_the_human_itself() {
         ports.peer(2)
     );
     let mut app = Appliance::start(&config);
-    let (target, peer, media) = (sip_addr(ports).to_string(), ports.peer(0).to_string(), ports.sipp_media(0).to_string());
+    let (target, peer, media) =
+        (sip_addr(ports).to_string(), ports.peer(0).to_string(), ports.sipp_media(0).to_string());
     let mut caller = Sipp::spawn(
         "uac_refer",
         ports.sipp_control(0),
-        &["-sf", &scenario("uac_refer.xml"), &target, "-i", CALLER_IP, "-p", &peer, "-mi", CALLER_IP, "-mp", &media, "-d", "1000", "-m", "1"],
+        &[
+            "-sf",
+            &scenario("uac_refer.xml"),
+            &target,
+            "-i",
+            CALLER_IP,
+            "-p",
+            &peer,
+            "-mi",
+            CALLER_IP,
+            "-mp",
+            &media,
+            "-d",
+            "1000",
+            "-m",
+            "1",
+        ],
     );
-    assert!(caller.wait_success(Duration::from_secs(30)), "REFER flow failed:\n{}\n{}", caller.diagnostics(), app.log());
+    assert!(
+        caller.wait_success(Duration::from_secs(30)),
+        "REFER flow failed:\n{}\n{}",
+        caller.diagnostics(),
+        app.log()
+    );
     let trace = caller.messages();
     assert!(trace.contains(&format!("Refer-To: <{HUMAN}>")), "{trace}");
     assert_eq!(outbound(&app, "refers"), 1);

@@ -9,10 +9,11 @@ mod common;
 
 use common::*;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -42,7 +43,8 @@ struct Pki {
 }
 
 fn leaf_params(sans: &[&str], cn: &str, usage: ExtendedKeyUsagePurpose) -> CertificateParams {
-    let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let mut p =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     p.distinguished_name.push(DnType::CommonName, cn);
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     p.extended_key_usages = vec![usage];
@@ -53,7 +55,11 @@ fn make_pki() -> Pki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.distinguished_name.push(DnType::CommonName, "trunkguard e2e CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
 
@@ -62,12 +68,14 @@ fn make_pki() -> Pki {
         let cert = leaf_params(sans, cn, usage).signed_by(&key, &ca_cert, &ca_key).unwrap();
         Identity { cert, key }
     };
-    let server = signed(&["localhost", "127.0.0.1"], "trunkguard", ExtendedKeyUsagePurpose::ServerAuth);
+    let server =
+        signed(&["localhost", "127.0.0.1"], "trunkguard", ExtendedKeyUsagePurpose::ServerAuth);
     let client = signed(&["carrier-tls.test"], "carrier-tls", ExtendedKeyUsagePurpose::ClientAuth);
     let rogue_key = KeyPair::generate().unwrap();
-    let rogue_cert = leaf_params(&["carrier-tls.test"], "carrier-tls", ExtendedKeyUsagePurpose::ClientAuth)
-        .self_signed(&rogue_key)
-        .unwrap();
+    let rogue_cert =
+        leaf_params(&["carrier-tls.test"], "carrier-tls", ExtendedKeyUsagePurpose::ClientAuth)
+            .self_signed(&rogue_key)
+            .unwrap();
     Pki {
         ca: Identity { cert: ca_cert, key: ca_key },
         server,
@@ -118,7 +126,8 @@ fn client_config(pki: &Pki, identity: Option<&Identity>) -> Arc<ClientConfig> {
 type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
 fn connect(config: Arc<ClientConfig>, addr: SocketAddr) -> TlsStream {
-    let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("TCP connect to the TLS listener");
+    let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .expect("TCP connect to the TLS listener");
     sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let conn = ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
     StreamOwned::new(conn, sock)
@@ -141,7 +150,8 @@ impl SipReader {
         }
         let head_end = self.buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
         let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        let len: usize = header(&head, "Content-Length", Some("l")).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let len: usize =
+            header(&head, "Content-Length", Some("l")).and_then(|v| v.parse().ok()).unwrap_or(0);
         if self.buf.len() < head_end + len {
             return None;
         }
@@ -163,7 +173,11 @@ impl SipReader {
             match tls.read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(_) => return None,
             }
         }
@@ -193,7 +207,14 @@ fn try_untrusted(config: Arc<ClientConfig>, addr: SocketAddr, invite: &str) -> R
         match tls.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => seen.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
             Err(_) => break,
         }
     }
@@ -207,7 +228,15 @@ fn try_untrusted(config: Arc<ClientConfig>, addr: SocketAddr, invite: &str) -> R
     }
 }
 
-fn in_dialog(method: &str, cseq: u32, local: SocketAddr, to: SocketAddr, call_id: &str, from_hdr: &str, to_hdr: &str) -> String {
+fn in_dialog(
+    method: &str,
+    cseq: u32,
+    local: SocketAddr,
+    to: SocketAddr,
+    call_id: &str,
+    from_hdr: &str,
+    to_hdr: &str,
+) -> String {
     format!(
         "{method} sip:agent@{to};transport=tls SIP/2.0\r\n\
          Via: SIP/2.0/TLS {local};branch={}\r\n\
@@ -232,7 +261,13 @@ fn tls_call_with_client_certificate_and_rogue_clients_refused() {
 
     // Rogue (self-signed) and anonymous clients: refused, no SIP spoken.
     for (who, identity) in [("rogue self-signed", Some(&pki.rogue)), ("no certificate", None)] {
-        let invite = invite_request("TLS", "127.0.0.1:5061".parse().unwrap(), addr, &format!("rogue-{who}"), sink.addr);
+        let invite = invite_request(
+            "TLS",
+            "127.0.0.1:5061".parse().unwrap(),
+            addr,
+            &format!("rogue-{who}"),
+            sink.addr,
+        );
         let outcome = try_untrusted(client_config(&pki, identity), addr, &invite);
         assert_eq!(outcome, Refusal::Refused, "client with {who} was not refused");
     }
@@ -267,29 +302,39 @@ fn tls_call_with_client_certificate_and_rogue_clients_refused() {
     assert!(codes.starts_with(&[100, 180]), "expected 100, 180, 200; got {codes:?}");
     let sdp = body_of(&ok);
     assert!(sdp.contains("m=audio "), "200 OK without SDP answer:\n{ok}");
-    assert!(sdp.contains("RTP/AVP 0") || sdp.contains("RTP/AVP 8"), "answer is not PCMU/PCMA:\n{sdp}");
+    assert!(
+        sdp.contains("RTP/AVP 0") || sdp.contains("RTP/AVP 8"),
+        "answer is not PCMU/PCMA:\n{sdp}"
+    );
     let to_hdr = header(&ok, "To", Some("t")).expect("To in 200");
     let from_hdr = header(&ok, "From", Some("f")).expect("From in 200");
     assert!(to_hdr.contains("tag="), "200 OK To has no tag: {to_hdr}");
 
-    tls.write_all(in_dialog("ACK", 1, local, addr, &call_id, &from_hdr, &to_hdr).as_bytes()).unwrap();
+    tls.write_all(in_dialog("ACK", 1, local, addr, &call_id, &from_hdr, &to_hdr).as_bytes())
+        .unwrap();
     tls.flush().unwrap();
-    let got_audio = wait_until(Duration::from_secs(3), Duration::from_millis(50), || sink.count() >= 50);
+    let got_audio =
+        wait_until(Duration::from_secs(3), Duration::from_millis(50), || sink.count() >= 50);
     assert!(got_audio, "only {} RTP packets 3 s after ACK", sink.count());
 
-    tls.write_all(in_dialog("BYE", 2, local, addr, &call_id, &from_hdr, &to_hdr).as_bytes()).unwrap();
+    tls.write_all(in_dialog("BYE", 2, local, addr, &call_id, &from_hdr, &to_hdr).as_bytes())
+        .unwrap();
     tls.flush().unwrap();
     let mut bye_ok = false;
     let deadline = Instant::now() + Duration::from_secs(3);
     while !bye_ok && Instant::now() < deadline {
         if let Some(msg) = reader.next(&mut tls, Duration::from_millis(500)) {
-            bye_ok = status_code(&msg) == Some(200) && header(&msg, "CSeq", None).is_some_and(|c| c.ends_with("BYE"));
+            bye_ok = status_code(&msg) == Some(200)
+                && header(&msg, "CSeq", None).is_some_and(|c| c.ends_with("BYE"));
         }
     }
     assert!(bye_ok, "no 200 OK to BYE over TLS");
     let n = sink.wait_quiet(Duration::from_millis(400), Duration::from_secs(3));
     let speech = sink.speech();
-    assert!(speech.rms > 500.0 && speech.voiced_packets > 10, "prompt over TLS call is not speech: {speech:?}");
+    assert!(
+        speech.rms > 500.0 && speech.voiced_packets > 10,
+        "prompt over TLS call is not speech: {speech:?}"
+    );
     assert!(n < 250, "RTP kept flowing after BYE ({n} packets)");
     assert_eq!(app.calls_counter("answered_total"), 1);
     app.assert_alive();
@@ -302,13 +347,16 @@ fn selftest_pki_verifies_with_rustls() {
     let mut roots = RootCertStore::empty();
     roots.add(pki.ca.cert.der().clone()).unwrap();
     let roots = Arc::new(roots);
-    let client_verifier = rustls::server::WebPkiClientVerifier::builder(roots.clone()).build().unwrap();
+    let client_verifier =
+        rustls::server::WebPkiClientVerifier::builder(roots.clone()).build().unwrap();
     let now = rustls::pki_types::UnixTime::now();
     assert!(client_verifier.verify_client_cert(pki.client.cert.der(), &[], now).is_ok());
     assert!(client_verifier.verify_client_cert(pki.rogue.cert.der(), &[], now).is_err());
     let server_verifier = rustls::client::WebPkiServerVerifier::builder(roots).build().unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    assert!(server_verifier.verify_server_cert(pki.server.cert.der(), &[], &name, &[], now).is_ok());
+    assert!(server_verifier
+        .verify_server_cert(pki.server.cert.der(), &[], &name, &[], now)
+        .is_ok());
     let ip = ServerName::try_from("127.0.0.1").unwrap();
     assert!(server_verifier.verify_server_cert(pki.server.cert.der(), &[], &ip, &[], now).is_ok());
     // Config plumbing: the PEM files the appliance reads parse back.

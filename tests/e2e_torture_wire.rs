@@ -43,7 +43,8 @@ fn corpus_dir() -> PathBuf {
 
 fn load_corpus() -> Vec<Torture> {
     let dir = corpus_dir();
-    let manifest = fs::read_to_string(dir.join("MANIFEST.tsv")).expect("tests/data/rfc4475/MANIFEST.tsv");
+    let manifest =
+        fs::read_to_string(dir.join("MANIFEST.tsv")).expect("tests/data/rfc4475/MANIFEST.tsv");
     manifest
         .lines()
         .skip(1)
@@ -52,11 +53,7 @@ fn load_corpus() -> Vec<Torture> {
             let cols: Vec<&str> = line.split('\t').collect();
             assert_eq!(cols.len(), 3, "bad MANIFEST line {line:?}");
             let bytes = fs::read(dir.join(cols[0])).unwrap_or_else(|e| panic!("{}: {e}", cols[0]));
-            Torture {
-                file: cols[0].to_string(),
-                class: cols[2].to_string(),
-                bytes,
-            }
+            Torture { file: cols[0].to_string(), class: cols[2].to_string(), bytes }
         })
         .collect()
 }
@@ -138,7 +135,13 @@ fn every_rfc4475_message_on_the_wire_leaves_the_box_answering() {
 
     app.assert_alive();
     assert_eq!(http_get(app.http, "/livez").map(|r| r.0).ok(), Some(200));
-    assert!(failures.is_empty(), "{} of {} torture messages failed:\n{}", failures.len(), corpus.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} torture messages failed:\n{}",
+        failures.len(),
+        corpus.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

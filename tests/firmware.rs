@@ -38,7 +38,8 @@ fn the_unit_verifies_and_its_exposure_is_low() {
     assert!(verify.status.success(), "systemd-analyze verify: {stderr}");
     assert!(!stderr.contains("trunkguard.service:"), "warnings about the unit: {stderr}");
     let security = systemd_analyze(&["security", "--offline=true", "--no-pager", unit]);
-    let out = String::from_utf8_lossy(&security.stdout).to_string() + &String::from_utf8_lossy(&security.stderr);
+    let out = String::from_utf8_lossy(&security.stdout).to_string()
+        + &String::from_utf8_lossy(&security.stderr);
     let score: f64 = out
         .lines()
         .find_map(|l| l.split("Overall exposure level for").nth(1))
@@ -76,7 +77,8 @@ fn the_binary_notifies_ready_watchdog_and_stopping() {
     let mut seen: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 256];
-    while Instant::now() < deadline && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() < 3 {
+    while Instant::now() < deadline && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() < 3
+    {
         match sock.recv(&mut buf) {
             Ok(n) => seen.push(String::from_utf8_lossy(&buf[..n]).to_string()),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -106,6 +108,7 @@ fn drop_ins_are_key_value_files() {
         assert!(k.trim().starts_with("net."), "{line}");
         assert!(!v.trim().is_empty(), "{line}");
     }
-    let journald = std::fs::read_to_string(repo("firmware/journald.conf.d/trunkguard.conf")).unwrap();
+    let journald =
+        std::fs::read_to_string(repo("firmware/journald.conf.d/trunkguard.conf")).unwrap();
     assert!(journald.contains("[Journal]") && journald.contains("SystemMaxUse="));
 }

@@ -45,10 +45,14 @@ fn update_and_first_boot_units_verify() {
         assert!(ok, "systemd-analyze verify {name}: {stderr}");
         assert!(!stderr.contains(&format!("{name}:")), "warnings about {name}: {stderr}");
     }
-    assert!(confirm_text.contains("After=trunkguard.service") && confirm_text.contains("Type=oneshot"));
+    assert!(
+        confirm_text.contains("After=trunkguard.service") && confirm_text.contains("Type=oneshot")
+    );
     assert!(confirm_text.contains("ConditionPathExists=/var/lib/trunkguard-update/pending.json"));
     // calls are never held up by the first-boot questions: trunkguard does not wait for it
-    assert!(!first_text.contains("Before=trunkguard.service") && first_text.contains("Type=oneshot"));
+    assert!(
+        !first_text.contains("Before=trunkguard.service") && first_text.contains("Type=oneshot")
+    );
     assert!(first_text.contains("ExecStartPost=+/bin/systemctl restart trunkguard.service"));
     assert!(first_text.contains("ConditionPathExists=!/var/lib/trunkguard/admin-password.argon2"));
     assert!(first_text.contains("StandardInput=tty"));
@@ -73,9 +77,17 @@ fn a_bundle_carries_every_unit_prompt_and_the_example_config() {
     let paths: Vec<&str> = checked.manifest.files.iter().map(|f| f.path.as_str()).collect();
     for unit in std::fs::read_dir(repo("firmware/systemd")).unwrap() {
         let name = unit.unwrap().file_name().to_string_lossy().to_string();
-        assert!(paths.contains(&format!("share/systemd/{name}").as_str()), "{name} missing from {paths:?}");
+        assert!(
+            paths.contains(&format!("share/systemd/{name}").as_str()),
+            "{name} missing from {paths:?}"
+        );
     }
-    for p in ["bin/trunkguard", "share/prompts/high-demand.wav", "share/prompts/one-moment.wav", "share/trunkguard.toml.example"] {
+    for p in [
+        "bin/trunkguard",
+        "share/prompts/high-demand.wav",
+        "share/prompts/one-moment.wav",
+        "share/trunkguard.toml.example",
+    ] {
         assert!(paths.contains(&p), "{p} missing from {paths:?}");
     }
 }

@@ -34,18 +34,27 @@ fn the_image_config_validates_and_keeps_status_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("trunkguard.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_trunkguard")).arg("check-config").arg(&path).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_trunkguard"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "check-config: {}", String::from_utf8_lossy(&out.stderr));
 
     let config = image_config();
     let status: SocketAddr = config["status"]["listen"].as_str().unwrap().parse().unwrap();
     assert!(status.ip().is_loopback(), "the management plane must stay on loopback: {status}");
     let listen = config["sip"]["listen"].as_array().unwrap();
-    assert!(listen.iter().any(|l| l.as_str() == Some("udp:0.0.0.0:5060")), "SIP on every NIC: {listen:?}");
+    assert!(
+        listen.iter().any(|l| l.as_str() == Some("udp:0.0.0.0:5060")),
+        "SIP on every NIC: {listen:?}"
+    );
     // QEMU's user network shows the host as 10.0.2.2: the boot test calls from there.
     let carriers = config["carrier"].as_array().unwrap();
     let from_qemu_host = carriers.iter().any(|c| {
-        c["inbound_from"].as_array().is_some_and(|nets| nets.iter().any(|n| n.as_str() == Some("10.0.2.2/32")))
+        c["inbound_from"]
+            .as_array()
+            .is_some_and(|nets| nets.iter().any(|n| n.as_str() == Some("10.0.2.2/32")))
     });
     assert!(from_qemu_host, "a carrier must accept 10.0.2.2/32");
 }
@@ -62,7 +71,10 @@ fn the_build_script_parses_and_refuses_unknown_arches() {
 
 #[test]
 fn the_image_boots_under_qemu_and_answers_sip() {
-    if image_boot::by_default(&image_boot::X86_64, "building and booting the x86-64 image under QEMU") {
+    if image_boot::by_default(
+        &image_boot::X86_64,
+        "building and booting the x86-64 image under QEMU",
+    ) {
         image_boot::boot_and_call(&image_boot::X86_64);
     }
 }

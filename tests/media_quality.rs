@@ -70,11 +70,8 @@ fn ulaw_payloads(x8k: &[i16]) -> Vec<Vec<u8>> {
 /// What an Opus phone sends: the speech at 48 kHz (8 kHz upsampled), 20 ms per packet.
 fn opus_payloads(x8k: &[i16]) -> Vec<Vec<u8>> {
     let mut up = Resampler::new(Rate::Hz8000, Rate::Hz48000).unwrap();
-    let mut enc = OpusEncoder::new(OpusConfig {
-        rate: Rate::Hz48000,
-        ..OpusConfig::default()
-    })
-    .unwrap();
+    let mut enc =
+        OpusEncoder::new(OpusConfig { rate: Rate::Hz48000, ..OpusConfig::default() }).unwrap();
     x8k.chunks_exact(160)
         .map(|f| {
             let s48 = up.process(f).unwrap().to_vec();
@@ -230,11 +227,8 @@ fn run_session(
         ..JitterConfig::default()
     });
     let from: SocketAddr = CARRIER.parse().unwrap();
-    let mut order: Vec<(Duration, usize)> = arrival
-        .iter()
-        .enumerate()
-        .filter_map(|(k, a)| a.map(|a| (a, k)))
-        .collect();
+    let mut order: Vec<(Duration, usize)> =
+        arrival.iter().enumerate().filter_map(|(k, a)| a.map(|a| (a, k))).collect();
     order.sort(); // by arrival, then by send order
     let end = t0 + order.last().map_or(Duration::ZERO, |a| a.0) + Duration::from_secs(1);
     let (mut next_packet, mut frames, mut dropped) = (0, Vec::new(), Vec::new());
@@ -277,12 +271,7 @@ fn run_session(
             });
             dropped.extend(labels.by_ref().take(skip));
             for ((slot, concealed), pcm) in labels.zip(audio) {
-                frames.push(OutFrame {
-                    slot,
-                    concealed,
-                    at: now - t0,
-                    pcm,
-                });
+                frames.push(OutFrame { slot, concealed, at: now - t0, pcm });
             }
         }
         while s.poll_transmit().is_some() {}
@@ -301,19 +290,12 @@ fn run_session(
         counters.concealed_frames, concealed as u64,
         "shadow and session conceal the same frames"
     );
-    Run {
-        frames,
-        stats: s.stats(),
-        counters,
-        dropped,
-    }
+    Run { frames, stats: s.stats(), counters, dropped }
 }
 
 /// Arrival times with no impairment: every packet 10 ms after it was sent.
 fn clean_arrivals(n: usize) -> Vec<Option<Duration>> {
-    (0..n)
-        .map(|k| Some(FRAME * k as u32 + Duration::from_millis(10)))
-        .collect()
+    (0..n).map(|k| Some(FRAME * k as u32 + Duration::from_millis(10))).collect()
 }
 
 /// The AI-side audio laid out by slot (slots never played stay silent), `frame_len` per slot.
@@ -343,14 +325,8 @@ fn send_time(k: usize) -> Duration {
 /// (a) independent 5 % loss.
 fn trace_loss(n: usize, p: f64, seed: u64) -> Trace {
     let mut rng = SmallRng::seed_from_u64(seed);
-    let arrivals = (0..n)
-        .map(|k| (!rng.gen_bool(p)).then(|| send_time(k) + BASE_DELAY))
-        .collect();
-    Trace {
-        name: "loss 5 %",
-        seed,
-        arrivals,
-    }
+    let arrivals = (0..n).map(|k| (!rng.gen_bool(p)).then(|| send_time(k) + BASE_DELAY)).collect();
+    Trace { name: "loss 5 %", seed, arrivals }
 }
 
 /// (b) 30 ms jitter: each packet delayed by a uniform 0..60 ms on top of the base delay
@@ -360,11 +336,7 @@ fn trace_jitter(n: usize, seed: u64) -> Trace {
     let arrivals = (0..n)
         .map(|k| Some(send_time(k) + BASE_DELAY + Duration::from_micros(rng.gen_range(0..60_000))))
         .collect();
-    Trace {
-        name: "jitter 30 ms",
-        seed,
-        arrivals,
-    }
+    Trace { name: "jitter 30 ms", seed, arrivals }
 }
 
 /// (c) both: 5 % loss and 30 ms jitter.
@@ -376,11 +348,7 @@ fn trace_loss_and_jitter(n: usize, seed: u64) -> Trace {
             (!rng.gen_bool(0.05)).then(|| send_time(k) + BASE_DELAY + delay)
         })
         .collect();
-    Trace {
-        name: "loss 5 % + jitter 30 ms",
-        seed,
-        arrivals,
-    }
+    Trace { name: "loss 5 % + jitter 30 ms", seed, arrivals }
 }
 
 /// (d) a 500 ms stall: from 5 s on the network holds packets for 500 ms and delivers them
@@ -392,18 +360,10 @@ fn trace_burst(n: usize, seed: u64) -> Trace {
     let arrivals = (0..n)
         .map(|k| {
             let normal = send_time(k) + BASE_DELAY + Duration::from_micros(rng.gen_range(0..2_000));
-            Some(if normal >= stall_start && normal < stall_end {
-                stall_end
-            } else {
-                normal
-            })
+            Some(if normal >= stall_start && normal < stall_end { stall_end } else { normal })
         })
         .collect();
-    Trace {
-        name: "500 ms stall",
-        seed,
-        arrivals,
-    }
+    Trace { name: "500 ms stall", seed, arrivals }
 }
 
 /// Figures of one PCMU trace run (G.711 AI side, so slots line up sample-exactly).
@@ -439,12 +399,7 @@ fn pcmu_trace(trace: &Trace, x8k: &[i16]) -> (Run, Figures) {
     let payloads = ulaw_payloads(x8k);
     let n = payloads.len();
     let packets = rtp_stream(0, 160, &payloads);
-    let run = run_session(
-        Codec::PCMU,
-        AiFormat::G711(Law::Ulaw),
-        &packets,
-        &trace.arrivals,
-    );
+    let run = run_session(Codec::PCMU, AiFormat::G711(Law::Ulaw), &packets, &trace.arrivals);
     // What a perfect network would have handed over: the payloads decoded.
     let clean: Vec<i16> = payloads.iter().flat_map(|p| Law::Ulaw.decode(p)).collect();
     let in_stream: Vec<&OutFrame> = run.frames.iter().filter(|f| f.slot < n).collect();
@@ -461,11 +416,7 @@ fn pcmu_trace(trace: &Trace, x8k: &[i16]) -> (Run, Figures) {
     }
     // The labels are right: a frame decoded (not concealed, not cross-faded after a
     // concealed one) is exactly its payload decoded.
-    for w in run
-        .frames
-        .windows(2)
-        .filter(|w| w[1].slot < n && !w[0].concealed && !w[1].concealed)
-    {
+    for w in run.frames.windows(2).filter(|w| w[1].slot < n && !w[0].concealed && !w[1].concealed) {
         assert_eq!(
             w[1].pcm[..],
             clean[w[1].slot * 160..(w[1].slot + 1) * 160],
@@ -490,10 +441,8 @@ fn pcmu_trace(trace: &Trace, x8k: &[i16]) -> (Run, Figures) {
         }
     };
     let y = timeline(&run, n, 160);
-    let mut delays: Vec<f64> = in_stream
-        .iter()
-        .map(|f| (f.at - send_time(f.slot)).as_secs_f64() * 1000.0)
-        .collect();
+    let mut delays: Vec<f64> =
+        in_stream.iter().map(|f| (f.at - send_time(f.slot)).as_secs_f64() * 1000.0).collect();
     delays.sort_by(f64::total_cmp);
     let concealed = in_stream.iter().filter(|f| f.concealed).count();
     let figures = Figures {
@@ -521,22 +470,13 @@ fn pcmu_trace(trace: &Trace, x8k: &[i16]) -> (Run, Figures) {
 }
 
 fn print_figures(tag: &str, trace: &Trace, f: &Figures) {
-    eprintln!(
-        "== media_quality: {} (PCMU caller -> G.711 AI, seed {}) ==",
-        trace.name, trace.seed
-    );
+    eprintln!("== media_quality: {} (PCMU caller -> G.711 AI, seed {}) ==", trace.name, trace.seed);
     eprintln!("{tag}.frames: {}", f.frames);
     eprintln!("{tag}.concealed_frames: {}", f.concealed);
-    eprintln!(
-        "{tag}.concealment_rate: {:.2} %",
-        f.concealment_rate * 100.0
-    );
+    eprintln!("{tag}.concealment_rate: {:.2} %", f.concealment_rate * 100.0);
     eprintln!("{tag}.slots_never_played: {}", f.skipped);
     eprintln!("{tag}.late_packets: {}", f.late);
-    eprintln!(
-        "{tag}.frames_dropped_at_ai_queue: {}",
-        f.dropped_at_ai_queue
-    );
+    eprintln!("{tag}.frames_dropped_at_ai_queue: {}", f.dropped_at_ai_queue);
     eprintln!("{tag}.added_delay_mean: {:.1} ms", f.mean_delay_ms);
     eprintln!("{tag}.added_delay_p95: {:.1} ms", f.p95_delay_ms);
     eprintln!("{tag}.added_delay_max: {:.1} ms", f.max_delay_ms);
@@ -545,19 +485,10 @@ fn print_figures(tag: &str, trace: &Trace, f: &Figures) {
     eprintln!("{tag}.mos: {:.2}", f.mos);
     eprintln!("{tag}.correlation_plc: {:.4}", f.corr_plc);
     eprintln!("{tag}.correlation_zero_fill: {:.4}", f.corr_zero_fill);
-    eprintln!(
-        "{tag}.correlation_inside_concealed_frames: {:.3}",
-        f.corr_in_concealed
-    );
-    eprintln!(
-        "{tag}.energy_ratio_inside_concealed_frames: {:.2}",
-        f.energy_ratio_in_concealed
-    );
+    eprintln!("{tag}.correlation_inside_concealed_frames: {:.3}", f.corr_in_concealed);
+    eprintln!("{tag}.energy_ratio_inside_concealed_frames: {:.2}", f.energy_ratio_in_concealed);
     eprintln!("{tag}.envelope_correlation_plc: {:.4}", f.env_plc);
-    eprintln!(
-        "{tag}.envelope_correlation_zero_fill: {:.4}",
-        f.env_zero_fill
-    );
+    eprintln!("{tag}.envelope_correlation_zero_fill: {:.4}", f.env_zero_fill);
     eprintln!("== end {} ==", trace.name);
 }
 
@@ -565,11 +496,7 @@ fn print_figures(tag: &str, trace: &Trace, f: &Figures) {
 const TRACE_REPEATS: usize = 3;
 
 fn no_impairment(n: usize) -> Trace {
-    Trace {
-        name: "no impairment",
-        seed: 0,
-        arrivals: clean_arrivals(n),
-    }
+    Trace { name: "no impairment", seed: 0, arrivals: clean_arrivals(n) }
 }
 
 // ---------------------------------------------------------------- G.711 bit-exactness
@@ -583,25 +510,14 @@ fn g711_passes_through_the_session_unaltered_both_ways() {
     // μ-law has two codes for 0: 0xFF and 0x7F ("negative zero", what small negative
     // samples encode to). Quiet speech is full of 0x7F.
     let negative_zeros = payloads.iter().flatten().filter(|b| **b == 0x7F).count();
-    assert!(
-        negative_zeros > 100,
-        "the speech exercises negative zero: {negative_zeros}"
-    );
+    assert!(negative_zeros > 100, "the speech exercises negative zero: {negative_zeros}");
 
     // Caller -> AI through the session: the AI side gets PCM; μ-law again, it is the payload,
     // except that PCM cannot tell negative zero from zero.
-    let run = run_session(
-        Codec::PCMU,
-        AiFormat::G711(Law::Ulaw),
-        &packets,
-        &clean_arrivals(n),
-    );
+    let run = run_session(Codec::PCMU, AiFormat::G711(Law::Ulaw), &packets, &clean_arrivals(n));
     let in_stream: Vec<&OutFrame> = run.frames.iter().filter(|f| f.slot < n).collect();
     assert_eq!(in_stream.len(), n);
-    assert!(in_stream
-        .iter()
-        .enumerate()
-        .all(|(i, f)| f.slot == i && !f.concealed));
+    assert!(in_stream.iter().enumerate().all(|(i, f)| f.slot == i && !f.concealed));
     let (mut changed, mut frames_exact) = (0, 0);
     for f in &in_stream {
         let mut bytes = Vec::new();
@@ -609,21 +525,14 @@ fn g711_passes_through_the_session_unaltered_both_ways() {
         let mut exact = true;
         for (a, b) in bytes.iter().zip(&payloads[f.slot]) {
             if a != b {
-                assert_eq!(
-                    (*b, *a),
-                    (0x7F, 0xFF),
-                    "only negative zero may change on the PCM path"
-                );
+                assert_eq!((*b, *a), (0x7F, 0xFF), "only negative zero may change on the PCM path");
                 changed += 1;
                 exact = false;
             }
         }
         frames_exact += usize::from(exact);
     }
-    assert_eq!(
-        changed, negative_zeros,
-        "every other byte arrives unchanged"
-    );
+    assert_eq!(changed, negative_zeros, "every other byte arrives unchanged");
 
     // The byte path of the same pipeline keeps even negative zero.
     let mut t =
@@ -655,11 +564,7 @@ fn g711_passes_through_the_session_unaltered_both_ways() {
         }
         now += Duration::from_millis(1);
     }
-    assert_eq!(
-        sent.len(),
-        n,
-        "one packet per 20 ms of AI audio, nothing after"
-    );
+    assert_eq!(sent.len(), n, "one packet per 20 ms of AI audio, nothing after");
     let mut rx = Vec::new();
     for (k, (at, data)) in sent.iter().enumerate() {
         let info = inspect(data).unwrap();
@@ -681,18 +586,12 @@ fn g711_passes_through_the_session_unaltered_both_ways() {
             reverse_changed += 1;
         }
     }
-    assert_eq!(
-        reverse_changed, negative_zeros,
-        "every other byte arrives unchanged"
-    );
+    assert_eq!(reverse_changed, negative_zeros, "every other byte arrives unchanged");
 
     eprintln!("== media_quality: G.711 passthrough ==");
     eprintln!("g711.caller_to_ai_session_frames_bit_exact: {frames_exact}/{n}");
     eprintln!("g711.caller_to_ai_session_bytes_changed: {changed} of {} (all 0x7F -> 0xFF, both decode to 0)", n * 160);
-    eprintln!(
-        "g711.caller_to_ai_transcoder_bytes_path: {} bytes bit-exact (incl. 0x7F)",
-        n * 160
-    );
+    eprintln!("g711.caller_to_ai_transcoder_bytes_path: {} bytes bit-exact (incl. 0x7F)", n * 160);
     eprintln!(
         "g711.ai_to_caller_session_bytes_changed: {reverse_changed} of {} in {} packets (all 0x7F -> 0xFF)",
         rx.len(),
@@ -712,21 +611,15 @@ fn transcoded_ai_audio(codec: Codec, ai: AiFormat, payloads: &[Vec<u8>]) -> (Vec
     let n = payloads.len();
     let in_stream: Vec<&OutFrame> = run.frames.iter().filter(|f| f.slot < n).collect();
     assert_eq!(in_stream.len(), n);
-    assert!(in_stream
-        .iter()
-        .enumerate()
-        .all(|(i, f)| f.slot == i && !f.concealed));
+    assert!(in_stream.iter().enumerate().all(|(i, f)| f.slot == i && !f.concealed));
     let frame_len = ai.rate().frame_len();
     assert!(in_stream.iter().all(|f| f.pcm.len() == frame_len));
     (timeline(&run, n, frame_len), run)
 }
 
 fn report_transcoded(tag: &str, title: &str, rate: Rate, lag: i64, corr: f64, run: &Run) {
-    let delays: Vec<f64> = run
-        .frames
-        .iter()
-        .map(|f| (f.at - send_time(f.slot)).as_secs_f64() * 1000.0)
-        .collect();
+    let delays: Vec<f64> =
+        run.frames.iter().map(|f| (f.at - send_time(f.slot)).as_secs_f64() * 1000.0).collect();
     let mean = delays.iter().sum::<f64>() / delays.len() as f64;
     eprintln!("== media_quality: {title} ==");
     eprintln!("{tag}.correlation_at_best_lag: {corr:.4}");
@@ -745,22 +638,12 @@ fn report_transcoded(tag: &str, title: &str, rate: Rate, lag: i64, corr: f64, ru
 #[test]
 fn opus_caller_to_24k_ai_keeps_the_speech() {
     let x = speech();
-    let (y, run) = transcoded_ai_audio(
-        Codec::opus(111),
-        AiFormat::Pcm(Rate::Hz24000),
-        &opus_payloads(&x),
-    );
+    let (y, run) =
+        transcoded_ai_audio(Codec::opus(111), AiFormat::Pcm(Rate::Hz24000), &opus_payloads(&x));
     let reference = upsample_linear(&x, 3);
     // Opus look-ahead plus the caller's 8 -> 48 kHz resampler: well under 20 ms.
     let (lag, corr) = best_lag(&reference, &y, 24 * 20);
-    report_transcoded(
-        "opus24k",
-        "Opus caller -> 24 kHz PCM AI",
-        Rate::Hz24000,
-        lag,
-        corr,
-        &run,
-    );
+    report_transcoded("opus24k", "Opus caller -> 24 kHz PCM AI", Rate::Hz24000, lag, corr, &run);
     assert!(corr > 0.85, "correlation {corr} at lag {lag}");
     assert!(
         (24..=24 * 15).contains(&lag),
@@ -776,27 +659,14 @@ fn opus_caller_to_24k_ai_keeps_the_speech() {
 #[test]
 fn pcmu_caller_to_16k_ai_keeps_the_speech() {
     let x = speech();
-    let (y, run) = transcoded_ai_audio(
-        Codec::PCMU,
-        AiFormat::Pcm(Rate::Hz16000),
-        &ulaw_payloads(&x),
-    );
+    let (y, run) =
+        transcoded_ai_audio(Codec::PCMU, AiFormat::Pcm(Rate::Hz16000), &ulaw_payloads(&x));
     let reference = upsample_linear(&x, 2);
     let (lag, corr) = best_lag(&reference, &y, 16 * 20);
-    report_transcoded(
-        "pcmu16k",
-        "PCMU caller -> 16 kHz PCM AI",
-        Rate::Hz16000,
-        lag,
-        corr,
-        &run,
-    );
+    report_transcoded("pcmu16k", "PCMU caller -> 16 kHz PCM AI", Rate::Hz16000, lag, corr, &run);
     assert!(corr > 0.95, "correlation {corr} at lag {lag}");
     // The resampler documents 2.0 to 2.25 ms.
-    assert!(
-        (32..=36).contains(&lag),
-        "resampling delay {lag} samples at 16 kHz"
-    );
+    assert!((32..=36).contains(&lag), "resampling delay {lag} samples at 16 kHz");
     let c_off = ncc(&reference, &y[lag as usize + 80..]);
     assert!(c_off < 0.5, "correlation {c_off} 5 ms off the best lag");
 }
@@ -810,11 +680,7 @@ fn trace_no_impairment_baseline() {
     let (run, f) = pcmu_trace(&trace, &x);
     print_figures("clean", &trace, &f);
     assert_eq!((f.concealed, f.skipped, f.late), (0, 0, 0));
-    assert!(
-        f.corr_plc > 0.9999,
-        "clean decode must be exact: {}",
-        f.corr_plc
-    );
+    assert!(f.corr_plc > 0.9999, "clean decode must be exact: {}", f.corr_plc);
     // Constant 10 ms network delay: the buffer settles near its 20 ms floor.
     assert!(f.mean_delay_ms < 60.0 && f.p95_delay_ms < 60.0, "{f:?}");
     assert!(f.target_ms <= 30, "{f:?}");
@@ -832,27 +698,15 @@ fn trace_5_percent_loss_is_concealed() {
     print_figures("loss5", &trace, &f);
     eprintln!("loss5.lost_in_network: {lost_in_network}");
     eprintln!("loss5.mos_without_loss: {:.2}", clean.mos);
-    eprintln!(
-        "loss5.concealed_frames_incl_end_of_stream: {}",
-        run.counters.concealed_frames
-    );
+    eprintln!("loss5.concealed_frames_incl_end_of_stream: {}", run.counters.concealed_frames);
     // Every packet lost in the network, and nothing else, is concealed in place.
     assert_eq!(f.concealed, lost_in_network, "{f:?}");
     assert_eq!(f.skipped, 0);
     assert!((0.03..=0.09).contains(&f.concealment_rate), "{f:?}");
     assert_eq!(run.stats.packets_lost as usize, lost_in_network);
     // after the last packet the buffer conceals up to max_conceal (3) frames, then stops
-    assert!(
-        run.counters.concealed_frames - f.concealed as u64 <= 3,
-        "{:?}",
-        run.counters
-    );
-    assert!(
-        f.mos < clean.mos - 0.3,
-        "MOS {} with loss vs {} without",
-        f.mos,
-        clean.mos
-    );
+    assert!(run.counters.concealed_frames - f.concealed as u64 <= 3, "{:?}", run.counters);
+    assert!(f.mos < clean.mos - 0.3, "MOS {} with loss vs {} without", f.mos, clean.mos);
     assert!(f.corr_plc > 0.7, "{f:?}");
     // Concealment is pitch repetition: inside the concealed frames it follows the lost speech
     // (noise or a wrong phase would score about 0, zero-filling scores 0) at its level.
@@ -864,10 +718,7 @@ fn trace_5_percent_loss_is_concealed() {
     assert!(f.corr_plc > f.corr_zero_fill - 0.02, "{f:?}");
     assert!(f.env_plc > f.env_zero_fill + 0.04, "{f:?}");
     // No loss means no added delay: the buffer stays as for a clean stream.
-    assert!(
-        f.mean_delay_ms < clean.mean_delay_ms + 5.0,
-        "{f:?} vs {clean:?}"
-    );
+    assert!(f.mean_delay_ms < clean.mean_delay_ms + 5.0, "{f:?} vs {clean:?}");
 }
 
 #[test]
@@ -886,10 +737,7 @@ fn trace_30ms_jitter_is_absorbed() {
     assert!(f.mean_delay_ms < 120.0, "{f:?}");
     // The buffer has to hold more than the 60 ms spread, but not the 200 ms maximum.
     assert!((60..=150).contains(&f.target_ms), "{f:?}");
-    assert!(
-        f.mean_delay_ms > 60.0,
-        "delay below the jitter spread cannot be: {f:?}"
-    );
+    assert!(f.mean_delay_ms > 60.0, "delay below the jitter spread cannot be: {f:?}");
     assert!(f.corr_plc > 0.97, "{f:?}");
     assert!(f.mos > 3.8, "{:?}", run.stats);
 }
@@ -905,16 +753,10 @@ fn trace_5_percent_loss_with_30ms_jitter() {
     print_figures("loss5jitter30", &trace, &f);
     eprintln!("loss5jitter30.lost_in_network: {lost_in_network}");
     assert!(f.concealed >= lost_in_network, "{f:?}");
-    assert!(
-        f.concealed <= lost_in_network + n * 3 / 100,
-        "late frames beyond 3 %: {f:?}"
-    );
+    assert!(f.concealed <= lost_in_network + n * 3 / 100, "late frames beyond 3 %: {f:?}");
     assert!((0.03..=0.12).contains(&f.concealment_rate), "{f:?}");
     assert!(f.mean_delay_ms < 120.0, "{f:?}");
-    assert!(
-        f.corr_plc > 0.7 && f.corr_plc > f.corr_zero_fill - 0.02,
-        "{f:?}"
-    );
+    assert!(f.corr_plc > 0.7 && f.corr_plc > f.corr_zero_fill - 0.02, "{f:?}");
     assert!(f.corr_in_concealed > 0.25, "{f:?}");
     assert!(f.env_plc > f.env_zero_fill + 0.04, "{f:?}");
     assert!(f.mos < clean.mos - 0.3, "{:?}", run.stats);
@@ -953,10 +795,7 @@ fn trace_500ms_stall_recovers() {
         .filter(|fr| fr.slot < n && send_time(fr.slot) > Duration::from_millis(5500))
         .find(|fr| fr.at - send_time(fr.slot) < Duration::from_secs_f64((before.0 + 5.0) / 1000.0))
         .map(|fr| send_time(fr.slot).as_secs_f64() - 5.0);
-    eprintln!(
-        "stall500.delay_back_to_normal_after: {:.1} s",
-        recovered_at.unwrap_or(f64::NAN)
-    );
+    eprintln!("stall500.delay_back_to_normal_after: {:.1} s", recovered_at.unwrap_or(f64::NAN));
     // The stall becomes a pause: the buffer conceals up to max_conceal (3) frames, stops its
     // clock, and plays the burst; only packets whose slots were concealed are late.
     assert!((1..=6).contains(&f.concealed), "{f:?}");
@@ -971,10 +810,7 @@ fn trace_500ms_stall_recovers() {
     assert!((150.0..=240.0).contains(&after.0), "{after:?}");
     // ... and shrinks back (1 ms per frame once the stall leaves the 100-packet window).
     let back = recovered_at.expect("the delay comes back down");
-    assert!(
-        (3.0..=8.0).contains(&back),
-        "back to normal {back} s after the stall"
-    );
+    assert!((3.0..=8.0).contains(&back), "back to normal {back} s after the stall");
     assert!(end.0 < before.0 + 5.0, "before {before:?}, end {end:?}");
 }
 
@@ -986,21 +822,11 @@ fn trace_silence_suppression_loses_nothing() {
     let x = speech_repeated(TRACE_REPEATS);
     let payloads = ulaw_payloads(&x);
     let n = payloads.len();
-    let energy = |p: &Vec<u8>| {
-        Law::Ulaw
-            .decode(p)
-            .iter()
-            .map(|v| f64::from(*v).powi(2))
-            .sum::<f64>()
-    };
+    let energy =
+        |p: &Vec<u8>| Law::Ulaw.decode(p).iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
     // active: speech, plus 2 frames of hangover
-    let voiced: Vec<bool> = payloads
-        .iter()
-        .map(|p| energy(p) > SPEECH_FRAME_ENERGY)
-        .collect();
-    let active: Vec<bool> = (0..n)
-        .map(|k| (k.saturating_sub(2)..=k).any(|j| voiced[j]))
-        .collect();
+    let voiced: Vec<bool> = payloads.iter().map(|p| energy(p) > SPEECH_FRAME_ENERGY).collect();
+    let active: Vec<bool> = (0..n).map(|k| (k.saturating_sub(2)..=k).any(|j| voiced[j])).collect();
     let mut out = RtpOut::new(0, CALLER_SSRC, SEQ0, TS0);
     let (mut packets, mut arrivals, mut spurts) = (Vec::new(), Vec::new(), 0);
     for k in 0..n {
@@ -1017,11 +843,8 @@ fn trace_silence_suppression_loses_nothing() {
     }
     let run = run_session(Codec::PCMU, AiFormat::G711(Law::Ulaw), &packets, &arrivals);
     let clean: Vec<i16> = payloads.iter().flat_map(|p| Law::Ulaw.decode(p)).collect();
-    let decoded: Vec<&OutFrame> = run
-        .frames
-        .iter()
-        .filter(|f| f.slot < n && !f.concealed)
-        .collect();
+    let decoded: Vec<&OutFrame> =
+        run.frames.iter().filter(|f| f.slot < n && !f.concealed).collect();
     let concealed = run.frames.iter().filter(|f| f.concealed).count();
     let y = timeline(&run, n, 160);
     let masked: Vec<i16> = clean
@@ -1039,10 +862,7 @@ fn trace_silence_suppression_loses_nothing() {
     eprintln!("dtx.packets_lost: {}", run.stats.packets_lost);
     eprintln!("dtx.heard_loss: {:.2} %", run.stats.loss_percent);
     eprintln!("dtx.mos: {:.2}", run.stats.mos);
-    eprintln!(
-        "dtx.jitter_buffer_target_end: {} ms",
-        run.stats.jitter_buffer_target_ms
-    );
+    eprintln!("dtx.jitter_buffer_target_end: {} ms", run.stats.jitter_buffer_target_ms);
     eprintln!("dtx.correlation_with_sent_audio: {corr:.4}");
     eprintln!("== end silence suppression ==");
     assert!(
@@ -1054,8 +874,5 @@ fn trace_silence_suppression_loses_nothing() {
     assert!(corr > 0.99, "{corr}");
     // The buffer cannot tell a pause from a loss: it conceals up to 3 frames after each spurt
     // (faded PLC, harmless to hear) and counts them as heard loss.
-    assert!(
-        concealed <= 3 * spurts,
-        "{concealed} concealed for {spurts} spurts"
-    );
+    assert!(concealed <= 3 * spurts, "{concealed} concealed for {spurts} spurts");
 }

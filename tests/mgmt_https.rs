@@ -28,7 +28,8 @@ impl Drop for Killed {
 
 fn client(cert_pem: &Path) -> Arc<ClientConfig> {
     let pem = std::fs::read(cert_pem).unwrap();
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice()).map(Result::unwrap).collect();
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut pem.as_slice()).map(Result::unwrap).collect();
     let mut roots = RootCertStore::empty();
     for c in certs {
         roots.add(c).unwrap();
@@ -37,7 +38,11 @@ fn client(cert_pem: &Path) -> Arc<ClientConfig> {
 }
 
 /// One HTTP/1.1 request over TLS (server name 127.0.0.1); returns the response head and body.
-fn https(config: &Arc<ClientConfig>, addr: SocketAddr, request: &str) -> std::io::Result<(String, String)> {
+fn https(
+    config: &Arc<ClientConfig>,
+    addr: SocketAddr,
+    request: &str,
+) -> std::io::Result<(String, String)> {
     let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     sock.set_read_timeout(Some(Duration::from_secs(5)))?;
     let name = ServerName::try_from("127.0.0.1").unwrap().to_owned();
@@ -99,7 +104,11 @@ fn self_signed_https_serves_livez_and_secure_cookies() {
     let show_log = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
 
     let cert = state.join("cert.pem");
-    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(50), || cert.is_file()), "no cert: {}", show_log());
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || cert.is_file()),
+        "no cert: {}",
+        show_log()
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -111,7 +120,8 @@ fn self_signed_https_serves_livez_and_secure_cookies() {
     let mut livez = None;
     assert!(
         wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-            livez = https(&tls, http, &get).ok().filter(|(head, _)| head.starts_with("HTTP/1.1 200"));
+            livez =
+                https(&tls, http, &get).ok().filter(|(head, _)| head.starts_with("HTTP/1.1 200"));
             livez.is_some()
         }),
         "GET /livez over HTTPS failed: {}",

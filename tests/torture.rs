@@ -127,11 +127,15 @@ fn check(bytes: &[u8], expect: Expect, cause: &str) -> Result<(), String> {
         Ok(SipMessage::Response(_)) => String::new(),
     };
     if !why.contains(cause) {
-        return Err(format!("refused for the wrong reason: {why:?}, expected it to mention {cause:?}"));
+        return Err(format!(
+            "refused for the wrong reason: {why:?}, expected it to mention {cause:?}"
+        ));
     }
     let parsed = parse_message(bytes);
     match (expect, parsed) {
-        (Accept, Ok(SipMessage::Request(r))) => check_request(&r).map_err(|e| format!("refused: {e:?}")),
+        (Accept, Ok(SipMessage::Request(r))) => {
+            check_request(&r).map_err(|e| format!("refused: {e:?}"))
+        }
         (Accept, Ok(SipMessage::Response(_))) => Ok(()),
         (Refuse(code), Ok(SipMessage::Request(r))) => match check_request(&r) {
             Err(Rejection { status, .. }) if status == code => Ok(()),
@@ -165,7 +169,8 @@ fn read(dir: &str, file: &str) -> Vec<u8> {
 
 #[test]
 fn rfc4475_per_file() {
-    let table: BTreeMap<&str, (Expect, &str, &str)> = RFC4475.iter().map(|(f, e, c, n)| (*f, (*e, *c, *n))).collect();
+    let table: BTreeMap<&str, (Expect, &str, &str)> =
+        RFC4475.iter().map(|(f, e, c, n)| (*f, (*e, *c, *n))).collect();
     let mut failures = Vec::new();
     let mut per_class: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let rows = manifest();
@@ -238,7 +243,10 @@ fn rfc4475_details() {
     assert_eq!(bext.headers[0].value, "nothingSupportsThis, nothingSupportsThisEither");
 
     let invut = check_request(&request("rfc4475", "invut.dat")).unwrap_err();
-    assert_eq!((invut.headers[0].name.as_str(), invut.headers[0].value.as_str()), ("Accept", "application/sdp"));
+    assert_eq!(
+        (invut.headers[0].name.as_str(), invut.headers[0].value.as_str()),
+        ("Accept", "application/sdp")
+    );
 
     let zeromf = request("rfc4475", "zeromf.dat");
     assert_eq!(check_request_with(&zeromf, &Policy::endpoint()), Ok(()));
@@ -291,7 +299,8 @@ fn rfc5118_details() {
 fn all_messages() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for dir in ["rfc4475", "rfc5118"] {
-        let mut names: Vec<_> = fs::read_dir(data(dir)).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut names: Vec<_> =
+            fs::read_dir(data(dir)).unwrap().map(|e| e.unwrap().path()).collect();
         names.sort();
         for p in names {
             if p.extension().is_some_and(|e| e == "tsv") {

@@ -28,7 +28,11 @@ fn repo(path: &str) -> PathBuf {
 }
 
 fn text(out: &Output) -> String {
-    format!("stdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// A box under a temporary root, with its service on loopback ports from `base`.
@@ -129,7 +133,8 @@ impl Site {
     }
 
     fn init(&self, bundle: &Path) {
-        let out = updater().arg("init").arg(bundle).arg("--root").arg(self.root()).output().unwrap();
+        let out =
+            updater().arg("init").arg(bundle).arg("--root").arg(self.root()).output().unwrap();
         assert!(out.status.success(), "{}", text(&out));
     }
 
@@ -139,7 +144,11 @@ impl Site {
     }
 
     fn readyz(&self) -> Option<u16> {
-        let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], self.http_port).into(), Duration::from_secs(1)).ok()?;
+        let mut s = TcpStream::connect_timeout(
+            &([127, 0, 0, 1], self.http_port).into(),
+            Duration::from_secs(1),
+        )
+        .ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").ok()?;
         let mut buf = String::new();
@@ -176,11 +185,16 @@ impl Site {
     }
 
     fn current(&self) -> String {
-        std::fs::read_link(self.root().join("opt/trunkguard/current")).unwrap().display().to_string()
+        std::fs::read_link(self.root().join("opt/trunkguard/current"))
+            .unwrap()
+            .display()
+            .to_string()
     }
 
     fn log_lines(&self) -> Vec<serde_json::Value> {
-        let log = std::fs::read_to_string(self.root().join("var/lib/trunkguard-update/updates.log")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self.root().join("var/lib/trunkguard-update/updates.log"))
+                .unwrap_or_default();
         log.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
@@ -193,12 +207,16 @@ impl Site {
     /// Every file under the slots with its content, and where `current` points.
     fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
         fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-            let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+            let mut entries: Vec<_> =
+                std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
             entries.sort();
             for p in entries {
                 let meta = std::fs::symlink_metadata(&p).unwrap();
                 if meta.file_type().is_symlink() {
-                    out.push((p.clone(), std::fs::read_link(&p).unwrap().display().to_string().into_bytes()));
+                    out.push((
+                        p.clone(),
+                        std::fs::read_link(&p).unwrap().display().to_string().into_bytes(),
+                    ));
                 } else if meta.is_dir() {
                     walk(&p, out);
                 } else {
@@ -236,12 +254,20 @@ fn a_ready_release_is_confirmed_and_one_that_never_gets_ready_rolls_back() {
     let out = site.update(&["install", v2.to_str().unwrap(), "--timeout", "60"]).output().unwrap();
     assert!(out.status.success(), "{}\nservice: {}", text(&out), site.service_log());
     println!("update_confirm_s: {:.2}", t.elapsed().as_secs_f64());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1.1.0 in slot b is ready"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1.1.0 in slot b is ready"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(site.current(), "slots/b");
     assert_ne!(site.service_pid(), pid_v1, "the service was restarted");
     assert_eq!(site.readyz(), Some(200));
     let last = site.log_lines().pop().unwrap();
-    assert_eq!((last["action"].as_str(), last["result"].as_str()), (Some("install"), Some("confirmed")), "{last}");
+    assert_eq!(
+        (last["action"].as_str(), last["result"].as_str()),
+        (Some("install"), Some("confirmed")),
+        "{last}"
+    );
     assert_eq!(last["version"], "1.1.0");
     assert!(!site.root().join("var/lib/trunkguard-update/pending.json").exists());
     assert!(site.root().join("opt/trunkguard/slots/b/share/prompts/one-moment.wav").is_file());
@@ -249,7 +275,8 @@ fn a_ready_release_is_confirmed_and_one_that_never_gets_ready_rolls_back() {
     // a release that never becomes ready: after the timeout, back to slot b and 1.1.0
     let broken = site.bundle("v3.tgu", &site.never_ready_binary(), "3.0.0-broken");
     let t = Instant::now();
-    let out = site.update(&["install", broken.to_str().unwrap(), "--timeout", "4"]).output().unwrap();
+    let out =
+        site.update(&["install", broken.to_str().unwrap(), "--timeout", "4"]).output().unwrap();
     let rollback_s = t.elapsed().as_secs_f64();
     println!("update_rollback_s: {rollback_s:.2}");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
@@ -264,7 +291,10 @@ fn a_ready_release_is_confirmed_and_one_that_never_gets_ready_rolls_back() {
     assert_eq!(last["version"], "3.0.0-broken");
     assert_eq!((last["from"].as_str(), last["to"].as_str()), (Some("b"), Some("a")));
     let reason = last["reason"].as_str().unwrap();
-    assert!(reason.contains("not ready within 4 s") && reason.contains("connection refused"), "{reason}");
+    assert!(
+        reason.contains("not ready within 4 s") && reason.contains("connection refused"),
+        "{reason}"
+    );
 
     let status = site.status();
     assert_eq!(status["active"], "b");
@@ -274,7 +304,11 @@ fn a_ready_release_is_confirmed_and_one_that_never_gets_ready_rolls_back() {
     assert!(status["pending"].is_null());
     let plain = updater().args(["status", "--root"]).arg(site.root()).output().unwrap();
     let plain = String::from_utf8_lossy(&plain.stdout);
-    assert!(plain.contains("slot b: 1.1.0  (active)") && plain.contains("install rolled_back 3.0.0-broken (b -> a)"), "{plain}");
+    assert!(
+        plain.contains("slot b: 1.1.0  (active)")
+            && plain.contains("install rolled_back 3.0.0-broken (b -> a)"),
+        "{plain}"
+    );
 
     // a manual rollback goes back to the other slot's version (here the broken one) and can be undone
     let out = site.update(&["rollback"]).output().unwrap();
@@ -293,14 +327,20 @@ fn an_https_status_server_is_probed_at_the_address_the_configuration_names() {
     site.init(&v1);
     site.start_service();
     let v2 = site.bundle("v2.tgu", Path::new(env!("CARGO_BIN_EXE_trunkguard")), "1.1.0");
-    let out = site.update_from_config(&["install", v2.to_str().unwrap(), "--timeout", "60"]).output().unwrap();
+    let out = site
+        .update_from_config(&["install", v2.to_str().unwrap(), "--timeout", "60"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}\nservice: {}", text(&out), site.service_log());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("waiting for https://127.0.0.1:35080/readyz"), "{stderr}");
     assert_eq!(site.current(), "slots/b");
     // and a never-ready release over the same path rolls back
     let broken = site.bundle("v3.tgu", &site.never_ready_binary(), "3.0.0-broken");
-    let out = site.update_from_config(&["install", broken.to_str().unwrap(), "--timeout", "3"]).output().unwrap();
+    let out = site
+        .update_from_config(&["install", broken.to_str().unwrap(), "--timeout", "3"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert_eq!(site.current(), "slots/b");
 }
@@ -334,7 +374,11 @@ fn a_reboot_in_the_middle_is_settled_at_boot_by_confirm() {
     // a second install is refused while one is pending
     let out = site.update(&["install", v1.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for confirmation"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("waiting for confirmation"),
+        "{}",
+        text(&out)
+    );
 
     // "boot": the service manager starts current (the broken one), then the confirm oneshot runs
     site.start_service();
@@ -343,11 +387,19 @@ fn a_reboot_in_the_middle_is_settled_at_boot_by_confirm() {
     assert_eq!(site.current(), "slots/a");
     assert!(site.wait_ready(Duration::from_secs(30)), "{}", site.service_log());
     let last = site.log_lines().pop().unwrap();
-    assert_eq!((last["action"].as_str(), last["result"].as_str()), (Some("confirm"), Some("rolled_back")), "{last}");
+    assert_eq!(
+        (last["action"].as_str(), last["result"].as_str()),
+        (Some("confirm"), Some("rolled_back")),
+        "{last}"
+    );
     assert!(!pending.exists());
     // the next boot has nothing to do
     let out = site.update(&["confirm"]).output().unwrap();
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("nothing pending"), "{}", text(&out));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("nothing pending"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A tar entry with any name (the tar crate refuses to build `..` paths itself).
@@ -376,7 +428,9 @@ fn bad_bundles_are_refused_without_touching_the_slots() {
     site.init(&v1);
     let before = site.snapshot();
     // no service: any attempt to switch would show in the snapshot; restarts would fail loudly
-    let install = |bundle: &Path| site.update(&["install", bundle.to_str().unwrap(), "--timeout", "2"]).output().unwrap();
+    let install = |bundle: &Path| {
+        site.update(&["install", bundle.to_str().unwrap(), "--timeout", "2"]).output().unwrap()
+    };
 
     // 1. checksum mismatch: one byte of the bundle changed after its .sha256 was written
     let v2 = site.bundle("v2.tgu", &fake, "2.0.0");
@@ -400,7 +454,9 @@ fn bad_bundles_are_refused_without_touching_the_slots() {
             let p = site.dir.path().join("bin-payload"); std::fs::write(&p, bin).unwrap(); p
         }).unwrap()}]
     });
-    for (name, escape) in [("traversal.tgu", "../../../escaped"), ("absolute.tgu", "/tmp/trunkguard-update-escaped")] {
+    for (name, escape) in
+        [("traversal.tgu", "../../../escaped"), ("absolute.tgu", "/tmp/trunkguard-update-escaped")]
+    {
         let mut tar = Vec::new();
         raw_entry(&mut tar, "manifest.json", manifest.to_string().as_bytes());
         raw_entry(&mut tar, escape, b"owned\n");
@@ -410,7 +466,11 @@ fn bad_bundles_are_refused_without_touching_the_slots() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&tar).unwrap();
         std::fs::write(&path, gz.finish().unwrap()).unwrap();
-        std::fs::write(site.dir.path().join(format!("{name}.sha256")), format!("{}  {name}\n", sha256_hex(&path))).unwrap();
+        std::fs::write(
+            site.dir.path().join(format!("{name}.sha256")),
+            format!("{}  {name}\n", sha256_hex(&path)),
+        )
+        .unwrap();
         let out = install(&path);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         assert!(String::from_utf8_lossy(&out.stderr).contains("unsafe entry"), "{}", text(&out));
@@ -430,11 +490,19 @@ fn bad_bundles_are_refused_without_touching_the_slots() {
     let key = site.dir.path().join("update.key");
     let out = updater().args(["keygen", "--out"]).arg(&key).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    std::fs::copy(site.dir.path().join("update.key.pub"), site.root().join("etc/trunkguard/update.pub")).unwrap();
+    std::fs::copy(
+        site.dir.path().join("update.key.pub"),
+        site.root().join("etc/trunkguard/update.pub"),
+    )
+    .unwrap();
     let unsigned = site.bundle("v4.tgu", &fake, "4.0.0");
     let out = install(&unsigned);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("signature: a public key is configured"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signature: a public key is configured"),
+        "{}",
+        text(&out)
+    );
     let signed = site.dir.path().join("v5.tgu");
     let out = updater()
         .args(["bundle", "--out"])

@@ -22,7 +22,11 @@ const EXIT_REFUSED: u8 = 2;
 const EXIT_ROLLED_BACK: u8 = 3;
 
 #[derive(Debug, Parser)]
-#[command(name = "trunkguard-update", version, about = "A/B updates of trunkguard that roll back by themselves")]
+#[command(
+    name = "trunkguard-update",
+    version,
+    about = "A/B updates of trunkguard that roll back by themselves"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -169,18 +173,40 @@ fn main() -> ExitCode {
 
 fn run_command(command: Command) -> Result<String, UpdateError> {
     match command {
-        Command::Install { file, box_args, watch } => describe(run::install(&options(&box_args, Some(&watch))?, &file)?),
-        Command::Confirm { box_args, watch } => describe(run::confirm(&options(&box_args, Some(&watch))?)?),
-        Command::Rollback { box_args, watch } => describe(run::rollback(&options(&box_args, Some(&watch))?)?),
-        Command::Init { file, box_args, force } => describe(run::init(&options(&box_args, None)?, &file, force)?),
+        Command::Install { file, box_args, watch } => {
+            describe(run::install(&options(&box_args, Some(&watch))?, &file)?)
+        }
+        Command::Confirm { box_args, watch } => {
+            describe(run::confirm(&options(&box_args, Some(&watch))?)?)
+        }
+        Command::Rollback { box_args, watch } => {
+            describe(run::rollback(&options(&box_args, Some(&watch))?)?)
+        }
+        Command::Init { file, box_args, force } => {
+            describe(run::init(&options(&box_args, None)?, &file, force)?)
+        }
         Command::Verify { file, box_args } => {
             let checked = run::verify(&options(&box_args, None)?, &file)?;
-            let sig = if checked.signature_verified { "signature verified" } else { "signature not checked (no key configured)" };
-            Ok(format!("ok: {}: {} for {}, {} files, {sig}", file.display(), checked.manifest.version, checked.manifest.arch, checked.manifest.files.len()))
+            let sig = if checked.signature_verified {
+                "signature verified"
+            } else {
+                "signature not checked (no key configured)"
+            };
+            Ok(format!(
+                "ok: {}: {} for {}, {} files, {sig}",
+                file.display(),
+                checked.manifest.version,
+                checked.manifest.arch,
+                checked.manifest.files.len()
+            ))
         }
         Command::Status { root, json } => {
             let status = run::status(&root)?;
-            Ok(if json { serde_json::to_string(&status).unwrap_or_default() } else { status.to_string().trim_end().to_owned() })
+            Ok(if json {
+                serde_json::to_string(&status).unwrap_or_default()
+            } else {
+                status.to_string().trim_end().to_owned()
+            })
         }
         Command::Bundle { out, binary, firmware, version, arch, sign } => {
             let version = match version {
@@ -201,7 +227,11 @@ fn run_command(command: Command) -> Result<String, UpdateError> {
         }
         Command::Keygen { out } => {
             let (secret, public) = sign::generate(&out)?;
-            Ok(format!("secret key {} (keep it off the box), public key {}", secret.display(), public.display()))
+            Ok(format!(
+                "secret key {} (keep it off the box), public key {}",
+                secret.display(),
+                public.display()
+            ))
         }
     }
 }
@@ -222,8 +252,10 @@ fn options(b: &BoxArgs, watch: Option<&WatchArgs>) -> Result<Options, UpdateErro
         };
         o.ready_url = match &w.ready_url {
             Some(url) => ReadyUrl::parse(url).map_err(UpdateError::Usage)?,
-            None => run::ready_url_from_config(&trunkguard::update::layout::Layout::new(&b.root).default_config())
-                .unwrap_or_else(run::default_ready_url),
+            None => run::ready_url_from_config(
+                &trunkguard::update::layout::Layout::new(&b.root).default_config(),
+            )
+            .unwrap_or_else(run::default_ready_url),
         };
     }
     Ok(o)
@@ -233,11 +265,18 @@ fn describe(done: Done) -> Result<String, UpdateError> {
     Ok(match done {
         Done::Installed { slot, version } => format!("installed {version} in slot {slot} (active)"),
         Done::Confirmed { slot, version, ready_after } => {
-            format!("updated: {version} in slot {slot} is ready (after {:.1} s) and confirmed", ready_after.as_secs_f64())
+            format!(
+                "updated: {version} in slot {slot} is ready (after {:.1} s) and confirmed",
+                ready_after.as_secs_f64()
+            )
         }
         Done::NothingPending => "nothing pending".to_owned(),
-        Done::Cleared { active } => format!("an interrupted update was cleared; slot {active} stays active"),
-        Done::Switched { slot, version, restart: Ok(()) } => format!("rolled back by hand to {version} in slot {slot}"),
+        Done::Cleared { active } => {
+            format!("an interrupted update was cleared; slot {active} stays active")
+        }
+        Done::Switched { slot, version, restart: Ok(()) } => {
+            format!("rolled back by hand to {version} in slot {slot}")
+        }
         Done::Switched { slot, version, restart: Err(e) } => {
             format!("rolled back by hand to {version} in slot {slot}, but the restart failed: {e}")
         }
@@ -246,9 +285,15 @@ fn describe(done: Done) -> Result<String, UpdateError> {
 
 /// The last word of `BINARY --version` (at most 5 s).
 fn version_of(binary: &Path) -> Result<String, UpdateError> {
-    let usage = || UpdateError::Usage(format!("cannot tell the version of {}: pass --version", binary.display()));
+    let usage = || {
+        UpdateError::Usage(format!(
+            "cannot tell the version of {}: pass --version",
+            binary.display()
+        ))
+    };
     let path = binary.to_str().ok_or_else(usage)?;
-    let out = trunkguard::update::spawn::run(&[path, "--version"], true, Duration::from_secs(5)).map_err(|_| usage())?;
+    let out = trunkguard::update::spawn::run(&[path, "--version"], true, Duration::from_secs(5))
+        .map_err(|_| usage())?;
     let text = String::from_utf8_lossy(&out.stdout);
     match text.split_whitespace().last() {
         Some(v) if out.code == Some(0) => Ok(v.to_owned()),

@@ -29,10 +29,7 @@ pub struct ListenAddr {
 impl ListenAddr {
     /// The same transport and address as a core [`Peer`].
     pub fn peer(self) -> Peer {
-        Peer {
-            transport: self.transport,
-            addr: self.addr,
-        }
+        Peer { transport: self.transport, addr: self.addr }
     }
 }
 
@@ -59,14 +56,10 @@ pub fn parse_transport_addr(s: &str) -> Result<(Transport, SocketAddr), AddrErro
         )));
     };
     let transport = parse_transport(scheme).ok_or_else(|| {
-        AddrError(format!(
-            "{s:?}: unknown transport {scheme:?} (expected udp, tcp or tls)"
-        ))
+        AddrError(format!("{s:?}: unknown transport {scheme:?} (expected udp, tcp or tls)"))
     })?;
     let addr = parse_socket_addr(rest, default_port(transport)).ok_or_else(|| {
-        AddrError(format!(
-            "{s:?}: invalid address {rest:?} (expected IP:PORT or [IPv6]:PORT)"
-        ))
+        AddrError(format!("{s:?}: invalid address {rest:?} (expected IP:PORT or [IPv6]:PORT)"))
     })?;
     Ok((transport, addr))
 }
@@ -91,13 +84,8 @@ fn parse_socket_addr(s: &str, default_port: u16) -> Option<SocketAddr> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Some(addr);
     }
-    let bare = s
-        .strip_prefix('[')
-        .and_then(|r| r.strip_suffix(']'))
-        .unwrap_or(s);
-    bare.parse::<IpAddr>()
-        .ok()
-        .map(|ip| SocketAddr::new(ip, default_port))
+    let bare = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+    bare.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, default_port))
 }
 
 /// An inclusive UDP port range for RTP: even start, at least one RTP/RTCP pair.
@@ -137,17 +125,13 @@ impl FromStr for PortRange {
             Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
         });
         let Some((start, end)) = parsed else {
-            return Err(AddrError(format!(
-                "{s:?}: expected START-END, e.g. \"20000-20999\""
-            )));
+            return Err(AddrError(format!("{s:?}: expected START-END, e.g. \"20000-20999\"")));
         };
         if start == 0 {
             return Err(AddrError(format!("{s:?}: start must be at least 1")));
         }
         if start > end {
-            return Err(AddrError(format!(
-                "{s:?}: start {start} is greater than end {end}"
-            )));
+            return Err(AddrError(format!("{s:?}: start {start} is greater than end {end}")));
         }
         if start % 2 != 0 {
             return Err(AddrError(format!(
@@ -175,9 +159,7 @@ pub fn parse_net(s: &str) -> Result<IpNet, AddrError> {
         return Ok(net.trunc());
     }
     s.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
-        AddrError(format!(
-            "{s:?}: expected an IP address or CIDR network, e.g. \"192.0.2.0/24\""
-        ))
+        AddrError(format!("{s:?}: expected an IP address or CIDR network, e.g. \"192.0.2.0/24\""))
     })
 }
 
@@ -200,13 +182,7 @@ mod tests {
         assert_eq!(d.addr, "[::1]:5060".parse().unwrap());
         assert_eq!(a.to_string(), "udp:127.0.0.1:5060");
         assert_eq!(b.to_string(), "tcp:[::1]:5070");
-        assert_eq!(
-            a.peer(),
-            Peer {
-                transport: Transport::Udp,
-                addr: a.addr
-            }
-        );
+        assert_eq!(a.peer(), Peer { transport: Transport::Udp, addr: a.addr });
     }
 
     #[test]
@@ -219,24 +195,14 @@ mod tests {
         let e = "1.2.3.4".parse::<ListenAddr>().unwrap_err();
         assert!(e.to_string().contains("expected TRANSPORT:IP:PORT"), "{e}");
         let e = "udp:host.example:5060".parse::<ListenAddr>().unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("invalid address \"host.example:5060\""),
-            "{e}"
-        );
+        assert!(e.to_string().contains("invalid address \"host.example:5060\""), "{e}");
         assert!("udp:1.2.3.4:99999".parse::<ListenAddr>().is_err());
     }
 
     #[test]
     fn port_range() {
         let r: PortRange = "20000-20999".parse().unwrap();
-        assert_eq!(
-            r,
-            PortRange {
-                start: 20000,
-                end: 20999
-            }
-        );
+        assert_eq!(r, PortRange { start: 20000, end: 20999 });
         assert_eq!(r.len(), 1000);
         assert!(r.contains(20000) && r.contains(20999) && !r.contains(21000));
         assert_eq!(r.rtp_ports().count(), 500);
@@ -263,22 +229,10 @@ mod tests {
 
     #[test]
     fn nets() {
-        assert_eq!(
-            parse_net("127.0.0.2").unwrap(),
-            "127.0.0.2/32".parse::<IpNet>().unwrap()
-        );
-        assert_eq!(
-            parse_net("::1").unwrap(),
-            "::1/128".parse::<IpNet>().unwrap()
-        );
-        assert_eq!(
-            parse_net("10.1.2.3/8").unwrap(),
-            "10.0.0.0/8".parse::<IpNet>().unwrap()
-        );
+        assert_eq!(parse_net("127.0.0.2").unwrap(), "127.0.0.2/32".parse::<IpNet>().unwrap());
+        assert_eq!(parse_net("::1").unwrap(), "::1/128".parse::<IpNet>().unwrap());
+        assert_eq!(parse_net("10.1.2.3/8").unwrap(), "10.0.0.0/8".parse::<IpNet>().unwrap());
         assert!(parse_net("10.0.0.0/33").is_err());
-        assert!(parse_net("example.com")
-            .unwrap_err()
-            .to_string()
-            .contains("CIDR"));
+        assert!(parse_net("example.com").unwrap_err().to_string().contains("CIDR"));
     }
 }

@@ -9,18 +9,15 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::addr::{ListenAddr, PortRange};
 use super::model::{
-    AiConfig, CallConfig, CarrierConfig, Config, LimitsConfig, MediaConfig, PromptsConfig, SipConfig,
-    StateConfig, StatusConfig,
+    AiConfig, CallConfig, CarrierConfig, Config, LimitsConfig, MediaConfig, PromptsConfig,
+    SipConfig, StateConfig, StatusConfig,
 };
 use crate::core::sip::Transport;
 
 pub const USER_AGENT: &str = concat!("trunkguard/", env!("CARGO_PKG_VERSION"));
 pub const SIP_LISTEN: [&str; 2] = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"];
 pub const MEDIA_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-pub const RTP_PORTS: PortRange = PortRange {
-    start: 20000,
-    end: 20999,
-};
+pub const RTP_PORTS: PortRange = PortRange { start: 20000, end: 20999 };
 pub const STATUS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 pub const HIGH_DEMAND_PROMPT: &str = "high-demand.wav";
 pub const MAX_CALL_DURATION_S: u64 = 3600;
@@ -71,14 +68,8 @@ impl Config {
         Config {
             sip: SipConfig {
                 listen: vec![
-                    ListenAddr {
-                        transport: Transport::Udp,
-                        addr: sip_loopback(),
-                    },
-                    ListenAddr {
-                        transport: Transport::Tcp,
-                        addr: sip_loopback(),
-                    },
+                    ListenAddr { transport: Transport::Udp, addr: sip_loopback() },
+                    ListenAddr { transport: Transport::Tcp, addr: sip_loopback() },
                 ],
                 tls: None,
                 user_agent: USER_AGENT.to_owned(),
@@ -93,18 +84,13 @@ impl Config {
                 opus_complexity: MediaConfig::DEFAULT_OPUS_COMPLEXITY,
                 opus_bitrate: MediaConfig::DEFAULT_OPUS_BITRATE,
             },
-            status: StatusConfig {
-                listen: STATUS_LISTEN,
-                tls: None,
-            },
+            status: StatusConfig { listen: STATUS_LISTEN, tls: None },
             prompts: PromptsConfig {
                 dir: None,
                 high_demand: HIGH_DEMAND_PROMPT.to_owned(),
                 files: Vec::new(),
             },
-            call: CallConfig {
-                max_duration_s: MAX_CALL_DURATION_S,
-            },
+            call: CallConfig { max_duration_s: MAX_CALL_DURATION_S },
             carriers: vec![CarrierConfig {
                 name: "local".to_owned(),
                 proxy: None,
@@ -119,7 +105,11 @@ impl Config {
             fallback: Default::default(),
             callback: Default::default(),
             outbound: Default::default(),
-            state: StateConfig { dir: state_dir(), keep_days: STATE_KEEP_DAYS, max_rows: STATE_MAX_ROWS },
+            state: StateConfig {
+                dir: state_dir(),
+                keep_days: STATE_KEEP_DAYS,
+                max_rows: STATE_MAX_ROWS,
+            },
         }
     }
 }

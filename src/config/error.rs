@@ -137,11 +137,7 @@ mod tests {
 
     #[test]
     fn path_display() {
-        let path = FieldPath::root()
-            .key("carrier")
-            .index(1)
-            .key("probe")
-            .key("down_after");
+        let path = FieldPath::root().key("carrier").index(1).key("probe").key("down_after");
         assert_eq!(path.to_string(), "carrier[1].probe.down_after");
         assert_eq!(path.parent().unwrap().to_string(), "carrier[1].probe");
         assert_eq!(FieldPath::root().to_string(), "");
@@ -156,15 +152,8 @@ mod tests {
             field: FieldPath::root().key("call").key("max_duration_s"),
             message: "must be at least 1".into(),
         };
-        assert_eq!(
-            d.to_string(),
-            "trunkguard.toml:12: call.max_duration_s: must be at least 1"
-        );
-        let no_line = Diagnostic {
-            line: None,
-            field: FieldPath::root(),
-            ..d
-        };
+        assert_eq!(d.to_string(), "trunkguard.toml:12: call.max_duration_s: must be at least 1");
+        let no_line = Diagnostic { line: None, field: FieldPath::root(), ..d };
         assert_eq!(no_line.to_string(), "trunkguard.toml: must be at least 1");
     }
 

@@ -34,9 +34,7 @@ pub(crate) struct SourceMap<'a> {
 impl<'a> SourceMap<'a> {
     /// Builds the map; a document that does not parse yields a map that only knows lines.
     pub(crate) fn new(text: &'a str) -> Self {
-        let root = ImDocument::parse(text)
-            .ok()
-            .map(|doc| node_from_item(doc.as_item(), None));
+        let root = ImDocument::parse(text).ok().map(|doc| node_from_item(doc.as_item(), None));
         SourceMap { text, root }
     }
 
@@ -93,15 +91,10 @@ fn child<'n>(node: &'n Node, segment: &Segment) -> Option<&'n Node> {
 /// Pushes the path of the deepest node covering `offset`; returns whether anything matched.
 fn deepest_at(node: &Node, offset: usize, segments: &mut Vec<Segment>) -> bool {
     let children: Vec<(Segment, &Node)> = match &node.kind {
-        Kind::Table(entries) => entries
-            .iter()
-            .map(|(k, n)| (Segment::Key(k.clone()), n))
-            .collect(),
-        Kind::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (Segment::Index(i), n))
-            .collect(),
+        Kind::Table(entries) => entries.iter().map(|(k, n)| (Segment::Key(k.clone()), n)).collect(),
+        Kind::Array(items) => {
+            items.iter().enumerate().map(|(i, n)| (Segment::Index(i), n)).collect()
+        }
         Kind::Leaf => Vec::new(),
     };
     for (segment, child) in children {
@@ -115,8 +108,7 @@ fn deepest_at(node: &Node, offset: usize, segments: &mut Vec<Segment>) -> bool {
 }
 
 fn covers(span: &Option<Range<usize>>, offset: usize) -> bool {
-    span.as_ref()
-        .is_some_and(|s| s.contains(&offset) || (s.is_empty() && s.start == offset))
+    span.as_ref().is_some_and(|s| s.contains(&offset) || (s.is_empty() && s.start == offset))
 }
 
 fn node_from_item(item: &Item, key_span: Option<Range<usize>>) -> Node {
@@ -124,11 +116,7 @@ fn node_from_item(item: &Item, key_span: Option<Range<usize>>) -> Node {
         Kind::Array(
             array
                 .iter()
-                .map(|table| Node {
-                    key_span: None,
-                    span: table.span(),
-                    kind: table_kind(table),
-                })
+                .map(|table| Node { key_span: None, span: table.span(), kind: table_kind(table) })
                 .collect(),
         )
     } else if let Some(table) = item.as_table_like() {
@@ -138,11 +126,7 @@ fn node_from_item(item: &Item, key_span: Option<Range<usize>>) -> Node {
     } else {
         Kind::Leaf
     };
-    Node {
-        key_span,
-        span: item.span(),
-        kind,
-    }
+    Node { key_span, span: item.span(), kind }
 }
 
 fn node_from_value(value: &Value, key_span: Option<Range<usize>>) -> Node {
@@ -153,11 +137,7 @@ fn node_from_value(value: &Value, key_span: Option<Range<usize>>) -> Node {
         }
         _ => Kind::Leaf,
     };
-    Node {
-        key_span,
-        span: value.span(),
-        kind,
-    }
+    Node { key_span, span: value.span(), kind }
 }
 
 fn table_kind(table: &dyn TableLike) -> Kind {
@@ -199,12 +179,7 @@ probe = { interval_ms = 10, down_after = 0 }
         let map = SourceMap::new(DOC);
         let listen1 = path(&[key("sip"), key("listen"), Segment::Index(1)]);
         assert_eq!(map.line_of_path(&listen1), Some(3));
-        let down = path(&[
-            key("carrier"),
-            Segment::Index(1),
-            key("probe"),
-            key("down_after"),
-        ]);
+        let down = path(&[key("carrier"), Segment::Index(1), key("probe"), key("down_after")]);
         assert_eq!(map.line_of_path(&down), Some(10));
         let carrier1 = path(&[key("carrier"), Segment::Index(1)]);
         assert_eq!(map.line_of_path(&carrier1), Some(8));
@@ -222,10 +197,7 @@ probe = { interval_ms = 10, down_after = 0 }
     fn path_at_offset() {
         let map = SourceMap::new(DOC);
         let offset = DOC.find("down_after").unwrap();
-        assert_eq!(
-            map.path_at(offset).to_string(),
-            "carrier[1].probe.down_after"
-        );
+        assert_eq!(map.path_at(offset).to_string(), "carrier[1].probe.down_after");
         let offset = DOC.find("\"tcp:").unwrap();
         assert_eq!(map.path_at(offset).to_string(), "sip.listen[1]");
         assert_eq!(map.line_of(offset), 3);

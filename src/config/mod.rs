@@ -27,12 +27,12 @@ pub use addr::{
 };
 pub use defaults::EMBEDDED_DEFAULT_TOML;
 pub use error::{ConfigError, Diagnostic, FieldPath, Segment};
-pub use model::{
-    AiAudioFormat, AiConfig, AiEndpointConfig, AiProtocolName, AiRole, CallConfig, CarrierConfig, Config, LimitsConfig,
-    MediaConfig, NoAnswerAction, Password, ProbeConfig, PromptsConfig, RegisterConfig, SipConfig, StateConfig, StatusConfig, StatusTls,
-    TlsConfig, TransferMode,
-};
 pub use model::CallbackConfig;
+pub use model::{
+    AiAudioFormat, AiConfig, AiEndpointConfig, AiProtocolName, AiRole, CallConfig, CarrierConfig,
+    Config, LimitsConfig, MediaConfig, NoAnswerAction, Password, ProbeConfig, PromptsConfig,
+    RegisterConfig, SipConfig, StateConfig, StatusConfig, StatusTls, TlsConfig, TransferMode,
+};
 
 use locate::SourceMap;
 use raw::RawConfig;
@@ -62,10 +62,8 @@ impl Config {
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: origin.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
         Config::from_toml_str(&text, &origin)
     }
 }
@@ -83,10 +81,6 @@ fn serde_diagnostic(e: &toml::de::Error, map: &SourceMap<'_>, origin: &str) -> D
 
 /// toml messages may span lines ("invalid table header\nexpected ..."); keep one per diagnostic.
 fn one_line(message: &str) -> String {
-    let parts: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let parts: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     parts.join("; ")
 }

@@ -122,7 +122,12 @@ pub struct OutboundConfig {
 
 impl Default for OutboundConfig {
     fn default() -> Self {
-        OutboundConfig { no_provisional_ms: 2000, preferred_carrier: None, breaker_failures: 5, breaker_cooldown_s: 30 }
+        OutboundConfig {
+            no_provisional_ms: 2000,
+            preferred_carrier: None,
+            breaker_failures: 5,
+            breaker_cooldown_s: 30,
+        }
     }
 }
 
@@ -369,12 +374,8 @@ pub struct ProbeConfig {
 }
 
 impl ProbeConfig {
-    pub const DEFAULT: ProbeConfig = ProbeConfig {
-        interval_ms: 5000,
-        timeout_ms: 2000,
-        down_after: 3,
-        up_after: 2,
-    };
+    pub const DEFAULT: ProbeConfig =
+        ProbeConfig { interval_ms: 5000, timeout_ms: 2000, down_after: 3, up_after: 2 };
 
     /// Time between the starts of two probes.
     pub fn interval(&self) -> Duration {
@@ -465,10 +466,7 @@ impl Config {
 
     /// Host for From/To of OPTIONS to this carrier: `[sip].domain`, else the proxy IP.
     pub fn sip_domain_for(&self, carrier: &CarrierConfig) -> Option<String> {
-        self.sip
-            .domain
-            .clone()
-            .or_else(|| carrier.proxy.map(|p| host_of(p.addr)))
+        self.sip.domain.clone().or_else(|| carrier.proxy.map(|p| host_of(p.addr)))
     }
 
     /// Host of the AOR for REGISTER: `register.domain`, else [`Config::sip_domain_for`].
@@ -514,13 +512,7 @@ mod tests {
         let p = ProbeConfig::default();
         assert_eq!(p.interval(), Duration::from_secs(5));
         assert_eq!(p.timeout(), Duration::from_secs(2));
-        assert_eq!(
-            CallConfig {
-                max_duration_s: 3600
-            }
-            .max_duration(),
-            Duration::from_secs(3600)
-        );
+        assert_eq!(CallConfig { max_duration_s: 3600 }.max_duration(), Duration::from_secs(3600));
     }
 
     #[test]

@@ -31,11 +31,7 @@ fn assert_error(text: &str, line: usize, field: &str, needle: &str) {
         d.line == Some(line) && d.field.to_string() == field && d.message.contains(needle)
     });
     let shown: Vec<String> = all.iter().map(ToString::to_string).collect();
-    assert!(
-        found,
-        "wanted t.toml:{line}: {field}: ...{needle}...; got:\n{}",
-        shown.join("\n")
-    );
+    assert!(found, "wanted t.toml:{line}: {field}: ...{needle}...; got:\n{}", shown.join("\n"));
 }
 
 fn with_carrier(section: &str) -> String {
@@ -55,28 +51,14 @@ fn embedded_default_values() {
     assert_eq!(c.sip.listen.len(), 2);
     assert_eq!(c.sip.listen[0].to_string(), "udp:127.0.0.1:5060");
     assert_eq!(c.sip.listen[1].to_string(), "tcp:127.0.0.1:5060");
-    assert_eq!(
-        c.media.rtp_ports,
-        PortRange {
-            start: 20000,
-            end: 20999
-        }
-    );
+    assert_eq!(c.media.rtp_ports, PortRange { start: 20000, end: 20999 });
     assert_eq!(c.status.listen, "127.0.0.1:8080".parse().unwrap());
     let local = c.carrier("local").unwrap();
     assert_eq!(local.proxy, None);
     assert_eq!(local.probe, None);
-    assert_eq!(
-        c.carrier_for_source("127.9.9.9".parse().unwrap())
-            .unwrap()
-            .name,
-        "local"
-    );
+    assert_eq!(c.carrier_for_source("127.9.9.9".parse().unwrap()).unwrap().name, "local");
     assert!(c.carrier_for_source("10.0.0.1".parse().unwrap()).is_none());
-    assert_eq!(
-        c.summary(),
-        "1 carrier, listen udp:127.0.0.1:5060, tcp:127.0.0.1:5060"
-    );
+    assert_eq!(c.summary(), "1 carrier, listen udp:127.0.0.1:5060, tcp:127.0.0.1:5060");
 }
 
 #[test]
@@ -86,29 +68,16 @@ fn firmware_example_is_valid() {
     let a = c.carrier("carrier-a").unwrap();
     assert_eq!(
         a.proxy,
-        Some(Peer {
-            transport: Transport::Udp,
-            addr: "127.0.0.2:5060".parse().unwrap()
-        })
+        Some(Peer { transport: Transport::Udp, addr: "127.0.0.2:5060".parse().unwrap() })
     );
     assert_eq!(
         a.probe,
-        Some(ProbeConfig {
-            interval_ms: 1000,
-            timeout_ms: 500,
-            down_after: 2,
-            up_after: 2
-        })
+        Some(ProbeConfig { interval_ms: 1000, timeout_ms: 500, down_after: 2, up_after: 2 })
     );
     let b = c.carrier("carrier-b").unwrap();
     assert_eq!(b.inbound_from, vec!["127.0.0.3/32".parse().unwrap()]);
     assert_eq!(b.probe, Some(ProbeConfig::DEFAULT));
-    assert_eq!(
-        c.carrier_for_source("127.0.0.3".parse().unwrap())
-            .unwrap()
-            .name,
-        "carrier-b"
-    );
+    assert_eq!(c.carrier_for_source("127.0.0.3".parse().unwrap()).unwrap().name, "carrier-b");
     assert_eq!(c.sip_domain_for(a).as_deref(), Some("127.0.0.2"));
 }
 
@@ -118,17 +87,10 @@ fn firmware_example_is_valid() {
 fn defaults_apply_when_sections_are_omitted() {
     let c = parse(CARRIER);
     let d = Config::embedded_default();
-    assert_eq!(
-        (c.sip.clone(), c.media, c.status, c.call),
-        (d.sip, d.media, d.status, d.call)
-    );
+    assert_eq!((c.sip.clone(), c.media, c.status, c.call), (d.sip, d.media, d.status, d.call));
     assert_eq!(
         c.prompts,
-        PromptsConfig {
-            dir: None,
-            high_demand: "high-demand.wav".into(),
-            files: Vec::new(),
-        }
+        PromptsConfig { dir: None, high_demand: "high-demand.wav".into(), files: Vec::new() }
     );
     assert_eq!(c.prompts.high_demand_path(), None);
     assert!(c.sip.user_agent.starts_with("trunkguard/"));
@@ -143,10 +105,7 @@ fn sip_section() {
     assert_eq!(c.sip.listen[0].addr, "[::1]:5070".parse().unwrap());
     assert_eq!(
         c.sip.listen[1],
-        ListenAddr {
-            transport: Transport::Tcp,
-            addr: "0.0.0.0:5060".parse().unwrap()
-        }
+        ListenAddr { transport: Transport::Tcp, addr: "0.0.0.0:5060".parse().unwrap() }
     );
     assert_eq!(c.sip.user_agent, "tg 1");
     assert_eq!(c.sip.domain.as_deref(), Some("pbx.example.com"));
@@ -185,13 +144,7 @@ fn media_status_call_sections() {
         "[media]\nbind = \"::1\"\nrtp_ports = \"30000-30001\"\n[status]\nlisten = \"[::1]:9000\"\n[call]\nmax_duration_s = 60",
     ));
     assert_eq!(c.media.bind, "::1".parse::<IpAddr>().unwrap());
-    assert_eq!(
-        c.media.rtp_ports,
-        PortRange {
-            start: 30000,
-            end: 30001
-        }
-    );
+    assert_eq!(c.media.rtp_ports, PortRange { start: 30000, end: 30001 });
     assert_eq!(c.status.listen, "[::1]:9000".parse().unwrap());
     assert_eq!(c.call.max_duration(), Duration::from_secs(60));
 }
@@ -199,15 +152,13 @@ fn media_status_call_sections() {
 #[test]
 fn prompts_section() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("busy.wav"), crate::core::media::prompt::HIGH_DEMAND_WAV).unwrap();
+    std::fs::write(dir.path().join("busy.wav"), crate::core::media::prompt::HIGH_DEMAND_WAV)
+        .unwrap();
     let c = parse(&with_carrier(&format!(
         "[prompts]\ndir = '{}'\nhigh_demand = \"busy.wav\"",
         dir.path().display()
     )));
-    assert_eq!(
-        c.prompts.high_demand_path(),
-        Some(dir.path().join("busy.wav"))
-    );
+    assert_eq!(c.prompts.high_demand_path(), Some(dir.path().join("busy.wav")));
 }
 
 #[test]
@@ -245,10 +196,7 @@ fn register_with_password_env_and_defaults() {
     assert_eq!(r.password.expose(), "pw-from-env");
     assert_eq!(r.expires_s, 300);
     assert_eq!(r.contact_user(), "u");
-    assert_eq!(
-        c.register_domain_for(&c.carriers[0]).as_deref(),
-        Some("192.0.2.9")
-    );
+    assert_eq!(c.register_domain_for(&c.carriers[0]).as_deref(), Some("192.0.2.9"));
 }
 
 // ---- errors name field and line ------------------------------------------------------------
@@ -262,13 +210,8 @@ fn unknown_transport() {
         "sip.listen[0]",
         "\"udpx:1.2.3.4:5060\": unknown transport \"udpx\" (expected udp, tcp or tls)",
     );
-    let msg = Config::from_toml_str(&text, "trunkguard.toml")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.starts_with("trunkguard.toml:3: sip.listen[0]: \"udpx:"),
-        "{msg}"
-    );
+    let msg = Config::from_toml_str(&text, "trunkguard.toml").unwrap_err().to_string();
+    assert!(msg.starts_with("trunkguard.toml:3: sip.listen[0]: \"udpx:"), "{msg}");
 }
 
 #[test]
@@ -287,19 +230,9 @@ proxy = \"udp:127.0.0.3:5060\"
 [carrier.probe]
 down_after = 0
 ";
-    assert_error(
-        text,
-        12,
-        "carrier[1].probe.down_after",
-        "must be at least 1",
-    );
-    let msg = Config::from_toml_str(text, "trunkguard.toml")
-        .unwrap_err()
-        .to_string();
-    assert_eq!(
-        msg,
-        "trunkguard.toml:12: carrier[1].probe.down_after: must be at least 1 (got 0)"
-    );
+    assert_error(text, 12, "carrier[1].probe.down_after", "must be at least 1");
+    let msg = Config::from_toml_str(text, "trunkguard.toml").unwrap_err().to_string();
+    assert_eq!(msg, "trunkguard.toml:12: carrier[1].probe.down_after: must be at least 1 (got 0)");
 }
 
 #[test]
@@ -316,12 +249,7 @@ fn unknown_keys_are_errors() {
         "carrier[0].probe.interval",
         "unknown field `interval`",
     );
-    assert_error(
-        &with_carrier("[bogus]\nx = 1"),
-        1,
-        "bogus",
-        "unknown field `bogus`",
-    );
+    assert_error(&with_carrier("[bogus]\nx = 1"), 1, "bogus", "unknown field `bogus`");
 }
 
 #[test]
@@ -353,21 +281,12 @@ fn syntax_error_has_line() {
     let all = errors("[sip\nlisten = 1\n");
     assert_eq!(all[0].line, Some(1));
     assert!(!all[0].message.contains('\n'), "{:?}", all[0].message);
-    assert!(
-        all[0].message.contains("invalid table header; expected"),
-        "{:?}",
-        all[0].message
-    );
+    assert!(all[0].message.contains("invalid table header; expected"), "{:?}", all[0].message);
 }
 
 #[test]
 fn listen_errors() {
-    assert_error(
-        &with_carrier("[sip]\nlisten = []"),
-        2,
-        "sip.listen",
-        "at least one",
-    );
+    assert_error(&with_carrier("[sip]\nlisten = []"), 2, "sip.listen", "at least one");
     assert_error(
         &with_carrier("[sip]\nlisten = [\"tcp:127.0.0.1:5060\",\n  \"tls:127.0.0.1:5060\"]\ntls = { cert = 'Cargo.toml', key = 'Cargo.toml' }"),
         3,
@@ -393,32 +312,17 @@ fn tls_errors() {
     let text = with_carrier(
         "[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\ntls = { cert = '/nonexistent/cert.pem' }",
     );
-    assert_error(
-        &text,
-        3,
-        "sip.tls.cert",
-        "\"/nonexistent/cert.pem\": cannot open",
-    );
+    assert_error(&text, 3, "sip.tls.cert", "\"/nonexistent/cert.pem\": cannot open");
     assert_error(&text, 3, "sip.tls.key", "is required");
     let text =
         with_carrier("[sip.tls]\ncert = 'Cargo.toml'\nkey = 'src'\nrequire_client_cert = true");
     assert_error(&text, 3, "sip.tls.key", "is a directory");
-    assert_error(
-        &text,
-        4,
-        "sip.tls.require_client_cert",
-        "requires client_ca",
-    );
+    assert_error(&text, 4, "sip.tls.require_client_cert", "requires client_ca");
 }
 
 #[test]
 fn sip_text_errors() {
-    assert_error(
-        &with_carrier("[sip]\ndomain = \"bad host\""),
-        2,
-        "sip.domain",
-        "host name or IP",
-    );
+    assert_error(&with_carrier("[sip]\ndomain = \"bad host\""), 2, "sip.domain", "host name or IP");
     assert_error(
         &with_carrier("[sip]\nuser_agent = \"a\\r\\nX-Evil: 1\""),
         2,
@@ -450,12 +354,7 @@ fn media_errors() {
     let text = with_carrier(
         "[sip]\nlisten = [\"udp:0.0.0.0:20002\"]\n[media]\nrtp_ports = \"20000-20999\"",
     );
-    assert_error(
-        &text,
-        4,
-        "media.rtp_ports",
-        "overlaps sip.listen[0] udp:0.0.0.0:20002",
-    );
+    assert_error(&text, 4, "media.rtp_ports", "overlaps sip.listen[0] udp:0.0.0.0:20002");
     parse(&with_carrier(
         "[sip]\nlisten = [\"udp:127.0.0.2:20002\"]\n[media]\nbind = \"127.0.0.1\"",
     ));
@@ -486,7 +385,11 @@ fn status_tls() {
     let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
     std::fs::write(&cert, "x").unwrap();
     std::fs::write(&key, "x").unwrap();
-    let text = format!("[status]\ntls = {{ cert = {:?}, key = {:?} }}", cert.display().to_string(), key.display().to_string());
+    let text = format!(
+        "[status]\ntls = {{ cert = {:?}, key = {:?} }}",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
     let c = parse(&with_carrier(&text));
     assert_eq!(c.status.tls, Some(StatusTls::Files { cert, key }));
     assert_eq!(Config::embedded_default().status.tls, None);
@@ -494,12 +397,37 @@ fn status_tls() {
 
 #[test]
 fn status_tls_errors() {
-    assert_error(&with_carrier("[status]\ntls = \"selfsigned\""), 2, "status.tls", "expected \"self-signed\" or");
+    assert_error(
+        &with_carrier("[status]\ntls = \"selfsigned\""),
+        2,
+        "status.tls",
+        "expected \"self-signed\" or",
+    );
     assert_error(&with_carrier("[status]\ntls = true"), 2, "status.tls", "boolean: expected");
-    assert_error(&with_carrier("[status]\ntls = { cert = \"/nonexistent.pem\" }"), 2, "status.tls.cert", "/nonexistent.pem");
-    assert_error(&with_carrier("[status]\ntls = { cert = \"/nonexistent.pem\" }"), 2, "status.tls.key", "is required");
-    assert_error(&with_carrier("[status]\ntls = { key = 1 }"), 2, "status.tls.key", "expected a file path");
-    assert_error(&with_carrier("[status]\ntls = { crt = \"x\" }"), 2, "status.tls.crt", "unknown key");
+    assert_error(
+        &with_carrier("[status]\ntls = { cert = \"/nonexistent.pem\" }"),
+        2,
+        "status.tls.cert",
+        "/nonexistent.pem",
+    );
+    assert_error(
+        &with_carrier("[status]\ntls = { cert = \"/nonexistent.pem\" }"),
+        2,
+        "status.tls.key",
+        "is required",
+    );
+    assert_error(
+        &with_carrier("[status]\ntls = { key = 1 }"),
+        2,
+        "status.tls.key",
+        "expected a file path",
+    );
+    assert_error(
+        &with_carrier("[status]\ntls = { crt = \"x\" }"),
+        2,
+        "status.tls.crt",
+        "unknown key",
+    );
 }
 
 #[test]
@@ -527,7 +455,12 @@ fn prompts_errors() {
 /// A 16-bit mono WAV at `rate` with `samples` samples of a tone.
 fn wav(rate: u32, samples: usize) -> Vec<u8> {
     let mut cursor = std::io::Cursor::new(Vec::new());
-    let spec = hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::new(&mut cursor, spec).unwrap();
     for i in 0..samples {
         w.write_sample(((i as f32 * 0.05).sin() * 8000.0) as i16).unwrap();
@@ -543,11 +476,21 @@ fn ladder_prompts_from_the_directory_replace_the_embedded_ones() {
     std::fs::write(dir.path().join("high-demand.wav"), wav(8000, 8000)).unwrap();
     std::fs::write(dir.path().join("goodbye.wav"), wav(8000, 8000)).unwrap(); // by its default name
     std::fs::write(dir.path().join("mine.wav"), wav(8000, 4000)).unwrap();
-    let c = parse(&with_carrier(&format!("[prompts]\ndir = '{}'\nmenu = \"mine.wav\"", dir.path().display())));
+    let c = parse(&with_carrier(&format!(
+        "[prompts]\ndir = '{}'\nmenu = \"mine.wav\"",
+        dir.path().display()
+    )));
     assert_eq!(c.prompts.path(PromptId::Menu), Some(dir.path().join("mine.wav").as_path()));
     assert_eq!(c.prompts.path(PromptId::Goodbye), Some(dir.path().join("goodbye.wav").as_path()));
-    assert_eq!(c.prompts.path(PromptId::MenuInvalid), None, "not in the directory: the embedded copy");
-    assert_eq!(c.prompts.path(PromptId::HighDemand), Some(dir.path().join("high-demand.wav").as_path()));
+    assert_eq!(
+        c.prompts.path(PromptId::MenuInvalid),
+        None,
+        "not in the directory: the embedded copy"
+    );
+    assert_eq!(
+        c.prompts.path(PromptId::HighDemand),
+        Some(dir.path().join("high-demand.wav").as_path())
+    );
 }
 
 #[test]
@@ -558,14 +501,44 @@ fn ladder_prompt_errors_name_the_key_and_the_file() {
     std::fs::write(dir.path().join("blip.wav"), wav(8000, 800)).unwrap();
     std::fs::write(dir.path().join("junk.wav"), b"RIFF junk").unwrap();
     let d = dir.path().display();
-    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'\nmenu = \"wide.wav\"")), 3, "prompts.menu", "wide.wav: prompt must be 8000 Hz mono 16-bit integer PCM, got 16000 Hz");
-    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'\ngoodbye = \"blip.wav\"")), 3, "prompts.goodbye", "blip.wav: prompt is 100 ms long; it must be between 300 ms and 60 s");
-    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'\ntransfer_hold = \"junk.wav\"")), 3, "prompts.transfer_hold", "junk.wav: prompt is not a readable WAV file");
-    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'\nsorry_callback = \"none.wav\"")), 3, "prompts.sorry_callback", "cannot open");
-    assert_error(&with_carrier("[prompts]\ncallback_confirm = \"x.wav\""), 2, "prompts.callback_confirm", "no effect without prompts.dir");
+    assert_error(
+        &with_carrier(&format!("[prompts]\ndir = '{d}'\nmenu = \"wide.wav\"")),
+        3,
+        "prompts.menu",
+        "wide.wav: prompt must be 8000 Hz mono 16-bit integer PCM, got 16000 Hz",
+    );
+    assert_error(
+        &with_carrier(&format!("[prompts]\ndir = '{d}'\ngoodbye = \"blip.wav\"")),
+        3,
+        "prompts.goodbye",
+        "blip.wav: prompt is 100 ms long; it must be between 300 ms and 60 s",
+    );
+    assert_error(
+        &with_carrier(&format!("[prompts]\ndir = '{d}'\ntransfer_hold = \"junk.wav\"")),
+        3,
+        "prompts.transfer_hold",
+        "junk.wav: prompt is not a readable WAV file",
+    );
+    assert_error(
+        &with_carrier(&format!("[prompts]\ndir = '{d}'\nsorry_callback = \"none.wav\"")),
+        3,
+        "prompts.sorry_callback",
+        "cannot open",
+    );
+    assert_error(
+        &with_carrier("[prompts]\ncallback_confirm = \"x.wav\""),
+        2,
+        "prompts.callback_confirm",
+        "no effect without prompts.dir",
+    );
     // a default-named file that is broken is refused too (it would be played)
     std::fs::write(dir.path().join("menu-invalid.wav"), wav(8000, 100)).unwrap();
-    assert_error(&with_carrier(&format!("[prompts]\ndir = '{d}'")), 1, "prompts.menu_invalid", "menu-invalid.wav: prompt is 12 ms long");
+    assert_error(
+        &with_carrier(&format!("[prompts]\ndir = '{d}'")),
+        1,
+        "prompts.menu_invalid",
+        "menu-invalid.wav: prompt is 12 ms long",
+    );
 }
 
 #[test]
@@ -584,20 +557,12 @@ fn at_least_one_carrier() {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].field.to_string(), "carrier");
     assert_eq!(all[0].line, None);
-    assert_eq!(
-        all[0].to_string(),
-        "t.toml: carrier: at least one [[carrier]] is required"
-    );
+    assert_eq!(all[0].to_string(), "t.toml: carrier: at least one [[carrier]] is required");
 }
 
 #[test]
 fn carrier_shape_errors() {
-    assert_error(
-        "[[carrier]]\nproxy = \"udp:10.0.0.1:5060\"",
-        1,
-        "carrier[0].name",
-        "is required",
-    );
+    assert_error("[[carrier]]\nproxy = \"udp:10.0.0.1:5060\"", 1, "carrier[0].name", "is required");
     assert_error(
         "[[carrier]]\nname = \"a b\"\nproxy = \"udp:10.0.0.1:5060\"",
         2,
@@ -672,12 +637,7 @@ name = \"a\"
 inbound_from = [\"192.0.2.1\",
   \"10.1.2.3\"]
 ";
-    assert_error(
-        text,
-        6,
-        "carrier[1].name",
-        "duplicate carrier name \"a\" (also carrier[0])",
-    );
+    assert_error(text, 6, "carrier[1].name", "duplicate carrier name \"a\" (also carrier[0])");
     assert_error(
         text,
         8,
@@ -754,15 +714,8 @@ fn empty_password_file_and_secret_never_in_errors() {
         empty.display(),
         pw.display()
     );
-    assert_error(
-        &text,
-        4,
-        "carrier[0].register.password_file",
-        "the password is empty",
-    );
-    let msg = Config::from_toml_str(&text, "t.toml")
-        .unwrap_err()
-        .to_string();
+    assert_error(&text, 4, "carrier[0].register.password_file", "the password is empty");
+    let msg = Config::from_toml_str(&text, "t.toml").unwrap_err().to_string();
     assert!(!msg.contains("topsecret"), "{msg}");
 }
 
@@ -800,10 +753,7 @@ fn load_reads_files_and_names_them() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[call]\nmax_duration_s = 0\n").unwrap();
     let msg = Config::load(&bad).unwrap_err().to_string();
-    assert!(
-        msg.contains(&format!("{}:2: call.max_duration_s", bad.display())),
-        "{msg}"
-    );
+    assert!(msg.contains(&format!("{}:2: call.max_duration_s", bad.display())), "{msg}");
     let missing = Config::load(dir.path().join("missing.toml")).unwrap_err();
     assert!(matches!(missing, ConfigError::Read { .. }), "{missing}");
     assert!(missing.diagnostics().is_empty());
@@ -816,7 +766,10 @@ fn state_dir_defaults_to_systemd_state_directory_then_a_local_directory() {
     use std::ffi::OsString;
     use std::path::PathBuf;
     assert_eq!(defaults::state_dir_from(None), PathBuf::from("./trunkguard-state"));
-    assert_eq!(defaults::state_dir_from(Some(OsString::from(""))), PathBuf::from("./trunkguard-state"));
+    assert_eq!(
+        defaults::state_dir_from(Some(OsString::from(""))),
+        PathBuf::from("./trunkguard-state")
+    );
     assert_eq!(
         defaults::state_dir_from(Some(OsString::from("/var/lib/trunkguard"))),
         PathBuf::from("/var/lib/trunkguard")
@@ -835,9 +788,13 @@ fn state_dir_is_read_and_must_not_name_a_file() {
     let text = with_carrier(&format!("[state]\ndir = {:?}", file.path().display().to_string()));
     let err = Config::from_toml_str(&text, "t.toml").unwrap_err().to_string();
     assert!(err.contains("state.dir") && err.contains("not a directory"), "{err}");
-    let err = Config::from_toml_str(&with_carrier("[state]\ndir = \"\""), "t.toml").unwrap_err().to_string();
+    let err = Config::from_toml_str(&with_carrier("[state]\ndir = \"\""), "t.toml")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("state.dir") && err.contains("empty"), "{err}");
-    let err = Config::from_toml_str(&with_carrier("[state]\ndirectory = \"x\""), "t.toml").unwrap_err().to_string();
+    let err = Config::from_toml_str(&with_carrier("[state]\ndirectory = \"x\""), "t.toml")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("directory"), "{err}");
 }
 
@@ -847,7 +804,10 @@ fn call_record_retention_defaults_and_bounds() {
     assert_eq!((c.state.keep_days, c.state.max_rows), (90, 100_000));
     let c = parse(&with_carrier("[state]\nkeep_days = 7\nmax_rows = 500"));
     assert_eq!((c.state.keep_days, c.state.max_rows), (7, 500));
-    let err = Config::from_toml_str(&with_carrier("[state]\nkeep_days = 0\nmax_rows = 0"), "t.toml").unwrap_err().to_string();
+    let err =
+        Config::from_toml_str(&with_carrier("[state]\nkeep_days = 0\nmax_rows = 0"), "t.toml")
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("state.keep_days") && err.contains("state.max_rows"), "{err}");
 }
 
@@ -891,9 +851,20 @@ preferred_carrier = "a"
     assert_eq!(c.carriers[0].transfer, crate::config::model::TransferMode::Refer);
     assert_eq!(c.fallback.human.as_deref(), Some("sip:desk@127.0.0.1:5090"));
     assert_eq!(c.fallback.no_answer, crate::config::model::NoAnswerAction::Hangup);
-    assert_eq!((c.fallback.menu_timeout_s, c.fallback.menu_attempts, c.fallback.human_timeout_s), (5, 3, 20));
+    assert_eq!(
+        (c.fallback.menu_timeout_s, c.fallback.menu_attempts, c.fallback.human_timeout_s),
+        (5, 3, 20)
+    );
     assert_eq!(c.callback.webhook_url.as_deref(), Some("https://crm.example/hooks/callback"));
-    assert_eq!((c.callback.timeout_ms, c.callback.backoff_initial_ms, c.callback.backoff_max_s, c.callback.give_up_after_h), (2000, 500, 60, 24));
+    assert_eq!(
+        (
+            c.callback.timeout_ms,
+            c.callback.backoff_initial_ms,
+            c.callback.backoff_max_s,
+            c.callback.give_up_after_h
+        ),
+        (2000, 500, 60, 24)
+    );
     assert_eq!(c.outbound.no_provisional_ms, 1500);
     assert_eq!(c.outbound.preferred_carrier.as_deref(), Some("a"));
 }

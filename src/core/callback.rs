@@ -92,7 +92,13 @@ impl RetrySchedule {
     /// What follows a failed attempt, at wall-clock `now_ms`, for a request made at
     /// `created_ms` that has now failed `failed` times. The last retry is placed at the give-up
     /// time at the latest; a failure at or after it gives up.
-    pub fn after_failure(&self, created_ms: u64, now_ms: u64, failed: u32, rng: &mut impl RngCore) -> AfterFailure {
+    pub fn after_failure(
+        &self,
+        created_ms: u64,
+        now_ms: u64,
+        failed: u32,
+        rng: &mut impl RngCore,
+    ) -> AfterFailure {
         let deadline = created_ms.saturating_add(millis(self.give_up_after));
         if now_ms >= deadline {
             return AfterFailure::GiveUp;
@@ -135,14 +141,21 @@ mod tests {
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
     fn schedule() -> RetrySchedule {
-        RetrySchedule { initial: MS(1000), max: Duration::from_secs(300), give_up_after: Duration::from_secs(72 * 3600) }
+        RetrySchedule {
+            initial: MS(1000),
+            max: Duration::from_secs(300),
+            give_up_after: Duration::from_secs(72 * 3600),
+        }
     }
 
     #[test]
     fn the_ceiling_doubles_from_initial_up_to_max() {
         let s = schedule();
         let ceilings: Vec<u64> = (1..=11).map(|n| s.ceiling(n).as_millis() as u64).collect();
-        assert_eq!(ceilings, [1000, 2000, 4000, 8000, 16_000, 32_000, 64_000, 128_000, 256_000, 300_000, 300_000]);
+        assert_eq!(
+            ceilings,
+            [1000, 2000, 4000, 8000, 16_000, 32_000, 64_000, 128_000, 256_000, 300_000, 300_000]
+        );
         assert_eq!(s.ceiling(0), MS(1000));
         assert_eq!(s.ceiling(u32::MAX), Duration::from_secs(300));
     }
@@ -162,7 +175,10 @@ mod tests {
             }
             // full jitter: the draws spread over the whole range, not around the ceiling
             let c = s.ceiling(failed);
-            assert!(lo < RETRY_FLOOR + (c - RETRY_FLOOR) / 4 && hi > c - (c - RETRY_FLOOR) / 4, "{failed}: {lo:?}..{hi:?}");
+            assert!(
+                lo < RETRY_FLOOR + (c - RETRY_FLOOR) / 4 && hi > c - (c - RETRY_FLOOR) / 4,
+                "{failed}: {lo:?}..{hi:?}"
+            );
         }
     }
 
@@ -178,7 +194,8 @@ mod tests {
 
     #[test]
     fn a_tiny_initial_is_its_own_floor() {
-        let s = RetrySchedule { initial: MS(20), max: MS(20), give_up_after: Duration::from_secs(60) };
+        let s =
+            RetrySchedule { initial: MS(20), max: MS(20), give_up_after: Duration::from_secs(60) };
         let mut rng = SmallRng::seed_from_u64(1);
         for n in 1..50 {
             assert_eq!(s.retry_delay(n, &mut rng), MS(20));
@@ -187,11 +204,17 @@ mod tests {
 
     #[test]
     fn retries_stop_at_the_give_up_time() {
-        let s = RetrySchedule { initial: MS(1000), max: Duration::from_secs(300), give_up_after: Duration::from_secs(3600) };
+        let s = RetrySchedule {
+            initial: MS(1000),
+            max: Duration::from_secs(300),
+            give_up_after: Duration::from_secs(3600),
+        };
         let mut rng = SmallRng::seed_from_u64(2);
         let created = 1_700_000_000_000;
         match s.after_failure(created, created + 500, 1, &mut rng) {
-            AfterFailure::RetryAt(t) => assert!(t >= created + 500 + 100 && t <= created + 1500, "{t}"),
+            AfterFailure::RetryAt(t) => {
+                assert!(t >= created + 500 + 100 && t <= created + 1500, "{t}")
+            }
             other => panic!("{other:?}"),
         }
         // close to the deadline: the last retry is at the deadline, not after it

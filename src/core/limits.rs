@@ -72,7 +72,9 @@ impl RateLimiter {
     }
 
     fn forget_oldest(&mut self) {
-        if let Some(oldest) = self.buckets.iter().min_by_key(|(_, (_, last))| *last).map(|(ip, _)| *ip) {
+        if let Some(oldest) =
+            self.buckets.iter().min_by_key(|(_, (_, last))| *last).map(|(ip, _)| *ip)
+        {
             self.buckets.remove(&oldest);
         }
     }

@@ -63,38 +63,22 @@ pub struct Codec {
 
 impl Codec {
     /// PCMU on its static payload type.
-    pub const PCMU: Codec = Codec {
-        name: CodecName::Pcmu,
-        payload_type: 0,
-        clock_rate: 8000,
-        channels: 1,
-    };
+    pub const PCMU: Codec =
+        Codec { name: CodecName::Pcmu, payload_type: 0, clock_rate: 8000, channels: 1 };
     /// PCMA on its static payload type.
-    pub const PCMA: Codec = Codec {
-        name: CodecName::Pcma,
-        payload_type: 8,
-        clock_rate: 8000,
-        channels: 1,
-    };
+    pub const PCMA: Codec =
+        Codec { name: CodecName::Pcma, payload_type: 8, clock_rate: 8000, channels: 1 };
 
     /// Opus on a dynamic payload type.
     pub fn opus(payload_type: u8) -> Codec {
-        Codec {
-            name: CodecName::Opus,
-            payload_type,
-            clock_rate: 48_000,
-            channels: 2,
-        }
+        Codec { name: CodecName::Opus, payload_type, clock_rate: 48_000, channels: 2 }
     }
 
     /// The value of this codec's `a=rtpmap` line.
     fn rtpmap(&self) -> String {
         let name = self.name.encoding_name();
         if self.channels > 1 {
-            format!(
-                "{} {}/{}/{}",
-                self.payload_type, name, self.clock_rate, self.channels
-            )
+            format!("{} {}/{}/{}", self.payload_type, name, self.clock_rate, self.channels)
         } else {
             format!("{} {}/{}", self.payload_type, name, self.clock_rate)
         }
@@ -260,10 +244,7 @@ pub fn offer(p: &AnswerParams) -> String {
         attributes: vec![
             value_attr("rtpmap", Codec::PCMU.rtpmap()),
             value_attr("rtpmap", Codec::PCMA.rtpmap()),
-            value_attr(
-                "rtpmap",
-                format!("{OFFER_DTMF_PAYLOAD_TYPE} telephone-event/8000"),
-            ),
+            value_attr("rtpmap", format!("{OFFER_DTMF_PAYLOAD_TYPE} telephone-event/8000")),
             value_attr("fmtp", format!("{OFFER_DTMF_PAYLOAD_TYPE} {DTMF_EVENTS}")),
             value_attr("ptime", PTIME_MS.to_string()),
             flag_attr(Direction::SendRecv.attribute()),
@@ -308,11 +289,7 @@ fn choose_stream(sdp: &SessionDescription) -> Result<(usize, Selection), SdpErro
             return Ok((i, selection));
         }
     }
-    Err(if saw_audio {
-        SdpError::NoCommonCodec
-    } else {
-        SdpError::NoAudio
-    })
+    Err(if saw_audio { SdpError::NoCommonCodec } else { SdpError::NoAudio })
 }
 
 /// Audio, not rejected (port 0), over plain RTP (no SRTP).
@@ -325,11 +302,7 @@ fn is_usable_audio(md: &MediaDescription) -> bool {
 
 /// Payload types of an m-line, in offer order, skipping anything that is not 0..=127.
 fn payload_types(md: &MediaDescription) -> impl Iterator<Item = u8> + '_ {
-    md.media_name
-        .formats
-        .iter()
-        .filter_map(|f| f.parse::<u8>().ok())
-        .filter(|pt| *pt < 128)
+    md.media_name.formats.iter().filter_map(|f| f.parse::<u8>().ok()).filter(|pt| *pt < 128)
 }
 
 fn select_codec(md: &MediaDescription) -> Option<Selection> {
@@ -354,10 +327,7 @@ fn select_codec(md: &MediaDescription) -> Option<Selection> {
             m.name.eq_ignore_ascii_case("telephone-event") && m.clock_rate == codec.clock_rate
         })
     });
-    Some(Selection {
-        codec,
-        dtmf_payload_type,
-    })
+    Some(Selection { codec, dtmf_payload_type })
 }
 
 /// Maps one offered payload type to a codec we support, from its rtpmap or the static table.
@@ -372,14 +342,8 @@ fn classify(pt: u8, rtpmap: Option<&rtc_sdp::util::Codec>) -> Option<Codec> {
     let mono = matches!(map.encoding_parameters.as_str(), "" | "1");
     let name = map.name.to_ascii_lowercase();
     match (name.as_str(), map.clock_rate) {
-        ("pcmu", 8000) if mono => Some(Codec {
-            payload_type: pt,
-            ..Codec::PCMU
-        }),
-        ("pcma", 8000) if mono => Some(Codec {
-            payload_type: pt,
-            ..Codec::PCMA
-        }),
+        ("pcmu", 8000) if mono => Some(Codec { payload_type: pt, ..Codec::PCMU }),
+        ("pcma", 8000) if mono => Some(Codec { payload_type: pt, ..Codec::PCMA }),
         ("opus", 48_000) if map.encoding_parameters == "2" => Some(Codec::opus(pt)),
         _ => None,
     }
@@ -432,17 +396,10 @@ fn session_skeleton(p: &AnswerParams) -> SessionDescription {
         connection_information: Some(ConnectionInformation {
             network_type: "IN".to_owned(),
             address_type: address_type(p.local_ip).to_owned(),
-            address: Some(Address {
-                address: p.local_ip.to_string(),
-                ttl: None,
-                range: None,
-            }),
+            address: Some(Address { address: p.local_ip.to_string(), ttl: None, range: None }),
         }),
         time_descriptions: vec![TimeDescription {
-            timing: Timing {
-                start_time: 0,
-                stop_time: 0,
-            },
+            timing: Timing { start_time: 0, stop_time: 0 },
             repeat_times: vec![],
         }],
         ..Default::default()
@@ -451,10 +408,7 @@ fn session_skeleton(p: &AnswerParams) -> SessionDescription {
 
 fn port(value: u16) -> RangedPort {
     // Lossless: isize is at least 32 bits on every target we build for.
-    RangedPort {
-        value: value as isize,
-        range: None,
-    }
+    RangedPort { value: value as isize, range: None }
 }
 
 fn value_attr(key: &str, value: String) -> Attribute {
@@ -477,10 +431,7 @@ fn accepted_media(
     let mut attributes = vec![value_attr("rtpmap", codec.rtpmap())];
     if let Some(pt) = selection.dtmf_payload_type {
         formats.push(pt.to_string());
-        attributes.push(value_attr(
-            "rtpmap",
-            format!("{pt} telephone-event/{}", codec.clock_rate),
-        ));
+        attributes.push(value_attr("rtpmap", format!("{pt} telephone-event/{}", codec.clock_rate)));
         attributes.push(value_attr("fmtp", format!("{pt} {DTMF_EVENTS}")));
     }
     attributes.push(value_attr("ptime", PTIME_MS.to_string()));
@@ -527,11 +478,7 @@ mod tests {
     }
 
     fn crlf(s: &str) -> Vec<u8> {
-        s.trim_start()
-            .lines()
-            .map(|l| format!("{}\r\n", l.trim()))
-            .collect::<String>()
-            .into_bytes()
+        s.trim_start().lines().map(|l| format!("{}\r\n", l.trim())).collect::<String>().into_bytes()
     }
 
     fn sdp_with(media: &str) -> Vec<u8> {
@@ -689,13 +636,7 @@ mod tests {
     fn dynamic_pcmu_name_is_case_insensitive() {
         let offer = sdp_with("m=audio 7000 RTP/AVP 97\na=rtpmap:97 pcmu/8000");
         let (neg, sdp) = answer(&offer, &params()).unwrap();
-        assert_eq!(
-            neg.codec,
-            Codec {
-                payload_type: 97,
-                ..Codec::PCMU
-            }
-        );
+        assert_eq!(neg.codec, Codec { payload_type: 97, ..Codec::PCMU });
         assert!(sdp.contains("a=rtpmap:97 PCMU/8000"));
     }
 
@@ -726,10 +667,7 @@ mod tests {
         let (neg, sdp) = answer(&offer, &params()).unwrap();
         assert_eq!(neg.codec, Codec::PCMA);
         assert_eq!(neg.remote_rtp.port(), 5002);
-        let lines: Vec<String> = media_sections(&sdp)
-            .into_iter()
-            .map(|s| s[0].clone())
-            .collect();
+        let lines: Vec<String> = media_sections(&sdp).into_iter().map(|s| s[0].clone()).collect();
         assert_eq!(
             lines,
             vec![
@@ -768,16 +706,10 @@ mod tests {
         assert_eq!(err.status_code(), 488);
         // A remapped static payload type does not count as PCMU.
         let remapped = sdp_with("m=audio 5000 RTP/AVP 0\na=rtpmap:0 G729/8000");
-        assert_eq!(
-            answer(&remapped, &params()).unwrap_err(),
-            SdpError::NoCommonCodec
-        );
+        assert_eq!(answer(&remapped, &params()).unwrap_err(), SdpError::NoCommonCodec);
         // Opus must be 48000/2.
         let mono_opus = sdp_with("m=audio 5000 RTP/AVP 96\na=rtpmap:96 opus/48000");
-        assert_eq!(
-            answer(&mono_opus, &params()).unwrap_err(),
-            SdpError::NoCommonCodec
-        );
+        assert_eq!(answer(&mono_opus, &params()).unwrap_err(), SdpError::NoCommonCodec);
     }
 
     #[test]
@@ -791,11 +723,7 @@ mod tests {
             let offer = sdp_with(&format!("m=audio 5000 RTP/AVP 0\na={offered}"));
             let (_, sdp) = answer(&offer, &params()).unwrap();
             let m = &media_sections(&sdp)[0];
-            assert_eq!(
-                m.last().unwrap(),
-                &format!("a={expected}"),
-                "offered {offered}"
-            );
+            assert_eq!(m.last().unwrap(), &format!("a={expected}"), "offered {offered}");
             let directions = ["a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"];
             let count = sdp.split("\r\n").filter(|l| directions.contains(l)).count();
             assert_eq!(count, 1, "exactly one direction attribute");
@@ -835,21 +763,12 @@ mod tests {
         let fqdn = crlf(
             "v=0\no=- 1 1 IN IP4 a\ns=-\nc=IN IP4 media.example.com\nt=0 0\nm=audio 6000 RTP/AVP 0",
         );
-        assert_eq!(
-            answer(&fqdn, &params()).unwrap_err(),
-            SdpError::BadConnection
-        );
+        assert_eq!(answer(&fqdn, &params()).unwrap_err(), SdpError::BadConnection);
         let missing = crlf("v=0\no=- 1 1 IN IP4 a\ns=-\nt=0 0\nm=audio 6000 RTP/AVP 0");
-        assert_eq!(
-            answer(&missing, &params()).unwrap_err(),
-            SdpError::BadConnection
-        );
+        assert_eq!(answer(&missing, &params()).unwrap_err(), SdpError::BadConnection);
         let wrong_family =
             crlf("v=0\no=- 1 1 IN IP4 a\ns=-\nc=IN IP4 ::1\nt=0 0\nm=audio 6000 RTP/AVP 0");
-        assert_eq!(
-            answer(&wrong_family, &params()).unwrap_err(),
-            SdpError::BadConnection
-        );
+        assert_eq!(answer(&wrong_family, &params()).unwrap_err(), SdpError::BadConnection);
         let ttl = crlf(
             "v=0\no=- 1 1 IN IP4 a\ns=-\nc=IN IP4 224.2.1.1/127\nt=0 0\nm=audio 6000 RTP/AVP 0",
         );
@@ -870,15 +789,8 @@ mod tests {
 
     #[test]
     fn lf_only_line_endings_parse() {
-        let offer = SIPP_UAC
-            .trim()
-            .lines()
-            .map(|l| format!("{}\n", l.trim()))
-            .collect::<String>();
-        assert_eq!(
-            answer(offer.as_bytes(), &params()).unwrap().0.codec,
-            Codec::PCMU
-        );
+        let offer = SIPP_UAC.trim().lines().map(|l| format!("{}\n", l.trim())).collect::<String>();
+        assert_eq!(answer(offer.as_bytes(), &params()).unwrap().0.codec, Codec::PCMU);
     }
 
     #[test]

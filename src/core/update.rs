@@ -66,7 +66,11 @@ pub struct WatchSettings {
 
 impl Default for WatchSettings {
     fn default() -> Self {
-        WatchSettings { ready_timeout: Duration::from_secs(120), probe_interval: Duration::from_secs(1), ready_streak: 3 }
+        WatchSettings {
+            ready_timeout: Duration::from_secs(120),
+            probe_interval: Duration::from_secs(1),
+            ready_streak: 3,
+        }
     }
 }
 
@@ -259,11 +263,17 @@ impl UpdateWatch {
         match self.phase {
             Phase::Switched => {
                 let secs = self.settings.ready_timeout.as_secs_f64();
-                self.roll_back(now, format!("the new version was not ready within {secs} s (last probe: {seen})"));
+                self.roll_back(
+                    now,
+                    format!("the new version was not ready within {secs} s (last probe: {seen})"),
+                );
             }
             Phase::RollingBack => {
                 let reason = self.reason.clone().unwrap_or_default();
-                self.finish(Phase::RolledBack, Outcome::RolledBack { reason, previous_ready: false });
+                self.finish(
+                    Phase::RolledBack,
+                    Outcome::RolledBack { reason, previous_ready: false },
+                );
             }
             Phase::Confirmed | Phase::RolledBack => {}
         }
@@ -290,7 +300,10 @@ impl UpdateWatch {
             }
             Phase::RollingBack => {
                 let reason = self.reason.clone().unwrap_or_default();
-                self.finish(Phase::RolledBack, Outcome::RolledBack { reason, previous_ready: true });
+                self.finish(
+                    Phase::RolledBack,
+                    Outcome::RolledBack { reason, previous_ready: true },
+                );
             }
             Phase::Confirmed | Phase::RolledBack => {}
         }
@@ -309,12 +322,20 @@ mod tests {
     use super::*;
 
     fn settings() -> WatchSettings {
-        WatchSettings { ready_timeout: Duration::from_secs(10), probe_interval: Duration::from_secs(1), ready_streak: 2 }
+        WatchSettings {
+            ready_timeout: Duration::from_secs(10),
+            probe_interval: Duration::from_secs(1),
+            ready_streak: 2,
+        }
     }
 
     /// Plays the I/O layer: performs actions with the given probe answers on a fake clock.
     /// Returns the actions seen and the outcome.
-    fn drive(w: &mut UpdateWatch, t0: Instant, mut answer: impl FnMut(Duration) -> Probe) -> (Vec<Action>, Outcome) {
+    fn drive(
+        w: &mut UpdateWatch,
+        t0: Instant,
+        mut answer: impl FnMut(Duration) -> Probe,
+    ) -> (Vec<Action>, Outcome) {
         let mut now = t0;
         let mut seen = Vec::new();
         for _ in 0..1000 {
@@ -423,7 +444,10 @@ mod tests {
         w.probed(t1 + Duration::from_secs(1), Probe::Ready);
         match w.poll_output() {
             Output::Done(Outcome::RolledBack { reason, previous_ready: true }) => {
-                assert!(reason.contains("restarting the new version failed: exit status 1"), "{reason}")
+                assert!(
+                    reason.contains("restarting the new version failed: exit status 1"),
+                    "{reason}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -434,7 +458,11 @@ mod tests {
         let t0 = Instant::now();
         let mut w = UpdateWatch::install(t0, Slot::A, Slot::B, settings());
         let (seen, outcome) = drive(&mut w, t0, |_| Probe::NotReady("connection refused".into()));
-        assert_eq!(seen.iter().filter(|a| matches!(a, Action::Switch(_))).count(), 2, "one switch back only");
+        assert_eq!(
+            seen.iter().filter(|a| matches!(a, Action::Switch(_))).count(),
+            2,
+            "one switch back only"
+        );
         match outcome {
             Outcome::RolledBack { reason, previous_ready } => {
                 assert!(!previous_ready);

@@ -47,7 +47,14 @@ impl AiConnections {
     }
 
     /// Opens connection `conn`; the outcome arrives as `AiOpened` or `AiClosed`.
-    pub fn connect(&mut self, conn: u64, url: String, headers: Vec<(String, String)>, deadline: Instant, events: NetTx) {
+    pub fn connect(
+        &mut self,
+        conn: u64,
+        url: String,
+        headers: Vec<(String, String)>,
+        deadline: Instant,
+        events: NetTx,
+    ) {
         let tls = self.tls.clone();
         let task = tokio::spawn(async move {
             let outcome = tokio::time::timeout_at(deadline.into(), open(&url, &headers, tls)).await;
@@ -58,7 +65,9 @@ impl AiConnections {
                     return;
                 }
                 Err(_) => {
-                    let _ = events.send(NetEvent::AiClosed { conn, kind: FailureKind::ConnectTimeout }).await;
+                    let _ = events
+                        .send(NetEvent::AiClosed { conn, kind: FailureKind::ConnectTimeout })
+                        .await;
                     return;
                 }
             };
@@ -102,12 +111,19 @@ impl AiConnections {
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(url: &str, headers: &[(String, String)], tls: Arc<ClientConfig>) -> Result<Ws, FailureKind> {
+async fn open(
+    url: &str,
+    headers: &[(String, String)],
+    tls: Arc<ClientConfig>,
+) -> Result<Ws, FailureKind> {
     let mut request = url.into_client_request().map_err(|_| FailureKind::Protocol)?;
     for (name, value) in headers {
-        let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) else {
+        let (Ok(n), Ok(v)) =
+            (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str()))
+        else {
             return Err(FailureKind::Protocol);
         };
         request.headers_mut().insert(n, v);
@@ -116,7 +132,9 @@ async fn open(url: &str, headers: &[(String, String)], tls: Arc<ClientConfig>) -
     config.max_message_size = Some(DEFAULT_MAX_FRAME);
     config.max_frame_size = Some(DEFAULT_MAX_FRAME);
     let connector = Some(Connector::Rustls(tls));
-    match tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector).await {
+    match tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector)
+        .await
+    {
         Ok((ws, _)) => Ok(ws),
         Err(e) => Err(classify(&e)),
     }

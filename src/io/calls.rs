@@ -215,7 +215,10 @@ impl CallDb {
         CallDb { db: LazyDb::new(dir.into(), open) }
     }
 
-    fn with<T>(&mut self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
         self.db.with(f)
     }
 
@@ -297,7 +300,8 @@ impl CallDb {
 /// The ladder's rungs as stored: `prompt>menu>callback`; `None` when the call never left
 /// its agent.
 fn ladder_text(r: &CallRecord) -> Option<String> {
-    (!r.ladder.is_empty()).then(|| r.ladder.iter().map(|rung| rung.as_str()).collect::<Vec<_>>().join(">"))
+    (!r.ladder.is_empty())
+        .then(|| r.ladder.iter().map(|rung| rung.as_str()).collect::<Vec<_>>().join(">"))
 }
 
 /// The human transfer as stored: `refer; carrier-b; failed carrier-a: 503 Service Unavailable;
@@ -319,7 +323,8 @@ fn human_text(r: &CallRecord) -> Option<String> {
 }
 
 /// Columns added after the first release of the table, created on databases made before them.
-const ADDED_COLUMNS: [(&str, &str); 3] = [("ladder", "TEXT"), ("callback_reason", "TEXT"), ("human", "TEXT")];
+const ADDED_COLUMNS: [(&str, &str); 3] =
+    [("ladder", "TEXT"), ("callback_reason", "TEXT"), ("human", "TEXT")];
 
 fn open(dir: &Path) -> Result<Connection, StateError> {
     let conn = open_schema(dir)?;
@@ -411,7 +416,13 @@ pub fn read_recent(dir: &Path, last: usize) -> Result<Vec<StoredCall>, StateErro
     // a database older than the added columns (read-only here: shown as NULL)
     let have = columns(&conn).map_err(sqlite)?;
     let added = ADDED_COLUMNS
-        .map(|(name, _)| if have.iter().any(|c| c == name) { name.to_string() } else { format!("NULL AS {name}") })
+        .map(|(name, _)| {
+            if have.iter().any(|c| c == name) {
+                name.to_string()
+            } else {
+                format!("NULL AS {name}")
+            }
+        })
         .join(", ");
     let mut stmt = conn
         .prepare(&format!(

@@ -75,7 +75,8 @@ pub async fn run_with(config: Config, management: mgmt::Management) -> Result<()
     let udp = bind_sip(&config, &events_tx).await?;
     let (commands_tx, mut commands_rx) = mpsc::channel::<http::CommandRequest>(16);
     let shared = http::Shared::with_commands(started, commands_tx);
-    let (status_tx, mut status_rx) = mpsc::channel::<tokio::sync::oneshot::Sender<crate::core::endpoint::EndpointStatus>>(16);
+    let (status_tx, mut status_rx) =
+        mpsc::channel::<tokio::sync::oneshot::Sender<crate::core::endpoint::EndpointStatus>>(16);
     shared.set_status_source(status_tx);
     shared.set_state_db(open_state_db(&config).await);
     let call_log = start_call_log(&config);
@@ -90,7 +91,8 @@ pub async fn run_with(config: Config, management: mgmt::Management) -> Result<()
         udp,
         streams: HashMap::new(),
         media: MediaSockets::new(ep_cfg.media_ip),
-        ai: ai::AiConnections::new(&setup::ca_bundles(&config)).map_err(tls::TlsSetupError::Rustls)?,
+        ai: ai::AiConnections::new(&setup::ca_bundles(&config))
+            .map_err(tls::TlsSetupError::Rustls)?,
         events: events_tx,
         call_log,
         callbacks,
@@ -147,7 +149,9 @@ async fn open_state_db(config: &Config) -> Arc<state::StateDb> {
     let probe = db.clone();
     match tokio::task::spawn_blocking(move || probe.check_writable(clock::unix_ms())).await {
         Ok(Ok(())) => tracing::info!(path = %db.path().display(), "state database ready"),
-        Ok(Err(e)) => tracing::error!(error = %e, "state database not writable; /readyz reports not ready"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "state database not writable; /readyz reports not ready")
+        }
         Err(e) => tracing::error!(error = %e, "state database check failed"),
     }
     db
@@ -155,7 +159,8 @@ async fn open_state_db(config: &Config) -> Arc<state::StateDb> {
 
 /// The call-record writer thread; without it calls go on unrecorded.
 fn start_call_log(config: &Config) -> Option<calls::CallLog> {
-    let retention = calls::Retention { keep_days: config.state.keep_days, max_rows: config.state.max_rows };
+    let retention =
+        calls::Retention { keep_days: config.state.keep_days, max_rows: config.state.max_rows };
     match calls::CallLog::start(config.state.dir.clone(), retention) {
         Ok(log) => Some(log),
         Err(e) => {
@@ -167,7 +172,8 @@ fn start_call_log(config: &Config) -> Option<calls::CallLog> {
 
 /// The callback writer thread and webhook worker; without them requests are only logged.
 fn start_callbacks(config: &Config) -> Option<callbacks::Callbacks> {
-    let retention = calls::Retention { keep_days: config.state.keep_days, max_rows: config.state.max_rows };
+    let retention =
+        calls::Retention { keep_days: config.state.keep_days, max_rows: config.state.max_rows };
     match callbacks::Callbacks::start(config.state.dir.clone(), &config.callback, retention) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -193,7 +199,10 @@ async fn shutdown_signal() {
 }
 
 /// Binds every `[sip] listen` address and starts its reader or acceptor.
-async fn bind_sip(config: &Config, events: &NetTx) -> Result<HashMap<SocketAddr, Arc<UdpSocket>>, RunError> {
+async fn bind_sip(
+    config: &Config,
+    events: &NetTx,
+) -> Result<HashMap<SocketAddr, Arc<UdpSocket>>, RunError> {
     let mut udp = HashMap::new();
     let acceptor = match &config.sip.tls {
         Some(t) => Some(TlsAcceptor::from(tls::server_config(&tls::TlsFiles {
@@ -230,14 +239,23 @@ async fn bind_sip(config: &Config, events: &NetTx) -> Result<HashMap<SocketAddr,
 }
 
 /// The status server, over HTTPS when `[status] tls` is set; handlers see the client address.
-async fn serve_http(addr: SocketAddr, shared: Arc<http::Shared>, management: &mgmt::Management) -> Result<(), RunError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| RunError::Bind { what: "HTTP", addr, source })?;
+async fn serve_http(
+    addr: SocketAddr,
+    shared: Arc<http::Shared>,
+    management: &mgmt::Management,
+) -> Result<(), RunError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| RunError::Bind {
+        what: "HTTP",
+        addr,
+        source,
+    })?;
     let app = http::auth::with_auth(http::app(shared), management.auth())
         .into_make_service_with_connect_info::<SocketAddr>();
     let served = match &management.tls {
         None => tokio::spawn(async move { axum::serve(listener, app).await }),
         Some(tls) => {
-            let tls = mgmt::https::TlsListener::new(listener, TlsAcceptor::from(tls.clone())).map_err(RunError::Http)?;
+            let tls = mgmt::https::TlsListener::new(listener, TlsAcceptor::from(tls.clone()))
+                .map_err(RunError::Http)?;
             // tap_io: axum's ConnectInfo<SocketAddr> for listeners other than TcpListener
             let tls = axum::serve::ListenerExt::tap_io(tls, |_| ());
             tokio::spawn(async move { axum::serve(tls, app).await })
@@ -269,7 +287,9 @@ impl Shell {
     fn on_net_event(&mut self, ev: NetEvent) {
         let now = clock::now();
         match ev {
-            NetEvent::Sip { peer, data } => self.endpoint.handle_input(now, Input::Sip { peer, data: &data }),
+            NetEvent::Sip { peer, data } => {
+                self.endpoint.handle_input(now, Input::Sip { peer, data: &data })
+            }
             NetEvent::Rtp { port, from, data } => {
                 self.endpoint.handle_input(now, Input::Rtp { local_port: port, from, data: &data })
             }
@@ -279,7 +299,9 @@ impl Shell {
             NetEvent::Disconnected { peer } => {
                 self.streams.remove(&peer);
             }
-            NetEvent::Unreachable { peer } => self.endpoint.handle_input(now, Input::SipUnreachable { peer }),
+            NetEvent::Unreachable { peer } => {
+                self.endpoint.handle_input(now, Input::SipUnreachable { peer })
+            }
             NetEvent::AiOpened { conn, writer } => {
                 self.ai.opened(conn, writer);
                 self.endpoint.handle_input(now, Input::AiOpened { conn });
@@ -288,8 +310,12 @@ impl Shell {
                 self.ai.closed(conn);
                 self.endpoint.handle_input(now, Input::AiClosed { conn, kind });
             }
-            NetEvent::AiText { conn, text } => self.endpoint.handle_input(now, Input::AiText { conn, text: &text }),
-            NetEvent::AiBinary { conn } => self.endpoint.handle_input(now, Input::AiBinary { conn }),
+            NetEvent::AiText { conn, text } => {
+                self.endpoint.handle_input(now, Input::AiText { conn, text: &text })
+            }
+            NetEvent::AiBinary { conn } => {
+                self.endpoint.handle_input(now, Input::AiBinary { conn })
+            }
             NetEvent::AiPong { conn } => self.endpoint.handle_input(now, Input::AiPong { conn }),
         }
     }
@@ -299,9 +325,15 @@ impl Shell {
         loop {
             match self.endpoint.poll_output() {
                 Output::Transmit(Transmit::Sip { peer, data }) => self.send_sip(peer, data),
-                Output::Transmit(Transmit::Rtp { local_port, to, data }) => self.media.send(local_port, to, &data),
-                Output::Transmit(Transmit::AiText { conn, text }) => self.ai.send(conn, ai::WsCommand::Text(text)),
-                Output::Transmit(Transmit::AiPing { conn }) => self.ai.send(conn, ai::WsCommand::Ping),
+                Output::Transmit(Transmit::Rtp { local_port, to, data }) => {
+                    self.media.send(local_port, to, &data)
+                }
+                Output::Transmit(Transmit::AiText { conn, text }) => {
+                    self.ai.send(conn, ai::WsCommand::Text(text))
+                }
+                Output::Transmit(Transmit::AiPing { conn }) => {
+                    self.ai.send(conn, ai::WsCommand::Ping)
+                }
                 Output::Event(ev) => self.on_event(ev),
                 Output::Timeout(t) => return t,
             }
@@ -324,7 +356,9 @@ impl Shell {
                 self.ai.connect(conn, url, headers, deadline, self.events.clone());
             }
             Event::AiClose { conn } => self.ai.close(conn),
-            Event::CallAnswered { call_id, carrier } => tracing::info!(%call_id, %carrier, "call answered"),
+            Event::CallAnswered { call_id, carrier } => {
+                tracing::info!(%call_id, %carrier, "call answered")
+            }
             Event::CallEnded { call_id, reason } => tracing::info!(%call_id, reason, "call ended"),
             Event::CallRecord(record) => match &self.call_log {
                 // the answer's record is queued before its 200 OK: wait (bounded) for the commit
@@ -332,18 +366,24 @@ impl Shell {
                     log.submit_and_wait(record, clock::unix_ms(), calls::ANSWER_WAIT);
                 }
                 Some(log) => log.submit(record, clock::unix_ms()),
-                None => tracing::debug!(call_id = %record.call_id, "no call record writer; record not kept"),
+                None => {
+                    tracing::debug!(call_id = %record.call_id, "no call record writer; record not kept")
+                }
             },
             Event::CallbackRequested(req) => match &self.callbacks {
                 // never waits: the writer thread commits it, then the worker delivers it
                 Some(c) => {
                     c.submit(req, clock::unix_ms());
                 }
-                None => tracing::error!(call_id = %req.call_id, caller = %req.caller, called = %req.called,
-                    reason = req.reason.as_str(), "callback requested but not stored (no callback writer)"),
+                None => {
+                    tracing::error!(call_id = %req.call_id, caller = %req.caller, called = %req.called,
+                    reason = req.reason.as_str(), "callback requested but not stored (no callback writer)")
+                }
             },
             Event::CarrierState { carrier, up } => tracing::info!(%carrier, up, "carrier state"),
-            Event::Registration { carrier, registered } => tracing::info!(%carrier, registered, "registration"),
+            Event::Registration { carrier, registered } => {
+                tracing::info!(%carrier, registered, "registration")
+            }
         }
     }
 

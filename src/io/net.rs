@@ -8,22 +8,49 @@ use crate::core::sip::Peer;
 #[derive(Debug)]
 pub enum NetEvent {
     /// One SIP datagram or one framed stream message.
-    Sip { peer: Peer, data: Vec<u8> },
+    Sip {
+        peer: Peer,
+        data: Vec<u8>,
+    },
     /// An RTP/RTCP datagram on a media port.
-    Rtp { port: u16, from: std::net::SocketAddr, data: Vec<u8> },
+    Rtp {
+        port: u16,
+        from: std::net::SocketAddr,
+        data: Vec<u8>,
+    },
     /// A stream connection is up; messages for `peer` go to `writer`.
-    Connected { peer: Peer, writer: mpsc::Sender<Vec<u8>> },
+    Connected {
+        peer: Peer,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
     /// A stream connection closed.
-    Disconnected { peer: Peer },
+    Disconnected {
+        peer: Peer,
+    },
     /// SIP could not be delivered to `peer` (TCP connect failed, network unreachable).
-    Unreachable { peer: Peer },
+    Unreachable {
+        peer: Peer,
+    },
     /// An agent WebSocket is open; frames for it go to `writer`.
-    AiOpened { conn: u64, writer: mpsc::Sender<super::ai::WsCommand> },
+    AiOpened {
+        conn: u64,
+        writer: mpsc::Sender<super::ai::WsCommand>,
+    },
     /// An agent WebSocket failed to open or closed.
-    AiClosed { conn: u64, kind: crate::core::ai::FailureKind },
-    AiText { conn: u64, text: String },
-    AiBinary { conn: u64 },
-    AiPong { conn: u64 },
+    AiClosed {
+        conn: u64,
+        kind: crate::core::ai::FailureKind,
+    },
+    AiText {
+        conn: u64,
+        text: String,
+    },
+    AiBinary {
+        conn: u64,
+    },
+    AiPong {
+        conn: u64,
+    },
 }
 
 pub type NetTx = mpsc::Sender<NetEvent>;

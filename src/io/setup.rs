@@ -6,21 +6,23 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::config::{AiAudioFormat, AiEndpointConfig, AiProtocolName, AiRole, CarrierConfig, Config};
+use crate::config::NoAnswerAction;
+use crate::config::{
+    AiAudioFormat, AiEndpointConfig, AiProtocolName, AiRole, CarrierConfig, Config,
+};
 use crate::core::ai::session::{AiProtocol, OpenAiFormat, OpenAiSettings, SessionConfig};
 use crate::core::ai::{AiBreakers, BreakerConfig, CircuitBreaker, SelectorConfig};
-use crate::core::endpoint::{AiEndpointSettings, AiHub, Limits};
-use crate::core::media::codec::Rate;
 use crate::core::carrier::probe::ProbeSettings;
 use crate::core::carrier::register::RegisterSettings;
+use crate::core::endpoint::{AiEndpointSettings, AiHub, Limits};
 use crate::core::endpoint::{CarrierSettings, EndpointConfig, OutboundSettings, TransferMode};
-use crate::core::media::codec::opus::OpusTuning;
-use crate::core::media::codec::pipeline::AiFormat;
-use crate::core::media::g711::Law;
-use crate::core::media::jitter::JitterConfig;
-use crate::config::NoAnswerAction;
 use crate::core::ladder::prompts::{load_checked, LadderPromptError};
 use crate::core::ladder::{LadderConfig, LadderPrompts, NoAnswer};
+use crate::core::media::codec::opus::OpusTuning;
+use crate::core::media::codec::pipeline::AiFormat;
+use crate::core::media::codec::Rate;
+use crate::core::media::g711::Law;
+use crate::core::media::jitter::JitterConfig;
 use crate::core::media::prompt::{Prompt, PromptError};
 use crate::core::timer::SipTimers;
 
@@ -60,7 +62,10 @@ pub fn endpoint_config(config: &Config) -> Result<EndpointConfig, SetupError> {
             initial_delay: Duration::from_millis(config.media.jitter_initial_ms),
             ..JitterConfig::default()
         },
-        opus: OpusTuning { complexity: config.media.opus_complexity, bitrate: config.media.opus_bitrate },
+        opus: OpusTuning {
+            complexity: config.media.opus_complexity,
+            bitrate: config.media.opus_bitrate,
+        },
         ai_format: ai_hub(config).map_or(AiFormat::G711(Law::Ulaw), |h| h.format),
         ntp_anchor: Some(super::clock::ntp_anchor()),
         ai: ai_hub(config),
@@ -80,7 +85,10 @@ fn outbound_settings(config: &Config) -> OutboundSettings {
     let o = &config.outbound;
     OutboundSettings {
         no_provisional: Duration::from_millis(o.no_provisional_ms),
-        preferred_carrier: o.preferred_carrier.as_ref().and_then(|name| config.carriers.iter().position(|c| &c.name == name)),
+        preferred_carrier: o
+            .preferred_carrier
+            .as_ref()
+            .and_then(|name| config.carriers.iter().position(|c| &c.name == name)),
         breaker: BreakerConfig {
             failure_threshold: o.breaker_failures,
             cooldown: Duration::from_secs(o.breaker_cooldown_s),
@@ -152,12 +160,10 @@ pub fn ca_bundles(config: &Config) -> Vec<&std::path::Path> {
 
 fn carrier_settings(config: &Config, c: &CarrierConfig) -> CarrierSettings {
     let probe = c.probe.unwrap_or_default();
-    let domain = c
-        .register
-        .as_ref()
-        .and_then(|r| r.domain.clone())
-        .or_else(|| config.sip.domain.clone());
-    let domain_or_proxy = domain.clone().or_else(|| c.proxy.map(|p| crate::core::endpoint::host_port(p.addr)));
+    let domain =
+        c.register.as_ref().and_then(|r| r.domain.clone()).or_else(|| config.sip.domain.clone());
+    let domain_or_proxy =
+        domain.clone().or_else(|| c.proxy.map(|p| crate::core::endpoint::host_port(p.addr)));
     let register = c.register.as_ref().map(|r| {
         let uri = format!("sip:{}", domain_or_proxy.clone().unwrap_or_default());
         let mut s = RegisterSettings::new(&uri, &r.user, r.password.expose());
@@ -193,10 +199,16 @@ fn carrier_settings(config: &Config, c: &CarrierConfig) -> CarrierSettings {
 fn load_prompts(config: &Config) -> Result<LadderPrompts, SetupError> {
     LadderPrompts::try_from_fn(|id| match config.prompts.path(id) {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|source| SetupError::PromptRead { path: path.to_path_buf(), source })?;
-            load_checked(&bytes).map_err(|source| SetupError::Prompt { key: id.key(), path: path.to_path_buf(), source })
+            let bytes = std::fs::read(path)
+                .map_err(|source| SetupError::PromptRead { path: path.to_path_buf(), source })?;
+            load_checked(&bytes).map_err(|source| SetupError::Prompt {
+                key: id.key(),
+                path: path.to_path_buf(),
+                source,
+            })
         }
-        None => load_checked(id.embedded_wav()).map_err(|source| SetupError::EmbeddedLadderPrompt { key: id.key(), source }),
+        None => load_checked(id.embedded_wav())
+            .map_err(|source| SetupError::EmbeddedLadderPrompt { key: id.key(), source }),
     })
 }
 

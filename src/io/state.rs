@@ -58,7 +58,8 @@ impl StateDb {
             *guard = Some(open(&self.dir)?);
         }
         let result = match guard.as_mut() {
-            Some(conn) => write_health(conn, unix_ms).map_err(|source| StateError::Sqlite { path: self.path(), source }),
+            Some(conn) => write_health(conn, unix_ms)
+                .map_err(|source| StateError::Sqlite { path: self.path(), source }),
             None => Ok(()),
         };
         if result.is_err() {
@@ -84,13 +85,15 @@ fn open(dir: &Path) -> Result<Connection, StateError> {
 /// timeout, then runs `setup` (the caller's pragmas and schema). Every user of the database
 /// opens it through here.
 pub(crate) fn open_with(dir: &Path, setup: &str) -> Result<Connection, StateError> {
-    std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir { dir: dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|source| StateError::CreateDir { dir: dir.to_path_buf(), source })?;
     let path = dir.join(DB_FILE);
     let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
     let conn = Connection::open(&path).map_err(sqlite)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
     // journal_mode returns the mode it set as a row.
-    let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(sqlite)?;
+    let _mode: String =
+        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(sqlite)?;
     conn.execute_batch(setup).map_err(sqlite)?;
     Ok(conn)
 }
@@ -121,13 +124,17 @@ impl LazyDb {
     }
 
     /// Runs `f` on the connection (opening it first); a failure drops the connection.
-    pub fn with<T>(&mut self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
+    pub fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
         let conn = match self.conn.take() {
             Some(conn) => conn,
             None => (self.open)(&self.dir)?,
         };
         let conn = self.conn.insert(conn);
-        let result = f(conn).map_err(|source| StateError::Sqlite { path: self.dir.join(DB_FILE), source });
+        let result =
+            f(conn).map_err(|source| StateError::Sqlite { path: self.dir.join(DB_FILE), source });
         if result.is_err() {
             self.conn = None;
         }
@@ -155,7 +162,8 @@ pub fn open_read_only(dir: &Path, table: &str) -> Result<Option<Connection>, Sta
         return Ok(None);
     }
     let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(&path, flags).map_err(sqlite)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
     let found: Option<String> = rusqlite::OptionalExtension::optional(conn.query_row(

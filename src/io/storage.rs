@@ -73,8 +73,14 @@ impl WriterHealth {
             return None;
         }
         let ago = now_ms.saturating_sub(failure.at_unix_ms);
-        (ago < FAILURE_HOLD.as_millis() as u64)
-            .then(|| format!("{} writer failed {:.1} s ago: {}", self.name, ago as f64 / 1000.0, failure.error))
+        (ago < FAILURE_HOLD.as_millis() as u64).then(|| {
+            format!(
+                "{} writer failed {:.1} s ago: {}",
+                self.name,
+                ago as f64 / 1000.0,
+                failure.error
+            )
+        })
     }
 }
 
@@ -110,7 +116,9 @@ impl StorageSources {
         if let Some(c) = &self.callbacks {
             let unstored = c.unstored.load(std::sync::atomic::Ordering::Relaxed);
             if unstored > 0 {
-                problems.push(format!("{unstored} callback request(s) not stored yet (kept in memory, retried)"));
+                problems.push(format!(
+                    "{unstored} callback request(s) not stored yet (kept in memory, retried)"
+                ));
             }
             if let Some(p) = c.health.problem(now_ms) {
                 problems.push(p);

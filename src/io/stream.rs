@@ -76,11 +76,15 @@ pub fn spawn_tcp_connect(addr: SocketAddr, first: Vec<u8>, events: NetTx) {
             }
             Ok(Err(e)) => {
                 tracing::info!(%addr, error = %e, "tcp connect failed");
-                let _ = events.send(NetEvent::Unreachable { peer: Peer { transport: Transport::Tcp, addr } }).await;
+                let _ = events
+                    .send(NetEvent::Unreachable { peer: Peer { transport: Transport::Tcp, addr } })
+                    .await;
             }
             Err(_) => {
                 tracing::info!(%addr, "tcp connect timed out");
-                let _ = events.send(NetEvent::Unreachable { peer: Peer { transport: Transport::Tcp, addr } }).await;
+                let _ = events
+                    .send(NetEvent::Unreachable { peer: Peer { transport: Transport::Tcp, addr } })
+                    .await;
             }
         }
     });

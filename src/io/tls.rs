@@ -57,16 +57,23 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, TlsSetup
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = load_certs(files.cert)?;
     let key = load_key(files.key)?;
-    let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
     let builder = match files.client_ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             for cert in load_certs(ca)? {
-                roots.add(cert).map_err(|e| TlsSetupError::ClientCa { path: show(ca), reason: e.to_string() })?;
+                roots.add(cert).map_err(|e| TlsSetupError::ClientCa {
+                    path: show(ca),
+                    reason: e.to_string(),
+                })?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let verifier = if files.require_client_cert { verifier } else { verifier.allow_unauthenticated() };
-            let verifier = verifier.build().map_err(|e| TlsSetupError::ClientCa { path: show(ca), reason: e.to_string() })?;
+            let verifier =
+                if files.require_client_cert { verifier } else { verifier.allow_unauthenticated() };
+            let verifier = verifier
+                .build()
+                .map_err(|e| TlsSetupError::ClientCa { path: show(ca), reason: e.to_string() })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

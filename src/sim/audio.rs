@@ -32,10 +32,9 @@ impl Format {
         match self {
             Format::Ulaw8k => Ok(Law::Ulaw.decode(bytes)),
             Format::Pcm24k if !bytes.len().is_multiple_of(2) => Err(OddPcm),
-            Format::Pcm24k => Ok(bytes
-                .chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                .collect()),
+            Format::Pcm24k => {
+                Ok(bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect())
+            }
         }
     }
 
@@ -168,11 +167,7 @@ impl Vad {
             self.run_start = index;
         }
         self.run += 1;
-        let needed = if self.speaking {
-            STOP_WINDOWS
-        } else {
-            START_WINDOWS
-        };
+        let needed = if self.speaking { STOP_WINDOWS } else { START_WINDOWS };
         if self.run < needed {
             return None;
         }
@@ -194,17 +189,11 @@ mod tests {
     #[test]
     fn formats_round_trip() {
         let pcm = [0i16, 1000, -1000, 32767, -32768];
-        assert_eq!(
-            Format::Pcm24k.decode(&Format::Pcm24k.encode(&pcm)).unwrap(),
-            pcm
-        );
+        assert_eq!(Format::Pcm24k.decode(&Format::Pcm24k.encode(&pcm)).unwrap(), pcm);
         assert_eq!(Format::Pcm24k.decode(&[1, 2, 3]), Err(OddPcm));
         let ulaw = Format::Ulaw8k.encode(&[0, 8000, -8000]);
         let back = Format::Ulaw8k.decode(&ulaw).unwrap();
-        assert!(back
-            .iter()
-            .zip([0i16, 8000, -8000])
-            .all(|(a, b)| (a - b).abs() < 300));
+        assert!(back.iter().zip([0i16, 8000, -8000]).all(|(a, b)| (a - b).abs() < 300));
     }
 
     #[test]
@@ -225,21 +214,12 @@ mod tests {
         let silence = vec![0i16; 8000 / 2];
         let speech = tone(8000, 440.0, 8000.0, Duration::from_millis(500));
         assert!(vad.feed(&silence).is_empty());
-        assert_eq!(
-            vad.feed(&speech),
-            vec![VadEvent::SpeechStarted { at_ms: 500 }]
-        );
+        assert_eq!(vad.feed(&speech), vec![VadEvent::SpeechStarted { at_ms: 500 }]);
         // A 100 ms pause does not end the utterance.
         assert!(vad.feed(&silence[..800]).is_empty());
         assert!(vad.feed(&speech).is_empty());
-        assert_eq!(
-            vad.feed(&silence),
-            vec![VadEvent::SpeechStopped { at_ms: 1600 }]
-        );
-        assert_eq!(
-            vad.feed(&speech),
-            vec![VadEvent::SpeechStarted { at_ms: 2100 }]
-        );
+        assert_eq!(vad.feed(&silence), vec![VadEvent::SpeechStopped { at_ms: 1600 }]);
+        assert_eq!(vad.feed(&speech), vec![VadEvent::SpeechStarted { at_ms: 2100 }]);
     }
 
     #[test]

@@ -154,10 +154,7 @@ where
         if let Err(e) = send_all(&mut ws, std::mem::take(&mut replies)).await {
             return End::Error(e);
         }
-        let wake = [agent.next_deadline(), close_at, stall_at]
-            .into_iter()
-            .flatten()
-            .min();
+        let wake = [agent.next_deadline(), close_at, stall_at].into_iter().flatten().min();
         tokio::select! {
             _ = shutdown.changed() => {
                 close(&mut ws, CloseCode::Away, "agent-sim shutting down").await;
@@ -221,10 +218,7 @@ async fn close<S>(ws: &mut Ws<S>, code: CloseCode, reason: &str)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
+    let frame = CloseFrame { code, reason: reason.into() };
     let finish = async {
         if ws.close(Some(frame)).await.is_err() {
             return;

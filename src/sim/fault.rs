@@ -31,16 +31,9 @@ pub enum FaultParseError {
     )]
     Unknown(String),
     #[error("fault `{name}` needs a value: `{name}:{unit}`")]
-    MissingValue {
-        name: &'static str,
-        unit: &'static str,
-    },
+    MissingValue { name: &'static str, unit: &'static str },
     #[error("fault `{name}`: `{value}` is not a valid number of {unit} (0 to 1 day)")]
-    BadValue {
-        name: &'static str,
-        value: String,
-        unit: &'static str,
-    },
+    BadValue { name: &'static str, value: String, unit: &'static str },
     #[error("fault `{0}` takes no value")]
     UnexpectedValue(&'static str),
 }
@@ -87,11 +80,7 @@ fn no_value(name: &'static str, value: Option<&str>) -> Result<(), FaultParseErr
 fn seconds(name: &'static str, value: Option<&str>) -> Result<Duration, FaultParseError> {
     let unit = "seconds";
     let value = value.ok_or(FaultParseError::MissingValue { name, unit })?;
-    let bad = || FaultParseError::BadValue {
-        name,
-        value: value.to_owned(),
-        unit,
-    };
+    let bad = || FaultParseError::BadValue { name, value: value.to_owned(), unit };
     let secs: f64 = value.parse().map_err(|_| bad())?;
     if !secs.is_finite() || secs < 0.0 || secs > MAX_FAULT_DELAY.as_secs_f64() {
         return Err(bad());
@@ -110,11 +99,7 @@ fn millis(name: &'static str, value: Option<&str>) -> Result<Duration, FaultPars
     })?;
     let d = Duration::from_millis(ms);
     if d > MAX_FAULT_DELAY {
-        return Err(FaultParseError::BadValue {
-            name,
-            value: value.to_owned(),
-            unit,
-        });
+        return Err(FaultParseError::BadValue { name, value: value.to_owned(), unit });
     }
     Ok(d)
 }
@@ -162,58 +147,32 @@ mod tests {
     fn parses_every_documented_form() {
         assert_eq!("refuse".parse(), Ok(Fault::Refuse));
         assert_eq!("http503".parse(), Ok(Fault::Http503));
-        assert_eq!(
-            "close-after:2".parse(),
-            Ok(Fault::CloseAfter(Duration::from_secs(2)))
-        );
-        assert_eq!(
-            "stall-after:0.5".parse(),
-            Ok(Fault::StallAfter(Duration::from_millis(500)))
-        );
+        assert_eq!("close-after:2".parse(), Ok(Fault::CloseAfter(Duration::from_secs(2))));
+        assert_eq!("stall-after:0.5".parse(), Ok(Fault::StallAfter(Duration::from_millis(500))));
         assert_eq!(
             "slow-first-audio:1500".parse(),
             Ok(Fault::SlowFirstAudio(Duration::from_millis(1500)))
         );
-        for f in [
-            "refuse",
-            "http503",
-            "close-after:1",
-            "stall-after:0.25",
-            "slow-first-audio:7",
-        ] {
+        for f in ["refuse", "http503", "close-after:1", "stall-after:0.25", "slow-first-audio:7"] {
             assert_eq!(f.parse::<Fault>().unwrap().to_string(), f);
         }
     }
 
     #[test]
     fn rejects_bad_forms() {
-        assert!(matches!(
-            "boom".parse::<Fault>(),
-            Err(FaultParseError::Unknown(_))
-        ));
+        assert!(matches!("boom".parse::<Fault>(), Err(FaultParseError::Unknown(_))));
         assert!(matches!(
             "close-after".parse::<Fault>(),
             Err(FaultParseError::MissingValue { .. })
         ));
-        for bad in [
-            "close-after:-1",
-            "close-after:NaN",
-            "stall-after:x",
-            "close-after:1e9",
-        ] {
-            assert!(
-                matches!(bad.parse::<Fault>(), Err(FaultParseError::BadValue { .. })),
-                "{bad}"
-            );
+        for bad in ["close-after:-1", "close-after:NaN", "stall-after:x", "close-after:1e9"] {
+            assert!(matches!(bad.parse::<Fault>(), Err(FaultParseError::BadValue { .. })), "{bad}");
         }
         assert!(matches!(
             "slow-first-audio:1.5".parse::<Fault>(),
             Err(FaultParseError::BadValue { .. })
         ));
-        assert_eq!(
-            "refuse:1".parse::<Fault>(),
-            Err(FaultParseError::UnexpectedValue("refuse"))
-        );
+        assert_eq!("refuse:1".parse::<Fault>(), Err(FaultParseError::UnexpectedValue("refuse")));
     }
 
     #[test]

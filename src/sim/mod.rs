@@ -55,9 +55,9 @@ impl FromStr for SimProtocol {
         match s {
             "twilio-media-streams" | "twilio" => Ok(SimProtocol::TwilioMediaStreams),
             "openai-realtime" | "openai" => Ok(SimProtocol::OpenAiRealtime),
-            other => Err(format!(
-                "unknown protocol `{other}` (twilio-media-streams, openai-realtime)"
-            )),
+            other => {
+                Err(format!("unknown protocol `{other}` (twilio-media-streams, openai-realtime)"))
+            }
         }
     }
 }
@@ -210,10 +210,7 @@ impl SimServer {
         tracing::info!("agent-sim: shutting down");
         let _ = stop_tx.send(true);
         let drain = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(3), drain)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(3), drain).await.is_err() {
             tasks.abort_all();
         }
         Ok(())
@@ -227,12 +224,7 @@ impl SimServer {
         let task = tokio::spawn(self.run(async {
             let _ = stopped.await;
         }));
-        Ok(SimHandle {
-            addr,
-            stats,
-            stop,
-            task,
-        })
+        Ok(SimHandle { addr, stats, stop, task })
     }
 }
 

@@ -67,10 +67,7 @@ impl OpenAiAgent {
         self.events += 1;
         if let Value::Object(map) = &mut body {
             map.insert("type".into(), kind.into());
-            map.insert(
-                "event_id".into(),
-                format!("event_sim{}_{}", self.conn, self.events).into(),
-            );
+            map.insert("event_id".into(), format!("event_sim{}_{}", self.conn, self.events).into());
         }
         body.to_string()
     }
@@ -198,33 +195,17 @@ impl OpenAiAgent {
     fn on_client_event(&mut self, now: Instant, event: ClientEvent) -> Vec<String> {
         match event {
             ClientEvent::InputAudioBufferAppend { audio } => self.on_append(now, &audio),
-            ClientEvent::ConversationItemTruncate {
-                item_id,
-                content_index,
-                audio_end_ms,
-            } => {
-                let t = Truncate {
-                    item_id: item_id.clone(),
-                    audio_end_ms,
-                };
+            ClientEvent::ConversationItemTruncate { item_id, content_index, audio_end_ms } => {
+                let t = Truncate { item_id: item_id.clone(), audio_end_ms };
                 self.ctx.stats.update(|s| record(&mut s.truncates, t));
                 let body = json!({"item_id": item_id, "content_index": content_index,
                                   "audio_end_ms": audio_end_ms});
                 vec![self.event("conversation.item.truncated", body)]
             }
             ClientEvent::ConversationItemCreate { item } => {
-                let text = item
-                    .content
-                    .first()
-                    .map(|c| c.text.clone())
-                    .unwrap_or_default();
-                let created = CreatedItem {
-                    role: item.role.clone(),
-                    text,
-                };
-                self.ctx
-                    .stats
-                    .update(|s| record(&mut s.items_created, created));
+                let text = item.content.first().map(|c| c.text.clone()).unwrap_or_default();
+                let created = CreatedItem { role: item.role.clone(), text };
+                self.ctx.stats.update(|s| record(&mut s.items_created, created));
                 let id = self.id("item");
                 let mut item = serde_json::to_value(&item).unwrap_or(Value::Null);
                 if let Value::Object(map) = &mut item {
@@ -247,19 +228,13 @@ impl OpenAiAgent {
                           "output_index": 0, "content_index": 0});
         let response = json!({"response": {"id": resp.id, "object": "realtime.response",
                                            "status": status}});
-        vec![
-            self.event("response.output_audio.done", done),
-            self.event("response.done", response),
-        ]
+        vec![self.event("response.output_audio.done", done), self.event("response.done", response)]
     }
 
     fn audio_delta(&mut self, samples: &[i16]) -> Vec<String> {
         let mut out = Vec::new();
         if self.response.is_none() {
-            let resp = Response {
-                id: self.id("resp"),
-                item_id: self.id("item"),
-            };
+            let resp = Response { id: self.id("resp"), item_id: self.id("item") };
             let body = json!({"response": {"id": resp.id, "object": "realtime.response",
                                            "status": "in_progress"}});
             out.push(self.event("response.created", body));
@@ -293,11 +268,7 @@ impl Agent for OpenAiAgent {
             Ok(v) => v,
             Err(e) => return vec![self.error("invalid_json", e.to_string())],
         };
-        let kind = value
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+        let kind = value.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
         tracing::debug!(event = %kind, "agent-sim: openai event received");
         match kind.as_str() {
             "session.update" => self.on_session_update(now, &value),
@@ -346,14 +317,12 @@ fn format_json(format: Format) -> Value {
 /// beta `<slot>_audio_format` strings. `Err` holds an unsupported format as JSON text.
 fn session_format(session: &Value, slot: &str) -> Option<Result<Format, String>> {
     if let Some(f) = session.pointer(&format!("/audio/{slot}/format")) {
-        return Some(
-            match (f.get("type").and_then(Value::as_str), f.get("rate")) {
-                (Some("audio/pcmu"), _) => Ok(Format::Ulaw8k),
-                (Some("audio/pcm"), None) => Ok(Format::Pcm24k),
-                (Some("audio/pcm"), Some(r)) if r.as_u64() == Some(24000) => Ok(Format::Pcm24k),
-                _ => Err(f.to_string()),
-            },
-        );
+        return Some(match (f.get("type").and_then(Value::as_str), f.get("rate")) {
+            (Some("audio/pcmu"), _) => Ok(Format::Ulaw8k),
+            (Some("audio/pcm"), None) => Ok(Format::Pcm24k),
+            (Some("audio/pcm"), Some(r)) if r.as_u64() == Some(24000) => Ok(Format::Pcm24k),
+            _ => Err(f.to_string()),
+        });
     }
     let beta = session.get(format!("{slot}_audio_format"))?;
     Some(match beta.as_str() {

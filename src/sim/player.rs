@@ -75,10 +75,7 @@ impl Player {
     pub fn push_audio(&mut self, due: Instant, mut samples: Vec<i16>) {
         let room = self.max_samples.saturating_sub(self.queued_samples);
         if samples.len() > room {
-            tracing::debug!(
-                dropped = samples.len() - room,
-                "agent-sim: playout queue full"
-            );
+            tracing::debug!(dropped = samples.len() - room, "agent-sim: playout queue full");
             self.dropped_samples += (samples.len() - room) as u64;
             samples.truncate(room);
         }
@@ -87,19 +84,13 @@ impl Player {
         }
         self.queued_samples += samples.len();
         self.empty_since = None;
-        self.queue.push_back(Queued {
-            due,
-            cue: Cue::Audio(samples),
-        });
+        self.queue.push_back(Queued { due, cue: Cue::Audio(samples) });
     }
 
     /// Queues a mark after everything queued so far.
     pub fn push_mark(&mut self, due: Instant, name: String) {
         self.empty_since = None;
-        self.queue.push_back(Queued {
-            due,
-            cue: Cue::Mark(name),
-        });
+        self.queue.push_back(Queued { due, cue: Cue::Mark(name) });
     }
 
     /// Drops everything queued (barge-in); returns whether anything was pending.
@@ -121,10 +112,7 @@ impl Player {
     /// When [`Player::poll`] may next return something.
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.queue.front() {
-            Some(Queued {
-                due,
-                cue: Cue::Audio(_),
-            }) => {
+            Some(Queued { due, cue: Cue::Audio(_) }) => {
                 let mut at = *due;
                 for t in [self.next_send, self.hold_until].into_iter().flatten() {
                     at = at.max(t);

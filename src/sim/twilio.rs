@@ -113,8 +113,7 @@ impl TwilioAgent {
         tracing::info!(%digit, "agent-sim: twilio dtmf");
         self.ctx.stats.update(|s| record(&mut s.dtmf, digit));
         let due = now + self.ctx.echo_delay;
-        self.player
-            .push_audio(due, audio::beep(Format::Ulaw8k, DTMF_BEEP));
+        self.player.push_audio(due, audio::beep(Format::Ulaw8k, DTMF_BEEP));
         let name = self.mark_name(&format!("dtmf-{digit}"));
         self.player.push_mark(due, name);
     }
@@ -143,10 +142,7 @@ impl Agent for TwilioAgent {
             Message::Start(start) => self.on_start(now, start),
             Message::Media(media) => return self.on_media(now, media),
             Message::Dtmf(dtmf) => self.on_dtmf(now, dtmf),
-            Message::Mark(mark) => self
-                .ctx
-                .stats
-                .update(|s| record(&mut s.marks, mark.mark.name)),
+            Message::Mark(mark) => self.ctx.stats.update(|s| record(&mut s.marks, mark.mark.name)),
             Message::Stop(_) => self.ctx.stats.update(|s| s.stops += 1),
             Message::Connected(_) | Message::Clear(_) => {}
         }

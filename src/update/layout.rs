@@ -102,7 +102,10 @@ impl Layout {
         let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         Slot::parse(name).map(Some).ok_or_else(|| UpdateError::Io {
             path: link,
-            source: io::Error::new(io::ErrorKind::InvalidData, format!("points at {}, not a slot", target.display())),
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("points at {}, not a slot", target.display()),
+            ),
         })
     }
 
@@ -170,7 +173,9 @@ impl Layout {
 
     pub fn clear_pending(&self) -> Result<(), UpdateError> {
         match fs::remove_file(self.pending_path()) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(UpdateError::Io { path: self.pending_path(), source: e }),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(UpdateError::Io { path: self.pending_path(), source: e })
+            }
             _ => Ok(()),
         }
     }

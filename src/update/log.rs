@@ -39,7 +39,13 @@ pub struct Record {
 
 impl Record {
     pub fn new(action: &str, result: &str, unix_ms: u64) -> Record {
-        Record { time: utc(unix_ms), unix_ms, action: action.to_owned(), result: result.to_owned(), ..Record::default() }
+        Record {
+            time: utc(unix_ms),
+            unix_ms,
+            action: action.to_owned(),
+            result: result.to_owned(),
+            ..Record::default()
+        }
     }
 }
 
@@ -146,6 +152,9 @@ mod tests {
         assert!(len <= MAX_BYTES && len > MAX_BYTES / 4, "{len}");
         assert_eq!(last(&path).unwrap().unix_ms, 399);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.lines().all(|l| serde_json::from_str::<Record>(l).is_ok()), "only whole lines kept");
+        assert!(
+            text.lines().all(|l| serde_json::from_str::<Record>(l).is_ok()),
+            "only whole lines kept"
+        );
     }
 }

@@ -56,7 +56,10 @@ impl Manifest {
 
     pub fn validate(&self) -> Result<(), String> {
         if self.format != FORMAT {
-            return Err(format!("{MANIFEST}: format {} (this updater reads format {FORMAT})", self.format));
+            return Err(format!(
+                "{MANIFEST}: format {} (this updater reads format {FORMAT})",
+                self.format
+            ));
         }
         check_version(&self.version)?;
         check_word(&self.arch).map_err(|e| format!("{MANIFEST}: arch: {e}"))?;
@@ -72,13 +75,20 @@ impl Manifest {
             if f.mode != MODE_EXEC && f.mode != MODE_FILE {
                 return Err(format!("{MANIFEST}: {}: mode {:o} (only 755 or 644)", f.path, f.mode));
             }
-            if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-                return Err(format!("{MANIFEST}: {}: sha256 is not 64 lower-case hex digits", f.path));
+            if f.sha256.len() != 64
+                || !f.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(format!(
+                    "{MANIFEST}: {}: sha256 is not 64 lower-case hex digits",
+                    f.path
+                ));
             }
             total = total.saturating_add(f.size);
         }
         if total > MAX_TOTAL_BYTES {
-            return Err(format!("{MANIFEST}: {total} bytes of payload (at most {MAX_TOTAL_BYTES})"));
+            return Err(format!(
+                "{MANIFEST}: {total} bytes of payload (at most {MAX_TOTAL_BYTES})"
+            ));
         }
         match self.file(BINARY) {
             Some(f) if f.mode == MODE_EXEC => Ok(()),
@@ -108,7 +118,9 @@ fn check_word(w: &str) -> Result<(), String> {
     if w.starts_with('.') {
         return Err(format!("{w:?} starts with a dot"));
     }
-    if let Some(c) = w.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))) {
+    if let Some(c) =
+        w.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+')))
+    {
         return Err(format!("{w:?}: character {c:?} not allowed"));
     }
     Ok(())
@@ -144,13 +156,20 @@ mod tests {
             format: FORMAT,
             version: "1.2.3".into(),
             arch: "x86_64".into(),
-            files: vec![FileEntry { path: BINARY.into(), size: 3, mode: MODE_EXEC, sha256: "ab".repeat(32) }],
+            files: vec![FileEntry {
+                path: BINARY.into(),
+                size: 3,
+                mode: MODE_EXEC,
+                sha256: "ab".repeat(32),
+            }],
         }
     }
 
     #[test]
     fn paths_stay_inside_the_slot() {
-        for ok in ["bin/trunkguard", "share/prompts/one-moment.wav", "share/trunkguard.toml.example"] {
+        for ok in
+            ["bin/trunkguard", "share/prompts/one-moment.wav", "share/trunkguard.toml.example"]
+        {
             assert!(check_path(ok).is_ok(), "{ok}");
         }
         for bad in [

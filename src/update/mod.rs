@@ -32,7 +32,9 @@ pub enum UpdateError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("refused: {path}: no checksum: {sidecar} is missing (or pass --sha256)")]
     NoChecksum { path: PathBuf, sidecar: PathBuf },
-    #[error("refused: {path}: checksum mismatch: expected sha256 {expected}, the file has {actual}")]
+    #[error(
+        "refused: {path}: checksum mismatch: expected sha256 {expected}, the file has {actual}"
+    )]
     Checksum { path: PathBuf, expected: String, actual: String },
     #[error("refused: {path}: {reason}")]
     Bundle { path: PathBuf, reason: String },

@@ -30,7 +30,9 @@ impl ReadyUrl {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/readyz"),
         };
-        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
             && !authority.ends_with(']')
         {
             authority.to_owned()
@@ -72,14 +74,16 @@ fn get(url: &ReadyUrl, timeout: Duration) -> Result<(u16, String), String> {
         return exchange(s, url);
     }
     let name = rustls::pki_types::ServerName::IpAddress(url.addr.ip().into());
-    let conn = rustls::ClientConnection::new(loopback_tls()?, name).map_err(|e| format!("TLS: {e}"))?;
+    let conn =
+        rustls::ClientConnection::new(loopback_tls()?, name).map_err(|e| format!("TLS: {e}"))?;
     exchange(rustls::StreamOwned::new(conn, s), url)
 }
 
 /// One request, the response read until the peer closes (at most 64 KiB). A TLS peer that
 /// closes without close_notify still counts when a response head arrived.
 fn exchange(mut s: impl Read + Write, url: &ReadyUrl) -> Result<(u16, String), String> {
-    let request = format!("GET {} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n", url.path, url.host);
+    let request =
+        format!("GET {} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n", url.path, url.host);
     s.write_all(request.as_bytes()).map_err(|e| short_io(&e))?;
     s.flush().map_err(|e| short_io(&e))?;
     let mut raw = Vec::new();
@@ -136,7 +140,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -145,7 +154,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -165,7 +179,8 @@ fn short_io(e: &std::io::Error) -> String {
 /// "reason":"..."}}}`), else its first 200 characters.
 fn summary(body: &str) -> String {
     let parsed = serde_json::from_str::<serde_json::Value>(body.trim()).ok();
-    if let Some(checks) = parsed.as_ref().and_then(|v| v.get("checks")).and_then(|c| c.as_object()) {
+    if let Some(checks) = parsed.as_ref().and_then(|v| v.get("checks")).and_then(|c| c.as_object())
+    {
         let failing: Vec<String> = checks
             .iter()
             .filter(|(_, c)| c.get("ok").and_then(|o| o.as_bool()) == Some(false))
@@ -186,7 +201,10 @@ fn summary(body: &str) -> String {
 pub fn restart(command: &str, limit: Duration) -> Result<(), String> {
     match super::spawn::run(&["sh", "-c", command], false, limit) {
         Ok(done) if done.code == Some(0) => Ok(()),
-        Ok(done) => Err(format!("`{command}` failed ({})", done.code.map_or("killed by a signal".to_string(), |c| format!("exit status: {c}")))),
+        Ok(done) => Err(format!(
+            "`{command}` failed ({})",
+            done.code.map_or("killed by a signal".to_string(), |c| format!("exit status: {c}"))
+        )),
         Err(e) => Err(format!("`{command}`: {e}")),
     }
 }
@@ -205,7 +223,9 @@ mod tests {
         assert_eq!(ReadyUrl::parse("http://127.0.0.1").unwrap().addr.port(), 80);
         let https = ReadyUrl::parse("https://127.0.0.1/readyz").unwrap();
         assert!(https.tls && https.addr.port() == 443);
-        assert!(ReadyUrl::parse("https://192.0.2.1:8443/readyz").unwrap_err().contains("only to a loopback"));
+        assert!(ReadyUrl::parse("https://192.0.2.1:8443/readyz")
+            .unwrap_err()
+            .contains("only to a loopback"));
         assert!(ReadyUrl::parse("ftp://127.0.0.1/").is_err());
     }
 
@@ -224,7 +244,10 @@ mod tests {
         });
         let url = ReadyUrl::parse(&format!("http://{addr}/readyz")).unwrap();
         assert_eq!(probe(&url, Duration::from_secs(2)), Probe::Ready);
-        assert_eq!(probe(&url, Duration::from_secs(2)), Probe::NotReady("HTTP 503: failing: sip (not bound)".into()));
+        assert_eq!(
+            probe(&url, Duration::from_secs(2)),
+            Probe::NotReady("HTTP 503: failing: sip (not bound)".into())
+        );
         server.join().unwrap();
         // nobody listening any more (refused; the port may be reused by a parallel test)
         assert!(matches!(probe(&url, Duration::from_secs(2)), Probe::NotReady(_)));

@@ -92,7 +92,11 @@ pub fn ready_url_from_config(config: &Path) -> Option<ReadyUrl> {
     let scheme = if c.status.tls.is_some() { "https" } else { "http" };
     let mut addr = c.status.listen;
     if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+        addr.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
     }
     ReadyUrl::parse(&format!("{scheme}://{addr}/readyz")).ok()
 }
@@ -100,12 +104,25 @@ pub fn ready_url_from_config(config: &Path) -> Option<ReadyUrl> {
 /// What a successful command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Done {
-    Installed { slot: Slot, version: String },
-    Confirmed { slot: Slot, version: String, ready_after: Duration },
+    Installed {
+        slot: Slot,
+        version: String,
+    },
+    Confirmed {
+        slot: Slot,
+        version: String,
+        ready_after: Duration,
+    },
     NothingPending,
     /// The marker was stale (the switch never happened or was already undone).
-    Cleared { active: Slot },
-    Switched { slot: Slot, version: String, restart: Result<(), String> },
+    Cleared {
+        active: Slot,
+    },
+    Switched {
+        slot: Slot,
+        version: String,
+        restart: Result<(), String>,
+    },
 }
 
 /// Checks a bundle without touching anything (`trunkguard-update verify`).
@@ -155,7 +172,12 @@ pub fn install(opts: &Options, bundle: &Path) -> Result<Done, UpdateError> {
     };
     let version = checked.manifest.version.clone();
     write_slot(opts, &layout, bundle, to)?;
-    layout.set_pending(&Pending { from: from.to_string(), to: to.to_string(), version: version.clone(), unix_ms: clock::unix_ms() })?;
+    layout.set_pending(&Pending {
+        from: from.to_string(),
+        to: to.to_string(),
+        version: version.clone(),
+        unix_ms: clock::unix_ms(),
+    })?;
     eprintln!("trunkguard-update: {version} written to slot {to}; switching from {from} and waiting for {}", opts.ready_url);
     let watch = UpdateWatch::install(clock::now(), from, to, opts.watch);
     finish(opts, &layout, watch, "install", from, to, version, Some(bundle))
@@ -176,12 +198,17 @@ pub fn confirm(opts: &Options) -> Result<Done, UpdateError> {
         let mut r = record("confirm", "rolled_back", &pending.version);
         r.from = Some(pending.to.clone());
         r.to = Some(active.to_string());
-        r.reason = Some(format!("interrupted before the update was confirmed; slot {active} was active at boot"));
+        r.reason = Some(format!(
+            "interrupted before the update was confirmed; slot {active} was active at boot"
+        ));
         append_log(&layout, &r);
         layout.clear_pending()?;
         return Ok(Done::Cleared { active });
     }
-    eprintln!("trunkguard-update: {} in slot {to} was not confirmed before a restart; waiting for {}", pending.version, opts.ready_url);
+    eprintln!(
+        "trunkguard-update: {} in slot {to} was not confirmed before a restart; waiting for {}",
+        pending.version, opts.ready_url
+    );
     let watch = UpdateWatch::resume(clock::now(), from, opts.watch);
     finish(opts, &layout, watch, "confirm", from, to, pending.version, None)
 }
@@ -192,7 +219,8 @@ pub fn rollback(opts: &Options) -> Result<Done, UpdateError> {
     let _lock = layout.lock()?;
     let active = layout.active()?.ok_or_else(|| UpdateError::NotInitialized(layout.slots()))?;
     let other = active.other();
-    let manifest = layout.slot_manifest(other).ok_or_else(|| UpdateError::EmptySlot(other.to_string()))?;
+    let manifest =
+        layout.slot_manifest(other).ok_or_else(|| UpdateError::EmptySlot(other.to_string()))?;
     layout.switch_to(other)?;
     layout.clear_pending()?;
     let restart = probe::restart(&opts.restart_command, opts.watch.ready_timeout);
@@ -208,7 +236,12 @@ pub fn rollback(opts: &Options) -> Result<Done, UpdateError> {
 }
 
 /// Checks and unpacks `bundle` into `slot` through its staging directory.
-fn write_slot(opts: &Options, layout: &Layout, bundle: &Path, slot: Slot) -> Result<(), UpdateError> {
+fn write_slot(
+    opts: &Options,
+    layout: &Layout,
+    bundle: &Path,
+    slot: Slot,
+) -> Result<(), UpdateError> {
     let staging = layout.fresh_staging(slot)?;
     let unpacked = read::unpack(bundle, opts.key()?.as_ref(), &opts.arch, &staging);
     if let Err(e) = unpacked {
@@ -340,7 +373,12 @@ pub fn status(root: &Path) -> Result<Status, UpdateError> {
             }
         })
         .collect();
-    Ok(Status { active: active.map(|s| s.to_string()), slots, pending: layout.pending()?, last: log::last(&layout.log()) })
+    Ok(Status {
+        active: active.map(|s| s.to_string()),
+        slots,
+        pending: layout.pending()?,
+        last: log::last(&layout.log()),
+    })
 }
 
 impl std::fmt::Display for Status {
@@ -353,7 +391,11 @@ impl std::fmt::Display for Status {
             writeln!(f, "no active slot: run `trunkguard-update init`")?;
         }
         match &self.pending {
-            Some(p) => writeln!(f, "pending: {} in slot {} (from {}), not confirmed yet", p.version, p.to, p.from)?,
+            Some(p) => writeln!(
+                f,
+                "pending: {} in slot {} (from {}), not confirmed yet",
+                p.version, p.to, p.from
+            )?,
             None => writeln!(f, "pending: none")?,
         }
         match &self.last {

@@ -37,7 +37,8 @@ impl SigningKey {
 
     pub fn load(path: &Path) -> Result<SigningKey, UpdateError> {
         let seed = read_hex(path, 32)?;
-        SigningKey::from_seed(&seed).map_err(|e| UpdateError::Key(format!("{}: {e}", path.display())))
+        SigningKey::from_seed(&seed)
+            .map_err(|e| UpdateError::Key(format!("{}: {e}", path.display())))
     }
 
     pub fn public(&self) -> PublicKey {
@@ -92,8 +93,13 @@ pub fn generate(out: &Path) -> Result<(PathBuf, PathBuf), UpdateError> {
     }
     files::write_atomic(dir, name, format!("{}\n", hex::encode(seed)).as_bytes(), files::PRIVATE)
         .map_err(UpdateError::io(out))?;
-    files::write_atomic(dir, pub_name, format!("{}\n", key.public().to_hex()).as_bytes(), files::PUBLIC)
-        .map_err(UpdateError::io(&public_path))?;
+    files::write_atomic(
+        dir,
+        pub_name,
+        format!("{}\n", key.public().to_hex()).as_bytes(),
+        files::PUBLIC,
+    )
+    .map_err(UpdateError::io(&public_path))?;
     Ok((out.to_path_buf(), public_path))
 }
 
@@ -118,7 +124,11 @@ fn read_hex(path: &Path, len: usize) -> Result<Vec<u8>, UpdateError> {
     let bytes = hex::decode(text.trim())
         .map_err(|_| UpdateError::Key(format!("{}: not a hex key", path.display())))?;
     if bytes.len() != len {
-        return Err(UpdateError::Key(format!("{}: {} bytes (expected {len})", path.display(), bytes.len())));
+        return Err(UpdateError::Key(format!(
+            "{}: {} bytes (expected {len})",
+            path.display(),
+            bytes.len()
+        )));
     }
     Ok(bytes)
 }

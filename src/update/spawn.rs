@@ -20,7 +20,10 @@ pub struct Finished {
 /// collected and stderr discarded; otherwise both pass through. Killed after `limit`.
 pub fn run(argv: &[&str], capture: bool, limit: Duration) -> Result<Finished, String> {
     let args = cstrings(argv.iter().map(|a| a.to_string()))?;
-    let env = cstrings(std::env::vars_os().map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())))?;
+    let env = cstrings(
+        std::env::vars_os()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())),
+    )?;
     let Some(program) = args.first() else { return Err("empty command".into()) };
     let mut pipe = [-1; 2];
     if capture && unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -51,14 +54,25 @@ pub fn run(argv: &[&str], capture: bool, limit: Duration) -> Result<Finished, St
 }
 
 fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, String> {
-    items.map(|s| CString::new(s).map_err(|_| "an argument contains a NUL byte".to_string())).collect()
+    items
+        .map(|s| CString::new(s).map_err(|_| "an argument contains a NUL byte".to_string()))
+        .collect()
 }
 
 fn pointers(items: &[CString]) -> Vec<*mut libc::c_char> {
-    items.iter().map(|c| c.as_ptr() as *mut libc::c_char).chain(std::iter::once(std::ptr::null_mut())).collect()
+    items
+        .iter()
+        .map(|c| c.as_ptr() as *mut libc::c_char)
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect()
 }
 
-fn spawn(program: &CString, args: &[CString], env: &[CString], stdout: Option<i32>) -> Result<libc::pid_t, String> {
+fn spawn(
+    program: &CString,
+    args: &[CString],
+    env: &[CString],
+    stdout: Option<i32>,
+) -> Result<libc::pid_t, String> {
     let (argv, envp) = (pointers(args), pointers(env));
     let devnull = c"/dev/null";
     let mut pid: libc::pid_t = 0;
@@ -67,15 +81,38 @@ fn spawn(program: &CString, args: &[CString], env: &[CString], stdout: Option<i3
     unsafe {
         let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
         libc::posix_spawn_file_actions_init(&mut actions);
-        libc::posix_spawn_file_actions_addopen(&mut actions, 0, devnull.as_ptr(), libc::O_RDONLY, 0);
+        libc::posix_spawn_file_actions_addopen(
+            &mut actions,
+            0,
+            devnull.as_ptr(),
+            libc::O_RDONLY,
+            0,
+        );
         if let Some(fd) = stdout {
             libc::posix_spawn_file_actions_adddup2(&mut actions, fd, 1);
-            libc::posix_spawn_file_actions_addopen(&mut actions, 2, devnull.as_ptr(), libc::O_WRONLY, 0);
+            libc::posix_spawn_file_actions_addopen(
+                &mut actions,
+                2,
+                devnull.as_ptr(),
+                libc::O_WRONLY,
+                0,
+            );
         }
-        let rc = libc::posix_spawnp(&mut pid, program.as_ptr(), &actions, std::ptr::null(), argv.as_ptr(), envp.as_ptr());
+        let rc = libc::posix_spawnp(
+            &mut pid,
+            program.as_ptr(),
+            &actions,
+            std::ptr::null(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+        );
         libc::posix_spawn_file_actions_destroy(&mut actions);
         if rc != 0 {
-            return Err(format!("cannot run {}: {}", program.to_string_lossy(), std::io::Error::from_raw_os_error(rc)));
+            return Err(format!(
+                "cannot run {}: {}",
+                program.to_string_lossy(),
+                std::io::Error::from_raw_os_error(rc)
+            ));
         }
     }
     Ok(pid)
@@ -132,7 +169,8 @@ mod tests {
 
     #[test]
     fn exit_codes_output_and_the_time_limit() {
-        let ok = run(&["sh", "-c", "echo hello; echo noise >&2"], true, Duration::from_secs(5)).unwrap();
+        let ok =
+            run(&["sh", "-c", "echo hello; echo noise >&2"], true, Duration::from_secs(5)).unwrap();
         assert_eq!((ok.code, ok.stdout.as_slice()), (Some(0), &b"hello\n"[..]));
         let failed = run(&["sh", "-c", "exit 3"], false, Duration::from_secs(5)).unwrap();
         assert_eq!(failed.code, Some(3));

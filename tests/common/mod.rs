@@ -118,10 +118,7 @@ impl Appliance {
     /// `RUST_LOG=debug` (stdout+stderr to a log file) and waits until
     /// `GET /livez` answers 200. Panics (printing the log) otherwise.
     pub fn start(config_toml: &str) -> Appliance {
-        let dir = tempfile::Builder::new()
-            .prefix("trunkguard-e2e-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("trunkguard-e2e-").tempdir().expect("tempdir");
         let config_path = dir.path().join("trunkguard.toml");
         fs::write(&config_path, config_toml).expect("write config");
         let http = status_listen(config_toml);
@@ -139,13 +136,7 @@ impl Appliance {
             .stderr(Stdio::from(log_err))
             .spawn()
             .expect("spawn trunkguard");
-        let mut app = Appliance {
-            child,
-            dir,
-            log_path,
-            config_path,
-            http,
-        };
+        let mut app = Appliance { child, dir, log_path, config_path, http };
         app.wait_live();
         app
     }
@@ -222,10 +213,7 @@ impl Appliance {
 
     /// `/status` `carriers[name].state` ("up" | "down" | "unknown").
     pub fn carrier_state(&self, name: &str) -> String {
-        self.carrier(name)["state"]
-            .as_str()
-            .unwrap_or("<missing>")
-            .to_string()
+        self.carrier(name)["state"].as_str().unwrap_or("<missing>").to_string()
     }
 
     /// `/status` `carriers[name].registered`.
@@ -317,11 +305,14 @@ impl Sipp {
     }
 
     /// Like [`Sipp::spawn`] with an explicit global timeout in seconds.
-    pub fn spawn_with_timeout(name: &str, control_port: u16, timeout_s: u32, args: &[&str]) -> Sipp {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("sipp-{name}-"))
-            .tempdir()
-            .expect("tempdir");
+    pub fn spawn_with_timeout(
+        name: &str,
+        control_port: u16,
+        timeout_s: u32,
+        args: &[&str],
+    ) -> Sipp {
+        let dir =
+            tempfile::Builder::new().prefix(&format!("sipp-{name}-")).tempdir().expect("tempdir");
         let d = dir.path();
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let timeout = format!("{timeout_s}s");
@@ -330,9 +321,18 @@ impl Sipp {
         let messages = d.join("messages.log").display().to_string();
         all.extend(
             [
-                "-timeout", &timeout, "-timeout_error", "-nostdin", "-cp", &cp,
-                "-trace_err", "-error_file", &errors,
-                "-trace_msg", "-message_file", &messages,
+                "-timeout",
+                &timeout,
+                "-timeout_error",
+                "-nostdin",
+                "-cp",
+                &cp,
+                "-trace_err",
+                "-error_file",
+                &errors,
+                "-trace_msg",
+                "-message_file",
+                &messages,
             ]
             .iter()
             .map(|s| s.to_string()),
@@ -347,13 +347,7 @@ impl Sipp {
             .stderr(Stdio::from(stderr))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn sipp (apt-get install sip-tester): {e}"));
-        Sipp {
-            child,
-            dir,
-            name: name.to_string(),
-            args: all,
-            exit: None,
-        }
+        Sipp { child, dir, name: name.to_string(), args: all, exit: None }
     }
 
     /// Waits (bounded) for sipp to exit; true iff its exit code is 0
@@ -505,12 +499,14 @@ impl RtpSink {
 
     /// A symmetric peer that answers with `tests/sipp/caller.ulaw`.
     pub fn bind_talking(ip: &str, port: u16) -> RtpSink {
-        let audio = fs::read(repo_root().join("tests/sipp/caller.ulaw")).expect("tests/sipp/caller.ulaw");
+        let audio =
+            fs::read(repo_root().join("tests/sipp/caller.ulaw")).expect("tests/sipp/caller.ulaw");
         Self::start(ip, port, Some(audio))
     }
 
     fn start(ip: &str, port: u16, talk: Option<Vec<u8>>) -> RtpSink {
-        let sock = UdpSocket::bind((ip, port)).unwrap_or_else(|e| panic!("bind RTP sink {ip}:{port}: {e}"));
+        let sock = UdpSocket::bind((ip, port))
+            .unwrap_or_else(|e| panic!("bind RTP sink {ip}:{port}: {e}"));
         sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
         let addr = sock.local_addr().expect("local addr");
         let mut sink = RtpSink {
@@ -706,11 +702,8 @@ pub const VOICED_RMS: f64 = 300.0;
 
 impl SpeechStats {
     pub fn of(packets: &[RtpPacket]) -> SpeechStats {
-        let mut s = SpeechStats {
-            packets: packets.len(),
-            min_voiced_rms: f64::MAX,
-            ..Default::default()
-        };
+        let mut s =
+            SpeechStats { packets: packets.len(), min_voiced_rms: f64::MAX, ..Default::default() };
         let (mut sum_sq, mut samples) = (0f64, 0usize);
         let mut ssrcs: Vec<u32> = Vec::new();
         for p in packets {
@@ -792,9 +785,7 @@ impl RawSip {
 
     /// Next datagram within `timeout` (None when nothing arrives).
     pub fn recv(&self, timeout: Duration) -> Option<String> {
-        self.sock
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
-            .expect("timeout");
+        self.sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).expect("timeout");
         let mut buf = vec![0u8; 65536];
         match self.sock.recv_from(&mut buf) {
             Ok((len, _)) => Some(String::from_utf8_lossy(&buf[..len]).into_owned()),
@@ -804,7 +795,11 @@ impl RawSip {
 
     /// Collects datagrams until `done` accepts one or `timeout` passes;
     /// returns everything received (in order) and whether `done` fired.
-    pub fn recv_until(&self, timeout: Duration, mut done: impl FnMut(&str) -> bool) -> (Vec<String>, bool) {
+    pub fn recv_until(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&str) -> bool,
+    ) -> (Vec<String>, bool) {
         let deadline = Instant::now() + timeout;
         let mut got = Vec::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -822,7 +817,9 @@ impl RawSip {
     /// Sends an OPTIONS to `to` and waits for its 200 (matched by Call-ID).
     pub fn options_ok(&self, to: SocketAddr, call_id: &str, timeout: Duration) -> bool {
         self.send(to, options_request(self.local, to, call_id).as_bytes());
-        let (_, ok) = self.recv_until(timeout, |m| status_code(m) == Some(200) && call_id_of(m) == Some(call_id.to_string()));
+        let (_, ok) = self.recv_until(timeout, |m| {
+            status_code(m) == Some(200) && call_id_of(m) == Some(call_id.to_string())
+        });
         ok
     }
 }
@@ -868,7 +865,13 @@ pub fn sdp_offer(rtp: SocketAddr) -> String {
 }
 
 /// A handwritten INVITE with an SDP offer (`transport` is "UDP", "TCP", "TLS").
-pub fn invite_request(transport: &str, from: SocketAddr, to: SocketAddr, call_id: &str, rtp: SocketAddr) -> String {
+pub fn invite_request(
+    transport: &str,
+    from: SocketAddr,
+    to: SocketAddr,
+    call_id: &str,
+    rtp: SocketAddr,
+) -> String {
     let sdp = sdp_offer(rtp);
     format!(
         "INVITE sip:agent@{to} SIP/2.0\r\n\
@@ -900,7 +903,8 @@ pub fn header(msg: &str, name: &str, compact: Option<&str>) -> Option<String> {
     head.lines().skip(1).find_map(|line| {
         let (n, v) = line.split_once(':')?;
         let n = n.trim();
-        let hit = n.eq_ignore_ascii_case(name) || compact.is_some_and(|c| n.eq_ignore_ascii_case(c));
+        let hit =
+            n.eq_ignore_ascii_case(name) || compact.is_some_and(|c| n.eq_ignore_ascii_case(c));
         hit.then(|| v.trim().to_string())
     })
 }
@@ -959,7 +963,13 @@ impl Drop for Reap {
 pub fn spawn_agent_sim(port: u16) -> Reap {
     use std::io::{BufRead, BufReader};
     let child = Command::new(appliance_binary())
-        .args(["agent-sim", "--listen", &format!("127.0.0.1:{port}"), "--protocol", "twilio-media-streams"])
+        .args([
+            "agent-sim",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--protocol",
+            "twilio-media-streams",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -988,7 +998,11 @@ pub fn calls_json(state_dir: &Path) -> Vec<serde_json::Value> {
         .arg(state_dir)
         .output()
         .expect("run trunkguard calls");
-    assert!(out.status.success(), "trunkguard calls failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "trunkguard calls failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line ({e}): {l}")))

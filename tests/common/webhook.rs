@@ -75,11 +75,20 @@ impl Webhook {
         Webhook::start_with(addr, then, None, Some(acceptor)).await
     }
 
-    async fn start_shared(addr: SocketAddr, then: Answer, state: Option<Arc<Mutex<State>>>) -> Webhook {
+    async fn start_shared(
+        addr: SocketAddr,
+        then: Answer,
+        state: Option<Arc<Mutex<State>>>,
+    ) -> Webhook {
         Webhook::start_with(addr, then, state, None).await
     }
 
-    async fn start_with(addr: SocketAddr, then: Answer, state: Option<Arc<Mutex<State>>>, tls: Option<TlsAcceptor>) -> Webhook {
+    async fn start_with(
+        addr: SocketAddr,
+        then: Answer,
+        state: Option<Arc<Mutex<State>>>,
+        tls: Option<TlsAcceptor>,
+    ) -> Webhook {
         let listener = TcpListener::bind(addr).await.expect("bind webhook");
         let addr = listener.local_addr().unwrap();
         let state = state.unwrap_or_else(|| {
@@ -194,7 +203,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: Arc<Mute
                 })
                 .await;
                 let mut s = state.lock().unwrap();
-                if let Some(hit) = s.hits.iter_mut().rev().find(|h| h.header("idempotency-key") == Some(key.as_str())) {
+                if let Some(hit) = s
+                    .hits
+                    .iter_mut()
+                    .rev()
+                    .find(|h| h.header("idempotency-key") == Some(key.as_str()))
+                {
                     hit.closed_after = Some(started.elapsed());
                 }
                 false
@@ -214,7 +228,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: Arc<Mute
 }
 
 /// One request: lower-cased headers and the body (by Content-Length).
-async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(HashMap<String, String>, Vec<u8>)> {
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Option<(HashMap<String, String>, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {

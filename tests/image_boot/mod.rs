@@ -54,7 +54,18 @@ pub const AARCH64: Arch = Arch {
     name: "aarch64",
     qemu: "qemu-system-aarch64",
     apt_hint: "qemu-system-arm qemu-efi-aarch64",
-    machine: &["-machine", "virt", "-accel", "tcg", "-cpu", "cortex-a57", "-smp", "2", "-m", "1024"],
+    machine: &[
+        "-machine",
+        "virt",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "cortex-a57",
+        "-smp",
+        "2",
+        "-m",
+        "1024",
+    ],
     machine_kvm: &["-machine", "virt", "-accel", "kvm", "-cpu", "host", "-smp", "2", "-m", "1024"],
     console: "ttyAMA0",
     disk_firmware: Some("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"),
@@ -112,7 +123,8 @@ pub fn by_default(arch: &Arch, what: &str) -> bool {
 
 /// The first thing an image build and boot lacks here, if any.
 pub fn missing_tool(arch: &Arch) -> Option<String> {
-    if !is_root() && !Command::new("sudo").args(["-n", "true"]).status().is_ok_and(|s| s.success()) {
+    if !is_root() && !Command::new("sudo").args(["-n", "true"]).status().is_ok_and(|s| s.success())
+    {
         return Some("not root and no password-less sudo (images/build.sh needs root)".into());
     }
     let tools = ["debootstrap", "mkfs.ext4", "qemu-img", "sfdisk", "xz", "sipp", arch.qemu];
@@ -187,7 +199,8 @@ static BUILT: Mutex<bool> = Mutex::new(false);
 
 pub fn ensure_image(arch: &Arch, dir: &Path) {
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let present = ["vmlinuz", "initrd.img", "rootfs.raw", "disk.raw"].iter().all(|f| dir.join(f).is_file());
+    let present =
+        ["vmlinuz", "initrd.img", "rootfs.raw", "disk.raw"].iter().all(|f| dir.join(f).is_file());
     let rebuild = std::env::var("TRUNKGUARD_IMAGE_REBUILD").as_deref() == Ok("1");
     if *built || (present && !rebuild) {
         println!("using the image in {}", dir.display());
@@ -200,7 +213,15 @@ pub fn ensure_image(arch: &Arch, dir: &Path) {
     if arch.host_build {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--release", "--locked", "--bin", "trunkguard", "--bin", "trunkguard-update"])
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--bin",
+                "trunkguard",
+                "--bin",
+                "trunkguard-update",
+            ])
             .current_dir(repo(""))
             .status()
             .expect("run cargo build --release");
@@ -220,13 +241,19 @@ pub fn ensure_image(arch: &Arch, dir: &Path) {
     }
     cmd.arg(repo("images/build.sh"));
     let status = cmd.arg(arch.name).status().expect("run images/build.sh");
-    assert!(status.success(), "images/build.sh {} failed ({status}); it needs root and debootstrap", arch.name);
+    assert!(
+        status.success(),
+        "images/build.sh {} failed ({status}); it needs root and debootstrap",
+        arch.name
+    );
     *built = true;
     println!("image_build_s: {:.0}", t0.elapsed().as_secs_f64());
 }
 
 pub fn boot(arch: &Arch, dir: &Path, sip_port: u16, serial: &Path) -> Qemu {
-    let net = format!("user,id=n0,hostfwd=udp:127.0.0.1:{sip_port}-:5060,hostfwd=tcp:127.0.0.1:{sip_port}-:5060");
+    let net = format!(
+        "user,id=n0,hostfwd=udp:127.0.0.1:{sip_port}-:5060,hostfwd=tcp:127.0.0.1:{sip_port}-:5060"
+    );
     let kvm = std::env::var("TRUNKGUARD_IMAGE_KVM").as_deref() == Ok("1");
     let mut cmd = Command::new(arch.qemu);
     cmd.args(if kvm { arch.machine_kvm } else { arch.machine })
@@ -238,11 +265,16 @@ pub fn boot(arch: &Arch, dir: &Path, sip_port: u16, serial: &Path) -> Qemu {
         if let Some(firmware) = arch.disk_firmware {
             cmd.arg("-bios").arg(firmware);
         }
-        cmd.arg("-drive").arg(format!("file={},format=raw,if=virtio", dir.join("disk.raw").display()));
+        cmd.arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", dir.join("disk.raw").display()));
     } else {
         cmd.arg("-kernel").arg(dir.join("vmlinuz")).arg("-initrd").arg(dir.join("initrd.img"));
-        cmd.arg("-append").arg(format!("root=/dev/vda ro console={} panic=-1 trunkguard.first_boot=skip", arch.console));
-        cmd.arg("-drive").arg(format!("file={},format=raw,if=virtio", dir.join("rootfs.raw").display()));
+        cmd.arg("-append").arg(format!(
+            "root=/dev/vda ro console={} panic=-1 trunkguard.first_boot=skip",
+            arch.console
+        ));
+        cmd.arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", dir.join("rootfs.raw").display()));
     }
     let child = cmd
         .stdin(Stdio::null())
@@ -291,7 +323,10 @@ pub fn sipp_call(sip_port: u16, dir: &Path) -> (bool, String) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.contains("errors") || name.contains("messages") {
-            logs += &format!("--- {name}\n{}", std::fs::read_to_string(entry.path()).unwrap_or_default());
+            logs += &format!(
+                "--- {name}\n{}",
+                std::fs::read_to_string(entry.path()).unwrap_or_default()
+            );
         }
     }
     (out.status.code() == Some(0), logs)
@@ -327,13 +362,21 @@ pub fn boot_and_call(arch: &Arch) {
     println!("image_boot_to_sip_answer_s: {:.1}", boot_to_answer.as_secs_f64());
 
     let (ok, logs) = sipp_call(sip_port, work.path());
-    assert!(ok, "SIPp call through the forward failed:\n{logs}\nserial:\n{}", tail(&qemu.serial(), 40));
+    assert!(
+        ok,
+        "SIPp call through the forward failed:\n{logs}\nserial:\n{}",
+        tail(&qemu.serial(), 40)
+    );
 
     // The console helper reports /livez from inside the box (the status page stays on loopback).
     let deadline = Instant::now() + Duration::from_secs(120);
     while !qemu.serial().contains("trunkguard-image: livez 200") {
         qemu.assert_running();
-        assert!(Instant::now() < deadline, "no livez line on the console:\n{}", tail(&qemu.serial(), 60));
+        assert!(
+            Instant::now() < deadline,
+            "no livez line on the console:\n{}",
+            tail(&qemu.serial(), 60)
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     println!("image_boot_total_s: {:.1}", t0.elapsed().as_secs_f64());

@@ -40,7 +40,12 @@ pub struct Calls<'s> {
 
 impl<'s> Calls<'s> {
     /// `n` calls in `codec`, created at `now` and started (their send clock runs).
-    pub fn new(codec: BenchCodec, signal: &'s CallerSignal, n: usize, now: Instant) -> Result<Calls<'s>, BenchError> {
+    pub fn new(
+        codec: BenchCodec,
+        signal: &'s CallerSignal,
+        n: usize,
+        now: Instant,
+    ) -> Result<Calls<'s>, BenchError> {
         let mut calls = Vec::with_capacity(n);
         for i in 0..n {
             let from = caller_address(i);

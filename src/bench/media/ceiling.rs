@@ -26,11 +26,17 @@ enum CodecPair {
 impl CodecPair {
     fn new(codec: BenchCodec) -> Result<CodecPair, BenchError> {
         match codec {
-            BenchCodec::Pcmu => Ok(CodecPair::G711 { dec: G711Decoder::new(Law::Ulaw), law: Law::Ulaw }),
+            BenchCodec::Pcmu => {
+                Ok(CodecPair::G711 { dec: G711Decoder::new(Law::Ulaw), law: Law::Ulaw })
+            }
             BenchCodec::Opus => {
                 let rate = codec.ai_format().rate();
-                let config = OpusConfig::for_remote_tuned(&OpusFmtp::default(), rate, OpusTuning::default());
-                Ok(CodecPair::Opus { dec: OpusDecoder::new(rate, 1)?, enc: OpusEncoder::new(config)? })
+                let config =
+                    OpusConfig::for_remote_tuned(&OpusFmtp::default(), rate, OpusTuning::default());
+                Ok(CodecPair::Opus {
+                    dec: OpusDecoder::new(rate, 1)?,
+                    enc: OpusEncoder::new(config)?,
+                })
             }
         }
     }
@@ -75,8 +81,14 @@ impl Ceiling {
 }
 
 /// Runs `pairs` codec pairs round robin on the speech until `budget` of CPU time is spent.
-pub fn measure(codec: BenchCodec, signal: &CallerSignal, pairs: usize, budget: Duration) -> Result<Ceiling, BenchError> {
-    let mut codecs = (0..pairs.max(1)).map(|_| CodecPair::new(codec)).collect::<Result<Vec<_>, _>>()?;
+pub fn measure(
+    codec: BenchCodec,
+    signal: &CallerSignal,
+    pairs: usize,
+    budget: Duration,
+) -> Result<Ceiling, BenchError> {
+    let mut codecs =
+        (0..pairs.max(1)).map(|_| CodecPair::new(codec)).collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(4096);
     let mut frame = 0usize;
     let mut round = |codecs: &mut [CodecPair], frame: usize| -> Result<u64, BenchError> {

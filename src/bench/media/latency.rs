@@ -48,7 +48,12 @@ pub struct Latency {
 }
 
 /// Runs `n` calls in real time for `duration` (at least 50 recorded ticks).
-pub fn measure(codec: BenchCodec, signal: &CallerSignal, n: usize, duration: Duration) -> Result<Latency, BenchError> {
+pub fn measure(
+    codec: BenchCodec,
+    signal: &CallerSignal,
+    n: usize,
+    duration: Duration,
+) -> Result<Latency, BenchError> {
     let ticks = ((duration.as_millis() / FRAME.as_millis()) as u32).max(50);
     let mut calls = Calls::new(codec, signal, n.max(1), Instant::now())?;
     let mut samples: Vec<u32> = Vec::with_capacity(calls.len() * ticks as usize);
@@ -81,7 +86,9 @@ pub fn measure(codec: BenchCodec, signal: &CallerSignal, n: usize, duration: Dur
     }
     let wall = watch.map_or(Duration::ZERO, |(_, w)| w.elapsed());
     let work_share = work.as_secs_f64() / wall.as_secs_f64().max(1e-9);
-    let cpu_share = watch.map_or(0.0, |(cpu, wall)| cpu.elapsed().as_secs_f64() / wall.elapsed().as_secs_f64().max(1e-9));
+    let cpu_share = watch.map_or(0.0, |(cpu, wall)| {
+        cpu.elapsed().as_secs_f64() / wall.elapsed().as_secs_f64().max(1e-9)
+    });
     samples.sort_unstable();
     let pct = |p: f64| Duration::from_micros(u64::from(percentile(&samples, p)));
     Ok(Latency {

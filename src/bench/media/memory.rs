@@ -54,7 +54,8 @@ pub fn measure(codec: BenchCodec, signal: &CallerSignal, n: usize) -> Result<Mem
     let malloc_after = malloc_in_use();
     drop(calls);
     alloc::disable();
-    let per_call = |before: isize, after: isize| (after.saturating_sub(before).max(0) as u64) / n as u64;
+    let per_call =
+        |before: isize, after: isize| (after.saturating_sub(before).max(0) as u64) / n as u64;
     Ok(Memory {
         calls: n,
         rust_bytes: counting.then(|| per_call(rust_before, rust_after)),
@@ -72,8 +73,9 @@ fn codec_state_bytes(codec: BenchCodec) -> u64 {
         BenchCodec::Pcmu => 0,
         BenchCodec::Opus => {
             // SAFETY: pure size queries on a valid channel count; no state is touched.
-            let (enc, dec) =
-                unsafe { (audiopus::ffi::opus_encoder_get_size(1), audiopus::ffi::opus_decoder_get_size(1)) };
+            let (enc, dec) = unsafe {
+                (audiopus::ffi::opus_encoder_get_size(1), audiopus::ffi::opus_decoder_get_size(1))
+            };
             u64::try_from(enc.max(0)).unwrap_or(0) + u64::try_from(dec.max(0)).unwrap_or(0)
         }
     }

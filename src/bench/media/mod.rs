@@ -142,7 +142,10 @@ impl MediaBenchReport {
 /// Runs the whole media benchmark on this thread.
 pub fn run(config: MediaBenchConfig) -> Result<MediaBenchReport, BenchError> {
     if !(config.seconds.is_finite() && config.seconds > 0.0) {
-        return Err(BenchError::Setting(format!("seconds must be positive, not {}", config.seconds)));
+        return Err(BenchError::Setting(format!(
+            "seconds must be positive, not {}",
+            config.seconds
+        )));
     }
     if config.calls == 0 {
         return Err(BenchError::Setting("calls must be at least 1".into()));
@@ -153,7 +156,8 @@ pub fn run(config: MediaBenchConfig) -> Result<MediaBenchReport, BenchError> {
     // A first pass at the configured call count estimates the capacity; the measured pass
     // then runs that many calls (when more), so caches and memory see a full core's working set.
     let calibration = pipeline::measure(codec, &signal, config.calls, config.share(0.1))?;
-    let full_core = (calibration.calls_per_core() as usize).clamp(config.calls, MAX_LATENCY_CALLS.max(config.calls));
+    let full_core = (calibration.calls_per_core() as usize)
+        .clamp(config.calls, MAX_LATENCY_CALLS.max(config.calls));
     let pipeline = pipeline::measure(codec, &signal, full_core, config.share(0.3))?;
     let memory = memory::measure(codec, &signal, MEMORY_CALLS)?;
     let at_80 = calls_at_80_percent(pipeline.calls_per_core());
@@ -175,7 +179,10 @@ impl fmt::Display for MediaBenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (c, p, m, l) = (&self.ceiling, &self.pipeline, &self.memory, &self.latency);
         writeln!(f, "# trunkguard bench media: {}", self.config.codec.describe())?;
-        writeln!(f, "# one core (the calling thread); caller audio: the built-in prompt's speech, looped")?;
+        writeln!(
+            f,
+            "# one core (the calling thread); caller audio: the built-in prompt's speech, looped"
+        )?;
         writeln!(f, "codec_ceiling_calls_per_core: {:.1}", c.calls_per_core())?;
         writeln!(f, "pipeline_calls_per_core: {:.1}", p.calls_per_core())?;
         writeln!(f, "pipeline_vs_ceiling: {:.2}", self.pipeline_vs_ceiling())?;

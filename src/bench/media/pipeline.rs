@@ -43,7 +43,12 @@ impl Pipeline {
 }
 
 /// Steps `calls` calls on a simulated clock until `budget` of CPU time is spent.
-pub fn measure(codec: BenchCodec, signal: &CallerSignal, calls: usize, budget: Duration) -> Result<Pipeline, BenchError> {
+pub fn measure(
+    codec: BenchCodec,
+    signal: &CallerSignal,
+    calls: usize,
+    budget: Duration,
+) -> Result<Pipeline, BenchError> {
     let t0 = Instant::now();
     let mut set = Calls::new(codec, signal, calls.max(1), t0)?;
     let mut now = t0;
@@ -60,7 +65,13 @@ pub fn measure(codec: BenchCodec, signal: &CallerSignal, calls: usize, budget: D
         steps += 1;
         let cpu = watch.elapsed();
         if cpu >= budget {
-            return Ok(Pipeline { calls: set.len(), steps, caller_frames, cpu, concealed_frames: set.concealed_frames() });
+            return Ok(Pipeline {
+                calls: set.len(),
+                steps,
+                caller_frames,
+                cpu,
+                concealed_frames: set.concealed_frames(),
+            });
         }
     }
 }

@@ -9,8 +9,10 @@ use super::carrier::{password_from_env, password_from_file};
 use super::checks::{readable_file, required};
 use super::Checker;
 use crate::config::error::FieldPath;
-use crate::config::model::{AiAudioFormat, AiConfig, AiEndpointConfig, AiProtocolName, AiRole, Password};
 use crate::config::model::LimitsConfig;
+use crate::config::model::{
+    AiAudioFormat, AiConfig, AiEndpointConfig, AiProtocolName, AiRole, Password,
+};
 use crate::config::raw::{RawAi, RawAiEndpoint, RawLimits};
 
 /// The budget can never exceed 2 s: a caller must not wait longer in silence.
@@ -18,11 +20,36 @@ const MAX_BUDGET_MS: u64 = 2000;
 
 pub(crate) fn ai(raw: RawAi, path: &FieldPath, c: &mut Checker) -> Option<AiConfig> {
     let d = AiConfig::default();
-    let budget = within(raw.setup_budget_ms.unwrap_or(d.setup_budget_ms), (100, MAX_BUDGET_MS), &path.key("setup_budget_ms"), c);
-    let connect = within(raw.connect_timeout_ms.unwrap_or(d.connect_timeout_ms), (50, MAX_BUDGET_MS), &path.key("connect_timeout_ms"), c);
-    let failures = within(u64::from(raw.breaker_failures.unwrap_or(d.breaker_failures)), (1, 100), &path.key("breaker_failures"), c);
-    let cooldown = within(raw.breaker_cooldown_s.unwrap_or(d.breaker_cooldown_s), (1, 3600), &path.key("breaker_cooldown_s"), c);
-    let stall = within(raw.stall_timeout_ms.unwrap_or(d.stall_timeout_ms), (100, 10_000), &path.key("stall_timeout_ms"), c);
+    let budget = within(
+        raw.setup_budget_ms.unwrap_or(d.setup_budget_ms),
+        (100, MAX_BUDGET_MS),
+        &path.key("setup_budget_ms"),
+        c,
+    );
+    let connect = within(
+        raw.connect_timeout_ms.unwrap_or(d.connect_timeout_ms),
+        (50, MAX_BUDGET_MS),
+        &path.key("connect_timeout_ms"),
+        c,
+    );
+    let failures = within(
+        u64::from(raw.breaker_failures.unwrap_or(d.breaker_failures)),
+        (1, 100),
+        &path.key("breaker_failures"),
+        c,
+    );
+    let cooldown = within(
+        raw.breaker_cooldown_s.unwrap_or(d.breaker_cooldown_s),
+        (1, 3600),
+        &path.key("breaker_cooldown_s"),
+        c,
+    );
+    let stall = within(
+        raw.stall_timeout_ms.unwrap_or(d.stall_timeout_ms),
+        (100, 10_000),
+        &path.key("stall_timeout_ms"),
+        c,
+    );
     Some(AiConfig {
         setup_budget_ms: budget?,
         connect_timeout_ms: connect?,
@@ -35,11 +62,27 @@ pub(crate) fn ai(raw: RawAi, path: &FieldPath, c: &mut Checker) -> Option<AiConf
 /// `[limits]` (kept beside `[ai]`: both are call-admission policy).
 pub(crate) fn limits(raw: RawLimits, path: &FieldPath, c: &mut Checker) -> Option<LimitsConfig> {
     let d = LimitsConfig::default();
-    let max_calls = within(raw.max_calls.unwrap_or(d.max_calls), (1, 100_000), &path.key("max_calls"), c);
-    let rps = within(raw.requests_per_second.unwrap_or(d.requests_per_second), (1, 100_000), &path.key("requests_per_second"), c);
+    let max_calls =
+        within(raw.max_calls.unwrap_or(d.max_calls), (1, 100_000), &path.key("max_calls"), c);
+    let rps = within(
+        raw.requests_per_second.unwrap_or(d.requests_per_second),
+        (1, 100_000),
+        &path.key("requests_per_second"),
+        c,
+    );
     let burst = within(raw.burst.unwrap_or(d.burst), (1, 1_000_000), &path.key("burst"), c);
-    let retry = within(raw.retry_after_s.unwrap_or(d.retry_after_s), (1, 3600), &path.key("retry_after_s"), c);
-    Some(LimitsConfig { max_calls: max_calls?, requests_per_second: rps?, burst: burst?, retry_after_s: retry? })
+    let retry = within(
+        raw.retry_after_s.unwrap_or(d.retry_after_s),
+        (1, 3600),
+        &path.key("retry_after_s"),
+        c,
+    );
+    Some(LimitsConfig {
+        max_calls: max_calls?,
+        requests_per_second: rps?,
+        burst: burst?,
+        retry_after_s: retry?,
+    })
 }
 
 fn within(v: u64, (lo, hi): (u64, u64), path: &FieldPath, c: &mut Checker) -> Option<u64> {
@@ -50,7 +93,11 @@ fn within(v: u64, (lo, hi): (u64, u64), path: &FieldPath, c: &mut Checker) -> Op
     Some(v)
 }
 
-pub(crate) fn endpoints(raw: Vec<RawAiEndpoint>, path: &FieldPath, c: &mut Checker) -> Option<Vec<AiEndpointConfig>> {
+pub(crate) fn endpoints(
+    raw: Vec<RawAiEndpoint>,
+    path: &FieldPath,
+    c: &mut Checker,
+) -> Option<Vec<AiEndpointConfig>> {
     let checked: Vec<Option<AiEndpointConfig>> =
         raw.into_iter().enumerate().map(|(i, r)| endpoint(r, &path.index(i), c)).collect();
     let ok: Vec<&AiEndpointConfig> = checked.iter().flatten().collect();
@@ -62,7 +109,10 @@ pub(crate) fn endpoints(raw: Vec<RawAiEndpoint>, path: &FieldPath, c: &mut Check
         c.error(path, "a standby endpoint needs a primary one");
     }
     if ok.windows(2).any(|w| w[0].audio_format != w[1].audio_format) {
-        c.error(path, "primary and standby must use the same audio_format (calls fail over between them)");
+        c.error(
+            path,
+            "primary and standby must use the same audio_format (calls fail over between them)",
+        );
     }
     checked.into_iter().collect()
 }
@@ -77,14 +127,18 @@ fn endpoint(raw: RawAiEndpoint, path: &FieldPath, c: &mut Checker) -> Option<AiE
             None
         }
     });
-    let protocol = required(raw.protocol, &path.key("protocol"), c).and_then(|p| match p.as_str() {
-        "twilio-media-streams" => Some(AiProtocolName::TwilioMediaStreams),
-        "openai-realtime" => Some(AiProtocolName::OpenAiRealtime),
-        other => {
-            c.error(&path.key("protocol"), format!("{other:?}: expected \"twilio-media-streams\" or \"openai-realtime\""));
-            None
-        }
-    });
+    let protocol =
+        required(raw.protocol, &path.key("protocol"), c).and_then(|p| match p.as_str() {
+            "twilio-media-streams" => Some(AiProtocolName::TwilioMediaStreams),
+            "openai-realtime" => Some(AiProtocolName::OpenAiRealtime),
+            other => {
+                c.error(
+                    &path.key("protocol"),
+                    format!("{other:?}: expected \"twilio-media-streams\" or \"openai-realtime\""),
+                );
+                None
+            }
+        });
     let url = required(raw.url, &path.key("url"), c).and_then(|u| url(&u, &path.key("url"), c));
     let token = match (raw.token_file, raw.token_env) {
         (Some(_), Some(_)) => {
@@ -97,13 +151,21 @@ fn endpoint(raw: RawAiEndpoint, path: &FieldPath, c: &mut Checker) -> Option<AiE
     };
     let audio_format = match raw.audio_format.as_deref() {
         None | Some("g711_ulaw") => Some(AiAudioFormat::G711Ulaw),
-        Some("pcm16") if protocol == Some(AiProtocolName::OpenAiRealtime) => Some(AiAudioFormat::Pcm16),
+        Some("pcm16") if protocol == Some(AiProtocolName::OpenAiRealtime) => {
+            Some(AiAudioFormat::Pcm16)
+        }
         Some("pcm16") => {
-            c.error(&path.key("audio_format"), "pcm16 is only for openai-realtime (Twilio Media Streams is μ-law)");
+            c.error(
+                &path.key("audio_format"),
+                "pcm16 is only for openai-realtime (Twilio Media Streams is μ-law)",
+            );
             None
         }
         Some(other) => {
-            c.error(&path.key("audio_format"), format!("{other:?}: expected \"g711_ulaw\" or \"pcm16\""));
+            c.error(
+                &path.key("audio_format"),
+                format!("{other:?}: expected \"g711_ulaw\" or \"pcm16\""),
+            );
             None
         }
     };
@@ -164,12 +226,20 @@ fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn headers(raw: BTreeMap<String, String>, path: &FieldPath, c: &mut Checker) -> Option<Vec<(String, String)>> {
+fn headers(
+    raw: BTreeMap<String, String>,
+    path: &FieldPath,
+    c: &mut Checker,
+) -> Option<Vec<(String, String)>> {
     let mut ok = true;
     for (name, value) in &raw {
-        let bad_name = name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let bad_name =
+            name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if bad_name || value.chars().any(|ch| ch.is_control()) {
-            c.error(&path.key(name), "header names are letters, digits and '-'; values have no control characters");
+            c.error(
+                &path.key(name),
+                "header names are letters, digits and '-'; values have no control characters",
+            );
             ok = false;
         }
     }

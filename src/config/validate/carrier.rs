@@ -28,11 +28,8 @@ pub(crate) fn carriers(
         c.error(path, "at least one [[carrier]] is required");
         return None;
     }
-    let checked: Vec<Checked> = raw
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| carrier(r, &path.index(i), c))
-        .collect();
+    let checked: Vec<Checked> =
+        raw.into_iter().enumerate().map(|(i, r)| carrier(r, &path.index(i), c)).collect();
     check_unique_names(&checked, path, c);
     check_disjoint_nets(&checked, path, c);
     checked.into_iter().map(|ch| ch.config).collect()
@@ -45,11 +42,8 @@ fn carrier(raw: RawCarrier, path: &FieldPath, c: &mut Checker) -> Checked {
         Some(text) => proxy(&text, &path.key("proxy"), c).map(Some),
         None => Some(None),
     };
-    let (nets, nets_ok) = inbound_from(
-        raw.inbound_from.unwrap_or_default(),
-        &path.key("inbound_from"),
-        c,
-    );
+    let (nets, nets_ok) =
+        inbound_from(raw.inbound_from.unwrap_or_default(), &path.key("inbound_from"), c);
     let has_proxy = matches!(proxy, Some(Some(_)));
     let no_proxy = matches!(proxy, Some(None));
     if no_proxy && nets.is_empty() && nets_ok {
@@ -58,10 +52,7 @@ fn carrier(raw: RawCarrier, path: &FieldPath, c: &mut Checker) -> Checked {
     let probe = probe(raw.probe, has_proxy, no_proxy, &path.key("probe"), c);
     let register = match raw.register {
         Some(_) if no_proxy => {
-            c.error(
-                &path.key("register"),
-                "requires proxy (where REGISTER is sent)",
-            );
+            c.error(&path.key("register"), "requires proxy (where REGISTER is sent)");
             None
         }
         Some(r) => register(r, &path.key("register"), c).map(Some),
@@ -85,10 +76,7 @@ fn carrier(raw: RawCarrier, path: &FieldPath, c: &mut Checker) -> Checked {
 fn carrier_name(name: &str, path: &FieldPath, c: &mut Checker) -> Option<String> {
     let valid = |ch: char| ch.is_ascii_alphanumeric() || "-_.".contains(ch);
     if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
-        c.error(
-            path,
-            format!("{name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
-        );
+        c.error(path, format!("{name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"));
         return None;
     }
     Some(name.to_owned())
@@ -103,10 +91,7 @@ fn proxy(text: &str, path: &FieldPath, c: &mut Checker) -> Option<Peer> {
         }
     };
     if addr.port() == 0 || addr.ip().is_unspecified() {
-        c.error(
-            path,
-            format!("{text:?}: a proxy needs a concrete IP and a non-zero port"),
-        );
+        c.error(path, format!("{text:?}: a proxy needs a concrete IP and a non-zero port"));
         return None;
     }
     Some(Peer { transport, addr })
@@ -142,40 +127,20 @@ fn probe(
 ) -> Option<Option<ProbeConfig>> {
     if no_proxy {
         if raw.is_some() {
-            c.error(
-                path,
-                "requires proxy (a carrier without proxy is not probed)",
-            );
+            c.error(path, "requires proxy (a carrier without proxy is not probed)");
             return None;
         }
         return Some(None);
     }
     let raw = raw.unwrap_or_default();
     let d = ProbeConfig::DEFAULT;
-    let interval_ms = at_least(
-        raw.interval_ms.unwrap_or(d.interval_ms),
-        1,
-        &path.key("interval_ms"),
-        c,
-    );
-    let timeout_ms = at_least(
-        raw.timeout_ms.unwrap_or(d.timeout_ms),
-        1,
-        &path.key("timeout_ms"),
-        c,
-    );
-    let down_after = at_least(
-        raw.down_after.unwrap_or(d.down_after),
-        1,
-        &path.key("down_after"),
-        c,
-    );
-    let up_after = at_least(
-        raw.up_after.unwrap_or(d.up_after),
-        1,
-        &path.key("up_after"),
-        c,
-    );
+    let interval_ms =
+        at_least(raw.interval_ms.unwrap_or(d.interval_ms), 1, &path.key("interval_ms"), c);
+    let timeout_ms =
+        at_least(raw.timeout_ms.unwrap_or(d.timeout_ms), 1, &path.key("timeout_ms"), c);
+    let down_after =
+        at_least(raw.down_after.unwrap_or(d.down_after), 1, &path.key("down_after"), c);
+    let up_after = at_least(raw.up_after.unwrap_or(d.up_after), 1, &path.key("up_after"), c);
     if let (Some(interval), Some(timeout)) = (interval_ms, timeout_ms) {
         if timeout > interval {
             c.error(
@@ -201,19 +166,11 @@ fn register(raw: RawRegister, path: &FieldPath, c: &mut Checker) -> Option<Regis
         required(raw.user, &path.key("user"), c).and_then(|u| user_part(&u, &path.key("user"), c));
     let password = password(raw.password_file, raw.password_env, path, c);
     let expires = raw.expires.unwrap_or(RegisterConfig::DEFAULT_EXPIRES_S);
-    let expires_s = at_least(
-        expires,
-        RegisterConfig::MIN_EXPIRES_S,
-        &path.key("expires"),
-        c,
-    );
+    let expires_s = at_least(expires, RegisterConfig::MIN_EXPIRES_S, &path.key("expires"), c);
     let domain = optional(raw.domain, |d, c| host(d, &path.key("domain"), c), c);
     let realm = optional(raw.realm, |r, c| realm(r, &path.key("realm"), c), c);
-    let contact_user = optional(
-        raw.contact_user,
-        |u, c| user_part(u, &path.key("contact_user"), c),
-        c,
-    );
+    let contact_user =
+        optional(raw.contact_user, |u, c| user_part(u, &path.key("contact_user"), c), c);
     Some(RegisterConfig {
         user: user?,
         password: password?,
@@ -269,7 +226,11 @@ fn password(
     }
 }
 
-pub(crate) fn password_from_file(file: &str, path: &FieldPath, c: &mut Checker) -> Option<Password> {
+pub(crate) fn password_from_file(
+    file: &str,
+    path: &FieldPath,
+    c: &mut Checker,
+) -> Option<Password> {
     match std::fs::read_to_string(file) {
         Ok(text) => non_empty_password(text.trim_end_matches(['\r', '\n']), path, c),
         Err(e) => {
@@ -287,10 +248,7 @@ pub(crate) fn password_from_env(var: &str, path: &FieldPath, c: &mut Checker) ->
             None
         }
         Err(std::env::VarError::NotUnicode(_)) => {
-            c.error(
-                path,
-                format!("environment variable {var:?} is not valid UTF-8"),
-            );
+            c.error(path, format!("environment variable {var:?} is not valid UTF-8"));
             None
         }
     }
@@ -307,9 +265,7 @@ fn non_empty_password(secret: &str, path: &FieldPath, c: &mut Checker) -> Option
 fn check_unique_names(checked: &[Checked], path: &FieldPath, c: &mut Checker) {
     for (j, later) in checked.iter().enumerate() {
         let Some(name) = &later.name else { continue };
-        let first = checked[..j]
-            .iter()
-            .position(|e| e.name.as_ref() == Some(name));
+        let first = checked[..j].iter().position(|e| e.name.as_ref() == Some(name));
         if let Some(i) = first {
             c.error(
                 &path.index(j).key("name"),

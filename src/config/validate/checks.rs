@@ -54,16 +54,11 @@ pub(crate) fn host(value: &str, path: &FieldPath, c: &mut Checker) -> Option<Str
     let bare = value.strip_prefix('[').and_then(|v| v.strip_suffix(']'));
     let is_ip = bare.unwrap_or(value).parse::<IpAddr>().is_ok();
     let is_name = !value.is_empty()
-        && value
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.');
+        && value.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.');
     if is_ip || is_name {
         return Some(value.to_owned());
     }
-    c.error(
-        path,
-        format!("{value:?}: expected a host name or IP address"),
-    );
+    c.error(path, format!("{value:?}: expected a host name or IP address"));
     None
 }
 
@@ -75,10 +70,7 @@ pub(crate) fn user_part(value: &str, path: &FieldPath, c: &mut Checker) -> Optio
         return None;
     }
     if value.chars().any(bad) {
-        c.error(
-            path,
-            format!("{value:?}: must not contain whitespace or any of @:<>\";,?"),
-        );
+        c.error(path, format!("{value:?}: must not contain whitespace or any of @:<>\";,?"));
         return None;
     }
     Some(value.to_owned())
@@ -91,10 +83,7 @@ pub(crate) fn header_text(value: &str, path: &FieldPath, c: &mut Checker) -> Opt
         return None;
     }
     if value.chars().any(char::is_control) {
-        c.error(
-            path,
-            "must not contain control characters (line breaks, tabs)",
-        );
+        c.error(path, "must not contain control characters (line breaks, tabs)");
         return None;
     }
     Some(value.to_owned())

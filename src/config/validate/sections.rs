@@ -10,7 +10,8 @@ use crate::config::addr::{ListenAddr, PortRange};
 use crate::config::defaults;
 use crate::config::error::FieldPath;
 use crate::config::model::{
-    CallConfig, MediaConfig, PromptsConfig, SipConfig, StateConfig, StatusConfig, StatusTls, TlsConfig,
+    CallConfig, MediaConfig, PromptsConfig, SipConfig, StateConfig, StatusConfig, StatusTls,
+    TlsConfig,
 };
 use crate::config::raw::{RawCall, RawMedia, RawPrompts, RawSip, RawState, RawStatus, RawTls};
 use crate::core::ladder::prompts::load_checked;
@@ -41,12 +42,7 @@ pub(crate) fn sip(raw: RawSip, path: &FieldPath, c: &mut Checker) -> Option<SipC
         Some(d) => host(&d, &path.key("domain"), c).map(Some),
         None => Some(None),
     };
-    Some(SipConfig {
-        listen: listen?,
-        tls: tls?,
-        user_agent: user_agent?,
-        domain: domain?,
-    })
+    Some(SipConfig { listen: listen?, tls: tls?, user_agent: user_agent?, domain: domain? })
 }
 
 fn listen_addrs(
@@ -54,12 +50,8 @@ fn listen_addrs(
     path: &FieldPath,
     c: &mut Checker,
 ) -> Option<Vec<ListenAddr>> {
-    let texts = raw.unwrap_or_else(|| {
-        defaults::SIP_LISTEN
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect()
-    });
+    let texts =
+        raw.unwrap_or_else(|| defaults::SIP_LISTEN.iter().map(|s| (*s).to_owned()).collect());
     if texts.is_empty() {
         c.error(path, "must list at least one address");
         return None;
@@ -70,10 +62,7 @@ fn listen_addrs(
         match text.parse::<ListenAddr>() {
             Ok(addr) => {
                 if let Some(j) = parsed.iter().position(|p| same_socket(*p, addr)) {
-                    c.error(
-                        &path.index(i),
-                        format!("{addr}: same socket as sip.listen[{j}]"),
-                    );
+                    c.error(&path.index(i), format!("{addr}: same socket as sip.listen[{j}]"));
                     ok = false;
                 }
                 parsed.push(addr);
@@ -110,12 +99,7 @@ fn tls(raw: RawTls, path: &FieldPath, c: &mut Checker) -> Option<TlsConfig> {
         );
         return None;
     }
-    Some(TlsConfig {
-        cert: cert?,
-        key: key?,
-        client_ca: client_ca?,
-        require_client_cert,
-    })
+    Some(TlsConfig { cert: cert?, key: key?, client_ca: client_ca?, require_client_cert })
 }
 
 pub(crate) fn media(raw: RawMedia, path: &FieldPath, c: &mut Checker) -> Option<MediaConfig> {
@@ -134,19 +118,49 @@ pub(crate) fn media(raw: RawMedia, path: &FieldPath, c: &mut Checker) -> Option<
         None => Some(defaults::RTP_PORTS),
     };
     let key = |k| path.key(k);
-    let jitter_min_ms = ranged(raw.jitter_min_ms, MediaConfig::DEFAULT_JITTER_MIN_MS, (10, 1000), &key("jitter_min_ms"), c);
-    let jitter_max_ms = ranged(raw.jitter_max_ms, MediaConfig::DEFAULT_JITTER_MAX_MS, (20, 2000), &key("jitter_max_ms"), c);
-    let jitter_initial_ms =
-        ranged(raw.jitter_initial_ms, MediaConfig::DEFAULT_JITTER_INITIAL_MS, (10, 60), &key("jitter_initial_ms"), c);
+    let jitter_min_ms = ranged(
+        raw.jitter_min_ms,
+        MediaConfig::DEFAULT_JITTER_MIN_MS,
+        (10, 1000),
+        &key("jitter_min_ms"),
+        c,
+    );
+    let jitter_max_ms = ranged(
+        raw.jitter_max_ms,
+        MediaConfig::DEFAULT_JITTER_MAX_MS,
+        (20, 2000),
+        &key("jitter_max_ms"),
+        c,
+    );
+    let jitter_initial_ms = ranged(
+        raw.jitter_initial_ms,
+        MediaConfig::DEFAULT_JITTER_INITIAL_MS,
+        (10, 60),
+        &key("jitter_initial_ms"),
+        c,
+    );
     let complexity = raw.opus_complexity.map(u64::from);
-    let opus_complexity =
-        ranged(complexity, MediaConfig::DEFAULT_OPUS_COMPLEXITY.into(), (0, 10), &key("opus_complexity"), c);
+    let opus_complexity = ranged(
+        complexity,
+        MediaConfig::DEFAULT_OPUS_COMPLEXITY.into(),
+        (0, 10),
+        &key("opus_complexity"),
+        c,
+    );
     let bitrate = raw.opus_bitrate.map(u64::from);
-    let opus_bitrate =
-        ranged(bitrate, MediaConfig::DEFAULT_OPUS_BITRATE.into(), (6_000, 510_000), &key("opus_bitrate"), c);
+    let opus_bitrate = ranged(
+        bitrate,
+        MediaConfig::DEFAULT_OPUS_BITRATE.into(),
+        (6_000, 510_000),
+        &key("opus_bitrate"),
+        c,
+    );
     if let (Some(min), Some(max)) = (jitter_min_ms, jitter_max_ms) {
         if min > max {
-            c.error(&key("jitter_max_ms"), format!("must not be below jitter_min_ms ({max} < {min})"));
+            c.error(
+                &key("jitter_max_ms"),
+                format!("must not be below jitter_min_ms ({max} < {min})"),
+            );
             return None;
         }
     }
@@ -162,7 +176,13 @@ pub(crate) fn media(raw: RawMedia, path: &FieldPath, c: &mut Checker) -> Option<
 }
 
 /// `value` (or `default` when absent) within `lo..=hi`, else an error naming `path`.
-fn ranged(value: Option<u64>, default: u64, (lo, hi): (u64, u64), path: &FieldPath, c: &mut Checker) -> Option<u64> {
+fn ranged(
+    value: Option<u64>,
+    default: u64,
+    (lo, hi): (u64, u64),
+    path: &FieldPath,
+    c: &mut Checker,
+) -> Option<u64> {
     let v = value.unwrap_or(default);
     if !(lo..=hi).contains(&v) {
         c.error(path, format!("must be between {lo} and {hi} (got {v})"));
@@ -175,10 +195,7 @@ fn parse_ip(text: &str, path: &FieldPath, c: &mut Checker) -> Option<IpAddr> {
     match text.parse::<IpAddr>() {
         Ok(ip) => Some(ip),
         Err(_) => {
-            c.error(
-                path,
-                format!("{text:?}: expected an IP address, e.g. \"127.0.0.1\""),
-            );
+            c.error(path, format!("{text:?}: expected an IP address, e.g. \"127.0.0.1\""));
             None
         }
     }
@@ -190,10 +207,7 @@ pub(crate) fn status(raw: RawStatus, path: &FieldPath, c: &mut Checker) -> Optio
         None => Some(None),
     };
     let Some(text) = raw.listen else {
-        return Some(StatusConfig {
-            listen: defaults::STATUS_LISTEN,
-            tls: tls?,
-        });
+        return Some(StatusConfig { listen: defaults::STATUS_LISTEN, tls: tls? });
     };
     match text.parse::<SocketAddr>() {
         Ok(listen) => Some(StatusConfig { listen, tls: tls? }),
@@ -250,7 +264,10 @@ pub(crate) fn prompts(raw: RawPrompts, path: &FieldPath, c: &mut Checker) -> Opt
     let Some(dir) = raw.dir.clone() else {
         let mut ok = true;
         for id in PromptId::ALL.into_iter().filter(|id| raw.named(*id).is_some()) {
-            c.error(&path.key(id.key()), "has no effect without prompts.dir (the embedded prompt is used)");
+            c.error(
+                &path.key(id.key()),
+                "has no effect without prompts.dir (the embedded prompt is used)",
+            );
             ok = false;
         }
         return ok.then(|| PromptsConfig {
@@ -306,8 +323,20 @@ pub(crate) fn call(raw: RawCall, path: &FieldPath, c: &mut Checker) -> Option<Ca
 /// file. Default: `$STATE_DIRECTORY` (systemd `StateDirectory=`), else `./trunkguard-state`.
 /// `keep_days` (1..=3650) and `max_rows` (1..=10 000 000) bound the call records.
 pub(crate) fn state(raw: RawState, path: &FieldPath, c: &mut Checker) -> Option<StateConfig> {
-    let keep_days = ranged(raw.keep_days, u64::from(defaults::STATE_KEEP_DAYS), (1, 3650), &path.key("keep_days"), c);
-    let max_rows = ranged(raw.max_rows, u64::from(defaults::STATE_MAX_ROWS), (1, 10_000_000), &path.key("max_rows"), c);
+    let keep_days = ranged(
+        raw.keep_days,
+        u64::from(defaults::STATE_KEEP_DAYS),
+        (1, 3650),
+        &path.key("keep_days"),
+        c,
+    );
+    let max_rows = ranged(
+        raw.max_rows,
+        u64::from(defaults::STATE_MAX_ROWS),
+        (1, 10_000_000),
+        &path.key("max_rows"),
+        c,
+    );
     let dir = state_dir(raw.dir, path, c);
     Some(StateConfig {
         dir: dir?,
@@ -343,10 +372,7 @@ pub(crate) fn check_rtp_vs_sip(sip: &SipConfig, media: &MediaConfig, c: &mut Che
     for (i, l) in sip.listen.iter().enumerate() {
         let port = l.addr.port();
         if port != 0 && ips_collide(l.addr.ip(), media.bind) && media.rtp_ports.contains(port) {
-            c.error(
-                &path,
-                format!("{} overlaps sip.listen[{i}] {l}", media.rtp_ports),
-            );
+            c.error(&path, format!("{} overlaps sip.listen[{i}] {l}", media.rtp_ports));
         }
     }
 }
@@ -363,10 +389,7 @@ pub(crate) fn check_status_vs_sip(sip: &SipConfig, status: &StatusConfig, c: &mu
         if clash {
             c.error(
                 &path,
-                format!(
-                    "{} is the same TCP socket as sip.listen[{i}] {l}",
-                    status.listen
-                ),
+                format!("{} is the same TCP socket as sip.listen[{i}] {l}", status.listen),
             );
         }
     }

@@ -118,8 +118,7 @@ impl CircuitBreaker {
             Inner::HalfOpen { trial: Some(_) } => false,
             Inner::HalfOpen { trial: None } => {
                 self.inner = Inner::HalfOpen { trial: Some(now) };
-                self.timers
-                    .set(Timer::BreakerCooldown, now + self.config.trial_timeout);
+                self.timers.set(Timer::BreakerCooldown, now + self.config.trial_timeout);
                 true
             }
         };
@@ -346,11 +345,7 @@ mod tests {
         b.record(t0 + S(1), Ok(()));
         assert_eq!(b.state(t0 + S(1)), BreakerState::Open);
         b.record(t0 + S(2), Err(FailureKind::Dropped));
-        assert_eq!(
-            b.poll_timeout(),
-            Some(t0 + S(30)),
-            "failure while open extends nothing"
-        );
+        assert_eq!(b.poll_timeout(), Some(t0 + S(30)), "failure while open extends nothing");
     }
 
     #[test]

@@ -98,10 +98,7 @@ fn parse_tagged(
     tag: &'static str,
 ) -> Result<(serde_json::Value, String), ProtocolError> {
     if text.len() > max {
-        return Err(ProtocolError::Oversize {
-            len: text.len(),
-            max,
-        });
+        return Err(ProtocolError::Oversize { len: text.len(), max });
     }
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| ProtocolError::Json(e.to_string()))?;
@@ -118,10 +115,8 @@ fn typed<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
     kind: &str,
 ) -> Result<T, ProtocolError> {
-    serde_json::from_value(value).map_err(|e| ProtocolError::BadField {
-        kind: kind.to_owned(),
-        detail: e.to_string(),
-    })
+    serde_json::from_value(value)
+        .map_err(|e| ProtocolError::BadField { kind: kind.to_owned(), detail: e.to_string() })
 }
 
 fn b64_decode(data: &str, kind: &str) -> Result<Vec<u8>, ProtocolError> {
@@ -161,10 +156,7 @@ mod tests {
         let big = format!("{{\"event\":\"x\",\"p\":\"{}\"}}", "a".repeat(100));
         assert_eq!(
             parse_tagged(&big, 50, "event").unwrap_err(),
-            ProtocolError::Oversize {
-                len: big.len(),
-                max: 50
-            }
+            ProtocolError::Oversize { len: big.len(), max: 50 }
         );
         assert_eq!(
             parse_tagged("[1,2]", 50, "event").unwrap_err(),

@@ -24,11 +24,7 @@ pub enum ClientEvent {
     #[serde(rename = "input_audio_buffer.append")]
     InputAudioBufferAppend { audio: String },
     #[serde(rename = "conversation.item.truncate")]
-    ConversationItemTruncate {
-        item_id: String,
-        content_index: u32,
-        audio_end_ms: u64,
-    },
+    ConversationItemTruncate { item_id: String, content_index: u32, audio_end_ms: u64 },
     #[serde(rename = "conversation.item.create")]
     ConversationItemCreate { item: MessageItem },
 }
@@ -235,9 +231,7 @@ pub fn encode_session_update(session: RealtimeSession) -> String {
 
 /// `input_audio_buffer.append` of raw bytes in the session's input format.
 pub fn encode_append(audio: &[u8]) -> String {
-    encode(&ClientEvent::InputAudioBufferAppend {
-        audio: b64_encode(audio),
-    })
+    encode(&ClientEvent::InputAudioBufferAppend { audio: b64_encode(audio) })
 }
 
 pub fn encode_truncate(item_id: &str, audio_end_ms: u64) -> String {
@@ -250,19 +244,13 @@ pub fn encode_truncate(item_id: &str, audio_end_ms: u64) -> String {
 
 /// `conversation.item.create` of a text message; `assistant` selects role and content type.
 pub fn encode_text_item(assistant: bool, text: &str) -> String {
-    let (role, kind) = if assistant {
-        ("assistant", "output_text")
-    } else {
-        ("user", "input_text")
-    };
+    let (role, kind) =
+        if assistant { ("assistant", "output_text") } else { ("user", "input_text") };
     encode(&ClientEvent::ConversationItemCreate {
         item: MessageItem {
             kind: "message".into(),
             role: role.into(),
-            content: vec![ContentPart {
-                kind: kind.into(),
-                text: text.into(),
-            }],
+            content: vec![ContentPart { kind: kind.into(), text: text.into() }],
         },
     })
 }
@@ -294,38 +282,23 @@ pub fn decode_with_limit(text: &str, max_frame: usize) -> Result<Inbound, Protoc
         }
         "input_audio_buffer.speech_started" => {
             let w: SpeechStartedWire = typed(value, &kind)?;
-            Inbound::SpeechStarted {
-                item_id: w.item_id,
-                audio_start_ms: w.audio_start_ms,
-            }
+            Inbound::SpeechStarted { item_id: w.item_id, audio_start_ms: w.audio_start_ms }
         }
         "response.output_audio_transcript.delta" | "response.audio_transcript.delta" => {
             let w: TextDeltaWire = typed(value, &kind)?;
-            Inbound::AssistantTranscriptDelta {
-                item_id: w.item_id,
-                delta: w.delta,
-            }
+            Inbound::AssistantTranscriptDelta { item_id: w.item_id, delta: w.delta }
         }
         "response.output_audio_transcript.done" | "response.audio_transcript.done" => {
             let w: TranscriptWire = typed(value, &kind)?;
-            Inbound::AssistantTranscriptDone {
-                item_id: w.item_id,
-                transcript: w.transcript,
-            }
+            Inbound::AssistantTranscriptDone { item_id: w.item_id, transcript: w.transcript }
         }
         "conversation.item.input_audio_transcription.completed" => {
             let w: TranscriptWire = typed(value, &kind)?;
-            Inbound::UserTranscript {
-                item_id: w.item_id,
-                transcript: w.transcript,
-            }
+            Inbound::UserTranscript { item_id: w.item_id, transcript: w.transcript }
         }
         "error" => {
             let w: ErrorWire = typed(value, &kind)?;
-            Inbound::Error {
-                code: w.error.code,
-                message: w.error.message,
-            }
+            Inbound::Error { code: w.error.code, message: w.error.message }
         }
         other if IGNORED.contains(&other) => Inbound::Ignored(kind),
         _ => Inbound::Unknown(kind),
@@ -353,17 +326,10 @@ mod tests {
             audio: SessionAudio {
                 input: AudioInput {
                     format,
-                    transcription: Some(Transcription {
-                        model: "whisper-1".into(),
-                    }),
-                    turn_detection: Some(TurnDetection {
-                        kind: "server_vad".into(),
-                    }),
+                    transcription: Some(Transcription { model: "whisper-1".into() }),
+                    turn_detection: Some(TurnDetection { kind: "server_vad".into() }),
                 },
-                output: AudioOutput {
-                    format,
-                    voice: Some("marin".into()),
-                },
+                output: AudioOutput { format, voice: Some("marin".into()) },
             },
         }
     }
@@ -389,9 +355,7 @@ mod tests {
                 }
             })
         );
-        let pcm = value(&encode_session_update(session(AudioFormat::Pcm {
-            rate: 24000,
-        })));
+        let pcm = value(&encode_session_update(session(AudioFormat::Pcm { rate: 24000 })));
         assert_eq!(
             pcm["session"]["audio"]["input"]["format"],
             json!({"type": "audio/pcm", "rate": 24000})
@@ -442,10 +406,7 @@ mod tests {
                 r#"{"event_id":"event_1","type":"session.created","session":{"type":"realtime"}}"#,
                 Inbound::SessionCreated,
             ),
-            (
-                r#"{"event_id":"e","type":"session.updated","session":{}}"#,
-                Inbound::SessionUpdated,
-            ),
+            (r#"{"event_id":"e","type":"session.updated","session":{}}"#, Inbound::SessionUpdated),
             (
                 r#"{"event_id":"e","type":"response.output_audio.delta","response_id":"resp_1","item_id":"item_1","output_index":0,"content_index":0,"delta":"/38="}"#,
                 Inbound::AudioDelta {
@@ -456,11 +417,7 @@ mod tests {
             ),
             (
                 r#"{"event_id":"e","type":"response.audio.delta","response_id":"r","item_id":"i","output_index":0,"content_index":0,"delta":""}"#,
-                Inbound::AudioDelta {
-                    response_id: "r".into(),
-                    item_id: "i".into(),
-                    audio: vec![],
-                },
+                Inbound::AudioDelta { response_id: "r".into(), item_id: "i".into(), audio: vec![] },
             ),
             (
                 r#"{"event_id":"e","type":"input_audio_buffer.speech_started","audio_start_ms":1000,"item_id":"msg_003"}"#,
@@ -471,10 +428,7 @@ mod tests {
             ),
             (
                 r#"{"event_id":"e","type":"response.output_audio_transcript.delta","response_id":"r","item_id":"i","output_index":0,"content_index":0,"delta":"Hel"}"#,
-                Inbound::AssistantTranscriptDelta {
-                    item_id: "i".into(),
-                    delta: "Hel".into(),
-                },
+                Inbound::AssistantTranscriptDelta { item_id: "i".into(), delta: "Hel".into() },
             ),
             (
                 r#"{"event_id":"e","type":"response.audio_transcript.done","response_id":"r","item_id":"i","output_index":0,"content_index":0,"transcript":"Hello."}"#,
@@ -497,14 +451,8 @@ mod tests {
                     message: "The 'type' field is missing.".into(),
                 },
             ),
-            (
-                r#"{"type":"response.done","response":{}}"#,
-                Inbound::Ignored("response.done".into()),
-            ),
-            (
-                r#"{"type":"brand.new"}"#,
-                Inbound::Unknown("brand.new".into()),
-            ),
+            (r#"{"type":"response.done","response":{}}"#, Inbound::Ignored("response.done".into())),
+            (r#"{"type":"brand.new"}"#, Inbound::Unknown("brand.new".into())),
         ];
         for (text, want) in cases {
             assert_eq!(decode(text).unwrap(), want, "{text}");
@@ -514,10 +462,7 @@ mod tests {
     #[test]
     fn rejects_bad_frames() {
         assert!(matches!(decode("nope"), Err(ProtocolError::Json(_))));
-        assert_eq!(
-            decode(r#"{"event":"media"}"#),
-            Err(ProtocolError::MissingType("type"))
-        );
+        assert_eq!(decode(r#"{"event":"media"}"#), Err(ProtocolError::MissingType("type")));
         assert_eq!(
             decode(r#"{"type":"response.output_audio.delta","item_id":"i","delta":"%%%"}"#),
             Err(ProtocolError::Base64("response.output_audio.delta".into()))

@@ -82,10 +82,7 @@ impl AiBreakers {
     /// Earliest moment a currently refusing breaker may admit again.
     fn next_admission(&self) -> Option<Instant> {
         let standby = self.standby.as_ref().and_then(CircuitBreaker::poll_timeout);
-        [self.primary.poll_timeout(), standby]
-            .into_iter()
-            .flatten()
-            .min()
+        [self.primary.poll_timeout(), standby].into_iter().flatten().min()
     }
 }
 
@@ -97,11 +94,7 @@ pub struct AttemptId(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Open a WebSocket to `endpoint`; give up at `deadline` and report `ConnectTimeout`.
-    Connect {
-        id: AttemptId,
-        endpoint: Endpoint,
-        deadline: Instant,
-    },
+    Connect { id: AttemptId, endpoint: Endpoint, deadline: Instant },
     /// Nothing to do until this instant (or until the pending attempt reports).
     Wait(Instant),
     /// Setup succeeded: bridge the call to this endpoint.
@@ -139,11 +132,7 @@ impl SetupAttempt {
         let mut timers = TimerTable::default();
         timers.set(Timer::AiSetupBudget, now + config.effective_budget());
         SetupAttempt {
-            backoff: Backoff::new(
-                config.backoff_base,
-                config.backoff_max,
-                config.backoff_floor,
-            ),
+            backoff: Backoff::new(config.backoff_base, config.backoff_max, config.backoff_floor),
             config,
             phase: Phase::Idle,
             timers,
@@ -202,11 +191,7 @@ impl SetupAttempt {
         breakers: &mut AiBreakers,
         rng: &mut impl RngCore,
     ) {
-        let Phase::InFlight {
-            id: current,
-            endpoint,
-        } = self.phase
-        else {
+        let Phase::InFlight { id: current, endpoint } = self.phase else {
             return;
         };
         if current != id {
@@ -226,11 +211,7 @@ impl SetupAttempt {
                 self.last_failed = Some(endpoint);
                 let retry_at = now + self.backoff.next_delay(rng);
                 self.timers.set(Timer::AiConnectRetry, retry_at);
-                if self
-                    .timers
-                    .get(Timer::AiSetupBudget)
-                    .is_some_and(|end| retry_at >= end)
-                {
+                if self.timers.get(Timer::AiSetupBudget).is_some_and(|end| retry_at >= end) {
                     self.fall_back();
                 }
             }
@@ -276,9 +257,7 @@ impl SetupAttempt {
             (Some(Endpoint::Primary), true) => [Endpoint::Standby, Endpoint::Primary],
             _ => [Endpoint::Primary, Endpoint::Standby],
         };
-        order
-            .into_iter()
-            .find(|&e| breakers.get_mut(e).is_some_and(|b| b.try_acquire(now)))
+        order.into_iter().find(|&e| breakers.get_mut(e).is_some_and(|b| b.try_acquire(now)))
     }
 
     fn start(&mut self, now: Instant, endpoint: Endpoint) -> Action {
@@ -289,11 +268,7 @@ impl SetupAttempt {
         let deadline = (now + self.config.attempt_timeout).min(budget_end);
         self.timers.set(Timer::AiConnectTimeout, deadline);
         self.phase = Phase::InFlight { id, endpoint };
-        Action::Connect {
-            id,
-            endpoint,
-            deadline,
-        }
+        Action::Connect { id, endpoint, deadline }
     }
 
     /// Every breaker refuses: wait for the earliest to reopen if that is within budget.
@@ -331,10 +306,7 @@ mod tests {
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
     fn both() -> AiBreakers {
-        AiBreakers {
-            primary: CircuitBreaker::default(),
-            standby: Some(CircuitBreaker::default()),
-        }
+        AiBreakers { primary: CircuitBreaker::default(), standby: Some(CircuitBreaker::default()) }
     }
 
     /// Drives a setup where every connect fails after `latency`; returns the trace.
@@ -352,11 +324,7 @@ mod tests {
         let mut trace = Vec::new();
         for _ in 0..1000 {
             match setup.poll(now, breakers, &mut rng) {
-                Action::Connect {
-                    id,
-                    endpoint,
-                    deadline,
-                } => {
+                Action::Connect { id, endpoint, deadline } => {
                     assert!(deadline <= t0 + config.effective_budget());
                     assert!(deadline > now);
                     trace.push((now - t0, endpoint));
@@ -399,11 +367,7 @@ mod tests {
                 FailureKind::Dropped,
             );
             assert!(elapsed <= MS(1500), "seed {seed}: fallback at {elapsed:?}");
-            assert!(
-                trace.len() >= 3,
-                "seed {seed}: only {} attempts",
-                trace.len()
-            );
+            assert!(trace.len() >= 3, "seed {seed}: only {} attempts", trace.len());
             assert!(trace.iter().all(|(at, _)| *at < MS(1500)));
             // Consecutive attempts are separated by latency plus at least the floor.
             for w in trace.windows(2) {
@@ -414,10 +378,8 @@ mod tests {
 
     #[test]
     fn budget_is_clamped_to_two_seconds() {
-        let config = SelectorConfig {
-            budget: Duration::from_secs(10),
-            ..SelectorConfig::default()
-        };
+        let config =
+            SelectorConfig { budget: Duration::from_secs(10), ..SelectorConfig::default() };
         let mut breakers = AiBreakers {
             primary: CircuitBreaker::new(BreakerConfig {
                 failure_threshold: 1000,
@@ -445,10 +407,7 @@ mod tests {
         assert!(trace[1].0 >= MS(700));
         assert!(elapsed <= MS(1500));
         let on = |e| trace.iter().filter(|(_, x)| *x == e).count() as u32;
-        assert_eq!(
-            breakers.primary.consecutive_failures(),
-            on(Endpoint::Primary)
-        );
+        assert_eq!(breakers.primary.consecutive_failures(), on(Endpoint::Primary));
         let standby = breakers.standby.as_ref().map(|b| b.consecutive_failures());
         assert_eq!(standby, Some(on(Endpoint::Standby)));
         for w in trace.windows(2) {
@@ -466,18 +425,12 @@ mod tests {
             panic!("expected connect");
         };
         assert_eq!(deadline, t0 + MS(700));
-        assert_eq!(
-            setup.poll(t0 + MS(10), &mut breakers, &mut rng),
-            Action::Wait(deadline)
-        );
+        assert_eq!(setup.poll(t0 + MS(10), &mut breakers, &mut rng), Action::Wait(deadline));
         let next = setup.poll(deadline, &mut breakers, &mut rng);
         assert!(matches!(next, Action::Wait(at) if at > deadline && at <= deadline + MS(100)));
         // The late result of the abandoned attempt is ignored.
         setup.on_connect_result(deadline + MS(5), id, Ok(()), &mut breakers, &mut rng);
-        assert!(matches!(
-            setup.poll(deadline + MS(5), &mut breakers, &mut rng),
-            Action::Wait(_)
-        ));
+        assert!(matches!(setup.poll(deadline + MS(5), &mut breakers, &mut rng), Action::Wait(_)));
         assert_eq!(breakers.primary.consecutive_failures(), 1);
     }
 
@@ -547,10 +500,7 @@ mod tests {
         let at = t0 + Duration::from_secs(30);
         assert!(matches!(
             setup.poll(at, &mut breakers, &mut rng),
-            Action::Connect {
-                endpoint: Endpoint::Primary,
-                ..
-            }
+            Action::Connect { endpoint: Endpoint::Primary, .. }
         ));
         // The half-open trial is taken: a concurrent call gets nothing.
         let mut other = SetupAttempt::new(at, SelectorConfig::default());
@@ -567,13 +517,7 @@ mod tests {
             panic!();
         };
         assert_eq!(endpoint, Endpoint::Primary);
-        setup.on_connect_result(
-            t0 + MS(5),
-            id,
-            Err(FailureKind::Tls),
-            &mut breakers,
-            &mut rng,
-        );
+        setup.on_connect_result(t0 + MS(5), id, Err(FailureKind::Tls), &mut breakers, &mut rng);
         let Action::Wait(at) = setup.poll(t0 + MS(5), &mut breakers, &mut rng) else {
             panic!();
         };
@@ -582,14 +526,8 @@ mod tests {
         };
         assert_eq!(endpoint, Endpoint::Standby);
         setup.abandon(at + MS(1), &mut breakers);
-        assert_eq!(
-            setup.poll(at + MS(1), &mut breakers, &mut rng),
-            Action::Fallback
-        );
-        assert_eq!(
-            breakers.standby.as_ref().map(|b| b.stats().failures),
-            Some(1)
-        );
+        assert_eq!(setup.poll(at + MS(1), &mut breakers, &mut rng), Action::Fallback);
+        assert_eq!(breakers.standby.as_ref().map(|b| b.stats().failures), Some(1));
     }
 
     #[test]

@@ -139,12 +139,7 @@ pub struct Transcript {
 
 impl Transcript {
     pub fn new(max_entries: usize, max_chars: usize) -> Self {
-        Transcript {
-            entries: VecDeque::new(),
-            max_entries,
-            max_chars,
-            chars: 0,
-        }
+        Transcript { entries: VecDeque::new(), max_entries, max_chars, chars: 0 }
     }
 
     pub fn push(&mut self, role: Role, text: &str) {
@@ -341,8 +336,7 @@ impl AiSession {
                     custom_parameters: self.call.custom_parameters.clone(),
                 };
                 if self.resumed {
-                    info.custom_parameters
-                        .insert("resumed".into(), "true".into());
+                    info.custom_parameters.insert("resumed".into(), "true".into());
                 }
                 let seq = self.next_seq();
                 self.push(twilio::encode_start(seq, &info));
@@ -594,10 +588,7 @@ impl AiSession {
                     self.assistant_delta(item_id, &delta, events);
                 }
             }
-            openai::Inbound::AssistantTranscriptDone {
-                item_id,
-                transcript,
-            } => {
+            openai::Inbound::AssistantTranscriptDone { item_id, transcript } => {
                 if !self.truncated.contains(&item_id) {
                     self.pending_assistant = Some((item_id, transcript));
                     self.finish_assistant_into(false, events);
@@ -634,16 +625,8 @@ impl AiSession {
                 }
             },
         };
-        if self
-            .current_item
-            .as_ref()
-            .is_none_or(|i| i.item_id != item_id)
-        {
-            self.current_item = Some(ItemPlayout {
-                item_id,
-                start: self.queued,
-                end: self.queued,
-            });
+        if self.current_item.as_ref().is_none_or(|i| i.item_id != item_id) {
+            self.current_item = Some(ItemPlayout { item_id, start: self.queued, end: self.queued });
         }
         self.queued += audio.samples() as u64;
         if let Some(item) = self.current_item.as_mut() {
@@ -656,18 +639,11 @@ impl AiSession {
     fn barge_in(&mut self, events: &mut Vec<AiEvent>) {
         if let Some(item) = self.current_item.take() {
             if self.played < item.end {
-                let heard = self
-                    .played
-                    .saturating_sub(item.start)
-                    .min(item.end - item.start);
+                let heard = self.played.saturating_sub(item.start).min(item.end - item.start);
                 let ms = heard * 1000 / self.output_rate();
                 self.push(openai::encode_truncate(&item.item_id, ms));
                 self.stats.truncates += 1;
-                if self
-                    .pending_assistant
-                    .as_ref()
-                    .is_some_and(|(id, _)| *id == item.item_id)
-                {
+                if self.pending_assistant.as_ref().is_some_and(|(id, _)| *id == item.item_id) {
                     self.finish_assistant_into(true, events);
                 }
                 if self.truncated.len() == TRUNCATED_MEMORY {
@@ -687,17 +663,11 @@ impl AiSession {
     }
 
     fn assistant_delta(&mut self, item_id: String, delta: &str, events: &mut Vec<AiEvent>) {
-        if self
-            .pending_assistant
-            .as_ref()
-            .is_some_and(|(id, _)| *id != item_id)
-        {
+        if self.pending_assistant.as_ref().is_some_and(|(id, _)| *id != item_id) {
             self.finish_assistant_into(false, events);
         }
         let max = self.config.transcript_max_chars;
-        let (_, text) = self
-            .pending_assistant
-            .get_or_insert_with(|| (item_id, String::new()));
+        let (_, text) = self.pending_assistant.get_or_insert_with(|| (item_id, String::new()));
         if text.len() < max.saturating_mul(4) {
             text.push_str(delta);
         }
@@ -745,8 +715,7 @@ impl AiSession {
 
     /// The stall clock starts at the later of the last frame and the start of talking.
     fn arm_stall(&mut self, now: Instant) {
-        self.timers
-            .set(Timer::AiStall, now + self.config.stall_timeout);
+        self.timers.set(Timer::AiStall, now + self.config.stall_timeout);
         self.timers.set(Timer::AiPing, now + self.config.ping_after);
     }
 
@@ -812,14 +781,9 @@ fn realtime_session(s: &OpenAiSettings) -> RealtimeSession {
                     .transcription_model
                     .clone()
                     .map(|model| openai::Transcription { model }),
-                turn_detection: Some(openai::TurnDetection {
-                    kind: "server_vad".into(),
-                }),
+                turn_detection: Some(openai::TurnDetection { kind: "server_vad".into() }),
             },
-            output: AudioOutput {
-                format,
-                voice: s.voice.clone(),
-            },
+            output: AudioOutput { format, voice: s.voice.clone() },
         },
     }
 }
@@ -828,12 +792,7 @@ fn pcm_from_le(bytes: &[u8]) -> Option<Vec<i16>> {
     if bytes.len() % 2 != 0 {
         return None;
     }
-    Some(
-        bytes
-            .chunks_exact(2)
-            .map(|b| i16::from_le_bytes([b[0], b[1]]))
-            .collect(),
-    )
+    Some(bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect())
 }
 
 fn millis(d: Duration) -> u64 {

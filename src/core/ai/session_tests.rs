@@ -19,19 +19,11 @@ fn call() -> CallInfo {
 }
 
 fn drain(s: &mut AiSession) -> Vec<Value> {
-    std::iter::from_fn(|| s.poll_text())
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .collect()
+    std::iter::from_fn(|| s.poll_text()).map(|t| serde_json::from_str(&t).unwrap()).collect()
 }
 
 fn twilio_open(t0: Instant, resume: Option<Transcript>) -> AiSession {
-    let mut s = AiSession::new(
-        SessionConfig::default(),
-        AiProtocol::Twilio,
-        call(),
-        resume,
-        t0,
-    );
+    let mut s = AiSession::new(SessionConfig::default(), AiProtocol::Twilio, call(), resume, t0);
     assert_eq!(s.on_open(t0), vec![AiEvent::Ready]);
     s
 }
@@ -71,10 +63,7 @@ fn twilio_opening_sequence() {
     let mut s = twilio_open(t0, None);
     let out = drain(&mut s);
     assert_eq!(out.len(), 2);
-    assert_eq!(
-        out[0],
-        json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-    );
+    assert_eq!(out[0], json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}));
     assert_eq!(out[1]["event"], "start");
     assert_eq!(out[1]["sequenceNumber"], "1");
     assert_eq!(out[1]["streamSid"], "MZ1");
@@ -92,26 +81,14 @@ fn twilio_resume_sets_custom_parameter() {
     let t0 = Instant::now();
     let mut s = twilio_open(t0, Some(Transcript::new(8, 100)));
     let out = drain(&mut s);
-    assert_eq!(
-        out[1]["start"]["customParameters"],
-        json!({"carrier": "a", "resumed": "true"})
-    );
+    assert_eq!(out[1]["start"]["customParameters"], json!({"carrier": "a", "resumed": "true"}));
 }
 
 #[test]
 fn twilio_media_out_counts_sequence_chunk_and_timestamp() {
     let t0 = Instant::now();
-    let mut s = AiSession::new(
-        SessionConfig::default(),
-        AiProtocol::Twilio,
-        call(),
-        None,
-        t0,
-    );
-    assert_eq!(
-        s.send_caller_audio(t0, &[0xFF; 160]),
-        Err(SessionError::NotOpen)
-    );
+    let mut s = AiSession::new(SessionConfig::default(), AiProtocol::Twilio, call(), None, t0);
+    assert_eq!(s.send_caller_audio(t0, &[0xFF; 160]), Err(SessionError::NotOpen));
     s.on_open(t0 + MS(5));
     drain(&mut s);
     s.send_caller_audio(t0 + MS(25), &[0xFF; 160]).unwrap();
@@ -137,15 +114,10 @@ fn twilio_media_out_counts_sequence_chunk_and_timestamp() {
     let out = drain(&mut s);
     assert_eq!(
         out,
-        vec![
-            json!({"event": "stop", "sequenceNumber": "5", "streamSid": "MZ1",
-                    "stop": {"accountSid": "AC1", "callSid": "CA1"}})
-        ]
+        vec![json!({"event": "stop", "sequenceNumber": "5", "streamSid": "MZ1",
+                    "stop": {"accountSid": "AC1", "callSid": "CA1"}})]
     );
-    assert_eq!(
-        s.send_caller_audio(t0 + MS(80), &[0; 160]),
-        Err(SessionError::Closed)
-    );
+    assert_eq!(s.send_caller_audio(t0 + MS(80), &[0; 160]), Err(SessionError::Closed));
 }
 
 #[test]
@@ -161,23 +133,15 @@ fn twilio_audio_in_and_mark_echo_only_after_played() {
     assert!(drain(&mut s).is_empty(), "no echo before playout");
     assert!(s.on_played(t0 + MS(10), 80).is_empty());
     assert!(drain(&mut s).is_empty());
-    assert_eq!(
-        s.on_played(t0 + MS(20), 80),
-        vec![AiEvent::Mark("m1".into())]
-    );
+    assert_eq!(s.on_played(t0 + MS(20), 80), vec![AiEvent::Mark("m1".into())]);
     let out = drain(&mut s);
     assert_eq!(
         out,
-        vec![
-            json!({"event": "mark", "streamSid": "MZ1", "sequenceNumber": "2",
-                    "mark": {"name": "m1"}})
-        ]
+        vec![json!({"event": "mark", "streamSid": "MZ1", "sequenceNumber": "2",
+                    "mark": {"name": "m1"}})]
     );
     // Over-reporting is clamped to what was queued.
-    assert_eq!(
-        s.on_played(t0 + MS(40), 1000),
-        vec![AiEvent::Mark("m2".into())]
-    );
+    assert_eq!(s.on_played(t0 + MS(40), 1000), vec![AiEvent::Mark("m2".into())]);
     assert_eq!(s.unplayed(), 0);
     // A mark with nothing queued is echoed at once.
     assert_eq!(
@@ -217,10 +181,7 @@ fn twilio_rejects_other_streams_and_counts_unknown_and_bad_frames() {
         [AiEvent::Error(_)]
     ));
     let stats = s.stats();
-    assert_eq!(
-        (stats.unknown_in, stats.errors_in, stats.frames_in),
-        (1, 3, 3)
-    );
+    assert_eq!((stats.unknown_in, stats.errors_in, stats.frames_in), (1, 3, 3));
     assert_eq!(s.send_dtmf('#'), Ok(()));
 }
 
@@ -235,33 +196,14 @@ fn openai_opening_sequence_and_ready_on_session_updated() {
     assert_eq!(out[0]["type"], "session.update");
     assert_eq!(out[0]["session"]["type"], "realtime");
     assert_eq!(out[0]["session"]["instructions"], "Be brief.");
-    assert_eq!(
-        out[0]["session"]["audio"]["input"]["format"],
-        json!({"type": "audio/pcmu"})
-    );
-    assert_eq!(
-        out[0]["session"]["audio"]["output"]["format"],
-        json!({"type": "audio/pcmu"})
-    );
-    assert_eq!(
-        out[0]["session"]["audio"]["input"]["turn_detection"]["type"],
-        "server_vad"
-    );
-    assert_eq!(
-        out[0]["session"]["audio"]["input"]["transcription"]["model"],
-        "whisper-1"
-    );
+    assert_eq!(out[0]["session"]["audio"]["input"]["format"], json!({"type": "audio/pcmu"}));
+    assert_eq!(out[0]["session"]["audio"]["output"]["format"], json!({"type": "audio/pcmu"}));
+    assert_eq!(out[0]["session"]["audio"]["input"]["turn_detection"]["type"], "server_vad");
+    assert_eq!(out[0]["session"]["audio"]["input"]["transcription"]["model"], "whisper-1");
     assert!(!s.is_ready());
-    assert!(s
-        .on_text(t0, r#"{"type":"session.created","session":{}}"#)
-        .is_empty());
-    assert_eq!(
-        s.on_text(t0, r#"{"type":"session.updated","session":{}}"#),
-        vec![AiEvent::Ready]
-    );
-    assert!(s
-        .on_text(t0, r#"{"type":"session.updated","session":{}}"#)
-        .is_empty());
+    assert!(s.on_text(t0, r#"{"type":"session.created","session":{}}"#).is_empty());
+    assert_eq!(s.on_text(t0, r#"{"type":"session.updated","session":{}}"#), vec![AiEvent::Ready]);
+    assert!(s.on_text(t0, r#"{"type":"session.updated","session":{}}"#).is_empty());
     assert_eq!(s.send_dtmf('1'), Err(SessionError::Unsupported));
 
     let mut p = openai_open(t0, OpenAiFormat::Pcm24k, None);
@@ -313,21 +255,12 @@ fn openai_caller_audio_in_both_formats() {
     let mut s = openai_open(t0, OpenAiFormat::G711Ulaw, None);
     drain(&mut s);
     s.send_caller_audio(t0, &[0xFF, 0x7F]).unwrap();
-    assert_eq!(
-        s.send_caller_pcm24k(t0, &[1]),
-        Err(SessionError::WrongFormat)
-    );
-    assert_eq!(
-        drain(&mut s),
-        vec![json!({"type": "input_audio_buffer.append", "audio": "/38="})]
-    );
+    assert_eq!(s.send_caller_pcm24k(t0, &[1]), Err(SessionError::WrongFormat));
+    assert_eq!(drain(&mut s), vec![json!({"type": "input_audio_buffer.append", "audio": "/38="})]);
 
     let mut p = openai_open(t0, OpenAiFormat::Pcm24k, None);
     drain(&mut p);
-    assert_eq!(
-        p.send_caller_audio(t0, &[0xFF]),
-        Err(SessionError::WrongFormat)
-    );
+    assert_eq!(p.send_caller_audio(t0, &[0xFF]), Err(SessionError::WrongFormat));
     p.send_caller_pcm24k(t0, &[1, -2]).unwrap();
     let frame = p.poll_text().unwrap();
     let ClientEvent::InputAudioBufferAppend { audio } = openai::parse_client_event(&frame).unwrap()
@@ -335,9 +268,7 @@ fn openai_caller_audio_in_both_formats() {
         panic!("{frame}");
     };
     use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(audio)
-        .unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(audio).unwrap();
     assert_eq!(bytes, vec![1, 0, 0xFE, 0xFF]);
 }
 
@@ -351,10 +282,7 @@ fn openai_audio_in_both_formats() {
     );
     let beta =
         r#"{"type":"response.audio.delta","response_id":"r","item_id":"item_1","delta":"/38="}"#;
-    assert_eq!(
-        s.on_text(t0, beta),
-        vec![AiEvent::Audio(AiAudio::Ulaw8k(vec![0xFF, 0x7F]))]
-    );
+    assert_eq!(s.on_text(t0, beta), vec![AiEvent::Audio(AiAudio::Ulaw8k(vec![0xFF, 0x7F]))]);
     assert_eq!(s.unplayed(), 162);
 
     let mut p = openai_open(t0, OpenAiFormat::Pcm24k, None);
@@ -362,20 +290,14 @@ fn openai_audio_in_both_formats() {
         p.on_text(t0, &delta("item_1", &[1, 0, 0xFE, 0xFF])),
         vec![AiEvent::Audio(AiAudio::Pcm24k(vec![1, -2]))]
     );
-    assert!(matches!(
-        p.on_text(t0, &delta("item_1", &[1, 2, 3])).as_slice(),
-        [AiEvent::Error(_)]
-    ));
+    assert!(matches!(p.on_text(t0, &delta("item_1", &[1, 2, 3])).as_slice(), [AiEvent::Error(_)]));
     assert_eq!(p.unplayed(), 2);
 }
 
 fn truncate_of(frame: &Value) -> (String, u64) {
     assert_eq!(frame["type"], "conversation.item.truncate", "{frame}");
     assert_eq!(frame["content_index"], 0);
-    (
-        frame["item_id"].as_str().unwrap().to_string(),
-        frame["audio_end_ms"].as_u64().unwrap(),
-    )
+    (frame["item_id"].as_str().unwrap().to_string(), frame["audio_end_ms"].as_u64().unwrap())
 }
 
 #[test]
@@ -396,15 +318,10 @@ fn speech_started_flushes_and_truncates_to_what_was_heard_ulaw() {
     assert_eq!(truncate_of(&out[0]), ("item_2".into(), 200));
     assert_eq!(s.unplayed(), 0);
     // Late deltas of the truncated item are dropped.
-    assert!(s
-        .on_text(t0 + MS(710), &delta("item_2", &[2; 160]))
-        .is_empty());
+    assert!(s.on_text(t0 + MS(710), &delta("item_2", &[2; 160])).is_empty());
     assert_eq!(s.unplayed(), 0);
     // A new response plays normally.
-    assert_eq!(
-        s.on_text(t0 + MS(800), &delta("item_3", &[3; 160])).len(),
-        1
-    );
+    assert_eq!(s.on_text(t0 + MS(800), &delta("item_3", &[3; 160])).len(), 1);
     assert_eq!(s.stats().truncates, 1);
 }
 
@@ -427,10 +344,7 @@ fn speech_started_after_playout_finished_sends_nothing() {
     drain(&mut s);
     s.on_text(t0, &delta("item_1", &[1; 800]));
     s.on_played(t0 + MS(100), 800);
-    assert_eq!(
-        s.on_text(t0 + MS(500), SPEECH_STARTED),
-        vec![AiEvent::SpeechStarted]
-    );
+    assert_eq!(s.on_text(t0 + MS(500), SPEECH_STARTED), vec![AiEvent::SpeechStarted]);
     assert!(drain(&mut s).is_empty());
     // Nothing played yet of a fresh item: truncate at 0 ms.
     s.on_text(t0 + MS(600), &delta("item_2", &[1; 800]));
@@ -448,15 +362,9 @@ fn transcript_is_kept_marked_on_interruption_and_bounded() {
     );
     assert_eq!(
         ev,
-        vec![AiEvent::Transcript(TranscriptEntry {
-            role: Role::User,
-            text: "Hello".into()
-        })]
+        vec![AiEvent::Transcript(TranscriptEntry { role: Role::User, text: "Hello".into() })]
     );
-    s.on_text(
-        t0,
-        r#"{"type":"response.audio_transcript.delta","item_id":"a1","delta":"Hi, how"}"#,
-    );
+    s.on_text(t0, r#"{"type":"response.audio_transcript.delta","item_id":"a1","delta":"Hi, how"}"#);
     let ev = s.on_text(
         t0,
         r#"{"type":"response.output_audio_transcript.done","item_id":"a1","transcript":"Hi, how can I help?"}"#,
@@ -508,15 +416,10 @@ fn openai_error_event_is_reported() {
         r#"{"type":"error","event_id":"e","error":{"type":"invalid_request_error","code":"bad","message":"nope"}}"#,
     );
     assert_eq!(ev, vec![AiEvent::Error("agent error bad: nope".into())]);
-    assert!(s
-        .on_text(t0, r#"{"type":"response.created","response":{}}"#)
-        .is_empty());
+    assert!(s.on_text(t0, r#"{"type":"response.created","response":{}}"#).is_empty());
     assert!(s.on_text(t0, r#"{"type":"mystery"}"#).is_empty());
     let stats = s.stats();
-    assert_eq!(
-        (stats.agent_errors, stats.unknown_in, stats.errors_in),
-        (1, 1, 0)
-    );
+    assert_eq!((stats.agent_errors, stats.unknown_in, stats.errors_in), (1, 1, 0));
 }
 
 // ---------------------------------------------------------------- stall detection
@@ -545,11 +448,7 @@ fn stall_raised_after_500ms_without_frames_while_caller_talks() {
         let t0 = Instant::now();
         let mut s = AiSession::new(SessionConfig::default(), protocol, call(), None, t0);
         s.on_open(t0);
-        assert_eq!(
-            s.poll_timeout(),
-            None,
-            "no stall clock before the caller talks"
-        );
+        assert_eq!(s.poll_timeout(), None, "no stall clock before the caller talks");
         // Caller talks from 1000 ms; the agent answered last at 1200 ms.
         let mut events = talk(&mut s, t0, 1000, 1200);
         s.on_text(t0 + MS(1200), r#"{"type":"session.updated","event":"x"}"#);
@@ -561,11 +460,7 @@ fn stall_raised_after_500ms_without_frames_while_caller_talks() {
         assert!(!s.poll_ping());
         assert!(events.is_empty(), "{events:?}");
         events.extend(talk(&mut s, t0, 1699, 3000));
-        assert_eq!(
-            events,
-            vec![(1700, AiEvent::Stalled)],
-            "exactly once, at 1200 + 500"
-        );
+        assert_eq!(events, vec![(1700, AiEvent::Stalled)], "exactly once, at 1200 + 500");
         assert_eq!(s.stats().stalls, 1);
         // A frame (or pong) ends the stall; the clock restarts.
         s.on_activity(t0 + MS(3000));
@@ -621,11 +516,9 @@ fn random_frames_never_panic_and_keep_accounting_sane() {
         encode_clear("MZ1"),
         r#"{"type":"response.output_audio_transcript.delta","item_id":"i1","delta":"x"}"#.into(),
     ];
-    for protocol in [
-        AiProtocol::Twilio,
-        openai(OpenAiFormat::G711Ulaw),
-        openai(OpenAiFormat::Pcm24k),
-    ] {
+    for protocol in
+        [AiProtocol::Twilio, openai(OpenAiFormat::G711Ulaw), openai(OpenAiFormat::Pcm24k)]
+    {
         let mut s = AiSession::new(SessionConfig::default(), protocol, call(), None, t0);
         s.on_open(t0);
         for i in 0..3000u64 {

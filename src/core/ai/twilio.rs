@@ -63,11 +63,7 @@ pub struct MediaFormat {
 
 impl Default for MediaFormat {
     fn default() -> Self {
-        MediaFormat {
-            encoding: "audio/x-mulaw".into(),
-            sample_rate: 8000,
-            channels: 1,
-        }
+        MediaFormat { encoding: "audio/x-mulaw".into(), sample_rate: 8000, channels: 1 }
     }
 }
 
@@ -178,10 +174,7 @@ pub fn encode(msg: &Message) -> String {
 }
 
 pub fn encode_connected() -> String {
-    encode(&Message::Connected(Connected {
-        protocol: "Call".into(),
-        version: "1.0.0".into(),
-    }))
+    encode(&Message::Connected(Connected { protocol: "Call".into(), version: "1.0.0".into() }))
 }
 
 pub fn encode_start(seq: u64, info: &StartInfo) -> String {
@@ -223,10 +216,7 @@ pub fn encode_dtmf(seq: u64, stream_sid: &str, digit: char) -> String {
     encode(&Message::Dtmf(DtmfMsg {
         stream_sid: stream_sid.into(),
         sequence_number: seq.to_string(),
-        dtmf: DtmfBody {
-            track: "inbound_track".into(),
-            digit: digit.to_string(),
-        },
+        dtmf: DtmfBody { track: "inbound_track".into(), digit: digit.to_string() },
     }))
 }
 
@@ -243,10 +233,7 @@ pub fn encode_stop(seq: u64, stream_sid: &str, account_sid: &str, call_sid: &str
     encode(&Message::Stop(StopMsg {
         sequence_number: seq.to_string(),
         stream_sid: stream_sid.into(),
-        stop: StopBody {
-            account_sid: account_sid.into(),
-            call_sid: call_sid.into(),
-        },
+        stop: StopBody { account_sid: account_sid.into(), call_sid: call_sid.into() },
     }))
 }
 
@@ -254,12 +241,7 @@ pub fn encode_stop(seq: u64, stream_sid: &str, account_sid: &str, call_sid: &str
 pub fn encode_agent_media(stream_sid: &str, ulaw: &[u8]) -> String {
     encode(&Message::Media(MediaMsg {
         sequence_number: None,
-        media: MediaBody {
-            track: None,
-            chunk: None,
-            timestamp: None,
-            payload: b64_encode(ulaw),
-        },
+        media: MediaBody { track: None, chunk: None, timestamp: None, payload: b64_encode(ulaw) },
         stream_sid: Some(stream_sid.into()),
     }))
 }
@@ -275,9 +257,7 @@ pub fn encode_agent_mark(stream_sid: &str, name: &str) -> String {
 
 /// Agent side: flush playout.
 pub fn encode_clear(stream_sid: &str) -> String {
-    encode(&Message::Clear(ClearMsg {
-        stream_sid: Some(stream_sid.into()),
-    }))
+    encode(&Message::Clear(ClearMsg { stream_sid: Some(stream_sid.into()) }))
 }
 
 /// Parses any Media Streams message; `Ok(None)` for a well-formed message with another event.
@@ -302,23 +282,15 @@ pub fn decode_with_limit(text: &str, max_frame: usize) -> Result<Inbound, Protoc
     let inbound = match event.as_str() {
         "media" => {
             let m: MediaMsg = typed(value, &event)?;
-            Inbound::Media {
-                ulaw: b64_decode(&m.media.payload, &event)?,
-                stream_sid: m.stream_sid,
-            }
+            Inbound::Media { ulaw: b64_decode(&m.media.payload, &event)?, stream_sid: m.stream_sid }
         }
         "mark" => {
             let m: MarkMsg = typed(value, &event)?;
-            Inbound::Mark {
-                stream_sid: m.stream_sid,
-                name: m.mark.name,
-            }
+            Inbound::Mark { stream_sid: m.stream_sid, name: m.mark.name }
         }
         "clear" => {
             let m: ClearMsg = typed(value, &event)?;
-            Inbound::Clear {
-                stream_sid: m.stream_sid,
-            }
+            Inbound::Clear { stream_sid: m.stream_sid }
         }
         _ => Inbound::Unknown(event),
     };
@@ -394,43 +366,23 @@ mod tests {
         let media = r#"{"event":"media","streamSid":"MZ1","media":{"payload":"/38="}}"#;
         assert_eq!(
             decode(media).unwrap(),
-            Inbound::Media {
-                stream_sid: Some("MZ1".into()),
-                ulaw: vec![0xFF, 0x7F]
-            }
+            Inbound::Media { stream_sid: Some("MZ1".into()), ulaw: vec![0xFF, 0x7F] }
         );
         let mark = r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"my label"}}"#;
         assert_eq!(
             decode(mark).unwrap(),
-            Inbound::Mark {
-                stream_sid: Some("MZ1".into()),
-                name: "my label".into()
-            }
+            Inbound::Mark { stream_sid: Some("MZ1".into()), name: "my label".into() }
         );
         let clear = r#"{"event":"clear","streamSid":"MZ1"}"#;
-        assert_eq!(
-            decode(clear).unwrap(),
-            Inbound::Clear {
-                stream_sid: Some("MZ1".into())
-            }
-        );
-        assert_eq!(
-            decode(r#"{"event":"hello","x":1}"#).unwrap(),
-            Inbound::Unknown("hello".into())
-        );
+        assert_eq!(decode(clear).unwrap(), Inbound::Clear { stream_sid: Some("MZ1".into()) });
+        assert_eq!(decode(r#"{"event":"hello","x":1}"#).unwrap(), Inbound::Unknown("hello".into()));
     }
 
     #[test]
     fn rejects_bad_frames() {
         assert!(matches!(decode("{not json"), Err(ProtocolError::Json(_))));
-        assert_eq!(
-            decode(r#"{"x":1}"#),
-            Err(ProtocolError::MissingType("event"))
-        );
-        assert_eq!(
-            decode(r#"{"event":7}"#),
-            Err(ProtocolError::MissingType("event"))
-        );
+        assert_eq!(decode(r#"{"x":1}"#), Err(ProtocolError::MissingType("event")));
+        assert_eq!(decode(r#"{"event":7}"#), Err(ProtocolError::MissingType("event")));
         assert_eq!(
             decode(r#"{"event":"media","media":{"payload":"!!!"}}"#),
             Err(ProtocolError::Base64("media".into()))
@@ -439,10 +391,7 @@ mod tests {
             decode(r#"{"event":"media","media":{}}"#),
             Err(ProtocolError::BadField { .. })
         ));
-        assert!(matches!(
-            decode(r#"{"event":"mark"}"#),
-            Err(ProtocolError::BadField { .. })
-        ));
+        assert!(matches!(decode(r#"{"event":"mark"}"#), Err(ProtocolError::BadField { .. })));
         let big = encode_agent_media("MZ1", &vec![0u8; 300 * 1024]);
         assert!(matches!(decode(&big), Err(ProtocolError::Oversize { .. })));
         assert!(decode_with_limit(&big, 1 << 20).is_ok());
@@ -499,9 +448,7 @@ mod tests {
             }
             let text = String::from_utf8_lossy(&bytes);
             let _ = decode_with_limit(&text, 4096);
-            let random: String = (0..rng.gen_range(0..64))
-                .map(|_| rng.gen::<char>())
-                .collect();
+            let random: String = (0..rng.gen_range(0..64)).map(|_| rng.gen::<char>()).collect();
             let _ = decode(&random);
         }
     }

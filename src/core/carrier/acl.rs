@@ -13,9 +13,7 @@ pub struct InboundAcl {
 impl InboundAcl {
     /// Builds the ACL from `(carrier index, networks)` pairs; earlier pairs win on overlap.
     pub fn new(entries: impl IntoIterator<Item = (usize, Vec<IpNet>)>) -> Self {
-        InboundAcl {
-            entries: entries.into_iter().collect(),
-        }
+        InboundAcl { entries: entries.into_iter().collect() }
     }
 
     /// The first carrier whose networks contain `src`. An IPv4-mapped IPv6 source
@@ -24,10 +22,7 @@ impl InboundAcl {
         let canonical = canonical(src);
         self.entries
             .iter()
-            .find(|(_, nets)| {
-                nets.iter()
-                    .any(|net| net.contains(&src) || net.contains(&canonical))
-            })
+            .find(|(_, nets)| nets.iter().any(|net| net.contains(&src) || net.contains(&canonical)))
             .map(|(carrier, _)| *carrier)
     }
 
@@ -94,9 +89,6 @@ mod tests {
         assert!(acl.is_empty());
         assert_eq!(acl.classify(ip("203.0.113.9")), None);
         assert!(!InboundAcl::new([(3, nets(&["0.0.0.0/0"]))]).is_empty());
-        assert_eq!(
-            InboundAcl::new([(3, nets(&["0.0.0.0/0"]))]).classify(ip("1.2.3.4")),
-            Some(3)
-        );
+        assert_eq!(InboundAcl::new([(3, nets(&["0.0.0.0/0"]))]).classify(ip("1.2.3.4")), Some(3));
     }
 }

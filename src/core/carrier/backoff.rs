@@ -18,12 +18,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration, floor: Duration) -> Self {
-        Backoff {
-            base,
-            max,
-            floor,
-            attempt: 0,
-        }
+        Backoff { base, max, floor, attempt: 0 }
     }
 
     /// The delay before the next retry; advances the attempt counter.
@@ -73,10 +68,7 @@ mod tests {
             let cap = S(2u64.saturating_mul(1 << n.min(20))).min(S(300));
             assert_eq!(b.ceiling(), cap.max(S(1)));
             let d = b.next_delay(&mut rng);
-            assert!(
-                d >= S(1) && d <= cap,
-                "attempt {n}: {d:?} not in [1s, {cap:?}]"
-            );
+            assert!(d >= S(1) && d <= cap, "attempt {n}: {d:?} not in [1s, {cap:?}]");
         }
         assert_eq!(b.attempt(), 20);
         assert_eq!(b.ceiling(), S(300));

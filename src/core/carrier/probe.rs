@@ -157,8 +157,7 @@ impl Prober {
         self.next_id += 1;
         self.outstanding = Some(Outstanding { id, sent_at: now });
         self.timers.set(Timer::ProbeTimeout, now + self.cfg.timeout);
-        self.outputs
-            .push_back(ProbeOutput::SendProbe { probe_id: id });
+        self.outputs.push_back(ProbeOutput::SendProbe { probe_id: id });
     }
 
     fn resolve(&mut self, now: Instant, probe_id: u64, success: bool) {
@@ -167,8 +166,7 @@ impl Prober {
         };
         self.outstanding = None;
         self.timers.stop(Timer::ProbeTimeout);
-        self.timers
-            .set(Timer::Probe, (o.sent_at + self.cfg.interval).max(now));
+        self.timers.set(Timer::Probe, (o.sent_at + self.cfg.interval).max(now));
         if success {
             self.last_success = Some(now);
             self.last_rtt = Some(now.saturating_duration_since(o.sent_at));
@@ -190,8 +188,7 @@ impl Prober {
         };
         if streak >= threshold && self.up != Some(success) {
             self.up = Some(success);
-            self.outputs
-                .push_back(ProbeOutput::StateChanged { up: success });
+            self.outputs.push_back(ProbeOutput::StateChanged { up: success });
         }
     }
 }
@@ -203,12 +200,7 @@ mod tests {
     const S: fn(u64) -> Duration = Duration::from_secs;
 
     fn settings() -> ProbeSettings {
-        ProbeSettings {
-            interval: S(30),
-            timeout: S(5),
-            down_after: 3,
-            up_after: 2,
-        }
+        ProbeSettings { interval: S(30), timeout: S(5), down_after: 3, up_after: 2 }
     }
 
     /// Advances the fake clock to the next deadline and fires it.
@@ -244,10 +236,7 @@ mod tests {
         assert_eq!(p.poll_timeout(), Some(t0 + S(30)));
         assert_eq!(p.last_success(), Some(t0 + Duration::from_millis(80)));
         assert_eq!(answered(&mut p, Duration::from_millis(80), 200), t0 + S(30));
-        assert_eq!(
-            p.poll_output(),
-            Some(ProbeOutput::StateChanged { up: true })
-        );
+        assert_eq!(p.poll_output(), Some(ProbeOutput::StateChanged { up: true }));
         assert_eq!(p.is_up(), Some(true));
         assert_eq!(p.poll_output(), None);
     }
@@ -259,10 +248,7 @@ mod tests {
         let mut p = Prober::new(cfg, t0);
         answered(&mut p, S(1), 200);
         answered(&mut p, S(1), 200);
-        assert_eq!(
-            p.poll_output(),
-            Some(ProbeOutput::StateChanged { up: true })
-        );
+        assert_eq!(p.poll_output(), Some(ProbeOutput::StateChanged { up: true }));
         // The carrier dies; probes from t0+60 s on go unanswered.
         let dead_from = t0 + cfg.interval * 2;
         let mut down_at = None;
@@ -311,18 +297,12 @@ mod tests {
             let id = expect_probe(&mut p);
             p.on_transport_error(t, id);
         }
-        assert_eq!(
-            p.poll_output(),
-            Some(ProbeOutput::StateChanged { up: false })
-        );
+        assert_eq!(p.poll_output(), Some(ProbeOutput::StateChanged { up: false }));
         answered(&mut p, S(1), 200);
         assert_eq!(p.is_up(), Some(false));
         assert_eq!(p.poll_output(), None);
         let second = answered(&mut p, S(1), 404); // any final response proves reachability
-        assert_eq!(
-            p.poll_output(),
-            Some(ProbeOutput::StateChanged { up: true })
-        );
+        assert_eq!(p.poll_output(), Some(ProbeOutput::StateChanged { up: true }));
         assert_eq!(second, t0 + S(4 * 30));
         assert_eq!(p.is_up(), Some(true));
     }
@@ -333,10 +313,7 @@ mod tests {
         let mut p = Prober::new(settings(), t0);
         answered(&mut p, S(1), 200);
         answered(&mut p, S(1), 200);
-        assert_eq!(
-            p.poll_output(),
-            Some(ProbeOutput::StateChanged { up: true })
-        );
+        assert_eq!(p.poll_output(), Some(ProbeOutput::StateChanged { up: true }));
         // Never more than two failures (503, timeout, transport, 408) in a row.
         for _ in 0..5 {
             answered(&mut p, S(1), 503);
@@ -359,11 +336,7 @@ mod tests {
 
     #[test]
     fn status_classification() {
-        let cfg = ProbeSettings {
-            down_after: 1,
-            up_after: 1,
-            ..settings()
-        };
+        let cfg = ProbeSettings { down_after: 1, up_after: 1, ..settings() };
         let verdict = |status| {
             let t0 = Instant::now();
             let mut p = Prober::new(cfg, t0);
@@ -381,12 +354,7 @@ mod tests {
     #[test]
     fn slow_probe_delays_the_next_but_never_overlaps() {
         let t0 = Instant::now();
-        let cfg = ProbeSettings {
-            interval: S(2),
-            timeout: S(5),
-            down_after: 1,
-            up_after: 1,
-        };
+        let cfg = ProbeSettings { interval: S(2), timeout: S(5), down_after: 1, up_after: 1 };
         let mut p = Prober::new(cfg, t0);
         step(&mut p);
         let id = expect_probe(&mut p);
@@ -394,14 +362,8 @@ mod tests {
         p.on_response(t0 + S(4), id, 200);
         assert_eq!(p.poll_timeout(), Some(t0 + S(4)));
         p.handle_timeout(t0 + S(4));
-        assert_eq!(
-            p.poll_output(),
-            Some(ProbeOutput::StateChanged { up: true })
-        );
-        assert!(matches!(
-            p.poll_output(),
-            Some(ProbeOutput::SendProbe { .. })
-        ));
+        assert_eq!(p.poll_output(), Some(ProbeOutput::StateChanged { up: true }));
+        assert!(matches!(p.poll_output(), Some(ProbeOutput::SendProbe { .. })));
         assert_eq!(p.poll_output(), None);
     }
 }

@@ -63,11 +63,7 @@ impl RegisterSettings {
 pub enum RegisterOutput {
     /// Send a REGISTER with this `Expires`; `authorization` is `(header name, value)` where the
     /// name is `Authorization` or `Proxy-Authorization`.
-    SendRegister {
-        attempt_id: u64,
-        expires: u32,
-        authorization: Option<(String, String)>,
-    },
+    SendRegister { attempt_id: u64, expires: u32, authorization: Option<(String, String)> },
     /// The carrier accepted the registration for this long.
     Registered { expires: Duration },
     /// An attempt failed; a retry is scheduled after backoff.
@@ -151,13 +147,7 @@ impl Registrar {
         match status {
             200..=299 => self.registered(now, granted_expires, rng),
             401 => self.challenged(now, &attempt, www_authenticate, "Authorization", rng),
-            407 => self.challenged(
-                now,
-                &attempt,
-                proxy_authenticate,
-                "Proxy-Authorization",
-                rng,
-            ),
+            407 => self.challenged(now, &attempt, proxy_authenticate, "Proxy-Authorization", rng),
             423 => self.interval_too_brief(now, granted_expires, rng),
             _ => self.fail(now, format!("registrar answered {status}"), rng),
         }
@@ -204,9 +194,7 @@ impl Registrar {
     }
 
     fn is_outstanding(&self, attempt_id: u64) -> bool {
-        self.outstanding
-            .as_ref()
-            .is_some_and(|a| a.id == attempt_id)
+        self.outstanding.as_ref().is_some_and(|a| a.id == attempt_id)
     }
 
     fn send(&mut self, rng: &mut impl RngCore) {
@@ -217,10 +205,8 @@ impl Registrar {
         let id = self.next_id;
         self.next_id += 1;
         let credentials = self.credentials(rng);
-        self.outstanding = Some(Attempt {
-            id,
-            nonce: credentials.as_ref().map(|(nonce, _)| nonce.clone()),
-        });
+        self.outstanding =
+            Some(Attempt { id, nonce: credentials.as_ref().map(|(nonce, _)| nonce.clone()) });
         self.outputs.push_back(RegisterOutput::SendRegister {
             attempt_id: id,
             expires: self.expires,
@@ -244,10 +230,7 @@ impl Registrar {
             auth.nc,
         )
         .ok()?;
-        Some((
-            auth.challenge.nonce.clone(),
-            (auth.header.to_string(), value),
-        ))
+        Some((auth.challenge.nonce.clone(), (auth.header.to_string(), value)))
     }
 
     fn registered(&mut self, now: Instant, granted: Option<u32>, rng: &mut impl RngCore) {
@@ -262,8 +245,7 @@ impl Registrar {
         self.challenges_in_row = 0;
         let refresh = Duration::from_millis(u64::from(granted) * 850).max(self.settings.min_retry);
         self.timers.set(Timer::Register, now + refresh);
-        self.outputs
-            .push_back(RegisterOutput::Registered { expires });
+        self.outputs.push_back(RegisterOutput::Registered { expires });
     }
 
     fn challenged(
@@ -295,11 +277,7 @@ impl Registrar {
             Some(old) if old.challenge.nonce == challenge.nonce => old.nc,
             _ => 0,
         };
-        self.auth = Some(AuthState {
-            challenge,
-            header: auth_header,
-            nc,
-        });
+        self.auth = Some(AuthState { challenge, header: auth_header, nc });
         self.send(rng);
     }
 
@@ -353,11 +331,9 @@ mod tests {
 
     fn expect_send(r: &mut Registrar) -> Send {
         match r.poll_output() {
-            Some(RegisterOutput::SendRegister {
-                attempt_id,
-                expires,
-                authorization,
-            }) => (attempt_id, expires, authorization),
+            Some(RegisterOutput::SendRegister { attempt_id, expires, authorization }) => {
+                (attempt_id, expires, authorization)
+            }
             other => panic!("expected SendRegister, got {other:?}"),
         }
     }
@@ -387,15 +363,7 @@ mod tests {
         assert_eq!(r.poll_timeout(), None);
 
         let t1 = t0 + Duration::from_millis(40);
-        r.on_response(
-            t1,
-            id1,
-            401,
-            Some(&challenge("n1", false)),
-            None,
-            None,
-            &mut rng,
-        );
+        r.on_response(t1, id1, 401, Some(&challenge("n1", false)), None, None, &mut rng);
         let (id2, _, auth) = expect_send(&mut r);
         let (name, value) = auth.unwrap();
         assert_eq!(name, "Authorization");
@@ -407,10 +375,7 @@ mod tests {
 
         let t2 = t1 + Duration::from_millis(40);
         r.on_response(t2, id2, 200, None, None, Some(1800), &mut rng);
-        assert_eq!(
-            r.poll_output(),
-            Some(RegisterOutput::Registered { expires: S(1800) })
-        );
+        assert_eq!(r.poll_output(), Some(RegisterOutput::Registered { expires: S(1800) }));
         assert!(r.is_registered(t2));
         assert!(r.is_registered(t2 + S(1799)));
         assert!(!r.is_registered(t2 + S(1800)));
@@ -425,10 +390,7 @@ mod tests {
         assert!(value.contains("nc=00000002"), "{value}");
         assert!(verify(&value, "REGISTER", "s3cret", REALM));
         r.on_response(t3, id3, 200, None, None, None, &mut rng);
-        assert_eq!(
-            r.poll_output(),
-            Some(RegisterOutput::Registered { expires: S(3600) })
-        );
+        assert_eq!(r.poll_output(), Some(RegisterOutput::Registered { expires: S(3600) }));
         assert_eq!(r.poll_timeout(), Some(t3 + S(3060)));
     }
 
@@ -438,15 +400,7 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Registrar::new(settings("pw"), t0);
         let (_, (id, _, _)) = fire(&mut r, &mut rng);
-        r.on_response(
-            t0,
-            id,
-            407,
-            None,
-            Some(&challenge("p1", false)),
-            None,
-            &mut rng,
-        );
+        r.on_response(t0, id, 407, None, Some(&challenge("p1", false)), None, &mut rng);
         let (_, _, auth) = expect_send(&mut r);
         let (name, value) = auth.unwrap();
         assert_eq!(name, "Proxy-Authorization");
@@ -459,31 +413,12 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Registrar::new(settings("pw"), t0);
         let (_, (id, _, _)) = fire(&mut r, &mut rng);
-        r.on_response(
-            t0,
-            id,
-            401,
-            Some(&challenge("n1", false)),
-            None,
-            None,
-            &mut rng,
-        );
+        r.on_response(t0, id, 401, Some(&challenge("n1", false)), None, None, &mut rng);
         let (id, _, _) = expect_send(&mut r);
-        r.on_response(
-            t0,
-            id,
-            401,
-            Some(&challenge("n2", true)),
-            None,
-            None,
-            &mut rng,
-        );
+        r.on_response(t0, id, 401, Some(&challenge("n2", true)), None, None, &mut rng);
         let (_, _, auth) = expect_send(&mut r);
         let value = auth.unwrap().1;
-        assert!(
-            value.contains("nonce=\"n2\"") && value.contains("nc=00000001"),
-            "{value}"
-        );
+        assert!(value.contains("nonce=\"n2\"") && value.contains("nc=00000001"), "{value}");
     }
 
     #[test]
@@ -505,10 +440,7 @@ mod tests {
                 let failed_at = if k % 2 == 0 { t } else { t + S(32) };
                 let delay = r.poll_timeout().unwrap() - failed_at;
                 let cap = S(2u64 << k).min(S(300));
-                assert!(
-                    delay >= S(1) && delay <= cap,
-                    "attempt {k}: {delay:?} > {cap:?}"
-                );
+                assert!(delay >= S(1) && delay <= cap, "attempt {k}: {delay:?} > {cap:?}");
                 delays.push(delay);
             }
             delays
@@ -532,19 +464,13 @@ mod tests {
         }
         let (t, (id, _, _)) = fire(&mut r, &mut rng);
         r.on_response(t, id, 200, None, None, Some(60), &mut rng);
-        assert!(matches!(
-            r.poll_output(),
-            Some(RegisterOutput::Registered { .. })
-        ));
+        assert!(matches!(r.poll_output(), Some(RegisterOutput::Registered { .. })));
         let (t, (id, _, _)) = fire(&mut r, &mut rng);
         assert_eq!(t, r.registered_until().unwrap() - S(60) + S(51));
         r.on_response(t, id, 500, None, None, None, &mut rng);
         expect_failed(&mut r);
         assert!(r.poll_timeout().unwrap() - t <= S(2));
-        assert!(
-            r.is_registered(t),
-            "an earlier registration stays valid until it expires"
-        );
+        assert!(r.is_registered(t), "an earlier registration stays valid until it expires");
     }
 
     /// A carrier that challenges every REGISTER and checks credentials with `verify`.
@@ -568,11 +494,7 @@ mod tests {
             r.handle_timeout(now, &mut rng);
             while let Some(out) = r.poll_output() {
                 match out {
-                    RegisterOutput::SendRegister {
-                        attempt_id,
-                        authorization,
-                        ..
-                    } => {
+                    RegisterOutput::SendRegister { attempt_id, authorization, .. } => {
                         sends += 1;
                         let (status, ch) = carrier_answer(&authorization, "right");
                         r.on_response(now, attempt_id, status, Some(&ch), None, None, &mut rng);
@@ -588,10 +510,7 @@ mod tests {
         }
         // Two REGISTERs (unauthenticated, then rejected digest) per backoff cycle.
         assert_eq!(sends, 2 * rejections);
-        assert!(
-            rejections >= 10 && rejections < 40,
-            "{rejections} cycles in an hour"
-        );
+        assert!(rejections >= 10 && rejections < 40, "{rejections} cycles in an hour");
         assert!(!r.is_registered(now));
     }
 
@@ -606,15 +525,7 @@ mod tests {
             r.on_response(t0, id, 401, Some(&ch), None, None, &mut rng);
             id = expect_send(&mut r).0;
         }
-        r.on_response(
-            t0,
-            id,
-            401,
-            Some(&challenge("again", false)),
-            None,
-            None,
-            &mut rng,
-        );
+        r.on_response(t0, id, 401, Some(&challenge("again", false)), None, None, &mut rng);
         assert_eq!(expect_failed(&mut r), "too many challenges in a row");
         assert!(r.poll_timeout().unwrap() >= t0 + S(1));
     }
@@ -651,10 +562,7 @@ mod tests {
         assert_eq!(expires, 300);
         assert_eq!(r.requested_expires(), 300);
         r.on_response(t0, id, 200, None, None, Some(300), &mut rng);
-        assert_eq!(
-            r.poll_output(),
-            Some(RegisterOutput::Registered { expires: S(300) })
-        );
+        assert_eq!(r.poll_output(), Some(RegisterOutput::Registered { expires: S(300) }));
         assert_eq!(r.poll_timeout(), Some(t0 + S(255)));
         let (t, (id, expires, _)) = fire(&mut r, &mut rng);
         assert_eq!(expires, 300);

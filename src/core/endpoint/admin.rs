@@ -48,7 +48,8 @@ impl Endpoint {
                 self.carriers_out[i] = !in_service;
             }
             AdminCommand::AiEndpointInService { name, in_service } => {
-                let hub = self.ai.as_mut().ok_or_else(|| AdminError::NoSuchAiEndpoint(name.clone()))?;
+                let hub =
+                    self.ai.as_mut().ok_or_else(|| AdminError::NoSuchAiEndpoint(name.clone()))?;
                 let role = if hub.primary.name == name {
                     AiRole::Primary
                 } else if hub.standby.as_ref().is_some_and(|s| s.name == name) {

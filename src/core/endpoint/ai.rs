@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use super::ai_probe::{AiEndpointStatus, AiProbe, ProbeAction, PROBE_CONN_BASE};
 use super::bridge::{AiHub, Bridge, BridgeOutput};
-use crate::core::ai::session::AiProtocol;
-use crate::core::ai::BreakerState;
 use super::{CallState, Endpoint, Event, Input, Output, RecordPhase, Transmit};
+use crate::core::ai::session::AiProtocol;
 use crate::core::ai::session::CallInfo;
+use crate::core::ai::BreakerState;
 use crate::core::sip::dialog::random_token;
 
 /// The call record's fallback reason when no agent took the call within the budget.
@@ -22,14 +22,23 @@ const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// One probe per configured agent endpoint.
-pub(super) fn probes_for(hub: Option<&AiHub>, now: Instant) -> Vec<(crate::core::ai::Endpoint, AiProbe)> {
+pub(super) fn probes_for(
+    hub: Option<&AiHub>,
+    now: Instant,
+) -> Vec<(crate::core::ai::Endpoint, AiProbe)> {
     let Some(hub) = hub else { return Vec::new() };
     let mut probes = Vec::new();
-    let endpoints = [(crate::core::ai::Endpoint::Primary, Some(&hub.primary)), (crate::core::ai::Endpoint::Standby, hub.standby.as_ref())];
+    let endpoints = [
+        (crate::core::ai::Endpoint::Primary, Some(&hub.primary)),
+        (crate::core::ai::Endpoint::Standby, hub.standby.as_ref()),
+    ];
     for (i, (endpoint, settings)) in endpoints.into_iter().enumerate() {
         if let Some(s) = settings {
             let openai = matches!(s.protocol, AiProtocol::OpenAi(_));
-            probes.push((endpoint, AiProbe::new(now, i as u64, PROBE_INTERVAL, PROBE_TIMEOUT, openai)));
+            probes.push((
+                endpoint,
+                AiProbe::new(now, i as u64, PROBE_INTERVAL, PROBE_TIMEOUT, openai),
+            ));
         }
     }
     probes
@@ -79,7 +88,8 @@ impl Endpoint {
         };
         if let Input::AiClosed { kind, .. } = &input {
             if *kind != crate::core::ai::FailureKind::CleanClose {
-                let call_id = self.calls.get(&id).map(|c| c.dialog.call_id.clone()).unwrap_or_default();
+                let call_id =
+                    self.calls.get(&id).map(|c| c.dialog.call_id.clone()).unwrap_or_default();
                 self.note_failure(now, "agent", format!("{kind:?} (call {call_id})"));
             }
         }
@@ -112,7 +122,9 @@ impl Endpoint {
             .map(|c| c.id)
             .collect();
         for id in due {
-            let (Some(hub), Some(call)) = (self.ai.as_mut(), self.calls.get_mut(&id)) else { continue };
+            let (Some(hub), Some(call)) = (self.ai.as_mut(), self.calls.get_mut(&id)) else {
+                continue;
+            };
             let Some(bridge) = call.bridge.as_mut() else { continue };
             let out = bridge.handle_timeout(now, hub, &mut self.rng);
             self.apply_bridge(now, id, out);
@@ -150,18 +162,31 @@ impl Endpoint {
         for output in outputs {
             match output {
                 BridgeOutput::Connect { conn, endpoint, deadline } => {
-                    let Some(settings) = self.ai.as_ref().and_then(|h| h.settings(endpoint)) else { continue };
+                    let Some(settings) = self.ai.as_ref().and_then(|h| h.settings(endpoint)) else {
+                        continue;
+                    };
                     let (url, headers) = (settings.url.clone(), settings.headers.clone());
                     self.ai_conns.insert(conn, id);
-                    self.out.push_back(Output::Event(Event::AiConnect { conn, url, headers, deadline }));
+                    self.out.push_back(Output::Event(Event::AiConnect {
+                        conn,
+                        url,
+                        headers,
+                        deadline,
+                    }));
                 }
-                BridgeOutput::Text { conn, text } => self.out.push_back(Output::Transmit(Transmit::AiText { conn, text })),
-                BridgeOutput::Ping { conn } => self.out.push_back(Output::Transmit(Transmit::AiPing { conn })),
+                BridgeOutput::Text { conn, text } => {
+                    self.out.push_back(Output::Transmit(Transmit::AiText { conn, text }))
+                }
+                BridgeOutput::Ping { conn } => {
+                    self.out.push_back(Output::Transmit(Transmit::AiPing { conn }))
+                }
                 BridgeOutput::Close { conn } => {
                     self.ai_conns.remove(&conn);
                     self.out.push_back(Output::Event(Event::AiClose { conn }));
                 }
-                BridgeOutput::Live { endpoint, resumed } => self.on_agent_live(now, id, endpoint, resumed),
+                BridgeOutput::Live { endpoint, resumed } => {
+                    self.on_agent_live(now, id, endpoint, resumed)
+                }
                 BridgeOutput::Audio(pcm) => self.on_agent_audio(now, id, &pcm),
                 BridgeOutput::FirstAudio { after_live, after_failure } => {
                     self.latencies.ai_first_audio.record(after_live);
@@ -175,7 +200,11 @@ impl Endpoint {
                     }
                 }
                 BridgeOutput::Filler => {
-                    self.note_failure(now, "agent-failover", "agent lost mid-call: filler, re-bridging".to_string());
+                    self.note_failure(
+                        now,
+                        "agent-failover",
+                        "agent lost mid-call: filler, re-bridging".to_string(),
+                    );
                     let filler = self.cfg.filler.clone();
                     if let Some(call) = self.calls.get_mut(&id) {
                         call.media.flush_ai_audio();
@@ -221,17 +250,29 @@ impl Endpoint {
         }
     }
 
-    fn apply_probe(&mut self, endpoint: Option<crate::core::ai::Endpoint>, actions: Vec<ProbeAction>) {
+    fn apply_probe(
+        &mut self,
+        endpoint: Option<crate::core::ai::Endpoint>,
+        actions: Vec<ProbeAction>,
+    ) {
         for action in actions {
             match action {
                 ProbeAction::Connect { conn, deadline } => {
-                    let settings = endpoint.and_then(|e| self.ai.as_ref().and_then(|h| h.settings(e)));
+                    let settings =
+                        endpoint.and_then(|e| self.ai.as_ref().and_then(|h| h.settings(e)));
                     if let Some(s) = settings {
                         let (url, headers) = (s.url.clone(), s.headers.clone());
-                        self.out.push_back(Output::Event(Event::AiConnect { conn, url, headers, deadline }));
+                        self.out.push_back(Output::Event(Event::AiConnect {
+                            conn,
+                            url,
+                            headers,
+                            deadline,
+                        }));
                     }
                 }
-                ProbeAction::Close { conn } => self.out.push_back(Output::Event(Event::AiClose { conn })),
+                ProbeAction::Close { conn } => {
+                    self.out.push_back(Output::Event(Event::AiClose { conn }))
+                }
             }
         }
     }
@@ -265,7 +306,9 @@ impl Endpoint {
                         BreakerState::HalfOpen => "half-open",
                     },
                     breaker_trips: breaker.stats().trips,
-                    last_probe_ok_ms_ago: probe.last_success.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    last_probe_ok_ms_ago: probe
+                        .last_success
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
                     last_probe_rtt_ms: probe.last_rtt.map(|d| d.as_millis() as u64),
                     probe_successes: probe.successes,
                     probe_failures: probe.failures,
@@ -274,7 +317,13 @@ impl Endpoint {
             .collect()
     }
 
-    fn on_agent_live(&mut self, now: Instant, id: u64, endpoint: crate::core::ai::Endpoint, resumed: bool) {
+    fn on_agent_live(
+        &mut self,
+        now: Instant,
+        id: u64,
+        endpoint: crate::core::ai::Endpoint,
+        resumed: bool,
+    ) {
         let name = self.ai.as_ref().and_then(|h| h.settings(endpoint)).map(|s| s.name.clone());
         let Some(call) = self.calls.get_mut(&id) else { return };
         tracing::info!(call_id = %call.dialog.call_id, ?endpoint, resumed, "agent live");

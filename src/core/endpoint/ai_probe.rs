@@ -36,7 +36,13 @@ pub enum ProbeAction {
 
 impl AiProbe {
     /// `index` separates the connection ids of the endpoints' probes.
-    pub fn new(now: Instant, index: u64, interval: Duration, timeout: Duration, wait_for_text: bool) -> Self {
+    pub fn new(
+        now: Instant,
+        index: u64,
+        interval: Duration,
+        timeout: Duration,
+        wait_for_text: bool,
+    ) -> Self {
         AiProbe {
             interval,
             timeout,
@@ -156,7 +162,10 @@ mod tests {
         let mut p = AiProbe::new(t0, 0, Duration::from_secs(5), Duration::from_secs(2), false);
         let a = p.handle_timeout(t0);
         let ProbeAction::Connect { conn, .. } = a[0] else { panic!("{a:?}") };
-        assert_eq!(p.on_opened(t0 + Duration::from_millis(30), conn), vec![ProbeAction::Close { conn }]);
+        assert_eq!(
+            p.on_opened(t0 + Duration::from_millis(30), conn),
+            vec![ProbeAction::Close { conn }]
+        );
         assert_eq!(p.last_rtt, Some(Duration::from_millis(30)));
         assert!(p.healthy_within(t0 + Duration::from_secs(10), Duration::from_secs(10)));
         assert!(!p.healthy_within(t0 + Duration::from_secs(11), Duration::from_secs(10)));

@@ -7,8 +7,12 @@ use std::time::Instant;
 
 use rand::RngCore;
 
-use crate::core::ai::selector::{Action, AiBreakers, AttemptId, Endpoint, SelectorConfig, SetupAttempt};
-use crate::core::ai::session::{AiAudio, AiEvent, AiProtocol, AiSession, CallInfo, SessionConfig, Transcript};
+use crate::core::ai::selector::{
+    Action, AiBreakers, AttemptId, Endpoint, SelectorConfig, SetupAttempt,
+};
+use crate::core::ai::session::{
+    AiAudio, AiEvent, AiProtocol, AiSession, CallInfo, SessionConfig, Transcript,
+};
 use crate::core::ai::{FailureKind, ProtocolError};
 use crate::core::media::codec::pipeline::AiFormat;
 use crate::core::media::g711::Law;
@@ -112,7 +116,13 @@ pub struct Bridge {
 
 impl Bridge {
     /// Starts setup at once. `conn_base` makes connection ids unique across calls.
-    pub fn start(now: Instant, info: CallInfo, conn_base: u64, hub: &mut AiHub, rng: &mut impl RngCore) -> (Bridge, Vec<BridgeOutput>) {
+    pub fn start(
+        now: Instant,
+        info: CallInfo,
+        conn_base: u64,
+        hub: &mut AiHub,
+        rng: &mut impl RngCore,
+    ) -> (Bridge, Vec<BridgeOutput>) {
         let mut bridge = Bridge {
             info,
             phase: Phase::Setup { attempt: SetupAttempt::new(now, hub.selector), in_flight: None },
@@ -144,7 +154,13 @@ impl Bridge {
         matches!(self.phase, Phase::Fallback)
     }
 
-    fn poll_setup(&mut self, now: Instant, hub: &mut AiHub, rng: &mut impl RngCore, out: &mut Vec<BridgeOutput>) {
+    fn poll_setup(
+        &mut self,
+        now: Instant,
+        hub: &mut AiHub,
+        rng: &mut impl RngCore,
+        out: &mut Vec<BridgeOutput>,
+    ) {
         let Phase::Setup { attempt, in_flight } = &mut self.phase else { return };
         match attempt.poll(now, &mut hub.breakers, rng) {
             Action::Connect { id, endpoint, deadline } => {
@@ -172,10 +188,23 @@ impl Bridge {
         }
     }
 
-    fn go_live(&mut self, now: Instant, endpoint: Endpoint, conn: u64, hub: &mut AiHub, out: &mut Vec<BridgeOutput>) {
+    fn go_live(
+        &mut self,
+        now: Instant,
+        endpoint: Endpoint,
+        conn: u64,
+        hub: &mut AiHub,
+        out: &mut Vec<BridgeOutput>,
+    ) {
         let Some(settings) = hub.settings(endpoint) else { return };
         let resumed = self.resume.is_some();
-        let mut session = AiSession::new(hub.session, settings.protocol.clone(), self.info.clone(), self.resume.take(), now);
+        let mut session = AiSession::new(
+            hub.session,
+            settings.protocol.clone(),
+            self.info.clone(),
+            self.resume.take(),
+            now,
+        );
         let events = session.on_open(now);
         self.played = 0;
         self.live_at = Some(now);
@@ -186,7 +215,13 @@ impl Bridge {
     }
 
     /// The WebSocket `conn` opened.
-    pub fn on_opened(&mut self, now: Instant, conn: u64, hub: &mut AiHub, rng: &mut impl RngCore) -> Vec<BridgeOutput> {
+    pub fn on_opened(
+        &mut self,
+        now: Instant,
+        conn: u64,
+        hub: &mut AiHub,
+        rng: &mut impl RngCore,
+    ) -> Vec<BridgeOutput> {
         let mut out = Vec::new();
         if let Phase::Setup { attempt, in_flight: Some((c, id, _)) } = &mut self.phase {
             if *c == conn {
@@ -200,7 +235,14 @@ impl Bridge {
     }
 
     /// The WebSocket `conn` failed to open, or closed.
-    pub fn on_failed(&mut self, now: Instant, conn: u64, kind: FailureKind, hub: &mut AiHub, rng: &mut impl RngCore) -> Vec<BridgeOutput> {
+    pub fn on_failed(
+        &mut self,
+        now: Instant,
+        conn: u64,
+        kind: FailureKind,
+        hub: &mut AiHub,
+        rng: &mut impl RngCore,
+    ) -> Vec<BridgeOutput> {
         let mut out = Vec::new();
         match &mut self.phase {
             Phase::Setup { attempt, in_flight } if in_flight.is_some_and(|(c, ..)| c == conn) => {
@@ -227,7 +269,14 @@ impl Bridge {
     }
 
     /// A text frame on `conn`.
-    pub fn on_text(&mut self, now: Instant, conn: u64, text: &str, hub: &mut AiHub, rng: &mut impl RngCore) -> Vec<BridgeOutput> {
+    pub fn on_text(
+        &mut self,
+        now: Instant,
+        conn: u64,
+        text: &str,
+        hub: &mut AiHub,
+        rng: &mut impl RngCore,
+    ) -> Vec<BridgeOutput> {
         let mut out = Vec::new();
         let events = match &mut self.phase {
             Phase::Live { conn: c, session, .. } if *c == conn => session.on_text(now, text),
@@ -238,10 +287,18 @@ impl Bridge {
     }
 
     /// A binary frame (not part of either protocol) on `conn`.
-    pub fn on_binary(&mut self, now: Instant, conn: u64, hub: &mut AiHub, rng: &mut impl RngCore) -> Vec<BridgeOutput> {
+    pub fn on_binary(
+        &mut self,
+        now: Instant,
+        conn: u64,
+        hub: &mut AiHub,
+        rng: &mut impl RngCore,
+    ) -> Vec<BridgeOutput> {
         let mut out = Vec::new();
         let events = match &mut self.phase {
-            Phase::Live { conn: c, session, .. } if *c == conn => session.on_protocol_error(now, ProtocolError::Binary),
+            Phase::Live { conn: c, session, .. } if *c == conn => {
+                session.on_protocol_error(now, ProtocolError::Binary)
+            }
             _ => return out,
         };
         self.after_events(now, events, hub, rng, &mut out);
@@ -257,7 +314,14 @@ impl Bridge {
         }
     }
 
-    fn after_events(&mut self, now: Instant, events: Vec<AiEvent>, hub: &mut AiHub, rng: &mut impl RngCore, out: &mut Vec<BridgeOutput>) {
+    fn after_events(
+        &mut self,
+        now: Instant,
+        events: Vec<AiEvent>,
+        hub: &mut AiHub,
+        rng: &mut impl RngCore,
+        out: &mut Vec<BridgeOutput>,
+    ) {
         let stalled = events.iter().any(|e| matches!(e, AiEvent::Stalled));
         self.on_events(now, events, hub, out);
         self.drain(out);
@@ -266,24 +330,40 @@ impl Bridge {
         }
     }
 
-    fn on_events(&mut self, now: Instant, events: Vec<AiEvent>, hub: &AiHub, out: &mut Vec<BridgeOutput>) {
+    fn on_events(
+        &mut self,
+        now: Instant,
+        events: Vec<AiEvent>,
+        hub: &AiHub,
+        out: &mut Vec<BridgeOutput>,
+    ) {
         for ev in events {
             match ev {
                 AiEvent::Audio(audio) => {
                     if let Some(pcm) = to_pcm(audio, hub.format) {
                         if let Some(live) = self.live_at.take() {
-                            let after_failure = self.failover_detected_at.take().map(|t| now.saturating_duration_since(t));
+                            let after_failure = self
+                                .failover_detected_at
+                                .take()
+                                .map(|t| now.saturating_duration_since(t));
                             if let Some(gap) = after_failure {
                                 tracing::info!(?gap, "audio from the new agent after failover");
                             }
-                            out.push(BridgeOutput::FirstAudio { after_live: now.saturating_duration_since(live), after_failure });
+                            out.push(BridgeOutput::FirstAudio {
+                                after_live: now.saturating_duration_since(live),
+                                after_failure,
+                            });
                         }
                         out.push(BridgeOutput::Audio(pcm));
                     }
                 }
                 AiEvent::Clear => out.push(BridgeOutput::Clear),
                 AiEvent::Error(e) => tracing::debug!(error = %e, "agent frame refused"),
-                AiEvent::Ready | AiEvent::Mark(_) | AiEvent::SpeechStarted | AiEvent::Transcript(_) | AiEvent::Stalled => {}
+                AiEvent::Ready
+                | AiEvent::Mark(_)
+                | AiEvent::SpeechStarted
+                | AiEvent::Transcript(_)
+                | AiEvent::Stalled => {}
             }
         }
     }
@@ -301,7 +381,13 @@ impl Bridge {
     }
 
     /// Mid-call: keep the SIP leg, cover with the filler, and re-bridge with the conversation.
-    fn fail_over(&mut self, now: Instant, hub: &mut AiHub, rng: &mut impl RngCore, out: &mut Vec<BridgeOutput>) {
+    fn fail_over(
+        &mut self,
+        now: Instant,
+        hub: &mut AiHub,
+        rng: &mut impl RngCore,
+        out: &mut Vec<BridgeOutput>,
+    ) {
         let old = std::mem::replace(&mut self.phase, Phase::Closed);
         let mut failed = None;
         if let Phase::Live { conn, mut session, endpoint } = old {
@@ -353,7 +439,13 @@ impl Bridge {
     }
 
     /// The caller has now heard `total` samples of agent audio in all.
-    pub fn played(&mut self, now: Instant, total: u64, hub: &mut AiHub, rng: &mut impl RngCore) -> Vec<BridgeOutput> {
+    pub fn played(
+        &mut self,
+        now: Instant,
+        total: u64,
+        hub: &mut AiHub,
+        rng: &mut impl RngCore,
+    ) -> Vec<BridgeOutput> {
         let mut out = Vec::new();
         let delta = total.saturating_sub(self.played);
         self.played = total;
@@ -390,7 +482,12 @@ impl Bridge {
         out
     }
 
-    pub fn handle_timeout(&mut self, now: Instant, hub: &mut AiHub, rng: &mut impl RngCore) -> Vec<BridgeOutput> {
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        hub: &mut AiHub,
+        rng: &mut impl RngCore,
+    ) -> Vec<BridgeOutput> {
         let mut out = Vec::new();
         match &mut self.phase {
             Phase::Setup { .. } => self.poll_setup(now, hub, rng, &mut out),

@@ -12,7 +12,12 @@ pub const ACCEPT: &str = "application/sdp";
 
 /// A response to `req` per RFC 3261 §8.2.6.2: Via, From, Call-ID and CSeq copied, To copied with
 /// `to_tag` added when it has none (never for 100 Trying).
-pub fn response_to(req_headers: &Headers, status: u16, to_tag: Option<&str>, user_agent: &str) -> Response {
+pub fn response_to(
+    req_headers: &Headers,
+    status: u16,
+    to_tag: Option<&str>,
+    user_agent: &str,
+) -> Response {
     let mut resp = Response::new(status, reason_phrase(status));
     for via in req_headers.get_all("Via") {
         resp.headers.push("Via", via.to_string());

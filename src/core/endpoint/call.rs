@@ -30,7 +30,6 @@ pub struct Pending2xx {
     pub interval: Duration,
 }
 
-
 pub struct Call {
     pub id: u64,
     pub carrier: usize,
@@ -59,10 +58,7 @@ pub struct Call {
 impl Call {
     /// Starts retransmitting `response` (a 2xx) until ACK, giving up after 64·T1.
     pub fn arm_2xx(&mut self, now: Instant, response: Response, t1: Duration) {
-        self.pending_2xx = Some(Pending2xx {
-            response,
-            interval: t1,
-        });
+        self.pending_2xx = Some(Pending2xx { response, interval: t1 });
         self.timers.set(Timer::Retransmit2xx, now + t1);
         self.timers.set(Timer::AckWait, now + 64 * t1);
     }
@@ -86,5 +82,4 @@ impl Call {
     pub fn ladder_timeout(&self) -> Option<Instant> {
         self.ladder.as_ref().and_then(|l| l.poll_timeout())
     }
-
 }

@@ -57,7 +57,8 @@ impl Endpoint {
         };
         let id = self.next_call;
         self.next_call += 1;
-        let invite_branch = req.top_via().ok().and_then(|v| v.branch().map(str::to_string)).unwrap_or_default();
+        let invite_branch =
+            req.top_via().ok().and_then(|v| v.branch().map(str::to_string)).unwrap_or_default();
         let media = match self.media_session(now, &negotiated, &dialog.call_id) {
             Ok(m) => m,
             Err(e) => {
@@ -109,7 +110,11 @@ impl Endpoint {
     }
 
     /// SDP offer/answer for an INVITE: its offer, or ours when it has none.
-    pub(super) fn negotiate(&mut self, req: &Request, params: &AnswerParams) -> Result<(sdp::Negotiated, String), u16> {
+    pub(super) fn negotiate(
+        &mut self,
+        req: &Request,
+        params: &AnswerParams,
+    ) -> Result<(sdp::Negotiated, String), u16> {
         if req.body.is_empty() {
             return Err(488); // offer-less INVITE: not supported by the foundation yet
         }
@@ -119,7 +124,12 @@ impl Endpoint {
         })
     }
 
-    pub(super) fn media_session(&mut self, now: Instant, negotiated: &sdp::Negotiated, call_id: &str) -> Result<MediaSession, crate::core::media::session::MediaError> {
+    pub(super) fn media_session(
+        &mut self,
+        now: Instant,
+        negotiated: &sdp::Negotiated,
+        call_id: &str,
+    ) -> Result<MediaSession, crate::core::media::session::MediaError> {
         let ntp_now = self
             .cfg
             .ntp_anchor
@@ -202,7 +212,10 @@ impl Endpoint {
         let found = self
             .calls
             .values()
-            .find(|c| Some(&c.dialog.call_id) == call_id.as_ref() && Some(&c.invite_branch) == branch.as_ref())
+            .find(|c| {
+                Some(&c.dialog.call_id) == call_id.as_ref()
+                    && Some(&c.invite_branch) == branch.as_ref()
+            })
             .map(|c| (c.id, c.state));
         let status = if found.is_some() { 200 } else { 481 };
         let resp = self.response(cancel, status, None);
@@ -267,7 +280,8 @@ impl Endpoint {
             session_id: 1,
             session_version: 2,
         };
-        let renegotiated = if req.body.is_empty() { None } else { Some(sdp::answer(&req.body, &params)) };
+        let renegotiated =
+            if req.body.is_empty() { None } else { Some(sdp::answer(&req.body, &params)) };
         let (status, body) = match renegotiated {
             Some(Ok((neg, answer))) => {
                 if let Some(call) = self.calls.get_mut(&id) {
@@ -283,7 +297,8 @@ impl Endpoint {
         let Some(call) = self.calls.get(&id) else { return };
         let mut resp = self.response(&req, status, Some(&call.dialog.local_tag));
         if status == 200 {
-            resp.headers.push("Contact", format!("<{}>", self.contact_uri(call.dialog.peer.transport)));
+            resp.headers
+                .push("Contact", format!("<{}>", self.contact_uri(call.dialog.peer.transport)));
             if let Some(body) = body {
                 resp.headers.push("Content-Type", "application/sdp");
                 resp.body = body.into_bytes();
@@ -353,7 +368,11 @@ impl Endpoint {
             if !t.rtcp {
                 self.counters.rtp_sent += 1;
             }
-            self.out.push_back(Output::Transmit(Transmit::Rtp { local_port, to: t.to, data: t.data }));
+            self.out.push_back(Output::Transmit(Transmit::Rtp {
+                local_port,
+                to: t.to,
+                data: t.data,
+            }));
         }
         for latency in call.media.take_latencies() {
             match latency {
@@ -368,8 +387,11 @@ impl Endpoint {
             match ev {
                 MediaEvent::PromptFinished if on_ladder => prompt_finished = true,
                 // the filler ending during a failover is not the end of the call
-                MediaEvent::PromptFinished if call.bridge.as_ref().is_some_and(|b| !b.is_fallback()) => {}
-                MediaEvent::PromptFinished => call.timers.set(Timer::Hangup, now + self.cfg.hangup_after_prompt),
+                MediaEvent::PromptFinished
+                    if call.bridge.as_ref().is_some_and(|b| !b.is_fallback()) => {}
+                MediaEvent::PromptFinished => {
+                    call.timers.set(Timer::Hangup, now + self.cfg.hangup_after_prompt)
+                }
                 MediaEvent::Dtmf { digit, .. } => {
                     tracing::info!(call_id = %call.dialog.call_id, %digit, "DTMF");
                     let call_id = call.dialog.call_id.clone();
@@ -435,10 +457,7 @@ impl Endpoint {
         self.ports.release(call.local_port);
         self.counters.calls_ended += 1;
         self.out.push_back(Output::Event(Event::MediaClose { port: call.local_port }));
-        self.out.push_back(Output::Event(Event::CallEnded {
-            call_id: call.dialog.call_id,
-            reason,
-        }));
+        self.out
+            .push_back(Output::Event(Event::CallEnded { call_id: call.dialog.call_id, reason }));
     }
-
 }

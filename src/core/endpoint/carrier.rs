@@ -81,7 +81,14 @@ impl CarrierLink {
     }
 
     /// An OPTIONS probe to the proxy.
-    pub fn options(&self, local: SocketAddr, via: String, call_id: &str, from_tag: &str, user_agent: &str) -> Option<Request> {
+    pub fn options(
+        &self,
+        local: SocketAddr,
+        via: String,
+        call_id: &str,
+        from_tag: &str,
+        user_agent: &str,
+    ) -> Option<Request> {
         let proxy = self.settings.proxy?;
         let target = format!("sip:{}", host_port(proxy.addr));
         Some(build::out_of_dialog(OutOfDialog {
@@ -112,10 +119,15 @@ impl CarrierLink {
         let domain = self.domain();
         self.register_cseq += 1;
         let aor = format!("sip:{user}@{domain}");
-        let contact = format!("<sip:{}@{}>;expires={expires}", self.settings.contact_user, host_port(local));
+        let contact =
+            format!("<sip:{}@{}>;expires={expires}", self.settings.contact_user, host_port(local));
         let mut req = build::out_of_dialog(OutOfDialog {
             method: Method::Register,
-            request_uri: self.registrar.as_ref().map(|r| r.uri_for_digest().to_string()).unwrap_or_else(|| format!("sip:{domain}")),
+            request_uri: self
+                .registrar
+                .as_ref()
+                .map(|r| r.uri_for_digest().to_string())
+                .unwrap_or_else(|| format!("sip:{domain}")),
             from_uri: aor.clone(),
             from_tag: &self.register_from_tag,
             to_uri: aor,
@@ -131,5 +143,4 @@ impl CarrierLink {
         }
         Some(req)
     }
-
 }

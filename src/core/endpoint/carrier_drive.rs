@@ -23,7 +23,9 @@ impl Endpoint {
                     p.on_response(now, probe_id, resp.status);
                 }
             }
-            Pending::Register { carrier, attempt_id } => self.on_register_response(now, carrier, attempt_id, &resp),
+            Pending::Register { carrier, attempt_id } => {
+                self.on_register_response(now, carrier, attempt_id, &resp)
+            }
             Pending::Bye { call } => self.end_call(call, "local BYE"),
             Pending::Outbound { .. } | Pending::Refer { .. } | Pending::HumanBye { .. } => {}
         }
@@ -54,15 +56,30 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn on_register_response(&mut self, now: Instant, carrier: usize, attempt_id: u64, resp: &Response) {
+    pub(super) fn on_register_response(
+        &mut self,
+        now: Instant,
+        carrier: usize,
+        attempt_id: u64,
+        resp: &Response,
+    ) {
         let granted = granted_expires(resp, &self.carriers[carrier].settings.contact_user);
         let www = resp.headers.get("WWW-Authenticate").map(str::to_string);
         let proxy = resp.headers.get("Proxy-Authenticate").map(str::to_string);
-        let min_expires = resp.headers.get("Min-Expires").and_then(|v| v.trim().parse::<u32>().ok());
+        let min_expires =
+            resp.headers.get("Min-Expires").and_then(|v| v.trim().parse::<u32>().ok());
         let rng = &mut self.rng;
         if let Some(r) = self.carriers[carrier].registrar.as_mut() {
             let granted = if resp.status == 423 { min_expires } else { granted };
-            r.on_response(now, attempt_id, resp.status, www.as_deref(), proxy.as_deref(), granted, rng);
+            r.on_response(
+                now,
+                attempt_id,
+                resp.status,
+                www.as_deref(),
+                proxy.as_deref(),
+                granted,
+                rng,
+            );
         }
     }
 
@@ -96,13 +113,18 @@ impl Endpoint {
                         let carrier = self.carriers[i].settings.name.clone();
                         tracing::info!(%carrier, up, "carrier state changed");
                         if !up {
-                            self.note_failure(now, "carrier-down", format!("{carrier}: no answer to OPTIONS probes"));
+                            self.note_failure(
+                                now,
+                                "carrier-down",
+                                format!("{carrier}: no answer to OPTIONS probes"),
+                            );
                         }
                         self.out.push_back(Output::Event(Event::CarrierState { carrier, up }));
                     }
                 }
             }
-            while let Some(out) = self.carriers[i].registrar.as_mut().and_then(|r| r.poll_output()) {
+            while let Some(out) = self.carriers[i].registrar.as_mut().and_then(|r| r.poll_output())
+            {
                 progressed = true;
                 self.on_register_output(now, i, out);
             }
@@ -116,7 +138,9 @@ impl Endpoint {
         let via = build::via(proxy.transport, local, &new_branch(&mut self.rng));
         let call_id = format!("{}@trunkguard", random_token(&mut self.rng));
         let tag = random_token(&mut self.rng);
-        let Some(req) = self.carriers[carrier].options(local, via, &call_id, &tag, &self.cfg.user_agent) else {
+        let Some(req) =
+            self.carriers[carrier].options(local, via, &call_id, &tag, &self.cfg.user_agent)
+        else {
             return;
         };
         let tx = self.tx.send_request(now, proxy, req);
@@ -131,21 +155,28 @@ impl Endpoint {
                 let local = self.local_addr(proxy.transport);
                 let via = build::via(proxy.transport, local, &new_branch(&mut self.rng));
                 let ua = self.cfg.user_agent.clone();
-                if let Some(req) = self.carriers[carrier].register(local, via, expires, authorization, &ua) {
+                if let Some(req) =
+                    self.carriers[carrier].register(local, via, expires, authorization, &ua)
+                {
                     let tx = self.tx.send_request(now, proxy, req);
                     self.pending.insert(tx, Pending::Register { carrier, attempt_id });
                 }
             }
             RegisterOutput::Registered { expires } => {
                 tracing::info!(carrier = %name, ?expires, "registered");
-                self.out.push_back(Output::Event(Event::Registration { carrier: name, registered: true }));
+                self.out.push_back(Output::Event(Event::Registration {
+                    carrier: name,
+                    registered: true,
+                }));
             }
             RegisterOutput::Failed { reason } => {
                 tracing::warn!(carrier = %name, %reason, "registration failed");
                 self.note_failure(now, "registration", format!("{name}: {reason}"));
-                self.out.push_back(Output::Event(Event::Registration { carrier: name, registered: false }));
+                self.out.push_back(Output::Event(Event::Registration {
+                    carrier: name,
+                    registered: false,
+                }));
             }
         }
     }
-
 }

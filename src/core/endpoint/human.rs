@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use super::ladder::HumanOutcome;
 use super::outbound::{HumanLeg, ReferState};
-use super::{build, new_branch, CallState, Endpoint, Method, Pending, Request, Timer, TimerTable, TransferMode};
+use super::{
+    build, new_branch, CallState, Endpoint, Method, Pending, Request, Timer, TimerTable,
+    TransferMode,
+};
 
 /// How long a REFER may go without its 2xx and first NOTIFY before the INVITE is tried.
 pub const REFER_WAIT: Duration = Duration::from_secs(4);
@@ -35,7 +38,11 @@ impl Endpoint {
             return true; // already under way
         }
         let refer = call.state == CallState::Confirmed
-            && self.cfg.carriers.get(call.carrier).is_some_and(|c| c.transfer == TransferMode::Refer);
+            && self
+                .cfg
+                .carriers
+                .get(call.carrier)
+                .is_some_and(|c| c.transfer == TransferMode::Refer);
         let started = if refer { self.send_refer(now, id) } else { self.start_invite_leg(now, id) };
         if started {
             self.human.stats.transfers += 1;
@@ -70,7 +77,14 @@ impl Endpoint {
         timers.set(Timer::ReferWait, now + REFER_WAIT);
         self.human.legs.insert(
             id,
-            HumanLeg { started: now, refer: Some(ReferState::default()), leg: None, port: None, connected: None, timers },
+            HumanLeg {
+                started: now,
+                refer: Some(ReferState::default()),
+                leg: None,
+                port: None,
+                connected: None,
+                timers,
+            },
         );
         self.human.stats.refers += 1;
         self.human_record(id, |r| r.refer = true);
@@ -97,7 +111,8 @@ impl Endpoint {
         let Some(status) = sipfrag_status(&req.body) else { return };
         match status {
             100..=199 => {
-                let ring_until = self.human.legs.get(&id).map(|h| h.started + self.human.settings.human_timeout);
+                let ring_until =
+                    self.human.legs.get(&id).map(|h| h.started + self.human.settings.human_timeout);
                 if let (Some(h), Some(until)) = (self.human.legs.get_mut(&id), ring_until) {
                     h.refer = Some(ReferState { progress: true });
                     h.timers.set(Timer::ReferWait, until);
@@ -114,7 +129,11 @@ impl Endpoint {
                 self.hang_up(now, id, "transferred");
             }
             _ => {
-                tracing::info!(call = id, status, "REFER: the referred call failed: bridged INVITE instead");
+                tracing::info!(
+                    call = id,
+                    status,
+                    "REFER: the referred call failed: bridged INVITE instead"
+                );
                 self.refer_fallback(now, id);
             }
         }

@@ -12,7 +12,13 @@ const DTMF_RELAY: Duration = Duration::from_millis(100);
 
 impl Endpoint {
     /// RTP or RTCP on a human leg's port; true when the port is one.
-    pub(super) fn human_rtp(&mut self, now: Instant, local_port: u16, from: SocketAddr, data: &[u8]) -> bool {
+    pub(super) fn human_rtp(
+        &mut self,
+        now: Instant,
+        local_port: u16,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> bool {
         let rtp_port = local_port & !1;
         let Some(&id) = self.human.ports.get(&rtp_port) else { return false };
         let Some(c) = self.human.legs.get_mut(&id).and_then(|h| h.connected.as_mut()) else {
@@ -33,7 +39,11 @@ impl Endpoint {
         let (Some(c), Some(port)) = (h.connected.as_mut(), h.port) else { return };
         while let Some(t) = c.media.poll_transmit() {
             let local_port = if t.rtcp { port + 1 } else { port };
-            self.out.push_back(Output::Transmit(Transmit::Rtp { local_port, to: t.to, data: t.data }));
+            self.out.push_back(Output::Transmit(Transmit::Rtp {
+                local_port,
+                to: t.to,
+                data: t.data,
+            }));
         }
         while c.media.poll_event().is_some() {}
         let caller = self.calls.get_mut(&id);
@@ -53,7 +63,9 @@ impl Endpoint {
     /// media drain, before the AI bridge would take the audio). Keys are re-sent as RFC 4733
     /// events (100 ms each) when the human's side offered telephone-event.
     pub(super) fn relay_caller_to_human(&mut self, now: Instant, id: u64, digits: &[char]) {
-        let Some(c) = self.human.legs.get_mut(&id).and_then(|h| h.connected.as_mut()) else { return };
+        let Some(c) = self.human.legs.get_mut(&id).and_then(|h| h.connected.as_mut()) else {
+            return;
+        };
         if !digits.is_empty() {
             let keys: String = digits.iter().collect();
             if !c.media.send_digits(now, &keys, DTMF_RELAY) {
@@ -92,7 +104,12 @@ impl Endpoint {
         else {
             return false;
         };
-        let cseq_ok = self.human.legs.get_mut(&id).and_then(|h| h.connected.as_mut()).map(|c| c.dialog.accept_remote_cseq(req).is_ok());
+        let cseq_ok = self
+            .human
+            .legs
+            .get_mut(&id)
+            .and_then(|h| h.connected.as_mut())
+            .map(|c| c.dialog.accept_remote_cseq(req).is_ok());
         if cseq_ok != Some(true) {
             let resp = self.response(req, 500, None);
             self.send_response(now, resp);
@@ -109,7 +126,9 @@ impl Endpoint {
                 self.end_human_leg(now, id);
                 self.report_human(now, id, HumanOutcome::Ended);
             }
-            Method::Invite | Method::Update if !req.body.is_empty() => self.human_reoffer(now, id, req),
+            Method::Invite | Method::Update if !req.body.is_empty() => {
+                self.human_reoffer(now, id, req)
+            }
             Method::Invite | Method::Update | Method::Info | Method::Options => {
                 let resp = self.response(req, 200, None);
                 self.send_response(now, resp);
@@ -127,7 +146,12 @@ impl Endpoint {
     fn human_reoffer(&mut self, now: Instant, id: u64, req: &Request) {
         let Some(h) = self.human.legs.get(&id) else { return };
         let Some(port) = h.port else { return };
-        let params = AnswerParams { local_ip: self.cfg.media_ip, local_port: port, session_id: 1, session_version: 2 };
+        let params = AnswerParams {
+            local_ip: self.cfg.media_ip,
+            local_port: port,
+            session_id: 1,
+            session_version: 2,
+        };
         let resp = match sdp::answer(&req.body, &params) {
             Ok((neg, answer)) => {
                 let local_tag = h.connected.as_ref().map(|c| c.dialog.local_tag.clone());
@@ -135,8 +159,16 @@ impl Endpoint {
                     c.media.set_remote(neg.remote_rtp);
                 }
                 let mut resp = self.response(req, 200, local_tag.as_deref());
-                let transport = self.human.legs.get(&id).and_then(|h| h.connected.as_ref()).map(|c| c.dialog.peer.transport);
-                resp.headers.push("Contact", format!("<{}>", self.contact_uri(transport.unwrap_or(Transport::Udp))));
+                let transport = self
+                    .human
+                    .legs
+                    .get(&id)
+                    .and_then(|h| h.connected.as_ref())
+                    .map(|c| c.dialog.peer.transport);
+                resp.headers.push(
+                    "Contact",
+                    format!("<{}>", self.contact_uri(transport.unwrap_or(Transport::Udp))),
+                );
                 resp.headers.push("Content-Type", "application/sdp");
                 resp.body = answer.into_bytes();
                 resp
@@ -149,8 +181,11 @@ impl Endpoint {
     pub(super) fn push_human_media(&mut self, port: u16, media: &mut MediaSession) {
         while let Some(t) = media.poll_transmit() {
             let local_port = if t.rtcp { port + 1 } else { port };
-            self.out.push_back(Output::Transmit(Transmit::Rtp { local_port, to: t.to, data: t.data }));
+            self.out.push_back(Output::Transmit(Transmit::Rtp {
+                local_port,
+                to: t.to,
+                data: t.data,
+            }));
         }
     }
-
 }

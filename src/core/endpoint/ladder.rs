@@ -36,7 +36,12 @@ impl Endpoint {
     }
 
     /// Feeds the ladder of call `id` (if it runs) and carries out what it answers.
-    pub(super) fn feed_ladder(&mut self, now: Instant, id: u64, input: impl FnOnce(&mut Ladder) -> Vec<LadderAction>) {
+    pub(super) fn feed_ladder(
+        &mut self,
+        now: Instant,
+        id: u64,
+        input: impl FnOnce(&mut Ladder) -> Vec<LadderAction>,
+    ) {
         let Some(ladder) = self.calls.get_mut(&id).and_then(|c| c.ladder.as_mut()) else { return };
         let actions = input(ladder);
         self.apply_ladder(now, id, actions);
@@ -81,7 +86,9 @@ impl Endpoint {
                     }
                 }
                 LadderAction::StopHuman => self.stop_human(now, id),
-                LadderAction::Callback { reason, detail } => self.request_callback(id, reason, detail),
+                LadderAction::Callback { reason, detail } => {
+                    self.request_callback(id, reason, detail)
+                }
                 LadderAction::HangUp => {
                     let at = now + self.cfg.hangup_after_prompt;
                     if let Some(call) = self.calls.get_mut(&id) {
@@ -102,7 +109,8 @@ impl Endpoint {
     fn request_callback(&mut self, id: u64, reason: CallbackReason, detail: Option<String>) {
         let Some(call) = self.calls.get_mut(&id) else { return };
         call.record.callback = Some(reason);
-        let base = call.record.fallback_reason.clone().unwrap_or_else(|| NO_AGENT_CONFIGURED.to_string());
+        let base =
+            call.record.fallback_reason.clone().unwrap_or_else(|| NO_AGENT_CONFIGURED.to_string());
         let failure = match detail {
             Some(d) => format!("{base}; {d}"),
             None => base,
@@ -110,9 +118,15 @@ impl Endpoint {
         let called = user_part(&call.dialog.local_uri.uri).or_else(|| user_part(&call.invite.uri));
         let request = CallbackRequest {
             call_id: call.dialog.call_id.clone(),
-            caller: user_part(&call.dialog.remote_uri.uri).unwrap_or_else(|| call.dialog.remote_uri.uri.clone()),
+            caller: user_part(&call.dialog.remote_uri.uri)
+                .unwrap_or_else(|| call.dialog.remote_uri.uri.clone()),
             called: called.unwrap_or_else(|| call.dialog.local_uri.uri.clone()),
-            carrier: self.cfg.carriers.get(call.carrier).map(|c| c.name.clone()).unwrap_or_default(),
+            carrier: self
+                .cfg
+                .carriers
+                .get(call.carrier)
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
             reason,
             failure,
         };

@@ -12,8 +12,8 @@ mod bridge;
 mod build;
 mod call;
 mod calls;
-mod carrier_drive;
 mod carrier;
+mod carrier_drive;
 mod human;
 mod human_media;
 mod ladder;
@@ -43,14 +43,14 @@ pub use status::{ActiveCall, CallsStatus, CarrierStatus, Counters, EndpointStatu
 use self::call::Call;
 use self::carrier::CarrierLink;
 use crate::core::carrier::acl::InboundAcl;
-use crate::core::limits::RateLimiter;
-pub use crate::core::limits::Limits;
 use crate::core::carrier::probe::ProbeOutput;
 use crate::core::carrier::register::RegisterOutput;
+use crate::core::ladder::{LadderConfig, LadderPrompts};
+pub use crate::core::limits::Limits;
+use crate::core::limits::RateLimiter;
 use crate::core::media::codec::opus::OpusTuning;
 use crate::core::media::codec::pipeline::AiFormat;
 use crate::core::media::jitter::JitterConfig;
-use crate::core::ladder::{LadderConfig, LadderPrompts};
 use crate::core::media::prompt::Prompt;
 use crate::core::media::session::{MediaEvent, MediaLatency, MediaParams, MediaSession};
 use crate::core::sdp::{self, AnswerParams, SdpError};
@@ -133,51 +133,104 @@ pub enum Output {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transmit {
-    Sip { peer: Peer, data: Vec<u8> },
-    Rtp { local_port: u16, to: SocketAddr, data: Vec<u8> },
+    Sip {
+        peer: Peer,
+        data: Vec<u8>,
+    },
+    Rtp {
+        local_port: u16,
+        to: SocketAddr,
+        data: Vec<u8>,
+    },
     /// A text frame for the agent on WebSocket `conn`.
-    AiText { conn: u64, text: String },
+    AiText {
+        conn: u64,
+        text: String,
+    },
     /// A WebSocket ping on `conn`.
-    AiPing { conn: u64 },
+    AiPing {
+        conn: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Bind the RTP socket on this (even) port and RTCP on the one above, before the next
     /// transmit that names them.
-    MediaOpen { port: u16 },
+    MediaOpen {
+        port: u16,
+    },
     /// The call on this port is over; close its RTP and RTCP sockets.
-    MediaClose { port: u16 },
+    MediaClose {
+        port: u16,
+    },
     /// The caller pressed a key (RFC 4733).
-    Dtmf { call_id: String, digit: char },
-    CallAnswered { call_id: String, carrier: String },
-    CallEnded { call_id: String, reason: &'static str },
+    Dtmf {
+        call_id: String,
+        digit: char,
+    },
+    CallAnswered {
+        call_id: String,
+        carrier: String,
+    },
+    CallEnded {
+        call_id: String,
+        reason: &'static str,
+    },
     /// The durable record of an answered call, as of one step (see [`record`]): persist it.
     /// The answer's record is queued before its 200 OK.
     CallRecord(CallRecord),
     /// The ladder decided the caller is to be called back: store it durably and deliver it.
     CallbackRequested(crate::core::callback::CallbackRequest),
-    CarrierState { carrier: String, up: bool },
-    Registration { carrier: String, registered: bool },
+    CarrierState {
+        carrier: String,
+        up: bool,
+    },
+    Registration {
+        carrier: String,
+        registered: bool,
+    },
     /// Open a WebSocket `conn` to `url` with `headers`; report `AiOpened` or `AiClosed` (with
     /// `ConnectTimeout` after `deadline`).
-    AiConnect { conn: u64, url: String, headers: Vec<(String, String)>, deadline: Instant },
+    AiConnect {
+        conn: u64,
+        url: String,
+        headers: Vec<(String, String)>,
+        deadline: Instant,
+    },
     /// Close WebSocket `conn` with code 1000 (after sending what was queued for it).
-    AiClose { conn: u64 },
+    AiClose {
+        conn: u64,
+    },
 }
 
 /// What a client transaction was started for.
 #[derive(Debug, Clone, Copy)]
 enum Pending {
-    Probe { carrier: usize, probe_id: u64 },
-    Register { carrier: usize, attempt_id: u64 },
-    Bye { call: u64 },
+    Probe {
+        carrier: usize,
+        probe_id: u64,
+    },
+    Register {
+        carrier: usize,
+        attempt_id: u64,
+    },
+    Bye {
+        call: u64,
+    },
     /// Attempt `attempt` of call `call`'s outbound leg to the human (its INVITE).
-    Outbound { call: u64, attempt: u32 },
+    Outbound {
+        call: u64,
+        attempt: u32,
+    },
     /// The REFER that hands call `call` to the human.
-    Refer { call: u64 },
+    Refer {
+        call: u64,
+    },
     /// BYE of call `call`'s human leg.
-    HumanBye { call: u64 },
+    HumanBye {
+        call: u64,
+    },
 }
 
 pub struct Endpoint {
@@ -215,7 +268,13 @@ const RECENT_FAILURES: usize = 20;
 impl Endpoint {
     pub fn new(cfg: EndpointConfig, now: Instant, seed: u64) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let acl = InboundAcl::new(cfg.carriers.iter().enumerate().map(|(i, c)| (i, c.inbound_from.clone())).collect::<Vec<_>>());
+        let acl = InboundAcl::new(
+            cfg.carriers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (i, c.inbound_from.clone()))
+                .collect::<Vec<_>>(),
+        );
         let carriers = cfg
             .carriers
             .iter()
@@ -274,7 +333,12 @@ impl Endpoint {
         let due: Vec<u64> = self
             .calls
             .values()
-            .filter(|c| [c.timers.next_timeout(), c.ladder_timeout()].into_iter().flatten().any(|t| t <= now))
+            .filter(|c| {
+                [c.timers.next_timeout(), c.ladder_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t <= now)
+            })
             .map(|c| c.id)
             .collect();
         for id in due {
@@ -310,11 +374,23 @@ impl Endpoint {
         let calls = self
             .calls
             .values()
-            .flat_map(|c| [c.timers.next_timeout(), c.media.poll_timeout(), c.bridge.as_ref().and_then(|b| b.poll_timeout()), c.ladder_timeout()])
+            .flat_map(|c| {
+                [
+                    c.timers.next_timeout(),
+                    c.media.poll_timeout(),
+                    c.bridge.as_ref().and_then(|b| b.poll_timeout()),
+                    c.ladder_timeout(),
+                ]
+            })
             .flatten();
         let carriers = self.carriers.iter().filter_map(CarrierLink::poll_timeout);
         let probes = self.ai_probes.iter().filter_map(|(_, p)| p.poll_timeout());
-        calls.chain(carriers).chain(probes).chain(self.tx.poll_timeout()).chain(self.human_poll_timeout()).min()
+        calls
+            .chain(carriers)
+            .chain(probes)
+            .chain(self.tx.poll_timeout())
+            .chain(self.human_poll_timeout())
+            .min()
     }
 
     /// A snapshot for the status page and tests.
@@ -325,7 +401,12 @@ impl Endpoint {
                 .iter()
                 .zip(&self.carriers_out)
                 .map(|(c, out)| {
-                    let mut s = CarrierStatus::of(&c.settings.name, c.prober.as_ref(), c.registrar.as_ref(), now);
+                    let mut s = CarrierStatus::of(
+                        &c.settings.name,
+                        c.prober.as_ref(),
+                        c.registrar.as_ref(),
+                        now,
+                    );
                     self.outbound_carrier_status(now, &mut s);
                     if *out {
                         s.state = "out-of-service";
@@ -413,7 +494,10 @@ impl Endpoint {
     /// dropped. True when the request was refused.
     fn rate_limited(&mut self, now: Instant, peer: Peer, req: &Request) -> bool {
         let in_dialog = req.to_hdr().is_ok_and(|t| t.tag().is_some());
-        if in_dialog || matches!(req.method, Method::Ack | Method::Cancel) || self.rate.allow(now, peer.addr.ip()) {
+        if in_dialog
+            || matches!(req.method, Method::Ack | Method::Cancel)
+            || self.rate.allow(now, peer.addr.ip())
+        {
             return false;
         }
         self.counters.rate_limited += 1;
@@ -439,7 +523,12 @@ impl Endpoint {
         if data.starts_with(b"ACK ") {
             return; // never answer an ACK
         }
-        let mut resp = build::response_to(&headers, err.status(), Some(&random_token(&mut self.rng)), &self.cfg.user_agent);
+        let mut resp = build::response_to(
+            &headers,
+            err.status(),
+            Some(&random_token(&mut self.rng)),
+            &self.cfg.user_agent,
+        );
         resp.headers.push("Warning", format!("399 trunkguard \"{}\"", sanitize(&err.to_string())));
         self.tx.send_stateless(peer, SipMessage::Response(resp));
     }
@@ -450,7 +539,8 @@ impl Endpoint {
         if self.human_rtp(now, local_port, from, data) {
             return;
         }
-        let Some(call) = self.port_to_call.get(&rtp_port).and_then(|id| self.calls.get_mut(id)) else {
+        let Some(call) = self.port_to_call.get(&rtp_port).and_then(|id| self.calls.get_mut(id))
+        else {
             self.counters.rtp_invalid += 1;
             return;
         };

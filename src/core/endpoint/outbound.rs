@@ -13,10 +13,12 @@
 
 use serde::Serialize;
 
-use super::*;
 use super::ladder::HumanOutcome;
+use super::*;
 use crate::core::ai::{BreakerConfig, BreakerState};
-use crate::core::outbound::{retry_after, CarrierView, LegAction, LegConfig, OutboundCarriers, OutboundLeg, Reply};
+use crate::core::outbound::{
+    retry_after, CarrierView, LegAction, LegConfig, OutboundCarriers, OutboundLeg, Reply,
+};
 use crate::core::sdp::AnswerParams;
 
 /// How long an attempt that was given up is remembered, for its late responses (64·T1).
@@ -42,7 +44,11 @@ impl Default for OutboundSettings {
         OutboundSettings {
             no_provisional: Duration::from_millis(2000),
             preferred_carrier: None,
-            breaker: BreakerConfig { failure_threshold: 5, cooldown: Duration::from_secs(30), trial_timeout: Duration::from_secs(10) },
+            breaker: BreakerConfig {
+                failure_threshold: 5,
+                cooldown: Duration::from_secs(30),
+                trial_timeout: Duration::from_secs(10),
+            },
             human: None,
             human_timeout: Duration::from_secs(25),
         }
@@ -177,7 +183,13 @@ impl Endpoint {
         let failed: Vec<String> = leg
             .failed()
             .iter()
-            .map(|f| format!("{}: {}", names.get(f.carrier).map_or("carrier", |c| c.name.as_str()), f.failure.cause()))
+            .map(|f| {
+                format!(
+                    "{}: {}",
+                    names.get(f.carrier).map_or("carrier", |c| c.name.as_str()),
+                    f.failure.cause()
+                )
+            })
             .collect();
         let failovers = leg.failovers() as u32;
         self.human_record(id, |r| {
@@ -237,11 +249,19 @@ impl Endpoint {
 
     /// Carries out what the leg asks for. `answered`: the 2xx and its transaction, when the
     /// actions come from one.
-    pub(super) fn apply_leg(&mut self, now: Instant, id: u64, actions: Vec<LegAction>, answered: Option<(ClientTxId, &Response)>) {
+    pub(super) fn apply_leg(
+        &mut self,
+        now: Instant,
+        id: u64,
+        actions: Vec<LegAction>,
+        answered: Option<(ClientTxId, &Response)>,
+    ) {
         self.sync_leg_record(id);
         for action in actions {
             match action {
-                LegAction::Invite { carrier, attempt } => self.send_attempt(now, id, carrier, attempt),
+                LegAction::Invite { carrier, attempt } => {
+                    self.send_attempt(now, id, carrier, attempt)
+                }
                 LegAction::Abandon { attempt } => self.give_up_attempt(now, id, attempt, false),
                 LegAction::Cancel { attempt } => self.give_up_attempt(now, id, attempt, true),
                 LegAction::Ringing => tracing::info!(call = id, "human leg ringing"),
@@ -267,7 +287,9 @@ impl Endpoint {
 
     fn send_attempt(&mut self, now: Instant, id: u64, carrier: usize, number: u32) {
         let port = self.human.legs.get(&id).and_then(|h| h.port);
-        let (Some(port), Some(proxy), Some(human)) = (port, self.cfg.carriers[carrier].proxy, self.human.settings.human.clone()) else {
+        let (Some(port), Some(proxy), Some(human)) =
+            (port, self.cfg.carriers[carrier].proxy, self.human.settings.human.clone())
+        else {
             return;
         };
         let target = request_uri(&human, &self.carriers[carrier].domain());
@@ -275,12 +297,19 @@ impl Endpoint {
         let via = build::via(proxy.transport, local, &new_branch(&mut self.rng));
         let call_id = format!("{}@trunkguard", random_token(&mut self.rng));
         let tag = random_token(&mut self.rng);
-        let caller = self.calls.get(&id).and_then(|c| user_part(&c.dialog.remote_uri.uri).map(str::to_string));
+        let caller = self
+            .calls
+            .get(&id)
+            .and_then(|c| user_part(&c.dialog.remote_uri.uri).map(str::to_string));
         let contact = format!("<{}>", self.contact_uri(proxy.transport));
         let mut invite = build::out_of_dialog(build::OutOfDialog {
             method: Method::Invite,
             request_uri: target.clone(),
-            from_uri: format!("sip:{}@{}", caller.as_deref().unwrap_or("trunkguard"), host_port(local)),
+            from_uri: format!(
+                "sip:{}@{}",
+                caller.as_deref().unwrap_or("trunkguard"),
+                host_port(local)
+            ),
             from_tag: &tag,
             to_uri: target,
             call_id: &call_id,
@@ -327,7 +356,11 @@ impl Endpoint {
     /// a 1xx) or when a 1xx comes; a late 2xx is ACKed and BYEd.
     fn give_up_attempt(&mut self, now: Instant, id: u64, number: u32, cancel: bool) {
         let forget_at = now + STRAY_MEMORY_T1 * self.cfg.timers.t1;
-        let Some((&tx, _)) = self.human.attempts.iter().find(|(_, a)| a.call == id && a.number == number) else { return };
+        let Some((&tx, _)) =
+            self.human.attempts.iter().find(|(_, a)| a.call == id && a.number == number)
+        else {
+            return;
+        };
         let Some(a) = self.human.attempts.get_mut(&tx) else { return };
         a.stray = true;
         a.forget_at = Some(forget_at);
@@ -339,9 +372,17 @@ impl Endpoint {
     }
 
     /// A response to an outbound INVITE, REFER or human-leg BYE; true when it was one.
-    pub(super) fn human_response(&mut self, now: Instant, tx: ClientTxId, pending: Pending, resp: &Response) -> bool {
+    pub(super) fn human_response(
+        &mut self,
+        now: Instant,
+        tx: ClientTxId,
+        pending: Pending,
+        resp: &Response,
+    ) -> bool {
         match pending {
-            Pending::Outbound { call, attempt } => self.on_attempt_response(now, tx, call, attempt, resp),
+            Pending::Outbound { call, attempt } => {
+                self.on_attempt_response(now, tx, call, attempt, resp)
+            }
             Pending::Refer { call } => {
                 if resp.is_final() {
                     self.pending.remove(&tx);
@@ -359,7 +400,14 @@ impl Endpoint {
         true
     }
 
-    fn on_attempt_response(&mut self, now: Instant, tx: ClientTxId, call: u64, number: u32, resp: &Response) {
+    fn on_attempt_response(
+        &mut self,
+        now: Instant,
+        tx: ClientTxId,
+        call: u64,
+        number: u32,
+        resp: &Response,
+    ) {
         let Some(a) = self.human.attempts.get(&tx) else { return };
         let success = resp.status / 100 == 2;
         if let Some(ack) = a.ack.clone().filter(|_| success) {
@@ -393,27 +441,51 @@ impl Endpoint {
         if a.authed {
             return false;
         }
-        let Some(creds) = self.cfg.carriers.get(a.carrier).and_then(|c| c.register.as_ref()) else { return false };
-        let (challenge_header, auth_header) =
-            if resp.status == 407 { ("Proxy-Authenticate", "Proxy-Authorization") } else { ("WWW-Authenticate", "Authorization") };
-        let Some(challenge) = resp.headers.get(challenge_header).and_then(|v| crate::core::sip::digest::Challenge::parse(v).ok()) else {
+        let Some(creds) = self.cfg.carriers.get(a.carrier).and_then(|c| c.register.as_ref()) else {
+            return false;
+        };
+        let (challenge_header, auth_header) = if resp.status == 407 {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        let Some(challenge) = resp
+            .headers
+            .get(challenge_header)
+            .and_then(|v| crate::core::sip::digest::Challenge::parse(v).ok())
+        else {
             return false;
         };
         let cnonce = random_token(&mut self.rng);
-        let Ok(value) = crate::core::sip::digest::authorization(&challenge, "INVITE", &a.invite.uri, &creds.user, &creds.password, &cnonce, 1)
-        else {
+        let Ok(value) = crate::core::sip::digest::authorization(
+            &challenge,
+            "INVITE",
+            &a.invite.uri,
+            &creds.user,
+            &creds.password,
+            &cnonce,
+            1,
+        ) else {
             return false;
         };
         let Some(mut a) = self.human.attempts.remove(&tx) else { return false };
         self.pending.remove(&tx);
         let seq = a.invite.cseq().map(|c| c.seq).unwrap_or(1).saturating_add(1);
-        let via = build::via(a.peer.transport, self.local_addr(a.peer.transport), &new_branch(&mut self.rng));
+        let via = build::via(
+            a.peer.transport,
+            self.local_addr(a.peer.transport),
+            &new_branch(&mut self.rng),
+        );
         a.invite.headers.set("Via", via);
         a.invite.headers.set("CSeq", format!("{seq} INVITE"));
         a.invite.headers.remove(auth_header);
         a.invite.headers.push(auth_header, value);
         a.authed = true;
-        tracing::info!(call = a.call, status = resp.status, "human leg: INVITE with digest credentials");
+        tracing::info!(
+            call = a.call,
+            status = resp.status,
+            "human leg: INVITE with digest credentials"
+        );
         let new_tx = self.tx.send_request(now, a.peer, a.invite.clone());
         self.pending.insert(new_tx, Pending::Outbound { call: a.call, attempt: a.number });
         self.human.attempts.insert(new_tx, a);
@@ -452,14 +524,27 @@ impl Endpoint {
     }
 
     /// The human answered: ACK, dialog, the leg's media; the caller stops hearing ringback.
-    fn human_answered(&mut self, now: Instant, id: u64, carrier: usize, tx: ClientTxId, resp: &Response) {
+    fn human_answered(
+        &mut self,
+        now: Instant,
+        id: u64,
+        carrier: usize,
+        tx: ClientTxId,
+        resp: &Response,
+    ) {
         let Some(a) = self.human.attempts.get(&tx) else { return };
         let (peer, invite) = (a.peer, a.invite.clone());
         let dialog = match Dialog::new_uac(&invite, resp, peer) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "human leg: unusable 2xx");
-                return self.human_failed_after_answer(now, id, tx, None, "unusable 2xx".to_string());
+                return self.human_failed_after_answer(
+                    now,
+                    id,
+                    tx,
+                    None,
+                    "unusable 2xx".to_string(),
+                );
             }
         };
         let ack = self.ack_for(&dialog, peer);
@@ -473,7 +558,15 @@ impl Endpoint {
         };
         let mut media = match media {
             Ok(m) => m,
-            Err(e) => return self.human_failed_after_answer(now, id, tx, Some(dialog), format!("answer SDP: {e}")),
+            Err(e) => {
+                return self.human_failed_after_answer(
+                    now,
+                    id,
+                    tx,
+                    Some(dialog),
+                    format!("answer SDP: {e}"),
+                )
+            }
         };
         media.start(now);
         let carrier_name = self.cfg.carriers[carrier].name.clone();
@@ -490,7 +583,14 @@ impl Endpoint {
     }
 
     /// The 2xx came but the leg cannot be used: BYE it and report the human unavailable.
-    fn human_failed_after_answer(&mut self, now: Instant, id: u64, tx: ClientTxId, dialog: Option<Dialog>, cause: String) {
+    fn human_failed_after_answer(
+        &mut self,
+        now: Instant,
+        id: u64,
+        tx: ClientTxId,
+        dialog: Option<Dialog>,
+        cause: String,
+    ) {
         if let (Some(mut dialog), Some(a)) = (dialog, self.human.attempts.get(&tx)) {
             let peer = a.peer;
             let bye = self.in_dialog_request(&mut dialog, Method::Bye);
@@ -512,7 +612,8 @@ impl Endpoint {
 
     /// The ACK of a 2xx (§13.2.2.4), with a fresh Via branch.
     fn ack_for(&mut self, dialog: &Dialog, peer: Peer) -> Request {
-        let via = build::via(peer.transport, self.local_addr(peer.transport), &new_branch(&mut self.rng));
+        let via =
+            build::via(peer.transport, self.local_addr(peer.transport), &new_branch(&mut self.rng));
         dialog.ack(via, &self.cfg.user_agent)
     }
 
@@ -553,7 +654,12 @@ impl Endpoint {
     }
 
     /// An outbound client transaction timed out; true when it was one of ours.
-    pub(super) fn human_client_timeout(&mut self, now: Instant, tx: ClientTxId, pending: Pending) -> bool {
+    pub(super) fn human_client_timeout(
+        &mut self,
+        now: Instant,
+        tx: ClientTxId,
+        pending: Pending,
+    ) -> bool {
         match pending {
             Pending::Outbound { call, attempt } => {
                 let stray = self.human.attempts.remove(&tx).is_none_or(|a| a.stray);
@@ -561,7 +667,9 @@ impl Endpoint {
                     return true;
                 }
                 let views = self.carrier_views();
-                let Some(leg) = self.human.legs.get_mut(&call).and_then(|h| h.leg.as_mut()) else { return true };
+                let Some(leg) = self.human.legs.get_mut(&call).and_then(|h| h.leg.as_mut()) else {
+                    return true;
+                };
                 let actions = leg.on_timeout(now, attempt, &mut self.human.carriers, &views);
                 self.apply_leg(now, call, actions, None);
             }
@@ -586,7 +694,9 @@ impl Endpoint {
             self.pending.remove(&tx);
             self.tx.handle_transport_error(now, tx);
             let views = self.carrier_views();
-            let Some(leg) = self.human.legs.get_mut(&call).and_then(|h| h.leg.as_mut()) else { continue };
+            let Some(leg) = self.human.legs.get_mut(&call).and_then(|h| h.leg.as_mut()) else {
+                continue;
+            };
             let actions = leg.on_transport_error(now, number, &mut self.human.carriers, &views);
             self.apply_leg(now, call, actions, None);
         }
@@ -711,7 +821,10 @@ mod tests {
 
     #[test]
     fn human_uri_is_addressed_to_the_carrier() {
-        assert_eq!(request_uri("sip:+15551234@pbx.example.com;user=phone", "trunk-b.example:5060"), "sip:+15551234@trunk-b.example:5060");
+        assert_eq!(
+            request_uri("sip:+15551234@pbx.example.com;user=phone", "trunk-b.example:5060"),
+            "sip:+15551234@trunk-b.example:5060"
+        );
         assert_eq!(request_uri("sips:desk@pbx", "t"), "sips:desk@t");
         assert_eq!(request_uri("sip:pbx.example.com", "t"), "sip:pbx.example.com");
         assert_eq!(user_part("sip:alice:pw@h"), Some("alice"));

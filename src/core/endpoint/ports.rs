@@ -14,10 +14,7 @@ impl PortPool {
     pub fn new(start: u16, end: u16) -> Self {
         let first = start + (start % 2);
         let free = (first..end).step_by(2).collect();
-        PortPool {
-            free,
-            used: HashSet::new(),
-        }
+        PortPool { free, used: HashSet::new() }
     }
 
     pub fn allocate(&mut self) -> Option<u16> {

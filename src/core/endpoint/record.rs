@@ -156,7 +156,12 @@ impl Endpoint {
         }
         let record = CallRecord {
             call_id: call.dialog.call_id.clone(),
-            carrier: self.cfg.carriers.get(call.carrier).map(|c| c.name.clone()).unwrap_or_default(),
+            carrier: self
+                .cfg
+                .carriers
+                .get(call.carrier)
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
             caller: call.dialog.remote_uri.uri.clone(),
             called: call.dialog.local_uri.uri.clone(),
             phase,

@@ -52,7 +52,12 @@ pub struct CarrierStatus {
 }
 
 impl CarrierStatus {
-    pub fn of(name: &str, prober: Option<&Prober>, registrar: Option<&Registrar>, now: Instant) -> Self {
+    pub fn of(
+        name: &str,
+        prober: Option<&Prober>,
+        registrar: Option<&Registrar>,
+        now: Instant,
+    ) -> Self {
         let state = match prober.map(Prober::is_up) {
             None => "unprobed",
             Some(None) => "unknown",
@@ -68,7 +73,9 @@ impl CarrierStatus {
                 .and_then(Prober::last_success)
                 .map(|t| now.saturating_duration_since(t).as_millis() as u64),
             probe_interval_ms: prober.map(|p| p.settings().interval.as_millis() as u64),
-            last_probe_rtt_ms: prober.and_then(Prober::last_rtt).map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
+            last_probe_rtt_ms: prober
+                .and_then(Prober::last_rtt)
+                .map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
             outbound_breaker: "closed",
             outbound_hold_ms: None,
             outbound_attempts: 0,

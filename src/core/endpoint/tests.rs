@@ -25,7 +25,8 @@ fn tone_wav() -> Vec<u8> {
 
 /// A tone of `ms` milliseconds as a WAV file.
 fn tone_wav_ms(ms: usize) -> Vec<u8> {
-    let samples: Vec<i16> = (0..ms * 8).map(|i| ((i as f32 * 0.05).sin() * 8000.0) as i16).collect();
+    let samples: Vec<i16> =
+        (0..ms * 8).map(|i| ((i as f32 * 0.05).sin() * 8000.0) as i16).collect();
     let data_len = (samples.len() * 2) as u32;
     let mut w = Vec::new();
     w.extend_from_slice(b"RIFF");
@@ -95,10 +96,17 @@ fn config() -> EndpointConfig {
         user_agent: "trunkguard-test".into(),
         media_ip: "127.0.0.1".parse().unwrap(),
         rtp_ports: (20000, 20010),
-        carriers: vec![carrier("carrier-a", "127.0.0.2/32", None), carrier("carrier-b", "127.0.0.3/32", None)],
+        carriers: vec![
+            carrier("carrier-a", "127.0.0.2/32", None),
+            carrier("carrier-b", "127.0.0.3/32", None),
+        ],
         prompts: test_prompts(),
         // the old path for the tests that predate the menu: prompt, goodbye, BYE
-        ladder: LadderConfig { menu: false, no_answer: NoAnswer::Goodbye, ..LadderConfig::default() },
+        ladder: LadderConfig {
+            menu: false,
+            no_answer: NoAnswer::Goodbye,
+            ..LadderConfig::default()
+        },
         timers: SipTimers::default(),
         answer_delay: Duration::ZERO,
         max_call_duration: Duration::from_secs(3600),
@@ -202,7 +210,8 @@ fn parse_or_status_line(data: &[u8]) -> SipMessage {
 }
 
 fn cancel(call_id: &str, branch: &str) -> String {
-    in_dialog("CANCEL", call_id, "x", 1, branch).replace("To: <sip:bot@127.0.0.1>;tag=x", "To: <sip:bot@127.0.0.1>")
+    in_dialog("CANCEL", call_id, "x", 1, branch)
+        .replace("To: <sip:bot@127.0.0.1>;tag=x", "To: <sip:bot@127.0.0.1>")
 }
 
 fn invite(call_id: &str, branch: &str, sdp: &str) -> String {
@@ -275,9 +284,18 @@ fn inbound_call_is_answered_plays_the_prompt_and_hangs_up() {
     });
     assert!(open_at.unwrap() < ok_at.unwrap());
     let sip = h.take_sip();
-    let statuses: Vec<u16> = sip.iter().filter_map(|(_, m)| match m { SipMessage::Response(r) => Some(r.status), _ => None }).collect();
+    let statuses: Vec<u16> = sip
+        .iter()
+        .filter_map(|(_, m)| match m {
+            SipMessage::Response(r) => Some(r.status),
+            _ => None,
+        })
+        .collect();
     assert_eq!(statuses, vec![100, 180, 200]);
-    let ok = match &sip[2].1 { SipMessage::Response(r) => r.clone(), _ => unreachable!() };
+    let ok = match &sip[2].1 {
+        SipMessage::Response(r) => r.clone(),
+        _ => unreachable!(),
+    };
     assert!(String::from_utf8_lossy(&ok.body).contains("m=audio 2000"));
     let tag = ok.to_hdr().unwrap().tag().unwrap().to_string();
 
@@ -287,7 +305,10 @@ fn inbound_call_is_answered_plays_the_prompt_and_hangs_up() {
     assert!((49..=52).contains(&packets), "about 50 packets per second, got {packets}");
     // 3 s prompt, 0.3 s goodbye, then 200 ms, then BYE
     h.advance(Duration::from_millis(3000));
-    let bye = h.take_sip().into_iter().find(|(_, m)| matches!(m, SipMessage::Request(r) if r.method == Method::Bye));
+    let bye = h
+        .take_sip()
+        .into_iter()
+        .find(|(_, m)| matches!(m, SipMessage::Request(r) if r.method == Method::Bye));
     let (to, SipMessage::Request(bye)) = bye.expect("BYE after the prompt") else { unreachable!() };
     assert_eq!(to, CARRIER_A.parse().unwrap());
     assert_eq!(bye.uri, "sip:caller@127.0.0.2:5070");
@@ -322,8 +343,12 @@ fn a_2xx_is_retransmitted_until_ack_then_bye_after_64_t1() {
     assert_eq!(h.statuses(), vec![200, 200, 200]);
     h.advance(Duration::from_secs(29));
     let sip = h.take_sip();
-    assert!(sip.iter().any(|(_, m)| matches!(m, SipMessage::Request(r) if r.method == Method::Bye)), "BYE after no ACK");
-    let retrans = sip.iter().filter(|(_, m)| matches!(m, SipMessage::Response(r) if r.status == 200)).count();
+    assert!(
+        sip.iter().any(|(_, m)| matches!(m, SipMessage::Request(r) if r.method == Method::Bye)),
+        "BYE after no ACK"
+    );
+    let retrans =
+        sip.iter().filter(|(_, m)| matches!(m, SipMessage::Response(r) if r.status == 200)).count();
     assert_eq!(retrans, 7, "T2-capped retransmissions at 7.5, 11.5, ..., 31.5 s");
 }
 
@@ -386,12 +411,19 @@ fn reinvite_and_update_are_answered_with_sdp() {
     let tag = answered(&mut h, "c1");
     h.send(CARRIER_A, &in_dialog("ACK", "c1", &tag, 1, "z9hG4bK-ack"));
     let body = PCMU_OFFER.replace("6000", "6002").replace('\n', "\r\n");
-    let reinvite = in_dialog("INVITE", "c1", &tag, 2, "z9hG4bK-re")
-        .replace("Content-Length: 0", &format!("Content-Type: application/sdp\nContent-Length: {}", body.len()))
-        + &body.replace("\r\n", "\n");
+    let reinvite = in_dialog("INVITE", "c1", &tag, 2, "z9hG4bK-re").replace(
+        "Content-Length: 0",
+        &format!("Content-Type: application/sdp\nContent-Length: {}", body.len()),
+    ) + &body.replace("\r\n", "\n");
     h.send(CARRIER_A, &reinvite);
     let sip = h.take_sip();
-    let ok = sip.iter().find_map(|(_, m)| match m { SipMessage::Response(r) if r.status == 200 => Some(r), _ => None }).expect("200 to re-INVITE");
+    let ok = sip
+        .iter()
+        .find_map(|(_, m)| match m {
+            SipMessage::Response(r) if r.status == 200 => Some(r),
+            _ => None,
+        })
+        .expect("200 to re-INVITE");
     assert!(String::from_utf8_lossy(&ok.body).contains("m=audio 20000"), "same local port");
     h.send(CARRIER_A, &in_dialog("UPDATE", "c1", &tag, 3, "z9hG4bK-up"));
     assert_eq!(h.statuses(), vec![200]);
@@ -400,7 +432,9 @@ fn reinvite_and_update_are_answered_with_sdp() {
 #[test]
 fn no_common_codec_gets_488_and_frees_the_port() {
     let mut h = Harness::new(config());
-    let offer = PCMU_OFFER.replace("RTP/AVP 0 101", "RTP/AVP 18").replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000");
+    let offer = PCMU_OFFER
+        .replace("RTP/AVP 0 101", "RTP/AVP 18")
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000");
     h.send(CARRIER_A, &invite("c1", "z9hG4bK-inv1", &offer));
     assert_eq!(h.statuses(), vec![488]);
     assert_eq!(h.ep.status(h.now).calls.active, 0);
@@ -442,8 +476,18 @@ fn rtp_is_counted_and_symmetric() {
     assert_eq!(h.ep.status(h.now).counters.rtp_received, 1);
     assert_eq!(h.ep.status(h.now).counters.rtp_invalid, 1);
     h.advance(Duration::from_millis(100));
-    let dests: Vec<SocketAddr> = h.out.iter().filter_map(|o| match o { Output::Transmit(Transmit::Rtp { to, .. }) => Some(*to), _ => None }).collect();
-    assert!(!dests.is_empty() && dests.iter().all(|d| *d == from), "RTP follows the source: {dests:?}");
+    let dests: Vec<SocketAddr> = h
+        .out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transmit(Transmit::Rtp { to, .. }) => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !dests.is_empty() && dests.iter().all(|d| *d == from),
+        "RTP follows the source: {dests:?}"
+    );
 }
 
 #[test]
@@ -459,7 +503,10 @@ fn carrier_probing_marks_down_then_up() {
     assert_eq!(h.ep.status(h.now).carriers[0].state, "unknown");
     h.advance(Duration::from_millis(200));
     assert_eq!(h.ep.status(h.now).carriers[0].state, "down");
-    assert!(h.out.iter().any(|o| matches!(o, Output::Event(Event::CarrierState { up: false, .. }))));
+    assert!(h
+        .out
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::CarrierState { up: false, .. }))));
     // the carrier comes back: answer every probe at once; up after two good probes
     let back = h.now;
     for _ in 0..500 {
@@ -474,18 +521,24 @@ fn carrier_probing_marks_down_then_up() {
             break;
         }
     }
-    assert!(h.now - back <= Duration::from_millis(2100), "up after two probe intervals, took {:?}", h.now - back);
+    assert!(
+        h.now - back <= Duration::from_millis(2100),
+        "up after two probe intervals, took {:?}",
+        h.now - back
+    );
     assert_eq!(h.ep.status(h.now).carriers[0].state, "up");
 }
 
 #[test]
 fn a_carrier_b_call_is_classified_as_carrier_b() {
     let mut h = Harness::new(config());
-    h.send("127.0.0.3:5070", &invite("c2", "z9hG4bK-b", PCMU_OFFER).replace("127.0.0.2:5070", "127.0.0.3:5070"));
+    h.send(
+        "127.0.0.3:5070",
+        &invite("c2", "z9hG4bK-b", PCMU_OFFER).replace("127.0.0.2:5070", "127.0.0.3:5070"),
+    );
     assert!(h.out.iter().any(|o| matches!(o, Output::Event(Event::CallAnswered { carrier, .. }) if carrier == "carrier-b")));
     let _ = NameAddr::parse("<sip:x@y>");
 }
-
 
 #[test]
 fn drain_and_out_of_service_turn_new_calls_away_with_503_and_keep_current_ones() {
@@ -498,8 +551,12 @@ fn drain_and_out_of_service_turn_new_calls_away_with_503_and_keep_current_ones()
     assert_eq!(h.ep.status(h.now).calls.active, 1, "the call in progress goes on");
     assert!(h.ep.status(h.now).admin.draining);
     h.ep.admin(AdminCommand::Drain(false)).unwrap();
-    h.ep.admin(AdminCommand::CarrierInService { name: "carrier-b".into(), in_service: false }).unwrap();
-    h.send("127.0.0.3:5070", &invite("c3", "z9hG4bK-b", PCMU_OFFER).replace("127.0.0.2:5070", "127.0.0.3:5070"));
+    h.ep.admin(AdminCommand::CarrierInService { name: "carrier-b".into(), in_service: false })
+        .unwrap();
+    h.send(
+        "127.0.0.3:5070",
+        &invite("c3", "z9hG4bK-b", PCMU_OFFER).replace("127.0.0.2:5070", "127.0.0.3:5070"),
+    );
     assert_eq!(h.statuses(), vec![503]);
     assert_eq!(h.ep.status(h.now).carriers[1].state, "out-of-service");
     h.send(CARRIER_A, &invite("c4", "z9hG4bK-inv4", PCMU_OFFER));
@@ -512,7 +569,10 @@ fn drain_and_out_of_service_turn_new_calls_away_with_503_and_keep_current_ones()
 
 #[test]
 fn over_max_calls_new_invites_get_503_with_retry_after_and_calls_go_on() {
-    let mut h = Harness::new(EndpointConfig { limits: Limits { max_calls: 2, ..Limits::default() }, ..config() });
+    let mut h = Harness::new(EndpointConfig {
+        limits: Limits { max_calls: 2, ..Limits::default() },
+        ..config()
+    });
     for i in 0..2 {
         h.send(CARRIER_A, &invite(&format!("c{i}"), &format!("z9hG4bK-{i}"), PCMU_OFFER));
         assert!(h.statuses().contains(&200));
@@ -533,7 +593,11 @@ fn a_flooding_source_is_rate_limited_but_calls_in_progress_are_not() {
     let tag = answered(&mut h, "c1"); // one token
     h.send(CARRIER_A, &in_dialog("ACK", "c1", &tag, 1, "z9hG4bK-ack"));
     for i in 0..5 {
-        h.send(CARRIER_A, &in_dialog("OPTIONS", &format!("o{i}"), "x", 1, &format!("z9hG4bK-o{i}")).replace(";tag=x", ""));
+        h.send(
+            CARRIER_A,
+            &in_dialog("OPTIONS", &format!("o{i}"), "x", 1, &format!("z9hG4bK-o{i}"))
+                .replace(";tag=x", ""),
+        );
     }
     assert_eq!(h.statuses(), vec![200, 200], "two more tokens in the burst, then nothing");
     h.send(CARRIER_A, &invite("c2", "z9hG4bK-c2", PCMU_OFFER));

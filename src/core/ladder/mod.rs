@@ -162,7 +162,13 @@ pub struct Ladder {
 impl Ladder {
     /// The call falls to the ladder at `now`: the high-demand prompt starts.
     pub fn start(_now: Instant, cfg: LadderConfig) -> (Ladder, Vec<LadderAction>) {
-        let mut ladder = Ladder { cfg, stage: Stage::Intro, timers: TimerTable::default(), trail: Vec::new(), callback: None };
+        let mut ladder = Ladder {
+            cfg,
+            stage: Stage::Intro,
+            timers: TimerTable::default(),
+            trail: Vec::new(),
+            callback: None,
+        };
         let mut out = Vec::new();
         ladder.reach(Rung::Prompt, &mut out);
         out.push(LadderAction::Play(PromptId::HighDemand));
@@ -219,12 +225,19 @@ impl Ladder {
         let mut out = Vec::new();
         let attempt = match self.stage {
             Stage::Intro if self.cfg.menu => 0,
-            Stage::Menu { attempt } | Stage::WaitKey { attempt } | Stage::Invalid { attempt } => attempt,
+            Stage::Menu { attempt } | Stage::WaitKey { attempt } | Stage::Invalid { attempt } => {
+                attempt
+            }
             _ => return out,
         };
         self.timers.stop(Timer::MenuTimeout);
         match digit {
-            '1' => self.close_with_callback(CallbackReason::CallerAsked, None, PromptId::CallbackConfirm, &mut out),
+            '1' => self.close_with_callback(
+                CallbackReason::CallerAsked,
+                None,
+                PromptId::CallbackConfirm,
+                &mut out,
+            ),
             '2' if self.cfg.human => {
                 self.stage = Stage::Human;
                 self.reach(Rung::Human, &mut out);
@@ -252,13 +265,24 @@ impl Ladder {
             }
             (Stage::Human, HumanOutcome::NoAnswer) => {
                 self.timers.stop(Timer::HumanRing);
-                let detail = format!("human: no answer within {} s", self.cfg.human_timeout.as_secs());
-                self.close_with_callback(CallbackReason::HumanNoAnswer, Some(detail), PromptId::SorryCallback, &mut out);
+                let detail =
+                    format!("human: no answer within {} s", self.cfg.human_timeout.as_secs());
+                self.close_with_callback(
+                    CallbackReason::HumanNoAnswer,
+                    Some(detail),
+                    PromptId::SorryCallback,
+                    &mut out,
+                );
             }
             (Stage::Human, HumanOutcome::Unavailable { cause }) => {
                 self.timers.stop(Timer::HumanRing);
                 let detail = format!("human: {cause}");
-                self.close_with_callback(CallbackReason::HumanUnavailable, Some(detail), PromptId::SorryCallback, &mut out);
+                self.close_with_callback(
+                    CallbackReason::HumanUnavailable,
+                    Some(detail),
+                    PromptId::SorryCallback,
+                    &mut out,
+                );
             }
             (Stage::Human | Stage::Connected, HumanOutcome::Ended) => {
                 self.timers.stop(Timer::HumanRing);
@@ -275,11 +299,18 @@ impl Ladder {
         let mut out = Vec::new();
         for timer in self.timers.take_expired(now) {
             match (timer, self.stage) {
-                (Timer::MenuTimeout, Stage::WaitKey { attempt }) => self.next_menu(attempt, &mut out),
+                (Timer::MenuTimeout, Stage::WaitKey { attempt }) => {
+                    self.next_menu(attempt, &mut out)
+                }
                 (Timer::HumanRing, Stage::Human) => {
                     out.push(LadderAction::StopHuman);
                     let detail = "human: the leg never reported back".to_string();
-                    self.close_with_callback(CallbackReason::HumanNoAnswer, Some(detail), PromptId::SorryCallback, &mut out);
+                    self.close_with_callback(
+                        CallbackReason::HumanNoAnswer,
+                        Some(detail),
+                        PromptId::SorryCallback,
+                        &mut out,
+                    );
                 }
                 _ => {}
             }
@@ -318,7 +349,12 @@ impl Ladder {
 
     fn no_answer(&mut self, out: &mut Vec<LadderAction>) {
         match self.cfg.no_answer {
-            NoAnswer::Callback => self.close_with_callback(CallbackReason::MenuNoAnswer, None, PromptId::SorryCallback, out),
+            NoAnswer::Callback => self.close_with_callback(
+                CallbackReason::MenuNoAnswer,
+                None,
+                PromptId::SorryCallback,
+                out,
+            ),
             NoAnswer::Goodbye => {
                 self.stage = Stage::Closing;
                 self.reach(Rung::Goodbye, out);
@@ -327,7 +363,13 @@ impl Ladder {
         }
     }
 
-    fn close_with_callback(&mut self, reason: CallbackReason, detail: Option<String>, prompt: PromptId, out: &mut Vec<LadderAction>) {
+    fn close_with_callback(
+        &mut self,
+        reason: CallbackReason,
+        detail: Option<String>,
+        prompt: PromptId,
+        out: &mut Vec<LadderAction>,
+    ) {
         self.stage = Stage::Closing;
         self.timers.stop_all();
         self.callback = Some(reason);

@@ -17,11 +17,13 @@ pub const MENU_NO_HUMAN_WAV: &[u8] = include_bytes!("../../../firmware/prompts/m
 /// "Sorry, that is not a valid choice."
 pub const MENU_INVALID_WAV: &[u8] = include_bytes!("../../../firmware/prompts/menu-invalid.wav");
 /// "Thank you. We will call you back as soon as possible. Goodbye."
-pub const CALLBACK_CONFIRM_WAV: &[u8] = include_bytes!("../../../firmware/prompts/callback-confirm.wav");
+pub const CALLBACK_CONFIRM_WAV: &[u8] =
+    include_bytes!("../../../firmware/prompts/callback-confirm.wav");
 /// "Please hold while we connect you to a person."
 pub const TRANSFER_HOLD_WAV: &[u8] = include_bytes!("../../../firmware/prompts/transfer-hold.wav");
 /// "Sorry, nobody is available right now. We will call you back. Goodbye."
-pub const SORRY_CALLBACK_WAV: &[u8] = include_bytes!("../../../firmware/prompts/sorry-callback.wav");
+pub const SORRY_CALLBACK_WAV: &[u8] =
+    include_bytes!("../../../firmware/prompts/sorry-callback.wav");
 /// "Thank you for calling. Goodbye."
 pub const GOODBYE_WAV: &[u8] = include_bytes!("../../../firmware/prompts/goodbye.wav");
 
@@ -131,7 +133,9 @@ impl LadderPrompts {
     }
 
     /// Every prompt from `f`; the first error is returned.
-    pub fn try_from_fn<E>(mut f: impl FnMut(PromptId) -> Result<Prompt, E>) -> Result<LadderPrompts, E> {
+    pub fn try_from_fn<E>(
+        mut f: impl FnMut(PromptId) -> Result<Prompt, E>,
+    ) -> Result<LadderPrompts, E> {
         let [a, b, c, d, e, g, h, i] = PromptId::ALL;
         Ok(LadderPrompts { prompts: [f(a)?, f(b)?, f(c)?, f(d)?, f(e)?, f(g)?, f(h)?, f(i)?] })
     }
@@ -181,7 +185,8 @@ mod tests {
     #[test]
     fn the_first_failure_names_its_prompt() {
         let err = LadderPrompts::try_from_fn(|id| {
-            let bytes: &[u8] = if id == PromptId::MenuInvalid { b"not a wav" } else { id.embedded_wav() };
+            let bytes: &[u8] =
+                if id == PromptId::MenuInvalid { b"not a wav" } else { id.embedded_wav() };
             load_checked(bytes).map_err(|e| (id, e))
         })
         .unwrap_err();

@@ -113,7 +113,10 @@ impl Sim {
     /// Runs until the ladder hangs up or is done, at most `limit` of fake time.
     fn run(&mut self, limit: Duration) {
         for _ in 0..10_000 {
-            if self.hung_up.is_some() || self.ladder.stage() == Stage::Done || self.now - self.t0 > limit {
+            if self.hung_up.is_some()
+                || self.ladder.stage() == Stage::Done
+                || self.now - self.t0 > limit
+            {
                 break;
             }
             let finished = self.playing.map(|(_, _, end)| end + 20 * MS);
@@ -126,7 +129,12 @@ impl Sim {
                 let out = match input {
                     In::Digit(d) => self.ladder.digit(self.now, d),
                     In::Human(o) => {
-                        if matches!(o, HumanOutcome::NoAnswer | HumanOutcome::Unavailable { .. } | HumanOutcome::Ended) {
+                        if matches!(
+                            o,
+                            HumanOutcome::NoAnswer
+                                | HumanOutcome::Unavailable { .. }
+                                | HumanOutcome::Ended
+                        ) {
                             self.human_audio_ends();
                         }
                         self.ladder.human(self.now, o)
@@ -154,18 +162,31 @@ impl Sim {
     }
 
     fn played(&self) -> Vec<PromptId> {
-        self.actions.iter().filter_map(|a| if let LadderAction::Play(id) = a { Some(*id) } else { None }).collect()
+        self.actions
+            .iter()
+            .filter_map(|a| if let LadderAction::Play(id) = a { Some(*id) } else { None })
+            .collect()
     }
 
     fn callbacks(&self) -> Vec<CallbackReason> {
-        self.actions.iter().filter_map(|a| if let LadderAction::Callback { reason, .. } = a { Some(*reason) } else { None }).collect()
+        self.actions
+            .iter()
+            .filter_map(|a| {
+                if let LadderAction::Callback { reason, .. } = a {
+                    Some(*reason)
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     /// The longest silence between the start and the hang-up (or the caller leaving) that is
     /// not the caller's turn after the menu.
     fn largest_gap(&self) -> Duration {
         let end = self.hung_up.unwrap_or(self.now);
-        let mut covered: Vec<(Instant, Instant)> = self.audio.iter().map(|(a, b, _)| (*a, *b)).collect();
+        let mut covered: Vec<(Instant, Instant)> =
+            self.audio.iter().map(|(a, b, _)| (*a, *b)).collect();
         covered.extend(self.turns.iter().copied());
         covered.sort();
         let mut reach = self.t0;
@@ -179,9 +200,17 @@ impl Sim {
 
     fn assert_no_silence(&self) {
         let gap = self.largest_gap();
-        assert!(gap <= Duration::from_secs(1), "{gap:?} of silence between rungs: {:?}", self.audio);
+        assert!(
+            gap <= Duration::from_secs(1),
+            "{gap:?} of silence between rungs: {:?}",
+            self.audio
+        );
         for (from, to) in &self.turns {
-            assert!(*to - *from <= Duration::from_secs(8), "a caller's turn lasted {:?}", *to - *from);
+            assert!(
+                *to - *from <= Duration::from_secs(8),
+                "a caller's turn lasted {:?}",
+                *to - *from
+            );
         }
     }
 }
@@ -199,7 +228,10 @@ fn key_1_at_the_menu_requests_a_callback_confirms_and_hangs_up() {
     assert_eq!(sim.ladder.trail(), &[Rung::Prompt, Rung::Menu, Rung::Callback]);
     assert_eq!(sim.ladder.callback(), Some(CallbackReason::CallerAsked));
     // confirmation played whole, then the hang-up one frame later
-    assert_eq!(sim.hung_up, Some(sim.t0 + at(10_000) + length(PromptId::CallbackConfirm) + 20 * MS));
+    assert_eq!(
+        sim.hung_up,
+        Some(sim.t0 + at(10_000) + length(PromptId::CallbackConfirm) + 20 * MS)
+    );
     sim.assert_no_silence();
 }
 
@@ -226,7 +258,10 @@ fn without_a_human_the_menu_offers_only_key_1_and_key_2_is_unknown() {
 fn no_key_replays_the_menu_then_requests_a_callback() {
     let mut sim = Sim::new(cfg(true), vec![]);
     sim.run(Duration::from_secs(120));
-    assert_eq!(sim.played(), vec![PromptId::HighDemand, PromptId::Menu, PromptId::Menu, PromptId::SorryCallback]);
+    assert_eq!(
+        sim.played(),
+        vec![PromptId::HighDemand, PromptId::Menu, PromptId::Menu, PromptId::SorryCallback]
+    );
     assert_eq!(sim.callbacks(), vec![CallbackReason::MenuNoAnswer]);
     assert_eq!(sim.turns.len(), 2);
     for (from, to) in &sim.turns {
@@ -254,11 +289,19 @@ fn no_key_with_no_answer_goodbye_says_goodbye_without_a_callback() {
 fn an_unknown_key_says_so_and_counts_as_an_attempt() {
     // menu 1 -> '9' -> invalid -> menu 2 -> '#' -> invalid -> no more attempts: callback
     let t_menu2 = 4200 + 20 + 1000 + 2600 + 20;
-    let mut sim = Sim::new(cfg(true), vec![(at(5220), In::Digit('9')), (at(t_menu2 + 500), In::Digit('#'))]);
+    let mut sim =
+        Sim::new(cfg(true), vec![(at(5220), In::Digit('9')), (at(t_menu2 + 500), In::Digit('#'))]);
     sim.run(Duration::from_secs(120));
     assert_eq!(
         sim.played(),
-        vec![PromptId::HighDemand, PromptId::Menu, PromptId::MenuInvalid, PromptId::Menu, PromptId::MenuInvalid, PromptId::SorryCallback]
+        vec![
+            PromptId::HighDemand,
+            PromptId::Menu,
+            PromptId::MenuInvalid,
+            PromptId::Menu,
+            PromptId::MenuInvalid,
+            PromptId::SorryCallback
+        ]
     );
     assert_eq!(sim.callbacks(), vec![CallbackReason::MenuNoAnswer]);
     sim.assert_no_silence();
@@ -266,9 +309,13 @@ fn an_unknown_key_says_so_and_counts_as_an_attempt() {
 
 #[test]
 fn key_2_plays_the_hold_prompt_at_once_and_starts_the_human() {
-    let mut sim = Sim::new(cfg(true), vec![(at(6000), In::Digit('2')), (at(9000), In::Human(HumanOutcome::Connected))]);
+    let mut sim = Sim::new(
+        cfg(true),
+        vec![(at(6000), In::Digit('2')), (at(9000), In::Human(HumanOutcome::Connected))],
+    );
     sim.run(Duration::from_secs(20));
-    let i = sim.actions.iter().position(|a| *a == LadderAction::Play(PromptId::TransferHold)).unwrap();
+    let i =
+        sim.actions.iter().position(|a| *a == LadderAction::Play(PromptId::TransferHold)).unwrap();
     assert_eq!(sim.actions[i + 1], LadderAction::StartHuman);
     assert_eq!(sim.ladder.stage(), Stage::Connected);
     assert!(!sim.ladder.is_active());
@@ -282,11 +329,16 @@ fn key_2_plays_the_hold_prompt_at_once_and_starts_the_human() {
 
 #[test]
 fn the_human_not_answering_leads_to_a_callback_and_an_apology() {
-    let mut sim = Sim::new(cfg(true), vec![(at(6000), In::Digit('2')), (at(31_000), In::Human(HumanOutcome::NoAnswer))]);
+    let mut sim = Sim::new(
+        cfg(true),
+        vec![(at(6000), In::Digit('2')), (at(31_000), In::Human(HumanOutcome::NoAnswer))],
+    );
     sim.run(Duration::from_secs(60));
     assert_eq!(sim.callbacks(), vec![CallbackReason::HumanNoAnswer]);
     assert_eq!(sim.played().last(), Some(&PromptId::SorryCallback));
-    assert!(sim.actions.iter().any(|a| matches!(a, LadderAction::Callback { detail: Some(d), .. } if d.contains("25 s"))));
+    assert!(sim.actions.iter().any(
+        |a| matches!(a, LadderAction::Callback { detail: Some(d), .. } if d.contains("25 s"))
+    ));
     assert_eq!(sim.ladder.trail(), &[Rung::Prompt, Rung::Menu, Rung::Human, Rung::Callback]);
     assert!(sim.hung_up.is_some());
     sim.assert_no_silence();
@@ -295,12 +347,21 @@ fn the_human_not_answering_leads_to_a_callback_and_an_apology() {
 #[test]
 fn an_unreachable_human_leads_to_a_callback_with_the_cause() {
     let cause = "carrier-b: 503".to_string();
-    let mut sim = Sim::new(cfg(true), vec![(at(6000), In::Digit('2')), (at(6000), In::Human(HumanOutcome::Unavailable { cause }))]);
+    let mut sim = Sim::new(
+        cfg(true),
+        vec![
+            (at(6000), In::Digit('2')),
+            (at(6000), In::Human(HumanOutcome::Unavailable { cause })),
+        ],
+    );
     sim.run(Duration::from_secs(60));
     assert_eq!(sim.callbacks(), vec![CallbackReason::HumanUnavailable]);
     assert!(sim.actions.iter().any(|a| matches!(a, LadderAction::Callback { detail: Some(d), .. } if d == "human: carrier-b: 503")));
     // the apology replaced the hold prompt at once
-    assert_eq!(sim.played()[sim.played().len() - 2..], [PromptId::TransferHold, PromptId::SorryCallback]);
+    assert_eq!(
+        sim.played()[sim.played().len() - 2..],
+        [PromptId::TransferHold, PromptId::SorryCallback]
+    );
     sim.assert_no_silence();
 }
 
@@ -309,8 +370,12 @@ fn a_human_leg_that_never_reports_is_given_up_by_the_guard() {
     let mut sim = Sim::new(cfg(true), vec![(at(6000), In::Digit('2'))]);
     sim.run(Duration::from_secs(120));
     let stop = sim.actions.iter().position(|a| *a == LadderAction::StopHuman).expect("StopHuman");
-    assert!(matches!(sim.actions[stop + 1], LadderAction::Callback { reason: CallbackReason::HumanNoAnswer, .. }));
-    let apology_at = sim.audio.iter().find(|(_, _, n)| n == "SorryCallback").map(|(a, _, _)| *a).unwrap();
+    assert!(matches!(
+        sim.actions[stop + 1],
+        LadderAction::Callback { reason: CallbackReason::HumanNoAnswer, .. }
+    ));
+    let apology_at =
+        sim.audio.iter().find(|(_, _, n)| n == "SorryCallback").map(|(a, _, _)| *a).unwrap();
     assert_eq!(apology_at, sim.t0 + at(6000) + Duration::from_secs(25) + HUMAN_GUARD);
     sim.assert_no_silence();
     // a late report changes nothing
@@ -331,7 +396,8 @@ fn the_caller_hanging_up_mid_menu_ends_cleanly_and_the_trail_says_where() {
 
 #[test]
 fn the_caller_hanging_up_mid_transfer_stops_the_human_leg() {
-    let mut sim = Sim::new(cfg(true), vec![(at(6000), In::Digit('2')), (at(12_000), In::CallerGone)]);
+    let mut sim =
+        Sim::new(cfg(true), vec![(at(6000), In::Digit('2')), (at(12_000), In::CallerGone)]);
     sim.run(Duration::from_secs(60));
     assert_eq!(sim.actions.last(), Some(&LadderAction::StopHuman));
     assert_eq!(sim.ladder.trail(), &[Rung::Prompt, Rung::Menu, Rung::Human]);
@@ -341,11 +407,17 @@ fn the_caller_hanging_up_mid_transfer_stops_the_human_leg() {
 
 #[test]
 fn without_the_menu_the_prompt_leads_straight_to_no_answer() {
-    let mut sim = Sim::new(LadderConfig { menu: false, ..cfg(true) }, vec![(at(1000), In::Digit('1'))]);
+    let mut sim =
+        Sim::new(LadderConfig { menu: false, ..cfg(true) }, vec![(at(1000), In::Digit('1'))]);
     sim.run(Duration::from_secs(60));
-    assert_eq!(sim.played(), vec![PromptId::HighDemand, PromptId::SorryCallback], "keys are ignored without the menu");
+    assert_eq!(
+        sim.played(),
+        vec![PromptId::HighDemand, PromptId::SorryCallback],
+        "keys are ignored without the menu"
+    );
     assert_eq!(sim.callbacks(), vec![CallbackReason::MenuNoAnswer]);
-    let mut sim = Sim::new(LadderConfig { menu: false, no_answer: NoAnswer::Goodbye, ..cfg(false) }, vec![]);
+    let mut sim =
+        Sim::new(LadderConfig { menu: false, no_answer: NoAnswer::Goodbye, ..cfg(false) }, vec![]);
     sim.run(Duration::from_secs(60));
     assert_eq!(sim.played(), vec![PromptId::HighDemand, PromptId::Goodbye]);
     sim.assert_no_silence();
@@ -353,7 +425,10 @@ fn without_the_menu_the_prompt_leads_straight_to_no_answer() {
 
 #[test]
 fn keys_during_the_closing_prompt_are_ignored() {
-    let mut sim = Sim::new(cfg(true), vec![(at(6000), In::Digit('1')), (at(7000), In::Digit('2')), (at(7500), In::Digit('9'))]);
+    let mut sim = Sim::new(
+        cfg(true),
+        vec![(at(6000), In::Digit('1')), (at(7000), In::Digit('2')), (at(7500), In::Digit('9'))],
+    );
     sim.run(Duration::from_secs(60));
     assert_eq!(sim.played(), vec![PromptId::HighDemand, PromptId::Menu, PromptId::CallbackConfirm]);
     assert!(!sim.actions.contains(&LadderAction::StartHuman));
@@ -372,13 +447,22 @@ fn no_path_has_more_than_a_second_of_silence_between_rungs() {
     for human in [false, true] {
         for no_answer in [NoAnswer::Callback, NoAnswer::Goodbye] {
             for attempts in 1..=3 {
-                let c = LadderConfig { human, no_answer, menu_attempts: attempts, ..LadderConfig::default() };
+                let c = LadderConfig {
+                    human,
+                    no_answer,
+                    menu_attempts: attempts,
+                    ..LadderConfig::default()
+                };
                 let mut scripts: Vec<Vec<(Duration, In)>> = vec![vec![]];
                 for key in ['1', '2', '7'] {
                     for t in [500, 4300, 8000, 12_000, 30_000] {
                         scripts.push(vec![(at(t), In::Digit(key))]);
                         for o in &outcomes {
-                            scripts.push(vec![(at(t), In::Digit(key)), (at(t + 3500), In::Human(o.clone())), (at(t + 9000), In::Human(HumanOutcome::Ended))]);
+                            scripts.push(vec![
+                                (at(t), In::Digit(key)),
+                                (at(t + 3500), In::Human(o.clone())),
+                                (at(t + 9000), In::Human(HumanOutcome::Ended)),
+                            ]);
                         }
                         scripts.push(vec![(at(t), In::Digit(key)), (at(t + 1000), In::CallerGone)]);
                     }

@@ -330,9 +330,7 @@ impl DtmfReceiver {
         let Some(a) = self.active.as_mut() else {
             return;
         };
-        a.base = a
-            .base
-            .saturating_add(info.timestamp.wrapping_sub(a.segment_ts));
+        a.base = a.base.saturating_add(info.timestamp.wrapping_sub(a.segment_ts));
         a.segment_ts = info.timestamp;
         a.duration = ev.duration;
         self.remember(info.ssrc, info.timestamp);
@@ -444,9 +442,7 @@ pub fn build_rtp(packet: &DtmfPacket, ssrc: u32, seq: u16) -> Result<Vec<u8>, Dt
         },
         payload: Bytes::copy_from_slice(&packet.payload()),
     };
-    rtp.marshal()
-        .map(|b| b.to_vec())
-        .map_err(|e| DtmfError::Rtp(e.to_string()))
+    rtp.marshal().map(|b| b.to_vec()).map_err(|e| DtmfError::Rtp(e.to_string()))
 }
 
 /// Where the press being sent is.
@@ -519,8 +515,7 @@ impl DtmfSender {
         if self.queue.len() >= Self::QUEUE_CAPACITY {
             return Err(DtmfError::QueueFull(self.queue.len()));
         }
-        self.queue
-            .push_back((key, duration.max(Self::MIN_DURATION)));
+        self.queue.push_back((key, duration.max(Self::MIN_DURATION)));
         if self.current.is_none() && !self.timers.is_set(Timer::DtmfSend) {
             self.timers.set(Timer::DtmfSend, now);
         }
@@ -542,8 +537,7 @@ impl DtmfSender {
         if self.queue.len() + keys.len() > Self::QUEUE_CAPACITY {
             return Err(DtmfError::QueueFull(self.queue.len()));
         }
-        keys.into_iter()
-            .try_for_each(|k| self.send_digit(now, k, duration))
+        keys.into_iter().try_for_each(|k| self.send_digit(now, k, duration))
     }
 
     /// The next packet due at `now`, if any. `stream_timestamp` is the call's RTP timestamp
@@ -557,14 +551,8 @@ impl DtmfSender {
             let (key, duration) = self.queue.pop_front()?;
             let total =
                 duration_to_samples(duration, self.clock_rate).min(u64::from(u16::MAX)) as u16;
-            self.current = Some(Sending {
-                key,
-                total,
-                started: now,
-                timestamp: None,
-                updates: 0,
-                ends: 0,
-            });
+            self.current =
+                Some(Sending { key, total, started: now, timestamp: None, updates: 0, ends: 0 });
         }
         let packet = self.next_of_current(now, stream_timestamp);
         self.schedule(now);
@@ -608,12 +596,7 @@ impl DtmfSender {
             payload_type: self.payload_type,
             marker,
             timestamp: ts,
-            event: TelephoneEvent {
-                event: cur.key.code(),
-                end,
-                volume,
-                duration,
-            },
+            event: TelephoneEvent { event: cur.key.code(), end, volume, duration },
         })
     }
 
@@ -630,8 +613,7 @@ impl DtmfSender {
             if self.queue.is_empty() {
                 self.timers.stop(Timer::DtmfSend);
             } else {
-                self.timers
-                    .set(Timer::DtmfSend, now + Self::INTER_DIGIT_GAP);
+                self.timers.set(Timer::DtmfSend, now + Self::INTER_DIGIT_GAP);
             }
             return;
         }
@@ -690,13 +672,7 @@ mod tests {
     }
 
     fn ev(event: u8, end: bool, duration: u16) -> [u8; 4] {
-        TelephoneEvent {
-            event,
-            end,
-            volume: 10,
-            duration,
-        }
-        .to_bytes()
+        TelephoneEvent { event, end, volume: 10, duration }.to_bytes()
     }
 
     #[test]
@@ -715,12 +691,7 @@ mod tests {
 
     #[test]
     fn payload_round_trip_and_short_payload() {
-        let e = TelephoneEvent {
-            event: 11,
-            end: true,
-            volume: 63,
-            duration: 0xABCD,
-        };
+        let e = TelephoneEvent { event: 11, end: true, volume: 63, duration: 0xABCD };
         assert_eq!(e.to_bytes(), [11, 0xBF, 0xAB, 0xCD]);
         assert_eq!(TelephoneEvent::parse(&e.to_bytes()), Ok(e));
         for n in 0..4 {
@@ -735,12 +706,7 @@ mod tests {
     fn sender_timeline_start_updates_three_ends() {
         let t0 = Instant::now();
         let mut tx = DtmfSender::new(PT, 8000);
-        tx.send_digit(
-            t0,
-            DtmfKey::from_char('5').unwrap(),
-            Duration::from_millis(120),
-        )
-        .unwrap();
+        tx.send_digit(t0, DtmfKey::from_char('5').unwrap(), Duration::from_millis(120)).unwrap();
         assert_eq!(tx.poll_timeout(), Some(t0));
         let sent = run_sender(&mut tx, t0);
         let infos: Vec<(u64, RtpInfo, TelephoneEvent)> = sent
@@ -772,8 +738,7 @@ mod tests {
     fn round_trip_sender_to_receiver_reports_each_digit_once() {
         let t0 = Instant::now();
         let mut tx = DtmfSender::new(PT, 8000);
-        tx.send_digits(t0, "12#*9D!", Duration::from_millis(100))
-            .unwrap();
+        tx.send_digits(t0, "12#*9D!", Duration::from_millis(100)).unwrap();
         let sent = run_sender(&mut tx, t0);
         let mut rx = DtmfReceiver::new(8000);
         let mut got = Vec::new();
@@ -787,14 +752,8 @@ mod tests {
             .all(|e| e.duration == Duration::from_millis(100) && e.duration_samples == 800));
         assert!(got.iter().all(|e| e.cause == EndCause::EndBit));
         // Distinct, increasing timestamps per press.
-        assert!(got
-            .windows(2)
-            .all(|w| ts_newer(w[1].timestamp, w[0].timestamp)));
-        assert_eq!(
-            rx.stats().duplicates,
-            14,
-            "two repeated end packets per press"
-        );
+        assert!(got.windows(2).all(|w| ts_newer(w[1].timestamp, w[0].timestamp)));
+        assert_eq!(rx.stats().duplicates, 14, "two repeated end packets per press");
         assert_eq!(rx.stats().events, 7);
     }
 
@@ -809,11 +768,7 @@ mod tests {
         for step in 0..100u32 {
             let now = t0 + Duration::from_millis(10) * step;
             while let Some(p) = tx.poll_packet(now, 5000) {
-                got.extend(feed(
-                    &mut rx,
-                    now,
-                    &build_rtp(&p, SSRC, step as u16).unwrap(),
-                ));
+                got.extend(feed(&mut rx, now, &build_rtp(&p, SSRC, step as u16).unwrap()));
             }
         }
         assert_eq!(got.len(), 2);
@@ -825,37 +780,16 @@ mod tests {
     fn duplicates_and_repeated_ends_are_ignored() {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
-        assert_eq!(
-            rx.on_packet(t0, &info(1000, 1, true), &ev(3, false, 0)),
-            Ok(None)
-        );
-        assert_eq!(
-            rx.on_packet(t0, &info(1000, 1, true), &ev(3, false, 0)),
-            Ok(None)
-        );
-        assert_eq!(
-            rx.on_packet(t0, &info(1000, 2, false), &ev(3, false, 400)),
-            Ok(None)
-        );
-        let e = rx
-            .on_packet(t0, &info(1000, 3, false), &ev(3, true, 800))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (e.key.as_char(), e.duration_samples, e.timestamp),
-            ('3', 800, 1000)
-        );
+        assert_eq!(rx.on_packet(t0, &info(1000, 1, true), &ev(3, false, 0)), Ok(None));
+        assert_eq!(rx.on_packet(t0, &info(1000, 1, true), &ev(3, false, 0)), Ok(None));
+        assert_eq!(rx.on_packet(t0, &info(1000, 2, false), &ev(3, false, 400)), Ok(None));
+        let e = rx.on_packet(t0, &info(1000, 3, false), &ev(3, true, 800)).unwrap().unwrap();
+        assert_eq!((e.key.as_char(), e.duration_samples, e.timestamp), ('3', 800, 1000));
         for seq in 4..10 {
-            assert_eq!(
-                rx.on_packet(t0, &info(1000, seq, false), &ev(3, true, 800)),
-                Ok(None)
-            );
+            assert_eq!(rx.on_packet(t0, &info(1000, seq, false), &ev(3, true, 800)), Ok(None));
         }
         // A late update of the finished press is not a new press either.
-        assert_eq!(
-            rx.on_packet(t0, &info(1000, 2, false), &ev(3, false, 400)),
-            Ok(None)
-        );
+        assert_eq!(rx.on_packet(t0, &info(1000, 2, false), &ev(3, false, 400)), Ok(None));
         assert_eq!(rx.poll_event(t0 + Duration::from_secs(5)), None);
         assert_eq!(rx.stats().events, 1);
         assert_eq!(rx.stats().duplicates, 7);
@@ -865,23 +799,14 @@ mod tests {
     fn lost_start_packet_still_reports() {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
-        assert_eq!(
-            rx.on_packet(t0, &info(2000, 2, false), &ev(9, false, 400)),
-            Ok(None)
-        );
-        let e = rx
-            .on_packet(t0, &info(2000, 3, false), &ev(9, true, 640))
-            .unwrap()
-            .unwrap();
+        assert_eq!(rx.on_packet(t0, &info(2000, 2, false), &ev(9, false, 400)), Ok(None));
+        let e = rx.on_packet(t0, &info(2000, 3, false), &ev(9, true, 640)).unwrap().unwrap();
         assert_eq!(
             (e.key.as_char(), e.duration, e.cause),
             ('9', Duration::from_millis(80), EndCause::EndBit)
         );
         // Only an end packet arrives: reported from it alone.
-        let e = rx
-            .on_packet(t0, &info(9000, 9, false), &ev(1, true, 800))
-            .unwrap()
-            .unwrap();
+        let e = rx.on_packet(t0, &info(9000, 9, false), &ev(1, true, 800)).unwrap().unwrap();
         assert_eq!((e.key.as_char(), e.duration_samples), ('1', 800));
     }
 
@@ -889,32 +814,14 @@ mod tests {
     fn out_of_order_updates_keep_the_largest_duration() {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
-        assert_eq!(
-            rx.on_packet(t0, &info(500, 3, false), &ev(7, false, 800)),
-            Ok(None)
-        );
-        assert_eq!(
-            rx.on_packet(t0, &info(500, 1, true), &ev(7, false, 0)),
-            Ok(None)
-        );
-        assert_eq!(
-            rx.on_packet(t0, &info(500, 2, false), &ev(7, false, 400)),
-            Ok(None)
-        );
+        assert_eq!(rx.on_packet(t0, &info(500, 3, false), &ev(7, false, 800)), Ok(None));
+        assert_eq!(rx.on_packet(t0, &info(500, 1, true), &ev(7, false, 0)), Ok(None));
+        assert_eq!(rx.on_packet(t0, &info(500, 2, false), &ev(7, false, 400)), Ok(None));
         // End lost; the next press ends this one, with the largest duration seen.
-        let e = rx
-            .on_packet(t0, &info(5000, 9, true), &ev(8, false, 0))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (e.key.as_char(), e.duration_samples, e.cause),
-            ('7', 800, EndCause::NextEvent)
-        );
+        let e = rx.on_packet(t0, &info(5000, 9, true), &ev(8, false, 0)).unwrap().unwrap();
+        assert_eq!((e.key.as_char(), e.duration_samples, e.cause), ('7', 800, EndCause::NextEvent));
         // A packet older than the current press, of no known press, is stale.
-        assert_eq!(
-            rx.on_packet(t0, &info(400, 0, false), &ev(7, true, 80)),
-            Ok(None)
-        );
+        assert_eq!(rx.on_packet(t0, &info(400, 0, false), &ev(7, true, 80)), Ok(None));
         assert_eq!(rx.stats().stale, 1);
     }
 
@@ -922,14 +829,8 @@ mod tests {
     fn newer_press_that_ends_at_once_queues_second_event() {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
-        assert_eq!(
-            rx.on_packet(t0, &info(100, 1, true), &ev(1, false, 0)),
-            Ok(None)
-        );
-        let first = rx
-            .on_packet(t0, &info(2000, 5, false), &ev(2, true, 800))
-            .unwrap()
-            .unwrap();
+        assert_eq!(rx.on_packet(t0, &info(100, 1, true), &ev(1, false, 0)), Ok(None));
+        let first = rx.on_packet(t0, &info(2000, 5, false), &ev(2, true, 800)).unwrap().unwrap();
         assert_eq!(first.key.as_char(), '1');
         let second = rx.poll_event(t0).unwrap();
         assert_eq!(second.key.as_char(), '2');
@@ -940,28 +841,16 @@ mod tests {
     fn all_end_packets_lost_times_out() {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
-        assert_eq!(
-            rx.on_packet(t0, &info(100, 1, true), &ev(0, false, 0)),
-            Ok(None)
-        );
+        assert_eq!(rx.on_packet(t0, &info(100, 1, true), &ev(0, false, 0)), Ok(None));
         let t1 = t0 + Duration::from_millis(50);
-        assert_eq!(
-            rx.on_packet(t1, &info(100, 2, false), &ev(0, false, 400)),
-            Ok(None)
-        );
+        assert_eq!(rx.on_packet(t1, &info(100, 2, false), &ev(0, false, 400)), Ok(None));
         assert_eq!(rx.poll_timeout(), Some(t1 + DtmfReceiver::TIMEOUT));
         assert_eq!(rx.poll_event(t1 + Duration::from_millis(499)), None);
         let e = rx.poll_event(t1 + DtmfReceiver::TIMEOUT).unwrap();
-        assert_eq!(
-            (e.key.as_char(), e.duration_samples, e.cause),
-            ('0', 400, EndCause::Timeout)
-        );
+        assert_eq!((e.key.as_char(), e.duration_samples, e.cause), ('0', 400, EndCause::Timeout));
         assert_eq!(rx.poll_timeout(), None);
         // A late end packet of it is a duplicate.
-        assert_eq!(
-            rx.on_packet(t1, &info(100, 3, false), &ev(0, true, 800)),
-            Ok(None)
-        );
+        assert_eq!(rx.on_packet(t1, &info(100, 3, false), &ev(0, true, 800)), Ok(None));
         assert_eq!(rx.stats().events, 1);
     }
 
@@ -969,22 +858,10 @@ mod tests {
     fn long_press_segments_are_one_event() {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
-        assert_eq!(
-            rx.on_packet(t0, &info(0, 1, true), &ev(4, false, 65_000)),
-            Ok(None)
-        );
-        assert_eq!(
-            rx.on_packet(t0, &info(0, 2, false), &ev(4, false, 65_535)),
-            Ok(None)
-        );
-        assert_eq!(
-            rx.on_packet(t0, &info(65_535, 3, false), &ev(4, false, 400)),
-            Ok(None)
-        );
-        let e = rx
-            .on_packet(t0, &info(65_535, 4, false), &ev(4, true, 800))
-            .unwrap()
-            .unwrap();
+        assert_eq!(rx.on_packet(t0, &info(0, 1, true), &ev(4, false, 65_000)), Ok(None));
+        assert_eq!(rx.on_packet(t0, &info(0, 2, false), &ev(4, false, 65_535)), Ok(None));
+        assert_eq!(rx.on_packet(t0, &info(65_535, 3, false), &ev(4, false, 400)), Ok(None));
+        let e = rx.on_packet(t0, &info(65_535, 4, false), &ev(4, true, 800)).unwrap().unwrap();
         assert_eq!((e.timestamp, e.duration_samples), (0, 65_535 + 800));
         assert_eq!(rx.stats().events, 1);
     }
@@ -1027,8 +904,7 @@ mod tests {
         );
         assert_eq!(tx.queued(), 0);
         let many = "1".repeat(DtmfSender::QUEUE_CAPACITY);
-        tx.send_digits(t0, &many, Duration::from_millis(100))
-            .unwrap();
+        tx.send_digits(t0, &many, Duration::from_millis(100)).unwrap();
         assert!(matches!(
             tx.send_digit(t0, DtmfKey::FLASH, Duration::from_millis(100)),
             Err(DtmfError::QueueFull(_))

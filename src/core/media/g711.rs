@@ -40,22 +40,11 @@ pub const fn ulaw_to_linear(code: u8) -> i16 {
 /// Encodes one linear sample as A-law.
 pub fn linear_to_alaw(sample: i16) -> u8 {
     let shifted = i32::from(sample) >> 3;
-    let (mask, magnitude) = if shifted >= 0 {
-        (0xD5u8, shifted)
-    } else {
-        (0x55u8, -shifted - 1)
-    };
+    let (mask, magnitude) = if shifted >= 0 { (0xD5u8, shifted) } else { (0x55u8, -shifted - 1) };
     // magnitude is 0..=4095 (13-bit sample, sign removed).
-    let segment = if magnitude < 0x20 {
-        0
-    } else {
-        (31 - (magnitude >> 4).leading_zeros()) as u8
-    };
-    let mantissa = if segment < 2 {
-        (magnitude >> 1) & 0x0F
-    } else {
-        (magnitude >> segment) & 0x0F
-    } as u8;
+    let segment = if magnitude < 0x20 { 0 } else { (31 - (magnitude >> 4).leading_zeros()) as u8 };
+    let mantissa =
+        if segment < 2 { (magnitude >> 1) & 0x0F } else { (magnitude >> segment) & 0x0F } as u8;
     ((segment << 4) | mantissa) ^ mask
 }
 
@@ -178,11 +167,7 @@ mod tests {
             assert_eq!(linear_to_alaw(alaw_to_linear(c)), c, "A-law code {c:#04x}");
             // 0x7F is μ-law's negative zero; it decodes to 0, which encodes as 0xFF.
             let expect = if c == 0x7F { 0xFF } else { c };
-            assert_eq!(
-                linear_to_ulaw(ulaw_to_linear(c)),
-                expect,
-                "μ-law code {c:#04x}"
-            );
+            assert_eq!(linear_to_ulaw(ulaw_to_linear(c)), expect, "μ-law code {c:#04x}");
         }
     }
 

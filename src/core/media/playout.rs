@@ -178,10 +178,7 @@ impl PlayoutBuffer {
             return Err(PlayoutError::TooManyMarks(self.marks.len()));
         }
         let position = self.written();
-        self.marks.push_back(PendingMark {
-            name: name.into(),
-            position,
-        });
+        self.marks.push_back(PendingMark { name: name.into(), position });
         self.release_marks(None);
         Ok(())
     }
@@ -227,10 +224,7 @@ impl PlayoutBuffer {
         if dropped > 0 || !dropped_marks.is_empty() {
             self.stats.flushes += 1;
         }
-        FlushReport {
-            dropped_samples: dropped,
-            dropped_marks,
-        }
+        FlushReport { dropped_samples: dropped, dropped_marks }
     }
 
     /// Samples really played since creation (flushed ones excluded).
@@ -279,11 +273,7 @@ impl PlayoutBuffer {
     }
 
     fn release_marks(&mut self, at: Option<Instant>) {
-        while self
-            .marks
-            .front()
-            .is_some_and(|m| m.position <= self.consumed)
-        {
+        while self.marks.front().is_some_and(|m| m.position <= self.consumed) {
             let Some(m) = self.marks.pop_front() else {
                 break;
             };
@@ -354,10 +344,7 @@ mod tests {
         assert_eq!(b.played_samples(), audio.len() as u64);
         assert_eq!(b.played_ms(), 105);
         let st = b.stats();
-        assert_eq!(
-            (st.audio_frames, st.partial_frames, st.silent_frames),
-            (6, 1, 1)
-        );
+        assert_eq!((st.audio_frames, st.partial_frames, st.silent_frames), (6, 1, 1));
     }
 
     #[test]
@@ -387,23 +374,15 @@ mod tests {
         assert_eq!(b.poll_mark(), None, "a needs 2 frames");
         b.next_frame(tick(t0, 1));
         let a = b.poll_mark().unwrap();
-        assert_eq!(
-            (a.name.as_str(), a.played_samples, a.at),
-            ("a", 320, Some(tick(t0, 1)))
-        );
+        assert_eq!((a.name.as_str(), a.played_samples, a.at), ("a", 320, Some(tick(t0, 1))));
         assert_eq!(b.poll_mark(), None);
         b.next_frame(tick(t0, 2));
-        let names: Vec<String> = std::iter::from_fn(|| b.poll_mark())
-            .map(|m| m.name)
-            .collect();
+        let names: Vec<String> = std::iter::from_fn(|| b.poll_mark()).map(|m| m.name).collect();
         assert_eq!(names, vec!["b", "c"]);
         // Nothing queued: a mark is ready at once.
         b.push_mark("idle").unwrap();
         let m = b.poll_mark().unwrap();
-        assert_eq!(
-            (m.name.as_str(), m.played_samples, m.at),
-            ("idle", 480, None)
-        );
+        assert_eq!((m.name.as_str(), m.played_samples, m.at), ("idle", 480, None));
     }
 
     #[test]
@@ -415,10 +394,7 @@ mod tests {
         b.push(&[2; 500]).unwrap();
         b.next_frame(t0);
         let m = b.poll_mark().unwrap();
-        assert_eq!(
-            m.played_samples, 160,
-            "reported at the end of the frame that played it"
-        );
+        assert_eq!(m.played_samples, 160, "reported at the end of the frame that played it");
     }
 
     #[test]
@@ -434,17 +410,9 @@ mod tests {
         let report = b.flush();
         assert_eq!(report.dropped_samples, FRAME * 11);
         assert_eq!(report.dropped_marks, vec!["turn-1", "turn-2"]);
-        assert_eq!(
-            b.poll_mark(),
-            None,
-            "dropped marks are not also returned as played"
-        );
+        assert_eq!(b.poll_mark(), None, "dropped marks are not also returned as played");
         assert!(b.is_empty());
-        assert_eq!(
-            b.played_samples(),
-            2 * FRAME as u64,
-            "what OpenAI truncate needs"
-        );
+        assert_eq!(b.played_samples(), 2 * FRAME as u64, "what OpenAI truncate needs");
         assert!(b.next_frame(tick(t0, 2)).is_silence());
         // New audio and marks after the flush work normally.
         b.push(&[9; FRAME]).unwrap();
@@ -465,11 +433,7 @@ mod tests {
         b.push(&[1; 700]).unwrap();
         assert_eq!(
             b.push(&[2; 101]),
-            Err(PlayoutError::Overflow {
-                pushed: 101,
-                free: 100,
-                capacity: 800
-            })
+            Err(PlayoutError::Overflow { pushed: 101, free: 100, capacity: 800 })
         );
         assert_eq!(b.buffered_samples(), 700);
         b.push(&[2; 100]).unwrap();
@@ -479,10 +443,7 @@ mod tests {
         // The default buffer holds 60 s, not more.
         let mut big = buf();
         big.push(&vec![0; 480_000]).unwrap();
-        assert!(matches!(
-            big.push(&[0]),
-            Err(PlayoutError::Overflow { free: 0, .. })
-        ));
+        assert!(matches!(big.push(&[0]), Err(PlayoutError::Overflow { free: 0, .. })));
     }
 
     #[test]
@@ -492,14 +453,8 @@ mod tests {
         for i in 0..PlayoutBuffer::MAX_MARKS {
             b.push_mark(format!("m{i}")).unwrap();
         }
-        assert_eq!(
-            b.push_mark("x"),
-            Err(PlayoutError::TooManyMarks(PlayoutBuffer::MAX_MARKS))
-        );
+        assert_eq!(b.push_mark("x"), Err(PlayoutError::TooManyMarks(PlayoutBuffer::MAX_MARKS)));
         b.next_frame(Instant::now());
-        assert_eq!(
-            std::iter::from_fn(|| b.poll_mark()).count(),
-            PlayoutBuffer::MAX_MARKS
-        );
+        assert_eq!(std::iter::from_fn(|| b.poll_mark()).count(), PlayoutBuffer::MAX_MARKS);
     }
 }

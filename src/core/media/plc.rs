@@ -37,16 +37,8 @@ impl Default for G711Plc {
 impl G711Plc {
     /// Concealment for audio at `sample_rate` Hz (8000 for G.711; 0 means 8000).
     pub fn new(sample_rate: u32) -> G711Plc {
-        let rate = if sample_rate == 0 {
-            8000
-        } else {
-            sample_rate as usize
-        };
-        G711Plc {
-            rate: rate.min(192_000),
-            history: Vec::new(),
-            erasure: None,
-        }
+        let rate = if sample_rate == 0 { 8000 } else { sample_rate as usize };
+        G711Plc { rate: rate.min(192_000), history: Vec::new(), erasure: None }
     }
 
     /// Whether the last frame was concealed.
@@ -138,9 +130,7 @@ fn fade_gain(elapsed: usize, rate: usize) -> f32 {
 
 /// `a·(1-w) + b·w`, saturated to i16.
 fn mix(a: f32, b: f32, w: f32) -> i16 {
-    (a * (1.0 - w) + b * w)
-        .round()
-        .clamp(f32::from(i16::MIN), f32::from(i16::MAX)) as i16
+    (a * (1.0 - w) + b * w).round().clamp(f32::from(i16::MIN), f32::from(i16::MAX)) as i16
 }
 
 /// Pitch period (samples) of the end of `history` by normalized autocorrelation over lags of
@@ -162,11 +152,7 @@ fn estimate_pitch(history: &[i16], rate: usize) -> usize {
             cross += f64::from(a) * f64::from(b);
             energy += f64::from(b) * f64::from(b);
         }
-        let score = if energy > 0.0 {
-            cross / energy.sqrt()
-        } else {
-            0.0
-        };
+        let score = if energy > 0.0 { cross / energy.sqrt() } else { 0.0 };
         if score > best.1 {
             best = (lag, score);
         }
@@ -233,10 +219,7 @@ mod tests {
             let truth = voice(f0, 5 * 160, 160);
             let c = correlation(&out, &truth);
             assert!(c > 0.9, "f0 {f0}: correlation {c}");
-            assert!(
-                energy(&out) > 0.5 * energy(&truth),
-                "f0 {f0}: first frame too quiet"
-            );
+            assert!(energy(&out) > 0.5 * energy(&truth), "f0 {f0}: first frame too quiet");
         }
     }
 
@@ -272,10 +255,7 @@ mod tests {
         let mut good = vec![-12000i16; 160];
         plc.good_frame(&mut good);
         assert!(!plc.is_concealing());
-        assert!(
-            (i32::from(good[0]) - i32::from(last)).abs() < 4000,
-            "click at recovery"
-        );
+        assert!((i32::from(good[0]) - i32::from(last)).abs() < 4000, "click at recovery");
         // 20 ms erased: 4 ms + 4 ms of cross-fade.
         assert!(good[..64].iter().any(|&s| s != -12000));
         assert!(good[64..].iter().all(|&s| s == -12000));

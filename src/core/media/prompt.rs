@@ -82,9 +82,7 @@ impl Prompt {
         if samples.is_empty() {
             return Err(PromptError::Empty);
         }
-        Ok(Prompt {
-            samples: samples.into(),
-        })
+        Ok(Prompt { samples: samples.into() })
     }
 
     /// The built-in high-demand prompt.
@@ -172,13 +170,9 @@ impl PromptPlayer {
         }
         let end = (self.position + SAMPLES_PER_PACKET).min(samples.len());
         let mut payload = Vec::with_capacity(SAMPLES_PER_PACKET);
-        self.law
-            .encode_into(&samples[self.position..end], &mut payload);
+        self.law.encode_into(&samples[self.position..end], &mut payload);
         let silence = [0i16; SAMPLES_PER_PACKET];
-        self.law.encode_into(
-            &silence[..SAMPLES_PER_PACKET - (end - self.position)],
-            &mut payload,
-        );
+        self.law.encode_into(&silence[..SAMPLES_PER_PACKET - (end - self.position)], &mut payload);
 
         let packet = Packet {
             header: Header {
@@ -279,12 +273,7 @@ mod tests {
         bits: u16,
         fmt: hound::SampleFormat,
     ) -> hound::WavSpec {
-        hound::WavSpec {
-            channels,
-            sample_rate,
-            bits_per_sample: bits,
-            sample_format: fmt,
-        }
+        hound::WavSpec { channels, sample_rate, bits_per_sample: bits, sample_format: fmt }
     }
 
     fn good_spec() -> hound::WavSpec {
@@ -302,12 +291,7 @@ mod tests {
         let ms = p.duration_ms();
         assert!((2000..=5000).contains(&ms), "prompt is {ms} ms");
         // Not silence: speech has real energy.
-        let peak = p
-            .samples()
-            .iter()
-            .map(|s| i32::from(*s).abs())
-            .max()
-            .unwrap();
+        let peak = p.samples().iter().map(|s| i32::from(*s).abs()).max().unwrap();
         assert!(peak > 5000, "peak {peak}");
     }
 
@@ -318,41 +302,23 @@ mod tests {
             (spec(16_000, 1, 16, hound::SampleFormat::Int), "16000 Hz"),
             (spec(8000, 2, 16, hound::SampleFormat::Int), "2 channel"),
             (spec(8000, 1, 8, hound::SampleFormat::Int), "8-bit"),
-            (
-                spec(8000, 1, 32, hound::SampleFormat::Float),
-                "32-bit float",
-            ),
+            (spec(8000, 1, 32, hound::SampleFormat::Float), "32-bit float"),
         ];
         for (s, needle) in cases {
             let err = Prompt::from_wav_bytes(&wav_bytes(s, &samples)).unwrap_err();
             assert!(matches!(err, PromptError::Format { .. }), "{err:?}");
             let msg = err.to_string();
-            assert!(
-                msg.contains(needle) && msg.contains("8000 Hz mono 16-bit"),
-                "{msg}"
-            );
+            assert!(msg.contains(needle) && msg.contains("8000 Hz mono 16-bit"), "{msg}");
         }
     }
 
     #[test]
     fn rejects_empty_and_garbage() {
         let empty = wav_bytes(good_spec(), &[]);
-        assert_eq!(
-            Prompt::from_wav_bytes(&empty).unwrap_err(),
-            PromptError::Empty
-        );
-        assert!(matches!(
-            Prompt::from_wav_bytes(b"not a wav"),
-            Err(PromptError::Wav(_))
-        ));
-        assert!(matches!(
-            Prompt::from_wav_bytes(&[]),
-            Err(PromptError::Wav(_))
-        ));
-        assert_eq!(
-            Prompt::from_samples(vec![]).unwrap_err(),
-            PromptError::Empty
-        );
+        assert_eq!(Prompt::from_wav_bytes(&empty).unwrap_err(), PromptError::Empty);
+        assert!(matches!(Prompt::from_wav_bytes(b"not a wav"), Err(PromptError::Wav(_))));
+        assert!(matches!(Prompt::from_wav_bytes(&[]), Err(PromptError::Wav(_))));
+        assert_eq!(Prompt::from_samples(vec![]).unwrap_err(), PromptError::Empty);
     }
 
     #[test]
@@ -426,14 +392,10 @@ mod tests {
 
     #[test]
     fn pcma_packets_decode_back_and_keep_the_offered_payload_type() {
-        let samples: Vec<i16> = (0..400)
-            .map(|i| ((i as f64 / 8.0).sin() * 12_000.0) as i16)
-            .collect();
+        let samples: Vec<i16> =
+            (0..400).map(|i| ((i as f64 / 8.0).sin() * 12_000.0) as i16).collect();
         let prompt = Prompt::from_samples(samples.clone()).unwrap();
-        let codec = Codec {
-            payload_type: 98,
-            ..Codec::PCMA
-        };
+        let codec = Codec { payload_type: 98, ..Codec::PCMA };
         let mut player = PromptPlayer::new(prompt, &codec, 7, 0, 0).unwrap();
         let packets: Vec<Vec<u8>> = std::iter::from_fn(|| player.next_packet()).collect();
         assert_eq!(packets.len(), 3); // 400 samples = 2.5 packets
@@ -456,15 +418,9 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(player.packet_due_at(t0), Some(t0));
         player.next_packet().unwrap();
-        assert_eq!(
-            player.packet_due_at(t0),
-            Some(t0 + Duration::from_millis(20))
-        );
+        assert_eq!(player.packet_due_at(t0), Some(t0 + Duration::from_millis(20)));
         player.next_packet().unwrap();
         assert_eq!(player.packet_due_at(t0), None);
-        assert_eq!(
-            (player.next_seq(), player.next_timestamp(), player.ssrc()),
-            (12, 1320, 1)
-        );
+        assert_eq!((player.next_seq(), player.next_timestamp(), player.ssrc()), (12, 1320, 1));
     }
 }

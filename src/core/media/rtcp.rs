@@ -116,12 +116,7 @@ pub struct RtcpConfig {
 impl RtcpConfig {
     /// Defaults for a G.711 call: 8000 Hz, 5 s.
     pub fn new(ssrc: u32, cname: impl Into<String>) -> RtcpConfig {
-        RtcpConfig {
-            ssrc,
-            cname: cname.into(),
-            clock_rate: 8000,
-            interval: Duration::from_secs(5),
-        }
+        RtcpConfig { ssrc, cname: cname.into(), clock_rate: 8000, interval: Duration::from_secs(5) }
     }
 }
 
@@ -261,10 +256,7 @@ impl Source {
         } else if udelta <= u16::MAX - MAX_MISORDER {
             if u32::from(seq) == self.bad_seq {
                 // Two sequential packets after a big jump: the source restarted.
-                *self = Source {
-                    jitter: self.jitter,
-                    ..Source::new(self.ssrc, seq)
-                };
+                *self = Source { jitter: self.jitter, ..Source::new(self.ssrc, seq) };
             } else {
                 self.bad_seq = u32::from(seq.wrapping_add(1));
                 return false;
@@ -390,10 +382,8 @@ impl RtcpSession {
             }
         };
         if src.update_seq(info.seq) {
-            let arrival = rtp_units(
-                now.saturating_duration_since(self.epoch),
-                self.config.clock_rate,
-            );
+            let arrival =
+                rtp_units(now.saturating_duration_since(self.epoch), self.config.clock_rate);
             src.update_jitter(arrival, info.timestamp);
         }
     }
@@ -465,14 +455,9 @@ impl RtcpSession {
             }
             Parsed::Rr(rr) => {
                 self.take_blocks(now, &rr.reports);
-                RtcpItem::ReceiverReport {
-                    ssrc: rr.ssrc,
-                    blocks: rr.reports.len(),
-                }
+                RtcpItem::ReceiverReport { ssrc: rr.ssrc, blocks: rr.reports.len() }
             }
-            Parsed::Sdes(sdes) => RtcpItem::Sdes {
-                cnames: cnames(&sdes),
-            },
+            Parsed::Sdes(sdes) => RtcpItem::Sdes { cnames: cnames(&sdes) },
             Parsed::Bye(bye) => {
                 self.stats.byes_received += 1;
                 RtcpItem::Bye {
@@ -510,9 +495,7 @@ impl RtcpSession {
         let a = ntp_middle(self.ntp(now));
         let units = a.wrapping_sub(lsr).wrapping_sub(dlsr);
         if units as i32 >= 0 {
-            Some(Duration::from_nanos(
-                u64::from(units) * 1_000_000_000 / 65_536,
-            ))
+            Some(Duration::from_nanos(u64::from(units) * 1_000_000_000 / 65_536))
         } else {
             None
         }
@@ -545,10 +528,7 @@ impl RtcpSession {
         if let Some(reason) = bye {
             let mut r = reason.as_bytes().to_vec();
             r.truncate(255);
-            packets.push(Box::new(Goodbye {
-                sources: vec![ssrc],
-                reason: Bytes::from(r),
-            }));
+            packets.push(Box::new(Goodbye { sources: vec![ssrc], reason: Bytes::from(r) }));
         }
         // Marshalling fails only for >31 blocks or a CNAME over 255 bytes (truncated below).
         let wire = rtc_rtcp::packet::marshal(&packets).ok()?.to_vec();
@@ -588,18 +568,13 @@ impl RtcpSession {
 
     /// The RTP timestamp matching `now` on our stream (last sent, advanced by elapsed time).
     fn rtp_now(&self, now: Instant) -> u32 {
-        let since = self
-            .sent
-            .last_at
-            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-        self.sent
-            .last_rtp_ts
-            .wrapping_add(rtp_units(since, self.config.clock_rate))
+        let since =
+            self.sent.last_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        self.sent.last_rtp_ts.wrapping_add(rtp_units(since, self.config.clock_rate))
     }
 
     fn ntp(&self, now: Instant) -> u64 {
-        self.ntp_epoch
-            .wrapping_add(ntp_duration(now.saturating_duration_since(self.epoch)))
+        self.ntp_epoch.wrapping_add(ntp_duration(now.saturating_duration_since(self.epoch)))
     }
 
     fn remember_sr(&mut self, mid: u32) {
@@ -715,10 +690,8 @@ fn check_packet(bytes: &[u8], offset: usize) -> Result<usize, RtcpError> {
 
 fn parse_one(packet: &[u8], offset: usize) -> Result<Parsed, RtcpError> {
     let pt = packet[1];
-    let malformed = |e: rtc_shared::error::Error| RtcpError::Malformed {
-        offset,
-        reason: e.to_string(),
-    };
+    let malformed =
+        |e: rtc_shared::error::Error| RtcpError::Malformed { offset, reason: e.to_string() };
     let mut buf = packet;
     let parsed = rtc_rtcp::packet::unmarshal(&mut buf).map_err(malformed)?;
     let Some(first) = parsed.first() else {
@@ -727,21 +700,12 @@ fn parse_one(packet: &[u8], offset: usize) -> Result<Parsed, RtcpError> {
     let any = first.as_any();
     let out = match pt {
         PT_SR => any.downcast_ref::<SenderReport>().cloned().map(Parsed::Sr),
-        PT_RR => any
-            .downcast_ref::<ReceiverReport>()
-            .cloned()
-            .map(Parsed::Rr),
-        PT_SDES => any
-            .downcast_ref::<SourceDescription>()
-            .cloned()
-            .map(Parsed::Sdes),
+        PT_RR => any.downcast_ref::<ReceiverReport>().cloned().map(Parsed::Rr),
+        PT_SDES => any.downcast_ref::<SourceDescription>().cloned().map(Parsed::Sdes),
         PT_BYE => any.downcast_ref::<Goodbye>().cloned().map(Parsed::Bye),
         other => Some(Parsed::Other(other)),
     };
-    out.ok_or(RtcpError::Malformed {
-        offset,
-        reason: format!("unexpected packet type {pt}"),
-    })
+    out.ok_or(RtcpError::Malformed { offset, reason: format!("unexpected packet type {pt}") })
 }
 
 #[cfg(test)]
@@ -783,10 +747,7 @@ mod tests {
         let any = packet.as_any();
         any.downcast_ref::<SenderReport>()
             .map(|s| s.reports[0].clone())
-            .or_else(|| {
-                any.downcast_ref::<ReceiverReport>()
-                    .map(|r| r.reports[0].clone())
-            })
+            .or_else(|| any.downcast_ref::<ReceiverReport>().map(|r| r.reports[0].clone()))
             .unwrap()
     }
 
@@ -826,10 +787,7 @@ mod tests {
         assert_eq!(pkts.len(), 2);
         let rr = pkts[0].as_any().downcast_ref::<ReceiverReport>().unwrap();
         assert_eq!((rr.ssrc, rr.reports.len()), (OURS, 0));
-        let sdes = pkts[1]
-            .as_any()
-            .downcast_ref::<SourceDescription>()
-            .unwrap();
+        let sdes = pkts[1].as_any().downcast_ref::<SourceDescription>().unwrap();
         assert_eq!(cnames(sdes), vec![(OURS, "tg@example".to_string())]);
     }
 
@@ -843,10 +801,7 @@ mod tests {
         let (at, wire) = due_report(&mut s);
         let pkts = decode(&wire);
         let sr = pkts[0].as_any().downcast_ref::<SenderReport>().unwrap();
-        assert_eq!(
-            (sr.ssrc, sr.packet_count, sr.octet_count),
-            (OURS, 50, 8_000)
-        );
+        assert_eq!((sr.ssrc, sr.packet_count, sr.octet_count), (OURS, 50, 8_000));
         let since_last = at - (t0 + ms(20) * 49);
         let advanced = (since_last.as_nanos() * 8000 / 1_000_000_000) as u32;
         assert_eq!(
@@ -877,18 +832,11 @@ mod tests {
         let (_, wire) = due_report(&mut s);
         let b = block(decode(&wire)[0].as_ref());
         assert_eq!(b.ssrc, THEIRS);
-        assert_eq!(
-            b.last_sequence_number,
-            65_536 + 63,
-            "one cycle plus last seq 63"
-        );
+        assert_eq!(b.last_sequence_number, 65_536 + 63, "one cycle plus last seq 63");
         assert_eq!(b.total_lost, 20);
         assert_eq!(b.fraction_lost, 51, "20/100 * 256");
         let st = s.stats();
-        assert_eq!(
-            (st.packets_expected, st.packets_received, st.cumulative_lost),
-            (100, 80, 20)
-        );
+        assert_eq!((st.packets_expected, st.packets_received, st.cumulative_lost), (100, 80, 20));
         // Next interval: no loss, fraction goes back to 0 while the cumulative count stays.
         for i in 100..150u32 {
             s.on_rtp_received(t0 + ms(20) * i, &rtp(seq, 160 * i));
@@ -928,11 +876,7 @@ mod tests {
         s.on_rtp_received(t0, &rtp(40_001, 0)); // sequential: restart at 40001
         let st = s.stats();
         assert_eq!(
-            (
-                st.extended_highest_seq,
-                st.packets_received,
-                st.cumulative_lost
-            ),
+            (st.extended_highest_seq, st.packets_received, st.cumulative_lost),
             (40_001, 1, 0)
         );
     }
@@ -983,14 +927,10 @@ mod tests {
     }
 
     fn remote_rr(blocks: Vec<ReceptionReport>) -> Vec<u8> {
-        ReceiverReport {
-            ssrc: THEIRS,
-            reports: blocks,
-            profile_extensions: Bytes::new(),
-        }
-        .marshal()
-        .unwrap()
-        .to_vec()
+        ReceiverReport { ssrc: THEIRS, reports: blocks, profile_extensions: Bytes::new() }
+            .marshal()
+            .unwrap()
+            .to_vec()
     }
 
     #[test]
@@ -999,33 +939,18 @@ mod tests {
         let mut s = session(t0);
         s.on_rtp_received(t0, &rtp(1, 0));
         let remote_ntp = 0x1234_5678_9ABC_DEF0u64;
-        let items = s
-            .on_rtcp(t0 + ms(100), &remote_sr(remote_ntp, vec![]))
-            .unwrap();
+        let items = s.on_rtcp(t0 + ms(100), &remote_sr(remote_ntp, vec![])).unwrap();
         assert_eq!(
             items[0],
-            RtcpItem::SenderReport {
-                ssrc: THEIRS,
-                packet_count: 9,
-                octet_count: 99,
-                blocks: 0
-            }
+            RtcpItem::SenderReport { ssrc: THEIRS, packet_count: 9, octet_count: 99, blocks: 0 }
         );
-        assert_eq!(
-            items[1],
-            RtcpItem::Sdes {
-                cnames: vec![(THEIRS, "carrier".into())]
-            }
-        );
+        assert_eq!(items[1], RtcpItem::Sdes { cnames: vec![(THEIRS, "carrier".into())] });
         let (at, wire) = due_report(&mut s);
         let b = block(decode(&wire)[0].as_ref());
         assert_eq!(b.last_sender_report, 0x5678_9ABC);
         let held = at - t0 - ms(100);
         assert_eq!(b.delay, dlsr_units(held));
-        assert_eq!(
-            u64::from(b.delay),
-            held.as_nanos() as u64 * 65_536 / 1_000_000_000
-        );
+        assert_eq!(u64::from(b.delay), held.as_nanos() as u64 * 65_536 / 1_000_000_000);
     }
 
     #[test]
@@ -1034,11 +959,7 @@ mod tests {
         let mut s = session(t0);
         s.on_rtp_sent(t0, 0, 160);
         let (sent_at, wire) = due_report(&mut s);
-        let sr = decode(&wire)[0]
-            .as_any()
-            .downcast_ref::<SenderReport>()
-            .unwrap()
-            .clone();
+        let sr = decode(&wire)[0].as_any().downcast_ref::<SenderReport>().unwrap().clone();
         // The remote holds our SR for 300 ms; the network adds 40 ms each way.
         let lsr = ntp_middle(sr.ntp_time);
         let dlsr = dlsr_units(ms(300));
@@ -1058,11 +979,7 @@ mod tests {
         assert!(rtt >= ms(79) && rtt <= ms(81), "{rtt:?}");
         let remote = st.remote.unwrap();
         assert_eq!(
-            (
-                remote.fraction_lost,
-                remote.cumulative_lost,
-                remote.highest_seq
-            ),
+            (remote.fraction_lost, remote.cumulative_lost, remote.highest_seq),
             (0.25, -1, 77)
         );
         assert!((remote.jitter_ms - 10.0).abs() < 1e-9);
@@ -1070,23 +987,12 @@ mod tests {
         let mut s2 = session(t0);
         s2.on_rtcp(
             arrives,
-            &remote_rr(vec![ReceptionReport {
-                last_sender_report: 0x0BAD_0BAD,
-                ..rb.clone()
-            }]),
+            &remote_rr(vec![ReceptionReport { last_sender_report: 0x0BAD_0BAD, ..rb.clone() }]),
         )
         .unwrap();
         assert_eq!(s2.stats().rtt, None);
-        s2.on_rtcp(
-            arrives,
-            &remote_rr(vec![ReceptionReport { ssrc: 42, ..rb }]),
-        )
-        .unwrap();
-        assert_eq!(
-            s2.stats().remote.map(|r| r.highest_seq),
-            Some(77),
-            "from the first RR only"
-        );
+        s2.on_rtcp(arrives, &remote_rr(vec![ReceptionReport { ssrc: 42, ..rb }])).unwrap();
+        assert_eq!(s2.stats().remote.map(|r| r.highest_seq), Some(77), "from the first RR only");
     }
 
     #[test]
@@ -1103,26 +1009,14 @@ mod tests {
         let wire = remote_rr(blocks);
         assert_eq!(wire.len(), 8 + 31 * 24);
         let items = s.on_rtcp(t0, &wire).unwrap();
-        assert_eq!(
-            items,
-            vec![RtcpItem::ReceiverReport {
-                ssrc: THEIRS,
-                blocks: 31
-            }]
-        );
+        assert_eq!(items, vec![RtcpItem::ReceiverReport { ssrc: THEIRS, blocks: 31 }]);
         assert_eq!(s.stats().remote.unwrap().highest_seq, 30);
         // Count 31 with only 30 blocks present.
         let short = &wire[..wire.len() - 24];
         let mut cut = short.to_vec();
         let words = ((cut.len() / 4) - 1) as u16;
         cut[2..4].copy_from_slice(&words.to_be_bytes());
-        assert_eq!(
-            s.on_rtcp(t0, &cut),
-            Err(RtcpError::BadCount {
-                offset: 0,
-                count: 31
-            })
-        );
+        assert_eq!(s.on_rtcp(t0, &cut), Err(RtcpError::BadCount { offset: 0, count: 31 }));
     }
 
     #[test]
@@ -1132,29 +1026,17 @@ mod tests {
         let mut wire = remote_rr(vec![]);
         // APP packet (204): 12 bytes.
         wire.extend_from_slice(&[0x80, 204, 0, 2, 0, 0, 0, 1, b'a', b'b', b'c', b'd']);
-        let bye = Goodbye {
-            sources: vec![THEIRS],
-            reason: Bytes::from_static(b"done"),
-        };
+        let bye = Goodbye { sources: vec![THEIRS], reason: Bytes::from_static(b"done") };
         wire.extend_from_slice(&bye.marshal().unwrap());
         let items = s.on_rtcp(t0, &wire).unwrap();
         assert_eq!(items[1], RtcpItem::Other { packet_type: 204 });
-        assert_eq!(
-            items[2],
-            RtcpItem::Bye {
-                sources: vec![THEIRS],
-                reason: "done".into()
-            }
-        );
+        assert_eq!(items[2], RtcpItem::Bye { sources: vec![THEIRS], reason: "done".into() });
         assert_eq!(s.stats().byes_received, 1);
         // Our own BYE.
         let out = s.bye(t0, "hangup").unwrap();
         let pkts = decode(&out);
         let ours = pkts[2].as_any().downcast_ref::<Goodbye>().unwrap();
-        assert_eq!(
-            (ours.sources.clone(), &ours.reason[..]),
-            (vec![OURS], &b"hangup"[..])
-        );
+        assert_eq!((ours.sources.clone(), &ours.reason[..]), (vec![OURS], &b"hangup"[..]));
         assert_eq!(s.poll_timeout(), None);
     }
 
@@ -1162,53 +1044,26 @@ mod tests {
     fn malformed_datagrams_are_typed_and_counted() {
         let t0 = Instant::now();
         let mut s = session(t0);
-        let good = remote_rr(vec![ReceptionReport {
-            ssrc: OURS,
-            ..Default::default()
-        }]);
+        let good = remote_rr(vec![ReceptionReport { ssrc: OURS, ..Default::default() }]);
         assert_eq!(s.on_rtcp(t0, &[]), Err(RtcpError::Empty));
-        assert_eq!(
-            s.on_rtcp(t0, &good[..3]),
-            Err(RtcpError::Truncated { offset: 0 })
-        );
+        assert_eq!(s.on_rtcp(t0, &good[..3]), Err(RtcpError::Truncated { offset: 0 }));
         let mut v1 = good.clone();
         v1[0] = (v1[0] & 0x3F) | 0x40;
-        assert_eq!(
-            s.on_rtcp(t0, &v1),
-            Err(RtcpError::BadVersion {
-                offset: 0,
-                version: 1
-            })
-        );
+        assert_eq!(s.on_rtcp(t0, &v1), Err(RtcpError::BadVersion { offset: 0, version: 1 }));
         assert_eq!(
             s.on_rtcp(t0, &good[..good.len() - 4]),
-            Err(RtcpError::BadLength {
-                offset: 0,
-                length: 7
-            })
+            Err(RtcpError::BadLength { offset: 0, length: 7 })
         );
         let mut trailing = good.clone();
         trailing.extend_from_slice(&[0x81, 201]);
-        assert_eq!(
-            s.on_rtcp(t0, &trailing),
-            Err(RtcpError::Truncated { offset: 32 })
-        );
+        assert_eq!(s.on_rtcp(t0, &trailing), Err(RtcpError::Truncated { offset: 32 }));
         let mut pad_first = good.clone();
         pad_first[0] |= 0x20;
         pad_first.extend_from_slice(&good);
-        assert_eq!(
-            s.on_rtcp(t0, &pad_first),
-            Err(RtcpError::BadPadding { offset: 0 })
-        );
+        assert_eq!(s.on_rtcp(t0, &pad_first), Err(RtcpError::BadPadding { offset: 0 }));
         let mut count = good.clone();
         count[0] = 0x80 | 2;
-        assert_eq!(
-            s.on_rtcp(t0, &count),
-            Err(RtcpError::BadCount {
-                offset: 0,
-                count: 2
-            })
-        );
+        assert_eq!(s.on_rtcp(t0, &count), Err(RtcpError::BadCount { offset: 0, count: 2 }));
         let st = s.stats();
         assert_eq!(
             (st.malformed, st.datagrams_received, st.remote),
@@ -1224,23 +1079,12 @@ mod tests {
         let mut s = session(t0);
         let mut rng = SmallRng::seed_from_u64(0xC0FFEE);
         let mut seeds = vec![
-            remote_sr(
-                NTP0,
-                vec![ReceptionReport {
-                    ssrc: OURS,
-                    ..Default::default()
-                }],
-            ),
+            remote_sr(NTP0, vec![ReceptionReport { ssrc: OURS, ..Default::default() }]),
             remote_rr(vec![]),
         ];
         let mut bye = remote_rr(vec![]);
         bye.extend_from_slice(
-            &Goodbye {
-                sources: vec![1, 2],
-                reason: Bytes::from_static(b"x"),
-            }
-            .marshal()
-            .unwrap(),
+            &Goodbye { sources: vec![1, 2], reason: Bytes::from_static(b"x") }.marshal().unwrap(),
         );
         seeds.push(bye);
         let mut ok = 0;
@@ -1281,10 +1125,7 @@ mod tests {
     #[test]
     fn ntp_conversion() {
         assert_eq!(ntp_from_unix(Duration::ZERO), NTP_UNIX_OFFSET << 32);
-        assert_eq!(
-            ntp_from_unix(Duration::from_millis(1500)) & 0xFFFF_FFFF,
-            0x8000_0000
-        );
+        assert_eq!(ntp_from_unix(Duration::from_millis(1500)) & 0xFFFF_FFFF, 0x8000_0000);
         assert_eq!(dlsr_units(Duration::from_secs(1)), 65_536);
     }
 }

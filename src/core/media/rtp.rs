@@ -57,11 +57,7 @@ pub fn inspect(buf: &[u8]) -> Result<RtpInfo, RtpError> {
     let packet = Packet::unmarshal(&mut cursor).map_err(|e| map_wire_error(e, buf.len()))?;
     let header_len = header_len(buf, &packet);
     let body_len = buf.len().saturating_sub(header_len);
-    let padding_len = if packet.header.padding {
-        padding_len(buf, body_len)?
-    } else {
-        0
-    };
+    let padding_len = if packet.header.padding { padding_len(buf, body_len)? } else { 0 };
     Ok(RtpInfo {
         ssrc: packet.header.ssrc,
         seq: packet.header.sequence_number,
@@ -78,9 +74,8 @@ fn header_len(buf: &[u8], packet: &Packet) -> usize {
     let mut len = FIXED_HEADER_LEN + packet.header.csrc.len() * 4;
     if packet.header.extension {
         // The parser already checked these 4 bytes and the block they announce are present.
-        let words = buf
-            .get(len + 2..len + 4)
-            .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+        let words =
+            buf.get(len + 2..len + 4).map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
         len += 4 + words * 4;
     }
     len

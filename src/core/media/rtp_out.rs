@@ -40,7 +40,13 @@ impl RtpOut {
 
     /// A packet with an explicit payload type, timestamp and marker (telephone-events reuse the
     /// stream's SSRC and sequence space but keep their event's timestamp).
-    pub fn packet_at(&mut self, payload_type: u8, payload: &[u8], timestamp: u32, marker: bool) -> Vec<u8> {
+    pub fn packet_at(
+        &mut self,
+        payload_type: u8,
+        payload: &[u8],
+        timestamp: u32,
+        marker: bool,
+    ) -> Vec<u8> {
         let packet = Packet {
             header: Header {
                 version: 2,

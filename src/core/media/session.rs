@@ -183,7 +183,11 @@ impl MediaSession {
         let codec = p.negotiated.codec;
         let fmtp = OpusFmtp::parse(p.negotiated.fmtp.as_deref().unwrap_or(""));
         let transcoder = Transcoder::tuned(&codec, &fmtp, p.ai_format, p.opus)?;
-        let jitter = JitterBuffer::new(JitterConfig { clock_rate: codec.clock_rate, frame_ms: 20, ..p.jitter });
+        let jitter = JitterBuffer::new(JitterConfig {
+            clock_rate: codec.clock_rate,
+            frame_ms: 20,
+            ..p.jitter
+        });
         let playout = PlayoutBuffer::new(p.ai_format.rate().hz(), PlayoutBuffer::DEFAULT_CAPACITY)?;
         let mut rtcp_cfg = RtcpConfig::new(p.ssrc, p.cname);
         rtcp_cfg.clock_rate = codec.clock_rate;
@@ -313,7 +317,8 @@ impl MediaSession {
             self.counters.rtp_wrong_source += 1;
             return;
         }
-        let payload = data.get(info.payload_offset..info.payload_offset + info.payload_len).unwrap_or(&[]);
+        let payload =
+            data.get(info.payload_offset..info.payload_offset + info.payload_len).unwrap_or(&[]);
         if Some(info.payload_type) == self.dtmf_payload_type {
             self.latch(from);
             self.counters.rtp_received += 1;
@@ -395,12 +400,21 @@ impl MediaSession {
             if let Frame::Lost { timestamp } = &frame {
                 // Opus: the packet after the gap carries the lost frame as in-band FEC
                 let next_ts = timestamp.wrapping_add(self.frame_ticks);
-                let next = self.jitter.peek_next().filter(|(ts, _)| *ts == next_ts).map(|(_, p)| p.to_vec());
+                let next = self
+                    .jitter
+                    .peek_next()
+                    .filter(|(ts, _)| *ts == next_ts)
+                    .map(|(_, p)| p.to_vec());
                 if let Some(next) = next.filter(|_| self.codec_name == CodecName::Opus) {
                     self.counters.concealed_frames += 1;
                     self.counters.fec_recovered += 1;
                     let ai = self.transcoder.ai_format();
-                    match self.transcoder.caller_to_ai_lost(Some(&next)).ok().map(|p| to_caller_frame(ai, p)) {
+                    match self
+                        .transcoder
+                        .caller_to_ai_lost(Some(&next))
+                        .ok()
+                        .map(|p| to_caller_frame(ai, p))
+                    {
                         Some(out) => self.queue_caller_audio(out, released),
                         None => self.counters.decode_errors += 1,
                     }
@@ -411,7 +425,8 @@ impl MediaSession {
                 Frame::Audio { payload, seq, .. } => {
                     if let Some((s, at)) = self.arrivals[usize::from(*seq) % ARRIVALS] {
                         if s == *seq {
-                            self.latencies.push(MediaLatency::RtpToAi(now.saturating_duration_since(at)));
+                            self.latencies
+                                .push(MediaLatency::RtpToAi(now.saturating_duration_since(at)));
                         }
                     }
                     Some(payload.as_slice())
@@ -431,11 +446,17 @@ impl MediaSession {
     /// One caller frame (`None`: lost, conceal it) in the AI side's format.
     fn decode_for_ai(&mut self, payload: Option<&[u8]>) -> Option<CallerFrame> {
         match (self.transcoder.ai_format(), payload) {
-            (AiFormat::G711(law), Some(p)) => {
-                self.transcoder.caller_to_ai_bytes(Some(p)).ok().map(|b| CallerFrame::G711(law, b.to_vec()))
+            (AiFormat::G711(law), Some(p)) => self
+                .transcoder
+                .caller_to_ai_bytes(Some(p))
+                .ok()
+                .map(|b| CallerFrame::G711(law, b.to_vec())),
+            (ai, None) => {
+                self.transcoder.caller_to_ai_lost(None).ok().map(|p| to_caller_frame(ai, p))
             }
-            (ai, None) => self.transcoder.caller_to_ai_lost(None).ok().map(|p| to_caller_frame(ai, p)),
-            (AiFormat::Pcm(_), Some(p)) => self.transcoder.caller_to_ai(Some(p)).ok().map(|p| CallerFrame::Pcm(p.to_vec())),
+            (AiFormat::Pcm(_), Some(p)) => {
+                self.transcoder.caller_to_ai(Some(p)).ok().map(|p| CallerFrame::Pcm(p.to_vec()))
+            }
         }
     }
 
@@ -489,7 +510,11 @@ impl MediaSession {
         if let Some(cursor) = self.prompt.as_mut() {
             let mut pcm = std::mem::take(&mut self.scratch_pcm);
             let more = cursor.next_frame(&mut pcm);
-            let result = if more { self.transcoder.encode_prompt_frame_into(&pcm, payload).is_ok() } else { false };
+            let result = if more {
+                self.transcoder.encode_prompt_frame_into(&pcm, payload).is_ok()
+            } else {
+                false
+            };
             self.scratch_pcm = pcm;
             if more {
                 return result;
@@ -531,7 +556,11 @@ impl MediaSession {
     }
 
     fn sent_packet(&mut self, now: Instant, payload_len: usize, packet: Vec<u8>) {
-        self.rtcp.on_rtp_sent(now, self.rtp_out.timestamp().wrapping_sub(self.frame_ticks), payload_len);
+        self.rtcp.on_rtp_sent(
+            now,
+            self.rtp_out.timestamp().wrapping_sub(self.frame_ticks),
+            payload_len,
+        );
         self.counters.rtp_sent += 1;
         self.out.push_back(MediaTransmit { rtcp: false, to: self.remote_rtp, data: packet });
     }
@@ -562,7 +591,11 @@ impl MediaSession {
             (due, _) => due,
         };
         let dtmf = [self.dtmf_rx.poll_timeout(), dtmf_tx];
-        [own, self.jitter.poll_timeout(), self.rtcp.poll_timeout()].into_iter().chain(dtmf).flatten().min()
+        [own, self.jitter.poll_timeout(), self.rtcp.poll_timeout()]
+            .into_iter()
+            .chain(dtmf)
+            .flatten()
+            .min()
     }
 
     pub fn remote_rtp(&self) -> SocketAddr {

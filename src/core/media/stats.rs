@@ -104,10 +104,7 @@ pub fn mos_from_r(r: f64) -> f64 {
 /// The simplified E-model for a codec, a loss in percent and a one-way delay in ms.
 pub fn e_model(codec: MosCodec, loss_percent: f64, one_way_delay_ms: f64) -> EModel {
     let r = R_DEFAULT - delay_impairment(one_way_delay_ms) - loss_impairment(codec, loss_percent);
-    EModel {
-        r,
-        mos: mos_from_r(r),
-    }
+    EModel { r, mos: mos_from_r(r) }
 }
 
 /// A snapshot of a call's media quality, for logs and the HTTP API.
@@ -197,9 +194,7 @@ fn effective_loss_percent(j: &JitterStats, r: &RtcpStats) -> f64 {
 
 /// Concealed frames over frames due (played from a packet or concealed), percent.
 fn heard_loss_percent(j: &JitterStats) -> f64 {
-    let played = j
-        .received
-        .saturating_sub(j.duplicates + j.late + j.discarded);
+    let played = j.received.saturating_sub(j.duplicates + j.late + j.discarded);
     let due = played + j.lost;
     if due == 0 {
         0.0
@@ -224,11 +219,7 @@ mod tests {
         assert!((m.r - 93.2).abs() < 1e-9);
         assert!((m.mos - 4.41).abs() < 0.01, "{}", m.mos);
         let low_delay = e_model(MosCodec::G711, 0.0, 60.0);
-        assert!(
-            low_delay.mos > 4.35 && low_delay.mos < 4.41,
-            "{}",
-            low_delay.mos
-        );
+        assert!(low_delay.mos > 4.35 && low_delay.mos < 4.41, "{}", low_delay.mos);
     }
 
     #[test]
@@ -274,20 +265,13 @@ mod tests {
         let mut last = 0.0;
         for r10 in -200..=1200 {
             let m = mos_from_r(f64::from(r10) / 10.0);
-            assert!(
-                (1.0..=4.5).contains(&m) && m >= last - 1e-12,
-                "R {}",
-                r10 as f64 / 10.0
-            );
+            assert!((1.0..=4.5).contains(&m) && m >= last - 1e-12, "R {}", r10 as f64 / 10.0);
             last = m;
         }
         assert_eq!(mos_from_r(f64::NAN), 1.0);
         assert_eq!(mos_from_r(150.0), 4.5);
         assert_eq!(e_model(MosCodec::G711, 100.0, 2000.0).mos, 1.0);
-        assert_eq!(
-            e_model(MosCodec::G711, -5.0, -5.0).mos,
-            e_model(MosCodec::G711, 0.0, 0.0).mos
-        );
+        assert_eq!(e_model(MosCodec::G711, -5.0, -5.0).mos, e_model(MosCodec::G711, 0.0, 0.0).mos);
     }
 
     #[test]
@@ -318,15 +302,9 @@ mod tests {
             ..Default::default()
         };
         let s = CallMediaStats::collect(MosCodec::G711, &jitter, &rtcp, 500);
-        assert_eq!(
-            (s.packets_received, s.packets_sent, s.packets_lost),
-            (1000, 990, 15)
-        );
+        assert_eq!((s.packets_received, s.packets_sent, s.packets_lost), (1000, 990, 15));
         assert_eq!((s.packets_late, s.duplicates, s.concealed_ms), (10, 5, 500));
-        assert_eq!(
-            (s.jitter_buffer_depth_ms, s.jitter_buffer_target_ms),
-            (40, 60)
-        );
+        assert_eq!((s.jitter_buffer_depth_ms, s.jitter_buffer_target_ms), (40, 60));
         assert_eq!(s.jitter_ms, 3.46);
         assert_eq!(s.rtt_ms, Some(80.0));
         assert_eq!(s.remote_loss_percent, Some(25.0));
@@ -348,13 +326,7 @@ mod tests {
             &RtcpStats::default(),
             0,
         );
-        assert_eq!(
-            (empty.loss_percent, empty.rtt_ms, empty.packets_lost),
-            (0.0, None, 0)
-        );
-        assert_eq!(
-            serde_json::to_value(&empty).unwrap()["rtt_ms"],
-            serde_json::Value::Null
-        );
+        assert_eq!((empty.loss_percent, empty.rtt_ms, empty.packets_lost), (0.0, None, 0));
+        assert_eq!(serde_json::to_value(&empty).unwrap()["rtt_ms"], serde_json::Value::Null);
     }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// Upper bounds of the buckets, in milliseconds (a last bucket takes everything above).
-pub const BUCKETS_MS: [f64; 14] = [1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
+pub const BUCKETS_MS: [f64; 14] =
+    [1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Histogram {

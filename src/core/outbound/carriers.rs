@@ -82,8 +82,16 @@ impl OutboundCarriers {
 
     /// The best usable carrier not yet `tried` whose breaker admits a call (taking the
     /// half-open trial if that is what it is); counts the attempt.
-    pub fn acquire(&mut self, now: Instant, views: &[CarrierView], tried: &[usize]) -> Option<usize> {
-        let chosen = self.candidates(now, views, tried).into_iter().find(|&i| self.breakers[i].try_acquire(now))?;
+    pub fn acquire(
+        &mut self,
+        now: Instant,
+        views: &[CarrierView],
+        tried: &[usize],
+    ) -> Option<usize> {
+        let chosen = self
+            .candidates(now, views, tried)
+            .into_iter()
+            .find(|&i| self.breakers[i].try_acquire(now))?;
         self.stats[chosen].attempts += 1;
         Some(chosen)
     }
@@ -134,7 +142,11 @@ mod tests {
     const UNKNOWN: CarrierView = CarrierView { has_proxy: true, probe_up: None, in_service: true };
 
     fn cfg() -> BreakerConfig {
-        BreakerConfig { failure_threshold: 5, cooldown: Duration::from_secs(30), trial_timeout: Duration::from_secs(10) }
+        BreakerConfig {
+            failure_threshold: 5,
+            cooldown: Duration::from_secs(30),
+            trial_timeout: Duration::from_secs(10),
+        }
     }
 
     #[test]

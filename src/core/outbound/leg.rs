@@ -107,7 +107,12 @@ impl OutboundLeg {
 
     /// Starts the leg: the ring timeout runs from now; the first INVITE goes out (or the leg
     /// fails at once when no carrier is usable).
-    pub fn start(&mut self, now: Instant, pool: &mut OutboundCarriers, views: &[CarrierView]) -> Vec<LegAction> {
+    pub fn start(
+        &mut self,
+        now: Instant,
+        pool: &mut OutboundCarriers,
+        views: &[CarrierView],
+    ) -> Vec<LegAction> {
         if self.state != LegState::Idle {
             return Vec::new();
         }
@@ -117,7 +122,13 @@ impl OutboundLeg {
         out
     }
 
-    fn next_attempt(&mut self, now: Instant, pool: &mut OutboundCarriers, views: &[CarrierView], out: &mut Vec<LegAction>) {
+    fn next_attempt(
+        &mut self,
+        now: Instant,
+        pool: &mut OutboundCarriers,
+        views: &[CarrierView],
+        out: &mut Vec<LegAction>,
+    ) {
         let Some(carrier) = pool.acquire(now, views, &self.tried) else {
             let cause = match self.failed.last() {
                 Some(f) => format!("{}: {}", self.name(f.carrier), f.failure.cause()),
@@ -147,7 +158,14 @@ impl OutboundLeg {
     }
 
     /// A response to attempt `attempt`'s INVITE (`retry_after` from its header).
-    pub fn on_response(&mut self, now: Instant, attempt: u32, reply: Reply<'_>, pool: &mut OutboundCarriers, views: &[CarrierView]) -> Vec<LegAction> {
+    pub fn on_response(
+        &mut self,
+        now: Instant,
+        attempt: u32,
+        reply: Reply<'_>,
+        pool: &mut OutboundCarriers,
+        views: &[CarrierView],
+    ) -> Vec<LegAction> {
         let Reply { status, reason, retry_after } = reply;
         let mut out = Vec::new();
         if !self.is_current(attempt) {
@@ -175,7 +193,8 @@ impl OutboundLeg {
                 out.push(LegAction::Answered { carrier });
             }
             _ => {
-                let failure = AttemptFailure::Status { status, reason: reason.to_string(), retry_after };
+                let failure =
+                    AttemptFailure::Status { status, reason: reason.to_string(), retry_after };
                 self.fail(now, failure, pool, views, &mut out);
             }
         }
@@ -183,7 +202,13 @@ impl OutboundLeg {
     }
 
     /// The INVITE of attempt `attempt` could not be delivered.
-    pub fn on_transport_error(&mut self, now: Instant, attempt: u32, pool: &mut OutboundCarriers, views: &[CarrierView]) -> Vec<LegAction> {
+    pub fn on_transport_error(
+        &mut self,
+        now: Instant,
+        attempt: u32,
+        pool: &mut OutboundCarriers,
+        views: &[CarrierView],
+    ) -> Vec<LegAction> {
         let mut out = Vec::new();
         if self.is_current(attempt) {
             self.fail(now, AttemptFailure::TransportError, pool, views, &mut out);
@@ -192,7 +217,13 @@ impl OutboundLeg {
     }
 
     /// The INVITE transaction of attempt `attempt` timed out (Timer B or C).
-    pub fn on_timeout(&mut self, now: Instant, attempt: u32, pool: &mut OutboundCarriers, views: &[CarrierView]) -> Vec<LegAction> {
+    pub fn on_timeout(
+        &mut self,
+        now: Instant,
+        attempt: u32,
+        pool: &mut OutboundCarriers,
+        views: &[CarrierView],
+    ) -> Vec<LegAction> {
         let mut out = Vec::new();
         if self.is_current(attempt) {
             self.fail(now, AttemptFailure::Timeout, pool, views, &mut out);
@@ -200,7 +231,14 @@ impl OutboundLeg {
         out
     }
 
-    fn fail(&mut self, now: Instant, failure: AttemptFailure, pool: &mut OutboundCarriers, views: &[CarrierView], out: &mut Vec<LegAction>) {
+    fn fail(
+        &mut self,
+        now: Instant,
+        failure: AttemptFailure,
+        pool: &mut OutboundCarriers,
+        views: &[CarrierView],
+        out: &mut Vec<LegAction>,
+    ) {
         let Some(carrier) = self.carrier else { return };
         self.timers.stop(Timer::OutboundProvisional);
         let decision = decide(&failure);
@@ -209,7 +247,11 @@ impl OutboundLeg {
             Decision::Final => pool.on_success(carrier),
         }
         let cause = failure.cause();
-        self.failed.push(FailedAttempt { carrier, failure, rerouted: decision.is_carrier_failure() });
+        self.failed.push(FailedAttempt {
+            carrier,
+            failure,
+            rerouted: decision.is_carrier_failure(),
+        });
         match decision {
             Decision::Reroute { .. } => self.next_attempt(now, pool, views, out),
             Decision::Final => {
@@ -220,7 +262,12 @@ impl OutboundLeg {
     }
 
     /// Runs the leg's timers: no provisional response in time, the ring timeout.
-    pub fn handle_timeout(&mut self, now: Instant, pool: &mut OutboundCarriers, views: &[CarrierView]) -> Vec<LegAction> {
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        pool: &mut OutboundCarriers,
+        views: &[CarrierView],
+    ) -> Vec<LegAction> {
         let mut out = Vec::new();
         for timer in self.timers.take_expired(now) {
             match timer {
@@ -300,20 +347,67 @@ mod tests {
             ring_timeout: Duration::from_secs(25),
             carrier_names: vec!["carrier-a".into(), "carrier-b".into()],
         };
-        (OutboundLeg::new(cfg), OutboundCarriers::new(2, BreakerConfig::default(), Some(0)), Instant::now())
+        (
+            OutboundLeg::new(cfg),
+            OutboundCarriers::new(2, BreakerConfig::default(), Some(0)),
+            Instant::now(),
+        )
     }
 
     #[test]
     fn a_503_moves_to_the_next_carrier_and_an_answer_there_connects() {
         let (mut leg, mut pool, t0) = setup();
-        assert_eq!(leg.start(t0, &mut pool, &VIEWS), vec![LegAction::Invite { carrier: 0, attempt: 1 }]);
-        let out = leg.on_response(t0, 1, Reply { status: 503, reason: "Service Unavailable", retry_after: None }, &mut pool, &VIEWS);
+        assert_eq!(
+            leg.start(t0, &mut pool, &VIEWS),
+            vec![LegAction::Invite { carrier: 0, attempt: 1 }]
+        );
+        let out = leg.on_response(
+            t0,
+            1,
+            Reply { status: 503, reason: "Service Unavailable", retry_after: None },
+            &mut pool,
+            &VIEWS,
+        );
         assert_eq!(out, vec![LegAction::Invite { carrier: 1, attempt: 2 }]);
         // a late response for attempt 1 is ignored
-        assert!(leg.on_response(t0, 1, Reply { status: 180, reason: "Ringing", retry_after: None }, &mut pool, &VIEWS).is_empty());
-        assert_eq!(leg.on_response(t0, 2, Reply { status: 180, reason: "Ringing", retry_after: None }, &mut pool, &VIEWS), vec![LegAction::Ringing]);
-        assert!(leg.on_response(t0, 2, Reply { status: 183, reason: "Session Progress", retry_after: None }, &mut pool, &VIEWS).is_empty());
-        assert_eq!(leg.on_response(t0, 2, Reply { status: 200, reason: "OK", retry_after: None }, &mut pool, &VIEWS), vec![LegAction::Answered { carrier: 1 }]);
+        assert!(leg
+            .on_response(
+                t0,
+                1,
+                Reply { status: 180, reason: "Ringing", retry_after: None },
+                &mut pool,
+                &VIEWS
+            )
+            .is_empty());
+        assert_eq!(
+            leg.on_response(
+                t0,
+                2,
+                Reply { status: 180, reason: "Ringing", retry_after: None },
+                &mut pool,
+                &VIEWS
+            ),
+            vec![LegAction::Ringing]
+        );
+        assert!(leg
+            .on_response(
+                t0,
+                2,
+                Reply { status: 183, reason: "Session Progress", retry_after: None },
+                &mut pool,
+                &VIEWS
+            )
+            .is_empty());
+        assert_eq!(
+            leg.on_response(
+                t0,
+                2,
+                Reply { status: 200, reason: "OK", retry_after: None },
+                &mut pool,
+                &VIEWS
+            ),
+            vec![LegAction::Answered { carrier: 1 }]
+        );
         assert_eq!(leg.failovers(), 1);
         assert_eq!(leg.poll_timeout(), None);
     }
@@ -322,8 +416,20 @@ mod tests {
     fn busy_is_final_and_not_rerouted() {
         let (mut leg, mut pool, t0) = setup();
         leg.start(t0, &mut pool, &VIEWS);
-        leg.on_response(t0, 1, Reply { status: 100, reason: "Trying", retry_after: None }, &mut pool, &VIEWS);
-        let out = leg.on_response(t0, 1, Reply { status: 486, reason: "Busy Here", retry_after: None }, &mut pool, &VIEWS);
+        leg.on_response(
+            t0,
+            1,
+            Reply { status: 100, reason: "Trying", retry_after: None },
+            &mut pool,
+            &VIEWS,
+        );
+        let out = leg.on_response(
+            t0,
+            1,
+            Reply { status: 486, reason: "Busy Here", retry_after: None },
+            &mut pool,
+            &VIEWS,
+        );
         assert_eq!(out, vec![LegAction::Unavailable { cause: "486 Busy Here".into() }]);
         assert_eq!(leg.state(), LegState::Ended);
         assert_eq!(leg.failovers(), 0);
@@ -336,9 +442,18 @@ mod tests {
         assert!(leg.handle_timeout(t0 + Duration::from_millis(1999), &mut pool, &VIEWS).is_empty());
         assert_eq!(leg.poll_timeout(), Some(t0 + Duration::from_secs(2)));
         let out = leg.handle_timeout(t0 + Duration::from_secs(2), &mut pool, &VIEWS);
-        assert_eq!(out, vec![LegAction::Abandon { attempt: 1 }, LegAction::Invite { carrier: 1, attempt: 2 }]);
+        assert_eq!(
+            out,
+            vec![LegAction::Abandon { attempt: 1 }, LegAction::Invite { carrier: 1, attempt: 2 }]
+        );
         // the other answers 100 in time: no more failover
-        leg.on_response(t0 + Duration::from_secs(3), 2, Reply { status: 100, reason: "Trying", retry_after: None }, &mut pool, &VIEWS);
+        leg.on_response(
+            t0 + Duration::from_secs(3),
+            2,
+            Reply { status: 100, reason: "Trying", retry_after: None },
+            &mut pool,
+            &VIEWS,
+        );
         assert!(leg.handle_timeout(t0 + Duration::from_secs(10), &mut pool, &VIEWS).is_empty());
     }
 
@@ -347,8 +462,17 @@ mod tests {
         let (mut leg, mut pool, t0) = setup();
         leg.start(t0, &mut pool, &VIEWS);
         leg.on_transport_error(t0, 1, &mut pool, &VIEWS);
-        let out = leg.on_response(t0, 2, Reply { status: 503, reason: "Service Unavailable", retry_after: None }, &mut pool, &VIEWS);
-        assert_eq!(out, vec![LegAction::Unavailable { cause: "carrier-b: 503 Service Unavailable".into() }]);
+        let out = leg.on_response(
+            t0,
+            2,
+            Reply { status: 503, reason: "Service Unavailable", retry_after: None },
+            &mut pool,
+            &VIEWS,
+        );
+        assert_eq!(
+            out,
+            vec![LegAction::Unavailable { cause: "carrier-b: 503 Service Unavailable".into() }]
+        );
         assert_eq!(leg.failovers(), 1);
         assert_eq!(leg.failed().len(), 2);
     }
@@ -357,20 +481,37 @@ mod tests {
     fn ringing_past_the_timeout_is_cancelled_as_no_answer() {
         let (mut leg, mut pool, t0) = setup();
         leg.start(t0, &mut pool, &VIEWS);
-        leg.on_response(t0, 1, Reply { status: 180, reason: "Ringing", retry_after: None }, &mut pool, &VIEWS);
+        leg.on_response(
+            t0,
+            1,
+            Reply { status: 180, reason: "Ringing", retry_after: None },
+            &mut pool,
+            &VIEWS,
+        );
         assert!(leg.handle_timeout(t0 + Duration::from_secs(24), &mut pool, &VIEWS).is_empty());
         let out = leg.handle_timeout(t0 + Duration::from_secs(25), &mut pool, &VIEWS);
         assert_eq!(out, vec![LegAction::Cancel { attempt: 1 }, LegAction::NoAnswer]);
         assert_eq!(leg.state(), LegState::Ended);
         // the 487 that follows the CANCEL changes nothing
-        assert!(leg.on_response(t0, 1, Reply { status: 487, reason: "Request Terminated", retry_after: None }, &mut pool, &VIEWS).is_empty());
+        assert!(leg
+            .on_response(
+                t0,
+                1,
+                Reply { status: 487, reason: "Request Terminated", retry_after: None },
+                &mut pool,
+                &VIEWS
+            )
+            .is_empty());
     }
 
     #[test]
     fn no_usable_carrier_fails_at_once() {
         let (mut leg, mut pool, t0) = setup();
         let down = [CarrierView { probe_up: Some(false), ..UP }; 2];
-        assert_eq!(leg.start(t0, &mut pool, &down), vec![LegAction::Unavailable { cause: "no carrier available".into() }]);
+        assert_eq!(
+            leg.start(t0, &mut pool, &down),
+            vec![LegAction::Unavailable { cause: "no carrier available".into() }]
+        );
     }
 
     #[test]
@@ -380,7 +521,13 @@ mod tests {
         assert_eq!(leg.stop(), vec![LegAction::Abandon { attempt: 1 }]);
         let (mut leg, mut pool, t0) = setup();
         leg.start(t0, &mut pool, &VIEWS);
-        leg.on_response(t0, 1, Reply { status: 183, reason: "Session Progress", retry_after: None }, &mut pool, &VIEWS);
+        leg.on_response(
+            t0,
+            1,
+            Reply { status: 183, reason: "Session Progress", retry_after: None },
+            &mut pool,
+            &VIEWS,
+        );
         assert_eq!(leg.stop(), vec![LegAction::Cancel { attempt: 1 }]);
         assert!(leg.stop().is_empty());
     }

@@ -61,9 +61,9 @@ pub fn decide(failure: &AttemptFailure) -> Decision {
             408 | 480 | 500 | 504 => Decision::Reroute { hold: None },
             _ => Decision::Final,
         },
-        AttemptFailure::TransportError | AttemptFailure::NoProvisional | AttemptFailure::Timeout => {
-            Decision::Reroute { hold: None }
-        }
+        AttemptFailure::TransportError
+        | AttemptFailure::NoProvisional
+        | AttemptFailure::Timeout => Decision::Reroute { hold: None },
     }
 }
 
@@ -79,7 +79,11 @@ mod tests {
     use super::*;
 
     fn status(status: u16, retry: Option<u64>) -> AttemptFailure {
-        AttemptFailure::Status { status, reason: "x".into(), retry_after: retry.map(Duration::from_secs) }
+        AttemptFailure::Status {
+            status,
+            reason: "x".into(),
+            retry_after: retry.map(Duration::from_secs),
+        }
     }
 
     #[test]
@@ -90,14 +94,19 @@ mod tests {
         for s in [300, 302, 400, 403, 404, 484, 486, 487, 488, 501, 502, 600, 603, 604, 606] {
             assert_eq!(decide(&status(s, None)), Decision::Final, "{s}");
         }
-        for f in [AttemptFailure::TransportError, AttemptFailure::NoProvisional, AttemptFailure::Timeout] {
+        for f in
+            [AttemptFailure::TransportError, AttemptFailure::NoProvisional, AttemptFailure::Timeout]
+        {
             assert!(decide(&f).is_carrier_failure());
         }
     }
 
     #[test]
     fn retry_after_on_503_holds_the_carrier_capped() {
-        assert_eq!(decide(&status(503, Some(60))), Decision::Reroute { hold: Some(Duration::from_secs(60)) });
+        assert_eq!(
+            decide(&status(503, Some(60))),
+            Decision::Reroute { hold: Some(Duration::from_secs(60)) }
+        );
         assert_eq!(decide(&status(503, Some(86_400))), Decision::Reroute { hold: Some(MAX_HOLD) });
         // Retry-After on other codes does not hold (only 503 means "this server, later")
         assert_eq!(decide(&status(480, Some(60))), Decision::Reroute { hold: None });

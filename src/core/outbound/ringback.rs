@@ -14,7 +14,9 @@ pub fn ringback(cycles: usize) -> Result<Prompt, PromptError> {
     for _ in 0..cycles.max(1) {
         for n in 0..RATE {
             let t = n as f64 / RATE as f64;
-            let v = AMPLITUDE * ((2.0 * std::f64::consts::PI * 440.0 * t).sin() + (2.0 * std::f64::consts::PI * 480.0 * t).sin());
+            let v = AMPLITUDE
+                * ((2.0 * std::f64::consts::PI * 440.0 * t).sin()
+                    + (2.0 * std::f64::consts::PI * 480.0 * t).sin());
             samples.push(v.round() as i16);
         }
         samples.resize(samples.len() + RATE, 0);

@@ -40,7 +40,12 @@ pub struct Dialog {
 
 impl Dialog {
     /// Creates the UAS dialog for `invite`, which the parser has validated.
-    pub fn new_uas(invite: &Request, local_tag: &str, peer: Peer, local_seq: u32) -> Result<Dialog, DialogError> {
+    pub fn new_uas(
+        invite: &Request,
+        local_tag: &str,
+        peer: Peer,
+        local_seq: u32,
+    ) -> Result<Dialog, DialogError> {
         let call_id = invite.call_id().map_err(|_| DialogError::BadHeader("Call-ID"))?;
         let from = invite.from_hdr().map_err(|_| DialogError::BadHeader("From"))?;
         let to = invite.to_hdr().map_err(|_| DialogError::BadHeader("To"))?;
@@ -71,7 +76,11 @@ impl Dialog {
     /// §12.1.2): the route set is the 2xx's Record-Route reversed, the remote target its
     /// Contact, the remote tag its To tag; `peer` is where in-dialog requests go (the carrier's
     /// proxy the INVITE went to).
-    pub fn new_uac(invite: &Request, ok: &super::message::Response, peer: Peer) -> Result<Dialog, DialogError> {
+    pub fn new_uac(
+        invite: &Request,
+        ok: &super::message::Response,
+        peer: Peer,
+    ) -> Result<Dialog, DialogError> {
         let call_id = invite.call_id().map_err(|_| DialogError::BadHeader("Call-ID"))?;
         let from = invite.from_hdr().map_err(|_| DialogError::BadHeader("From"))?;
         let to = ok.to_hdr().map_err(|_| DialogError::BadHeader("To"))?;
@@ -114,10 +123,7 @@ impl Dialog {
     pub fn accept_remote_cseq(&mut self, req: &Request) -> Result<(), DialogError> {
         let cseq = req.cseq().map_err(|_| DialogError::BadHeader("CSeq"))?;
         if cseq.seq < self.remote_seq && req.method != Method::Ack && req.method != Method::Cancel {
-            return Err(DialogError::CSeqOutOfOrder {
-                got: cseq.seq,
-                last: self.remote_seq,
-            });
+            return Err(DialogError::CSeqOutOfOrder { got: cseq.seq, last: self.remote_seq });
         }
         self.remote_seq = self.remote_seq.max(cseq.seq);
         Ok(())
@@ -125,7 +131,13 @@ impl Dialog {
 
     /// Builds an in-dialog request (e.g. BYE) with a fresh CSeq. `via` is the full top Via
     /// value including the branch.
-    pub fn new_request(&mut self, method: Method, via: String, contact: &str, user_agent: &str) -> Request {
+    pub fn new_request(
+        &mut self,
+        method: Method,
+        via: String,
+        contact: &str,
+        user_agent: &str,
+    ) -> Request {
         self.local_seq = self.local_seq.wrapping_add(1);
         self.request(method, self.local_seq, via, Some(contact), user_agent)
     }
@@ -136,7 +148,14 @@ impl Dialog {
         self.request(Method::Ack, self.local_seq, via, None, user_agent)
     }
 
-    fn request(&self, method: Method, seq: u32, via: String, contact: Option<&str>, user_agent: &str) -> Request {
+    fn request(
+        &self,
+        method: Method,
+        seq: u32,
+        via: String,
+        contact: Option<&str>,
+        user_agent: &str,
+    ) -> Request {
         let mut headers = Headers::new();
         headers.push("Via", via);
         headers.push("Max-Forwards", "70");
@@ -151,12 +170,7 @@ impl Dialog {
             headers.push("Contact", format!("<{contact}>"));
         }
         headers.push("User-Agent", user_agent.to_string());
-        Request {
-            method,
-            uri: self.request_uri(),
-            headers,
-            body: Vec::new(),
-        }
+        Request { method, uri: self.request_uri(), headers, body: Vec::new() }
     }
 
     /// The Request-URI for in-dialog requests: the remote target, unless the first route is a
@@ -193,10 +207,7 @@ mod tests {
     }
 
     fn peer() -> Peer {
-        Peer {
-            transport: Transport::Udp,
-            addr: "127.0.0.2:5070".parse().unwrap(),
-        }
+        Peer { transport: Transport::Udp, addr: "127.0.0.2:5070".parse().unwrap() }
     }
 
     #[test]
@@ -213,7 +224,12 @@ mod tests {
     #[test]
     fn bye_goes_to_remote_target_with_routes_and_next_cseq() {
         let mut d = Dialog::new_uas(&invite(), "ourtag", peer(), 1).unwrap();
-        let bye = d.new_request(Method::Bye, "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx".into(), "sip:tg@127.0.0.1:5060", "tg");
+        let bye = d.new_request(
+            Method::Bye,
+            "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx".into(),
+            "sip:tg@127.0.0.1:5060",
+            "tg",
+        );
         assert_eq!(bye.uri, "sip:alice@127.0.0.2:5070");
         assert_eq!(bye.cseq().unwrap().seq, 2);
         assert_eq!(bye.headers.count("Route"), 2);
@@ -243,7 +259,12 @@ mod tests {
         assert_eq!((d.local_tag.as_str(), d.remote_tag.as_deref()), ("ours", Some("theirs")));
         assert_eq!(d.remote_target, "sip:human@127.0.0.5:5090");
         assert_eq!(d.route_set, vec!["<sip:p2.example.com;lr>", "<sip:p1.example.com;lr>"]);
-        let bye = d.new_request(Method::Bye, "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKb".into(), "sip:tg@127.0.0.1", "tg");
+        let bye = d.new_request(
+            Method::Bye,
+            "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKb".into(),
+            "sip:tg@127.0.0.1",
+            "tg",
+        );
         assert_eq!(bye.cseq().unwrap().seq, 8);
         assert_eq!(bye.to_hdr().unwrap().tag(), Some("theirs"));
         // their BYE (From: them, To: us) matches

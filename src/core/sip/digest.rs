@@ -116,9 +116,8 @@ pub fn authorization(
     };
     let nc_hex = format!("{nc:08x}");
     let qop = use_qop.then_some(("auth", nc_hex.as_str(), cnonce));
-    let response = compute_response(
-        algorithm, user, &ch.realm, password, &ch.nonce, method, uri, qop,
-    );
+    let response =
+        compute_response(algorithm, user, &ch.realm, password, &ch.nonce, method, uri, qop);
 
     let mut out = format!(
         "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\"",
@@ -132,10 +131,7 @@ pub fn authorization(
         out.push_str(&format!(", algorithm={}", alg.as_str()));
     }
     if use_qop {
-        out.push_str(&format!(
-            ", cnonce=\"{}\", qop=auth, nc={nc_hex}",
-            quote(cnonce)
-        ));
+        out.push_str(&format!(", cnonce=\"{}\", qop=auth, nc={nc_hex}", quote(cnonce)));
     }
     if let Some(opaque) = &ch.opaque {
         out.push_str(&format!(", opaque=\"{}\"", quote(opaque)));
@@ -150,13 +146,9 @@ pub fn verify(authorization: &str, method: &str, password: &str, expected_realm:
         return false;
     };
     let field = |name: &str| find(&params, name);
-    let (Some(user), Some(realm), Some(nonce), Some(uri), Some(response)) = (
-        field("username"),
-        field("realm"),
-        field("nonce"),
-        field("uri"),
-        field("response"),
-    ) else {
+    let (Some(user), Some(realm), Some(nonce), Some(uri), Some(response)) =
+        (field("username"), field("realm"), field("nonce"), field("uri"), field("response"))
+    else {
         return false;
     };
     if realm != expected_realm {
@@ -207,10 +199,7 @@ fn compute_response(
 }
 
 fn find<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 fn quote(s: &str) -> String {
@@ -295,58 +284,31 @@ mod tests {
 
     #[test]
     fn rejects_bad_challenges() {
-        assert_eq!(
-            Challenge::parse("Basic realm=\"x\""),
-            Err(DigestError::NotDigest)
-        );
-        assert_eq!(
-            Challenge::parse("Digest nonce=\"n\""),
-            Err(DigestError::MissingParam("realm"))
-        );
+        assert_eq!(Challenge::parse("Basic realm=\"x\""), Err(DigestError::NotDigest));
+        assert_eq!(Challenge::parse("Digest nonce=\"n\""), Err(DigestError::MissingParam("realm")));
         assert_eq!(
             Challenge::parse("Digest realm=\"unterminated, nonce=\"n\""),
             Err(DigestError::Malformed)
         );
         assert!(Challenge::parse("").is_err());
         assert!(Challenge::parse("Digest ,,, = ").is_err());
-        assert_eq!(
-            Challenge::parse("Digest realm=\"r\", nonce"),
-            Err(DigestError::Malformed)
-        );
+        assert_eq!(Challenge::parse("Digest realm=\"r\", nonce"), Err(DigestError::Malformed));
     }
 
     #[test]
     fn rfc2617_section_3_5_example() {
         let ch = Challenge::parse(RFC2617_CHALLENGE).unwrap();
-        let auth = authorization(
-            &ch,
-            "GET",
-            "/dir/index.html",
-            "Mufasa",
-            "Circle Of Life",
-            "0a4f113b",
-            1,
-        )
-        .unwrap();
-        assert!(
-            auth.contains("response=\"6629fae49393a05397450978507c4ef1\""),
-            "{auth}"
-        );
+        let auth =
+            authorization(&ch, "GET", "/dir/index.html", "Mufasa", "Circle Of Life", "0a4f113b", 1)
+                .unwrap();
+        assert!(auth.contains("response=\"6629fae49393a05397450978507c4ef1\""), "{auth}");
         assert!(auth.contains("qop=auth, nc=00000001"), "{auth}");
         assert!(auth.contains("cnonce=\"0a4f113b\""), "{auth}");
-        assert!(
-            auth.contains("opaque=\"5ccc069c403ebaf9f0171e9517f40e41\""),
-            "{auth}"
-        );
+        assert!(auth.contains("opaque=\"5ccc069c403ebaf9f0171e9517f40e41\""), "{auth}");
         assert!(!auth.contains("algorithm"), "{auth}");
         assert!(verify(&auth, "GET", "Circle Of Life", "testrealm@host.com"));
         assert!(!verify(&auth, "GET", "wrong", "testrealm@host.com"));
-        assert!(!verify(
-            &auth,
-            "POST",
-            "Circle Of Life",
-            "testrealm@host.com"
-        ));
+        assert!(!verify(&auth, "POST", "Circle Of Life", "testrealm@host.com"));
         assert!(!verify(&auth, "GET", "Circle Of Life", "other"));
     }
 
@@ -356,21 +318,10 @@ mod tests {
             "Digest realm=\"testrealm@host.com\", nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\"",
         )
         .unwrap();
-        let auth = authorization(
-            &ch,
-            "GET",
-            "/dir/index.html",
-            "Mufasa",
-            "Circle Of Life",
-            "x",
-            1,
-        )
-        .unwrap();
+        let auth = authorization(&ch, "GET", "/dir/index.html", "Mufasa", "Circle Of Life", "x", 1)
+            .unwrap();
         // MD5(HA1:nonce:HA2), computed independently (Python hashlib) for this input.
-        assert!(
-            auth.contains("response=\"670fd8c2df070c60b045671b8b24ff02\""),
-            "{auth}"
-        );
+        assert!(auth.contains("response=\"670fd8c2df070c60b045671b8b24ff02\""), "{auth}");
         assert!(!auth.contains("qop") && !auth.contains("nc=") && !auth.contains("cnonce"));
         assert!(verify(&auth, "GET", "Circle Of Life", "testrealm@host.com"));
     }

@@ -115,7 +115,8 @@ fn content_length(head: &[u8]) -> Result<usize, FramingError> {
         while let Some(cont) = lines.next_if(|l| l.starts_with([' ', '\t'])) {
             value.push_str(cont);
         }
-        let n = headers::content_length(&value).map_err(|e| FramingError::BadContentLength(e.to_string()))?;
+        let n = headers::content_length(&value)
+            .map_err(|e| FramingError::BadContentLength(e.to_string()))?;
         if found.is_some_and(|f| f != n) {
             return Err(FramingError::BadContentLength("conflicting values".into()));
         }

@@ -90,18 +90,12 @@ impl Headers {
 
     /// First value of the header `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str())
+        self.0.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
     }
 
     /// Every header line named `name`, in order (values are not split on commas).
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str())
+        self.0.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
     }
 
     pub fn count(&self, name: &str) -> usize {
@@ -109,10 +103,7 @@ impl Headers {
     }
 
     pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.push(Header {
-            name: name.into(),
-            value: value.into(),
-        });
+        self.0.push(Header { name: name.into(), value: value.into() });
     }
 
     /// Replaces every `name` header by one with `value` (placed where the first one was).
@@ -138,13 +129,7 @@ impl Headers {
 
     /// Inserts a header before all others (used for the top Via).
     pub fn prepend(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.insert(
-            0,
-            Header {
-                name: name.into(),
-                value: value.into(),
-            },
-        );
+        self.0.insert(0, Header { name: name.into(), value: value.into() });
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Header> {
@@ -214,12 +199,7 @@ fn write_headers_and_body(out: &mut Vec<u8>, headers: &Headers, body: &[u8]) {
 
 impl Request {
     pub fn new(method: Method, uri: impl Into<String>) -> Self {
-        Request {
-            method,
-            uri: uri.into(),
-            headers: Headers::new(),
-            body: Vec::new(),
-        }
+        Request { method, uri: uri.into(), headers: Headers::new(), body: Vec::new() }
     }
 
     /// Wire form. Content-Length is always written from the body's real length.
@@ -233,12 +213,7 @@ impl Request {
 
 impl Response {
     pub fn new(status: u16, reason: impl Into<String>) -> Self {
-        Response {
-            status,
-            reason: reason.into(),
-            headers: Headers::new(),
-            body: Vec::new(),
-        }
+        Response { status, reason: reason.into(), headers: Headers::new(), body: Vec::new() }
     }
 
     /// Wire form. Content-Length is always written from the body's real length.

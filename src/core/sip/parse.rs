@@ -8,7 +8,7 @@
 use thiserror::Error;
 
 use super::headers::syntax;
-use super::headers::{self, Contact, CSeq, HeaderError, NameAddr, Uri, Via};
+use super::headers::{self, CSeq, Contact, HeaderError, NameAddr, Uri, Via};
 use super::message::{Headers, Method, Request, Response, SipMessage};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -87,7 +87,8 @@ pub fn parse_message(buf: &[u8]) -> Result<SipMessage, ParseError> {
     let start = lines.next().ok_or_else(|| ParseError::StartLine("empty".into()))?;
     let mut headers = Headers::new();
     for line in lines {
-        let (name, value) = split_header_line(&line).ok_or_else(|| ParseError::HeaderLine(line.clone()))?;
+        let (name, value) =
+            split_header_line(&line).ok_or_else(|| ParseError::HeaderLine(line.clone()))?;
         headers.push(expand_compact(name).to_string(), value.to_string());
     }
     let body = take_body(&headers, &buf[head_end.1..])?;
@@ -174,7 +175,9 @@ fn build(start: &str, headers: Headers, body: Vec<u8>) -> Result<SipMessage, Par
         return build_response(start, headers, body);
     }
     let mut it = start.split(' ');
-    let (Some(method), Some(uri), Some(version), None) = (it.next(), it.next(), it.next(), it.next()) else {
+    let (Some(method), Some(uri), Some(version), None) =
+        (it.next(), it.next(), it.next(), it.next())
+    else {
         return Err(ParseError::StartLine(start.to_string()));
     };
     check_version(version, start)?;
@@ -270,7 +273,9 @@ pub fn parse_headers_lenient(buf: &[u8]) -> Option<Headers> {
         let Some((name, value)) = line.split_once(':') else { continue };
         let name = expand_compact(name.trim());
         let value = value.trim();
-        let wanted = ["Via", "From", "To", "Call-ID", "CSeq"].into_iter().find(|w| w.eq_ignore_ascii_case(name));
+        let wanted = ["Via", "From", "To", "Call-ID", "CSeq"]
+            .into_iter()
+            .find(|w| w.eq_ignore_ascii_case(name));
         match wanted {
             Some("Via") if !value.is_empty() => out.push("Via", value),
             Some(w) if out.get(w).is_none() && !value.is_empty() => out.push(w, value),
@@ -322,10 +327,7 @@ pub trait SipHeaders {
 
     fn top_via(&self) -> Result<Via, HeaderError> {
         let v = self.headers_ref().get("Via").ok_or(HeaderError::Missing("Via"))?;
-        Via::parse_all(v)?
-            .into_iter()
-            .next()
-            .ok_or(HeaderError::Missing("Via"))
+        Via::parse_all(v)?.into_iter().next().ok_or(HeaderError::Missing("Via"))
     }
 
     fn cseq(&self) -> Result<CSeq, HeaderError> {
@@ -410,10 +412,20 @@ mod tests {
         assert_eq!(h.count("Via"), 2);
         assert_eq!(h.get("To"), Some("broken \""));
         assert_eq!(h.get_all("Call-ID").collect::<Vec<_>>(), vec!["z"]);
-        assert!(parse_headers_lenient(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a.com\r\n\r\n").is_none());
-        assert!(parse_headers_lenient(b"ACK sip:a@b.com SIP/2.0\r\nVia: SIP/2.0/UDP a.com\r\n\r\n").is_none());
-        assert!(parse_headers_lenient(b"FOO sip:a@b.com SIP/2.0\r\nCSeq: 1 ACK\r\nVia: SIP/2.0/UDP a.com\r\n\r\n").is_none());
-        assert!(parse_headers_lenient(b"INVITE sip:a@b.com SIP/2.0\r\nVia: garbage\r\n\r\n").is_none());
+        assert!(
+            parse_headers_lenient(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a.com\r\n\r\n").is_none()
+        );
+        assert!(parse_headers_lenient(
+            b"ACK sip:a@b.com SIP/2.0\r\nVia: SIP/2.0/UDP a.com\r\n\r\n"
+        )
+        .is_none());
+        assert!(parse_headers_lenient(
+            b"FOO sip:a@b.com SIP/2.0\r\nCSeq: 1 ACK\r\nVia: SIP/2.0/UDP a.com\r\n\r\n"
+        )
+        .is_none());
+        assert!(
+            parse_headers_lenient(b"INVITE sip:a@b.com SIP/2.0\r\nVia: garbage\r\n\r\n").is_none()
+        );
         assert!(parse_headers_lenient(b"").is_none());
     }
 }

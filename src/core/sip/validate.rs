@@ -292,15 +292,45 @@ mod tests {
         zero.headers.set("Max-Forwards", "0");
         assert_eq!(status(&zero), Some(483));
         assert_eq!(check_request_with(&zero, &Policy::endpoint()), Ok(()));
-        let r = check_request(&req("Require: foo, 100rel\r\n", "OPTIONS", "sip:x@example.com", "")).unwrap_err();
+        let r = check_request(&req("Require: foo, 100rel\r\n", "OPTIONS", "sip:x@example.com", ""))
+            .unwrap_err();
         assert_eq!((r.status, r.headers[0].value.as_str()), (420, "foo, 100rel"));
         let ok = Policy { extensions: vec!["foo".into(), "100rel".into()], ..Policy::default() };
-        assert!(check_request_with(&req("Require: foo, 100rel\r\n", "OPTIONS", "sip:x@example.com", ""), &ok).is_ok());
-        assert_eq!(status(&req("Content-Type: text/plain\r\n", "INVITE", "sip:x@example.com", "hi")), Some(415));
-        assert_eq!(status(&req("Content-Type: application/sdp\r\nAccept: text/plain\r\n", "INVITE", "sip:x@example.com", "v=0")), Some(406));
-        assert_eq!(status(&req("Date: Fri, 01 Jan 2010 16:00:00 EST\r\n", "OPTIONS", "sip:x@example.com", "")), Some(400));
-        assert_eq!(status(&req("Expires: 1\r\nExpires: 2\r\n", "OPTIONS", "sip:x@example.com", "")), Some(400));
-        assert_eq!(status(&req("", "OPTIONS", "sip:x@example.com?Route=%3Csip:a.com%3E", "")), Some(400));
+        assert!(check_request_with(
+            &req("Require: foo, 100rel\r\n", "OPTIONS", "sip:x@example.com", ""),
+            &ok
+        )
+        .is_ok());
+        assert_eq!(
+            status(&req("Content-Type: text/plain\r\n", "INVITE", "sip:x@example.com", "hi")),
+            Some(415)
+        );
+        assert_eq!(
+            status(&req(
+                "Content-Type: application/sdp\r\nAccept: text/plain\r\n",
+                "INVITE",
+                "sip:x@example.com",
+                "v=0"
+            )),
+            Some(406)
+        );
+        assert_eq!(
+            status(&req(
+                "Date: Fri, 01 Jan 2010 16:00:00 EST\r\n",
+                "OPTIONS",
+                "sip:x@example.com",
+                ""
+            )),
+            Some(400)
+        );
+        assert_eq!(
+            status(&req("Expires: 1\r\nExpires: 2\r\n", "OPTIONS", "sip:x@example.com", "")),
+            Some(400)
+        );
+        assert_eq!(
+            status(&req("", "OPTIONS", "sip:x@example.com?Route=%3Csip:a.com%3E", "")),
+            Some(400)
+        );
         let mut short = req("", "OPTIONS", "sip:x@example.com", "");
         short.headers.set("Content-Length", "10");
         assert_eq!(status(&short), Some(400));

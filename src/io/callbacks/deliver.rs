@@ -152,7 +152,8 @@ impl Worker {
             }
             let due = row.next_attempt_at_ms.unwrap_or(row.created_at_ms);
             if due > now {
-                wait = wait.min(Duration::from_millis(u64::try_from(due - now).unwrap_or(u64::MAX)));
+                wait =
+                    wait.min(Duration::from_millis(u64::try_from(due - now).unwrap_or(u64::MAX)));
                 break;
             }
             if started < free {
@@ -179,7 +180,11 @@ impl Worker {
             }
             // the attempt's task panicked: a failed attempt like any other (backoff applies)
             Err(e) => match self.task_rows.remove(&e.id()) {
-                Some(row) => Attempted { row, status: None, error: Some(format!("delivery task failed: {e}")) },
+                Some(row) => Attempted {
+                    row,
+                    status: None,
+                    error: Some(format!("delivery task failed: {e}")),
+                },
                 None => return,
             },
         };
@@ -213,7 +218,14 @@ impl Worker {
                 }
             }
         };
-        self.unsaved.push_back(AttemptUpdate { id: a.row.id, attempts, at_ms: ms(now), status, error: a.error, outcome });
+        self.unsaved.push_back(AttemptUpdate {
+            id: a.row.id,
+            attempts,
+            at_ms: ms(now),
+            status,
+            error: a.error,
+            outcome,
+        });
     }
 
     /// Commits the held outcomes in order; false if the database failed (they stay held).
@@ -280,7 +292,12 @@ impl Worker {
 }
 
 /// One POST of `row` (its attempt number is `attempts + 1`).
-async fn attempt(client: reqwest::Client, url: String, timeout: Duration, row: StoredCallback) -> Attempted {
+async fn attempt(
+    client: reqwest::Client,
+    url: String,
+    timeout: Duration,
+    row: StoredCallback,
+) -> Attempted {
     let n = row.attempts.saturating_add(1);
     let request = client
         .post(&url)
@@ -302,7 +319,9 @@ async fn attempt(client: reqwest::Client, url: String, timeout: Duration, row: S
     // the client's own timeout is the same; this one also bounds what the client does not
     let outcome = tokio::time::timeout(timeout, exchange).await;
     match outcome {
-        Ok(Ok(status)) if delivered(status.as_u16()) => Attempted { row, status: Some(status.as_u16()), error: None },
+        Ok(Ok(status)) if delivered(status.as_u16()) => {
+            Attempted { row, status: Some(status.as_u16()), error: None }
+        }
         Ok(Ok(status)) => {
             let error = if status.is_redirection() {
                 format!("HTTP {status} (redirects are not followed)")
@@ -311,7 +330,9 @@ async fn attempt(client: reqwest::Client, url: String, timeout: Duration, row: S
             };
             Attempted { row, status: Some(status.as_u16()), error: Some(error) }
         }
-        Ok(Err(e)) if e.is_timeout() => Attempted { row, status: None, error: Some(timed_out(timeout)) },
+        Ok(Err(e)) if e.is_timeout() => {
+            Attempted { row, status: None, error: Some(timed_out(timeout)) }
+        }
         Ok(Err(e)) => Attempted { row, status: None, error: Some(describe(&e)) },
         Err(_) => Attempted { row, status: None, error: Some(timed_out(timeout)) },
     }
@@ -323,11 +344,7 @@ fn timed_out(timeout: Duration) -> String {
 
 /// A reqwest error with its causes, one line.
 fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
+    let kind = if e.is_connect() { "cannot connect" } else { "request failed" };
     let mut text = kind.to_string();
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(s) = source {

@@ -162,7 +162,11 @@ impl Callbacks {
     /// Starts the writer thread for `<dir>/trunkguard.db` and, when `cfg` names a webhook, the
     /// delivery worker (on the current tokio runtime). A webhook client that cannot be built
     /// (bad TLS setup) is logged: requests are then stored only.
-    pub fn start(dir: PathBuf, cfg: &CallbackConfig, retention: Retention) -> Result<Callbacks, CallbacksError> {
+    pub fn start(
+        dir: PathBuf,
+        cfg: &CallbackConfig,
+        retention: Retention,
+    ) -> Result<Callbacks, CallbacksError> {
         let (tx, rx) = sync_channel(QUEUE);
         let counters = Arc::new(CallbackCounters::default());
         let wake = Arc::new(Notify::new());

@@ -10,7 +10,8 @@ pub fn json_lines(rows: &[StoredCallback]) -> String {
 
 /// A table: time made (UTC), caller, called, reason, state, attempts, last outcome.
 pub fn table(rows: &[StoredCallback]) -> String {
-    let header = ["TIME (UTC)", "CALLER", "CALLED", "REASON", "STATE", "ATTEMPTS", "LAST"].map(str::to_string);
+    let header = ["TIME (UTC)", "CALLER", "CALLED", "REASON", "STATE", "ATTEMPTS", "LAST"]
+        .map(str::to_string);
     let mut lines = vec![header];
     for r in rows {
         lines.push([
@@ -23,7 +24,8 @@ pub fn table(rows: &[StoredCallback]) -> String {
             last(r),
         ]);
     }
-    let widths: Vec<usize> = (0..7).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..7).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for l in &lines {
         let cells: Vec<String> = l.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
@@ -70,7 +72,12 @@ mod tests {
         let t = table(std::slice::from_ref(&r));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert!(lines[1].starts_with("1970-01-01 00:00:00  +15550100  +15550199  caller-pressed-1  pending"), "{t}");
+        assert!(
+            lines[1].starts_with(
+                "1970-01-01 00:00:00  +15550100  +15550199  caller-pressed-1  pending"
+            ),
+            "{t}"
+        );
         assert!(lines[1].ends_with("3         HTTP 503 Service Unavailable"), "{t}");
         let json: serde_json::Value = serde_json::from_str(json_lines(&[r]).trim()).unwrap();
         assert_eq!((json["state"].as_str(), json["attempts"].as_i64()), (Some("pending"), Some(3)));

@@ -86,7 +86,10 @@ impl CallbackDb {
         CallbackDb { db: LazyDb::new(dir.into(), open) }
     }
 
-    fn with<T>(&mut self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
         self.db.with(f)
     }
 
@@ -151,7 +154,8 @@ impl CallbackDb {
     /// How many rows are in each state.
     pub fn counts(&mut self) -> Result<StateCounts, StateError> {
         self.with(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM callbacks GROUP BY state")?;
+            let mut stmt =
+                conn.prepare_cached("SELECT state, COUNT(*) FROM callbacks GROUP BY state")?;
             let mut counts = StateCounts::default();
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             for row in rows {
@@ -174,7 +178,10 @@ impl CallbackDb {
         let cutoff = i64::try_from(now_ms.saturating_sub(keep_ms)).unwrap_or(i64::MAX);
         self.with(|conn| {
             let tx = conn.transaction()?;
-            let old = tx.execute("DELETE FROM callbacks WHERE state != 'pending' AND created_at_ms < ?1", [cutoff])?;
+            let old = tx.execute(
+                "DELETE FROM callbacks WHERE state != 'pending' AND created_at_ms < ?1",
+                [cutoff],
+            )?;
             let extra = tx.execute(
                 "DELETE FROM callbacks WHERE id IN
                      (SELECT id FROM callbacks WHERE state != 'pending'

@@ -67,19 +67,33 @@ fn attempts_move_a_request_to_delivered_or_failed_once() {
         outcome,
     };
     db.record_attempt(&update(1, 1, AttemptOutcome::RetryAt(9000))).unwrap();
-    db.record_attempt(&AttemptUpdate { status: Some(204), error: None, ..update(2, 1, AttemptOutcome::Delivered) }).unwrap();
+    db.record_attempt(&AttemptUpdate {
+        status: Some(204),
+        error: None,
+        ..update(2, 1, AttemptOutcome::Delivered)
+    })
+    .unwrap();
     db.record_attempt(&update(3, 7, AttemptOutcome::GaveUp)).unwrap();
     // a late outcome for a request already delivered changes nothing
     db.record_attempt(&update(2, 2, AttemptOutcome::GaveUp)).unwrap();
     let rows = read_recent(tmp.path(), 10).unwrap();
     let by = |n: u32| rows.iter().find(|r| r.id == id(n)).unwrap().clone();
     let (r1, r2, r3) = (by(1), by(2), by(3));
-    assert_eq!((r1.state.as_str(), r1.attempts, r1.next_attempt_at_ms, r1.last_status), ("pending", 1, Some(9000), Some(503)));
+    assert_eq!(
+        (r1.state.as_str(), r1.attempts, r1.next_attempt_at_ms, r1.last_status),
+        ("pending", 1, Some(9000), Some(503))
+    );
     assert_eq!(r1.last_error.as_deref(), Some("HTTP 503 Service Unavailable"));
-    assert_eq!((r2.state.as_str(), r2.attempts, r2.delivered_at_ms, r2.next_attempt_at_ms), ("delivered", 1, Some(5000), None));
+    assert_eq!(
+        (r2.state.as_str(), r2.attempts, r2.delivered_at_ms, r2.next_attempt_at_ms),
+        ("delivered", 1, Some(5000), None)
+    );
     assert_eq!((r3.state.as_str(), r3.attempts, r3.next_attempt_at_ms), ("failed", 7, None));
     assert_eq!(db.counts().unwrap(), StateCounts { pending: 1, delivered: 1, failed: 1 });
-    assert_eq!(db.next_pending(10).unwrap().iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![id(1)]);
+    assert_eq!(
+        db.next_pending(10).unwrap().iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        vec![id(1)]
+    );
 }
 
 #[test]
@@ -105,17 +119,33 @@ fn pruning_keeps_pending_requests_whatever_their_age() {
     }
     for n in [0, 1] {
         let outcome = if n == 0 { AttemptOutcome::Delivered } else { AttemptOutcome::GaveUp };
-        db.record_attempt(&AttemptUpdate { id: format!("{n:032x}"), attempts: 1, at_ms: 0, status: None, error: None, outcome }).unwrap();
+        db.record_attempt(&AttemptUpdate {
+            id: format!("{n:032x}"),
+            attempts: 1,
+            at_ms: 0,
+            status: None,
+            error: None,
+            outcome,
+        })
+        .unwrap();
     }
     for n in [3, 4] {
-        let u = AttemptUpdate { id: format!("{n:032x}"), attempts: 1, at_ms: 0, status: Some(200), error: None, outcome: AttemptOutcome::Delivered };
+        let u = AttemptUpdate {
+            id: format!("{n:032x}"),
+            attempts: 1,
+            at_ms: 0,
+            status: Some(200),
+            error: None,
+            outcome: AttemptOutcome::Delivered,
+        };
         db.record_attempt(&u).unwrap();
     }
     // kept 2 days at day 5: 0, 1 (done, old) go; 2 (pending, old) stays; 3, 4 stay
     assert_eq!(db.prune(5 * day as u64, 2 * day as u64, 1000).unwrap(), 2);
     // at most one finished row
     assert_eq!(db.prune(5 * day as u64, 2 * day as u64, 1).unwrap(), 1);
-    let left: Vec<i64> = read_recent(tmp.path(), 10).unwrap().iter().map(|r| r.created_at_ms / day).collect();
+    let left: Vec<i64> =
+        read_recent(tmp.path(), 10).unwrap().iter().map(|r| r.created_at_ms / day).collect();
     assert_eq!(left, [2, 4, 5]);
 }
 
@@ -133,10 +163,15 @@ fn the_writer_stores_without_a_webhook_and_keeps_counts() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = CallbackConfig::default(); // no webhook: no runtime needed
     let cb = Callbacks::start(tmp.path().to_path_buf(), &cfg, RET).unwrap();
-    let ids: Vec<String> = (1..=3).map(|n| cb.submit(request(n), 1_700_000_000_000 + u64::from(n)).unwrap()).collect();
+    let ids: Vec<String> =
+        (1..=3).map(|n| cb.submit(request(n), 1_700_000_000_000 + u64::from(n)).unwrap()).collect();
     assert!(ids.iter().all(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit())));
     let c = cb.counters().clone();
-    assert!(wait_for(Duration::from_secs(5), || c.pending.load(Ordering::Relaxed) == 3), "{:?}", c.snapshot());
+    assert!(
+        wait_for(Duration::from_secs(5), || c.pending.load(Ordering::Relaxed) == 3),
+        "{:?}",
+        c.snapshot()
+    );
     let s = c.snapshot();
     assert_eq!((s.requested, s.stored, s.dropped, s.unstored, s.webhook), (3, 3, 0, 0, false));
     let rows = read_recent(tmp.path(), 10).unwrap();
@@ -160,11 +195,22 @@ fn a_locked_database_holds_requests_in_memory_until_it_is_back() {
     assert!(wait_for(Duration::from_secs(15), || c.write_failures.load(Ordering::Relaxed) >= 2));
     assert_eq!(c.unstored.load(Ordering::Relaxed), 1);
     let problem = sources.problem(crate::io::clock::unix_ms()).expect("storage problem reported");
-    assert!(problem.contains("1 callback request(s) not stored yet") && problem.contains("callback writer failed"), "{problem}");
-    assert!(c.snapshot().last_write_failure.unwrap().error.contains("locked"), "{:?}", c.snapshot());
+    assert!(
+        problem.contains("1 callback request(s) not stored yet")
+            && problem.contains("callback writer failed"),
+        "{problem}"
+    );
+    assert!(
+        c.snapshot().last_write_failure.unwrap().error.contains("locked"),
+        "{:?}",
+        c.snapshot()
+    );
     // the disk comes back: the held request is stored on the next retry
     locker.execute_batch("ROLLBACK").unwrap();
-    assert!(wait_for(writer::RETRY_UNSTORED + Duration::from_secs(5), || c.stored.load(Ordering::Relaxed) == 1));
+    assert!(wait_for(writer::RETRY_UNSTORED + Duration::from_secs(5), || c
+        .stored
+        .load(Ordering::Relaxed)
+        == 1));
     assert_eq!(c.unstored.load(Ordering::Relaxed), 0);
     assert_eq!(sources.problem(crate::io::clock::unix_ms()), None);
     assert_eq!(read_recent(tmp.path(), 10).unwrap().len(), 1);
@@ -182,7 +228,11 @@ fn a_state_directory_that_cannot_exist_is_counted_not_a_panic() {
     // (the start's prune fails first, then the insert: the request is held)
     assert!(wait_for(Duration::from_secs(5), || c.write_failures.load(Ordering::Relaxed) >= 2));
     assert_eq!((c.unstored.load(Ordering::Relaxed), c.stored.load(Ordering::Relaxed)), (1, 0));
-    assert!(c.health.problem(crate::io::clock::unix_ms()).unwrap().contains("cannot create state directory"));
+    assert!(c
+        .health
+        .problem(crate::io::clock::unix_ms())
+        .unwrap()
+        .contains("cannot create state directory"));
 }
 
 #[test]

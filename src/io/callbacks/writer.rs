@@ -42,8 +42,20 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(dir: PathBuf, retention: Retention, counters: Arc<CallbackCounters>, wake: Arc<Notify>) -> Writer {
-        Writer { db: CallbackDb::new(dir), retention, counters, wake, unstored: VecDeque::new(), last_logged: None }
+    pub fn new(
+        dir: PathBuf,
+        retention: Retention,
+        counters: Arc<CallbackCounters>,
+        wake: Arc<Notify>,
+    ) -> Writer {
+        Writer {
+            db: CallbackDb::new(dir),
+            retention,
+            counters,
+            wake,
+            unstored: VecDeque::new(),
+            last_logged: None,
+        }
     }
 
     /// Runs until every sender is gone (then makes a last attempt at what it holds).

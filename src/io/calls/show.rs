@@ -4,31 +4,50 @@ use super::StoredCall;
 
 /// JSON lines, one object per call.
 pub fn json_lines(rows: &[StoredCall]) -> String {
-    rows.iter()
-        .filter_map(|r| serde_json::to_string(r).ok())
-        .map(|line| line + "\n")
-        .collect()
+    rows.iter().filter_map(|r| serde_json::to_string(r).ok()).map(|line| line + "\n").collect()
 }
 
 /// A table: answer time (UTC), carrier, caller, AI endpoint, duration, end reason, MOS, the
 /// ladder's rungs and the callback request.
 pub fn table(rows: &[StoredCall]) -> String {
-    let header = ["TIME (UTC)", "CARRIER", "CALLER", "AI ENDPOINT", "DURATION", "END", "MOS", "LADDER", "CALLBACK"].map(str::to_string);
+    let header = [
+        "TIME (UTC)",
+        "CARRIER",
+        "CALLER",
+        "AI ENDPOINT",
+        "DURATION",
+        "END",
+        "MOS",
+        "LADDER",
+        "CALLBACK",
+    ]
+    .map(str::to_string);
     let mut lines = vec![header];
     for r in rows {
         lines.push([
             r.answered_at_ms.map_or_else(|| "-".to_string(), utc),
             r.carrier.clone(),
             r.caller.clone(),
-            r.ai_endpoint.clone().or_else(|| r.fallback_reason.as_ref().map(|_| "(fallback)".to_string())).unwrap_or_else(|| "-".into()),
-            r.duration_ms.map_or_else(|| "-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
-            r.end_reason.clone().unwrap_or_else(|| if r.ended_at_ms.is_none() { "(in progress)".into() } else { "-".into() }),
+            r.ai_endpoint
+                .clone()
+                .or_else(|| r.fallback_reason.as_ref().map(|_| "(fallback)".to_string()))
+                .unwrap_or_else(|| "-".into()),
+            r.duration_ms
+                .map_or_else(|| "-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+            r.end_reason.clone().unwrap_or_else(|| {
+                if r.ended_at_ms.is_none() {
+                    "(in progress)".into()
+                } else {
+                    "-".into()
+                }
+            }),
             r.mos.map_or_else(|| "-".to_string(), |m| format!("{m:.2}")),
             r.ladder.clone().unwrap_or_else(|| "-".into()),
             r.callback_reason.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..9).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..9).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for l in &lines {
         let cells: Vec<String> = l.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
@@ -93,7 +112,12 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[1].starts_with("1970-01-01 00:00:00  telco"), "{t}");
-        assert!(lines[1].contains("4.2s") && lines[1].contains("remote BYE") && lines[1].contains("4.30"), "{t}");
+        assert!(
+            lines[1].contains("4.2s")
+                && lines[1].contains("remote BYE")
+                && lines[1].contains("4.30"),
+            "{t}"
+        );
         assert!(lines[1].ends_with("prompt>menu>callback  caller-pressed-1"), "{t}");
         let json: serde_json::Value = serde_json::from_str(json_lines(&[row]).trim()).unwrap();
         assert_eq!(json["carrier"], "telco");

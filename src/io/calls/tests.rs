@@ -82,7 +82,8 @@ fn wal_and_synchronous_full_are_set() {
     let tmp = tempfile::tempdir().unwrap();
     let mut db = CallDb::new(tmp.path());
     db.upsert(&record("c1", RecordPhase::Answered), 1).unwrap();
-    let mode: String = db.with(|conn| conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))).unwrap();
+    let mode: String =
+        db.with(|conn| conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))).unwrap();
     let sync: i64 = db.with(|conn| conn.query_row("PRAGMA synchronous", [], |r| r.get(0))).unwrap();
     assert_eq!((mode.as_str(), sync), ("wal", 2)); // 2 = FULL
 }
@@ -100,7 +101,8 @@ fn prune_by_age_then_by_count() {
     assert_eq!(deleted, 2);
     let deleted = db.prune(93 * day, Retention { keep_days: 90, max_rows: 2 }).unwrap();
     assert_eq!(deleted, 1);
-    let ids: Vec<String> = read_recent(tmp.path(), 10).unwrap().into_iter().map(|r| r.call_id).collect();
+    let ids: Vec<String> =
+        read_recent(tmp.path(), 10).unwrap().into_iter().map(|r| r.call_id).collect();
     assert_eq!(ids, ["c3", "c4"]);
     assert_eq!(db.prune(93 * day, RET).unwrap(), 0);
 }
@@ -112,7 +114,8 @@ fn read_recent_gives_the_last_n_oldest_first() {
     for i in 0..5 {
         db.upsert(&record(&format!("c{i}"), RecordPhase::Answered), 100 + i).unwrap();
     }
-    let ids: Vec<String> = read_recent(tmp.path(), 3).unwrap().into_iter().map(|r| r.call_id).collect();
+    let ids: Vec<String> =
+        read_recent(tmp.path(), 3).unwrap().into_iter().map(|r| r.call_id).collect();
     assert_eq!(ids, ["c2", "c3", "c4"]);
     assert!(read_recent(&tmp.path().join("missing"), 3).unwrap().is_empty());
 }
@@ -123,7 +126,11 @@ fn a_read_only_database_is_an_error_then_recovers() {
     let mut db = CallDb::new(tmp.path());
     db.upsert(&record("c1", RecordPhase::Answered), 1).unwrap();
     // (tests may run as root, where file modes do not stop writes: use a read-only connection)
-    let ro = Connection::open_with_flags(tmp.path().join(DB_FILE), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let ro = Connection::open_with_flags(
+        tmp.path().join(DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
     db.db.replace_connection(ro);
     let err = db.upsert(&record("c2", RecordPhase::Answered), 2).unwrap_err();
     assert!(matches!(err, StateError::Sqlite { .. }), "{err}");
@@ -139,7 +146,10 @@ fn a_directory_that_cannot_exist_does_not_panic() {
     let file = tmp.path().join("plain-file");
     std::fs::write(&file, b"x").unwrap();
     let mut db = CallDb::new(file.join("state"));
-    assert!(matches!(db.upsert(&record("c1", RecordPhase::Answered), 1), Err(StateError::CreateDir { .. })));
+    assert!(matches!(
+        db.upsert(&record("c1", RecordPhase::Answered), 1),
+        Err(StateError::CreateDir { .. })
+    ));
 }
 
 #[test]
@@ -203,7 +213,10 @@ fn the_human_transfer_is_kept_across_steps() {
     db.upsert(&human, 2000).unwrap();
     db.upsert(&ended("c1"), 3000).unwrap();
     let rows = read_recent(&tmp.path().join("state"), 10).unwrap();
-    assert_eq!(rows[0].human.as_deref(), Some("carrier-b; failed carrier-a: 503 Service Unavailable; connected"));
+    assert_eq!(
+        rows[0].human.as_deref(),
+        Some("carrier-b; failed carrier-a: 503 Service Unavailable; connected")
+    );
 }
 
 #[test]

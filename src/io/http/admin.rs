@@ -51,23 +51,41 @@ struct InServiceBody {
     in_service: bool,
 }
 
-async fn drain(State(shared): State<Arc<Shared>>, body: Result<Json<DrainBody>, JsonRejection>) -> Response {
+async fn drain(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<DrainBody>, JsonRejection>,
+) -> Response {
     match body {
         Ok(Json(b)) => run(&shared, AdminCommand::Drain(b.on)).await,
         Err(e) => bad_body(e),
     }
 }
 
-async fn carrier(State(shared): State<Arc<Shared>>, body: Result<Json<InServiceBody>, JsonRejection>) -> Response {
+async fn carrier(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<InServiceBody>, JsonRejection>,
+) -> Response {
     match body {
-        Ok(Json(b)) => run(&shared, AdminCommand::CarrierInService { name: b.name, in_service: b.in_service }).await,
+        Ok(Json(b)) => {
+            run(&shared, AdminCommand::CarrierInService { name: b.name, in_service: b.in_service })
+                .await
+        }
         Err(e) => bad_body(e),
     }
 }
 
-async fn ai_endpoint(State(shared): State<Arc<Shared>>, body: Result<Json<InServiceBody>, JsonRejection>) -> Response {
+async fn ai_endpoint(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<InServiceBody>, JsonRejection>,
+) -> Response {
     match body {
-        Ok(Json(b)) => run(&shared, AdminCommand::AiEndpointInService { name: b.name, in_service: b.in_service }).await,
+        Ok(Json(b)) => {
+            run(
+                &shared,
+                AdminCommand::AiEndpointInService { name: b.name, in_service: b.in_service },
+            )
+            .await
+        }
         Err(e) => bad_body(e),
     }
 }
@@ -118,7 +136,9 @@ mod tests {
         tokio::spawn(async move {
             while let Some((command, reply)) = rx.recv().await {
                 let outcome = match &command {
-                    AdminCommand::CarrierInService { name, .. } if name == "nope" => Err(AdminError::NoSuchCarrier(name.clone())),
+                    AdminCommand::CarrierInService { name, .. } if name == "nope" => {
+                        Err(AdminError::NoSuchCarrier(name.clone()))
+                    }
                     _ => Ok(()),
                 };
                 log.lock().unwrap().push(command);
@@ -153,7 +173,8 @@ mod tests {
             let app = auth::with_auth(crate::io::http::app(self.shared.clone()), self.auth.clone());
             let resp = app.oneshot(req).await.unwrap();
             let status = resp.status();
-            let cookie = resp.headers().get(header::SET_COOKIE).map(|v| v.to_str().unwrap().to_owned());
+            let cookie =
+                resp.headers().get(header::SET_COOKIE).map(|v| v.to_str().unwrap().to_owned());
             let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
             let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
             (status, HeaderBag { set_cookie: cookie }, json)
@@ -163,8 +184,14 @@ mod tests {
             self.login_from("192.0.2.10", password).await
         }
 
-        async fn login_from(&self, ip: &str, password: &str) -> (StatusCode, HeaderBag, serde_json::Value) {
-            let body = form_urlencoded::Serializer::new(String::new()).append_pair("password", password).finish();
+        async fn login_from(
+            &self,
+            ip: &str,
+            password: &str,
+        ) -> (StatusCode, HeaderBag, serde_json::Value) {
+            let body = form_urlencoded::Serializer::new(String::new())
+                .append_pair("password", password)
+                .finish();
             let mut req = Request::post("/login")
                 .header(header::HOST, HOST)
                 .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -184,8 +211,16 @@ mod tests {
             (pair, body["csrf_token"].as_str().unwrap().to_owned())
         }
 
-        async fn post(&self, path: &str, cookie: Option<&str>, csrf: Option<&str>, body: &str) -> (StatusCode, serde_json::Value) {
-            let mut req = Request::post(path).header(header::HOST, HOST).header(header::CONTENT_TYPE, "application/json");
+        async fn post(
+            &self,
+            path: &str,
+            cookie: Option<&str>,
+            csrf: Option<&str>,
+            body: &str,
+        ) -> (StatusCode, serde_json::Value) {
+            let mut req = Request::post(path)
+                .header(header::HOST, HOST)
+                .header(header::CONTENT_TYPE, "application/json");
             if let Some(c) = cookie {
                 req = req.header(header::COOKIE, c);
             }
@@ -196,7 +231,11 @@ mod tests {
             (status, json)
         }
 
-        async fn get_session(&self, host: &str, cookie: Option<&str>) -> (StatusCode, serde_json::Value) {
+        async fn get_session(
+            &self,
+            host: &str,
+            cookie: Option<&str>,
+        ) -> (StatusCode, serde_json::Value) {
             let mut req = Request::get("/api/session").header(header::HOST, host);
             if let Some(c) = cookie {
                 req = req.header(header::COOKIE, c);
@@ -240,7 +279,10 @@ mod tests {
             if i == 1 {
                 // slowed down: even the right password is refused right after a failure
                 let (status, _, body) = h.login(PASSWORD).await;
-                assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some(LOGIN_FAILED)));
+                assert_eq!(
+                    (status, body["error"].as_str()),
+                    (StatusCode::UNAUTHORIZED, Some(LOGIN_FAILED))
+                );
             }
             h.advance(lockout::PER_CLIENT.delay(i).min(Duration::from_secs(8)));
         }
@@ -266,7 +308,8 @@ mod tests {
         let (cookie, csrf) = h.session().await;
         let (status, body) = h.post("/api/admin/drain", Some(&cookie), None, drain).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-        let (status, _) = h.post("/api/admin/drain", Some(&cookie), Some(&"0".repeat(64)), drain).await;
+        let (status, _) =
+            h.post("/api/admin/drain", Some(&cookie), Some(&"0".repeat(64)), drain).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert!(h.seen.lock().unwrap().is_empty(), "nothing reached the drive loop");
         // the token is also what GET /api/session hands out
@@ -291,10 +334,18 @@ mod tests {
             ]
         );
         // errors
-        let (status, body) = h.post("/api/admin/carrier", Some(&cookie), Some(&csrf), r#"{"name":"nope","in_service":true}"#).await;
+        let (status, body) = h
+            .post(
+                "/api/admin/carrier",
+                Some(&cookie),
+                Some(&csrf),
+                r#"{"name":"nope","in_service":true}"#,
+            )
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["error"], "no carrier named \"nope\"");
-        let (status, body) = h.post("/api/admin/drain", Some(&cookie), Some(&csrf), r#"{"of": 1}"#).await;
+        let (status, body) =
+            h.post("/api/admin/drain", Some(&cookie), Some(&csrf), r#"{"of": 1}"#).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         let (status, body) = h.post("/api/admin/drill", Some(&cookie), Some(&csrf), "{}").await;
         assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
@@ -316,14 +367,16 @@ mod tests {
         let (status, headers, _) = h.send(req).await;
         assert_eq!(status, StatusCode::OK);
         assert!(headers.set_cookie.unwrap().contains("Max-Age=0"));
-        let (status, _) = h.post("/api/admin/drain", Some(&cookie), Some(&csrf), r#"{"on": false}"#).await;
+        let (status, _) =
+            h.post("/api/admin/drain", Some(&cookie), Some(&csrf), r#"{"on": false}"#).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         let (_, session) = h.get_session(HOST, Some(&cookie)).await;
         assert_eq!(session, json!({"authenticated": false, "password_required": true}));
 
         let (cookie, csrf) = h.session().await;
         h.advance(sessions::IDLE);
-        let (status, _) = h.post("/api/admin/drain", Some(&cookie), Some(&csrf), r#"{"on": false}"#).await;
+        let (status, _) =
+            h.post("/api/admin/drain", Some(&cookie), Some(&csrf), r#"{"on": false}"#).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "idle for 30 min");
         assert!(h.seen.lock().unwrap().is_empty());
     }
@@ -358,14 +411,19 @@ mod tests {
         assert_eq!(session["password_required"], false);
         let csrf = session["csrf_token"].as_str().unwrap().to_owned();
         let post = |host: &'static str, token: Option<String>| {
-            let mut req = Request::post("/api/admin/drain").header(header::HOST, host).header(header::CONTENT_TYPE, "application/json");
+            let mut req = Request::post("/api/admin/drain")
+                .header(header::HOST, host)
+                .header(header::CONTENT_TYPE, "application/json");
             if let Some(t) = token {
                 req = req.header("x-csrf-token", t);
             }
             req.body(Body::from(r#"{"on": true}"#)).unwrap()
         };
         assert_eq!(h.send(post("localhost:8080", None)).await.0, StatusCode::FORBIDDEN);
-        assert_eq!(h.send(post("evil.example:8080", Some(csrf.clone()))).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(
+            h.send(post("evil.example:8080", Some(csrf.clone()))).await.0,
+            StatusCode::FORBIDDEN
+        );
         assert_eq!(h.send(post("localhost:8080", Some(csrf))).await.0, StatusCode::OK);
         assert_eq!(*h.seen.lock().unwrap(), vec![AdminCommand::Drain(true)]);
         let (status, _, _) = h.login(PASSWORD).await;
@@ -375,7 +433,10 @@ mod tests {
     #[tokio::test]
     async fn fails_closed_without_auth_and_reports_a_stopped_loop() {
         let (shared, _) = fake_drive_loop();
-        let req = Request::post("/api/admin/drain").header(header::HOST, "localhost").body(Body::from("{}")).unwrap();
+        let req = Request::post("/api/admin/drain")
+            .header(header::HOST, "localhost")
+            .body(Body::from("{}"))
+            .unwrap();
         let resp = crate::io::http::app(shared).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR, "no Auth extension: refuse");
 

@@ -109,7 +109,11 @@ impl Auth {
     /// May this POST act? Logged in (or local without a password) and the CSRF token matches.
     pub fn authorize(&self, headers: &HeaderMap, form_csrf: Option<&str>) -> Result<(), Denied> {
         let expected = self.expected_csrf(headers)?;
-        let given = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).or(form_csrf).ok_or(Denied::BadCsrf)?;
+        let given = headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .or(form_csrf)
+            .ok_or(Denied::BadCsrf)?;
         if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
             Ok(())
         } else {
@@ -163,7 +167,11 @@ pub fn with_auth(router: Router, auth: Arc<Auth>) -> Router {
 }
 
 /// Middleware for the routes that act: [`Auth::authorize`] with the CSRF header.
-pub async fn require_admin(Extension(auth): Extension<Arc<Auth>>, request: Request, next: Next) -> Response {
+pub async fn require_admin(
+    Extension(auth): Extension<Arc<Auth>>,
+    request: Request,
+    next: Next,
+) -> Response {
     match auth.authorize(request.headers(), None) {
         Ok(()) => next.run(request).await,
         Err(denied) => denied.into_response(),
@@ -209,7 +217,8 @@ async fn login(Extension(auth): Extension<Arc<Auth>>, request: Request) -> Respo
         tracing::warn!(%client, "login refused: too many failed attempts");
         return login_failed();
     }
-    let verified = tokio::task::spawn_blocking(move || password.verify(&candidate)).await.unwrap_or(false);
+    let verified =
+        tokio::task::spawn_blocking(move || password.verify(&candidate)).await.unwrap_or(false);
     let now = auth.now();
     if !verified {
         auth.lockout().failed(client, now);
@@ -243,7 +252,8 @@ async fn logout(Extension(auth): Extension<Arc<Auth>>, request: Request) -> Resp
         auth.sessions().remove(token);
     }
     let cookie = auth.cookie("", 0);
-    ([(SET_COOKIE, cookie), (CACHE_CONTROL, "no-store".to_owned())], Json(json!({ "ok": true }))).into_response()
+    ([(SET_COOKIE, cookie), (CACHE_CONTROL, "no-store".to_owned())], Json(json!({ "ok": true })))
+        .into_response()
 }
 
 /// A field of an `application/x-www-form-urlencoded` body (at most [`FORM_LIMIT`] bytes).
@@ -280,7 +290,10 @@ fn same_origin(headers: &HeaderMap, tls: bool) -> bool {
     if let Some(referer) = header(headers, REFERER) {
         return own.is_some_and(|own| {
             let prefix = format!("{own}/");
-            referer.as_bytes().get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+            referer
+                .as_bytes()
+                .get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
         });
     }
     true
@@ -295,7 +308,8 @@ fn host_is_local(headers: &HeaderMap) -> bool {
         Some(rest) => rest.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 #[cfg(test)]
@@ -313,10 +327,20 @@ mod tests {
 
     #[test]
     fn local_hosts() {
-        for local in ["localhost", "localhost:8080", "127.0.0.1:8080", "127.0.0.2", "[::1]:8080", "[::1]", "LOCALHOST:1"] {
+        for local in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "127.0.0.2",
+            "[::1]:8080",
+            "[::1]",
+            "LOCALHOST:1",
+        ] {
             assert!(host_is_local(&headers(&[("host", local)])), "{local}");
         }
-        for remote in ["evil.example:8080", "10.0.0.1:8080", "[2001:db8::1]:80", "localhost.evil.example", ""] {
+        for remote in
+            ["evil.example:8080", "10.0.0.1:8080", "[2001:db8::1]:80", "localhost.evil.example", ""]
+        {
             assert!(!host_is_local(&headers(&[("host", remote)])), "{remote}");
         }
         assert!(!host_is_local(&HeaderMap::new()));

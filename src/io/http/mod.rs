@@ -67,7 +67,10 @@ impl Shared {
     }
 
     /// Runs an operator command in the drive loop and waits for its outcome.
-    pub async fn command(&self, command: AdminCommand) -> Result<Result<(), AdminError>, CommandUnavailable> {
+    pub async fn command(
+        &self,
+        command: AdminCommand,
+    ) -> Result<Result<(), AdminError>, CommandUnavailable> {
         let tx = self.commands.as_ref().ok_or(CommandUnavailable)?;
         let (reply, rx) = oneshot::channel();
         tx.send((command, reply)).await.map_err(|_| CommandUnavailable)?;
@@ -164,11 +167,18 @@ mod tests {
         let t0 = Instant::now() - Duration::from_secs(60);
         let shared = Shared::new(t0);
         // never beat since t0, 60 s ago: stalled
-        let resp = app(shared.clone()).oneshot(Request::get("/livez").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app(shared.clone())
+            .oneshot(Request::get("/livez").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         let status = EndpointStatus {
             carriers: vec![],
-            calls: crate::core::endpoint::CallsStatus { active: 0, answered_total: 3, rtp_packets_received_total: 9 },
+            calls: crate::core::endpoint::CallsStatus {
+                active: 0,
+                answered_total: 3,
+                rtp_packets_received_total: 9,
+            },
             counters: Default::default(),
             outbound: Default::default(),
             ai_reachable: true,
@@ -181,9 +191,15 @@ mod tests {
             recent_failures: vec![],
         };
         shared.beat(Instant::now(), status);
-        let resp = app(shared.clone()).oneshot(Request::get("/livez").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app(shared.clone())
+            .oneshot(Request::get("/livez").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
-        let resp = app(shared).oneshot(Request::get("/status").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app(shared)
+            .oneshot(Request::get("/status").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

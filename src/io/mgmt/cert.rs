@@ -78,7 +78,12 @@ mod tests {
         assert!(!second.generated);
         assert_eq!(std::fs::read_to_string(&second.cert).unwrap(), pem);
         // usable by the TLS server
-        let files = crate::io::tls::TlsFiles { cert: &second.cert, key: &second.key, client_ca: None, require_client_cert: false };
+        let files = crate::io::tls::TlsFiles {
+            cert: &second.cert,
+            key: &second.key,
+            client_ca: None,
+            require_client_cert: false,
+        };
         assert!(crate::io::tls::server_config(&files).is_ok());
     }
 

@@ -51,18 +51,28 @@ pub struct Report {
 }
 
 /// Sets the password if none is set, generates the certificate if missing.
-pub fn run(state_dir: &Path, status: &StatusConfig, source: PasswordSource<'_>) -> Result<Report, FirstBootError> {
+pub fn run(
+    state_dir: &Path,
+    status: &StatusConfig,
+    source: PasswordSource<'_>,
+) -> Result<Report, FirstBootError> {
     let password_set = match password::load(state_dir)? {
         Some(_) => {
             if let PasswordSource::Ask { output, .. } = source {
-                let _ = writeln!(output, "The admin password is already set (change it with `trunkguard set-password`).");
+                let _ = writeln!(
+                    output,
+                    "The admin password is already set (change it with `trunkguard set-password`)."
+                );
             }
             false
         }
         None => {
             let hashed = match source {
                 PasswordSource::File(path) => {
-                    let f = std::fs::File::open(path).map_err(|source| FirstBootError::Io { path: path.to_path_buf(), source })?;
+                    let f = std::fs::File::open(path).map_err(|source| FirstBootError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
                     AdminPassword::hash(&password::read_line(io::BufReader::new(f))?)?
                 }
                 PasswordSource::Ask { input, output, terminal } => ask(input, output, terminal)?,
@@ -79,15 +89,26 @@ pub fn run(state_dir: &Path, status: &StatusConfig, source: PasswordSource<'_>) 
     }
     let scheme = if status.tls.is_some() { "https" } else { "http" };
     let loopback_only = status.listen.ip().is_loopback();
-    let urls = page_ips(status.listen.ip()).into_iter().map(|ip| url(scheme, SocketAddr::new(ip, status.listen.port()))).collect();
+    let urls = page_ips(status.listen.ip())
+        .into_iter()
+        .map(|ip| url(scheme, SocketAddr::new(ip, status.listen.port())))
+        .collect();
     Ok(Report { password_set, cert, urls, loopback_only })
 }
 
 /// Asks twice until both match and the rules hold (at most [`ATTEMPTS`] times).
-fn ask(input: &mut dyn BufRead, output: &mut dyn Write, terminal: bool) -> Result<AdminPassword, FirstBootError> {
+fn ask(
+    input: &mut dyn BufRead,
+    output: &mut dyn Write,
+    terminal: bool,
+) -> Result<AdminPassword, FirstBootError> {
     let io_err = |source| FirstBootError::Io { path: PathBuf::from("<console>"), source };
     writeln!(output, "Set the admin password of the trunkguard status page.").map_err(io_err)?;
-    writeln!(output, "Rules: at least {MIN_PASSWORD_CHARS} characters; spaces and any letters allowed.").map_err(io_err)?;
+    writeln!(
+        output,
+        "Rules: at least {MIN_PASSWORD_CHARS} characters; spaces and any letters allowed."
+    )
+    .map_err(io_err)?;
     for attempt in 1..=ATTEMPTS {
         let first = prompt(input, output, "New admin password: ", terminal)?;
         if let Err(e) = password::check_rules(&first) {
@@ -105,7 +126,12 @@ fn ask(input: &mut dyn BufRead, output: &mut dyn Write, terminal: bool) -> Resul
     Err(FirstBootError::NoMatch)
 }
 
-fn prompt(input: &mut dyn BufRead, output: &mut dyn Write, text: &str, terminal: bool) -> Result<String, FirstBootError> {
+fn prompt(
+    input: &mut dyn BufRead,
+    output: &mut dyn Write,
+    text: &str,
+    terminal: bool,
+) -> Result<String, FirstBootError> {
     let io_err = |source| FirstBootError::Io { path: PathBuf::from("<console>"), source };
     write!(output, "{text}").map_err(io_err)?;
     output.flush().map_err(io_err)?;
@@ -186,7 +212,11 @@ fn page_ips(listen: IpAddr) -> Vec<IpAddr> {
     ips.sort();
     ips.dedup();
     if ips.is_empty() {
-        ips.push(if listen.is_ipv4() { IpAddr::from([127, 0, 0, 1]) } else { IpAddr::from(std::net::Ipv6Addr::LOCALHOST) });
+        ips.push(if listen.is_ipv4() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        });
     }
     ips
 }
@@ -254,7 +284,10 @@ mod tests {
 
     #[test]
     fn addresses_shown() {
-        assert_eq!(page_ips("192.0.2.5".parse().unwrap()), vec!["192.0.2.5".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            page_ips("192.0.2.5".parse().unwrap()),
+            vec!["192.0.2.5".parse::<IpAddr>().unwrap()]
+        );
         let all = page_ips("0.0.0.0".parse().unwrap());
         assert!(!all.is_empty() && all.iter().all(|ip| ip.is_ipv4()), "{all:?}");
         assert_eq!(url("https", "[::1]:8443".parse().unwrap()), "https://[::1]:8443/");

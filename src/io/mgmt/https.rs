@@ -38,7 +38,11 @@ impl TlsListener {
     }
 }
 
-async fn accept_loop(tcp: TcpListener, acceptor: TlsAcceptor, tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>) {
+async fn accept_loop(
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     while !tx.is_closed() {
         let (stream, peer) = match tcp.accept().await {
@@ -61,7 +65,9 @@ async fn accept_loop(tcp: TcpListener, acceptor: TlsAcceptor, tx: mpsc::Sender<(
                 Ok(Ok(tls)) => {
                     let _ = tx.send((tls, peer)).await;
                 }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "status server TLS handshake failed"),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "status server TLS handshake failed")
+                }
                 Err(_) => tracing::debug!(%peer, "status server TLS handshake timed out"),
             }
         });

@@ -68,7 +68,11 @@ fn state_dir_from(config_override: Option<&Path>, env: Option<OsString>) -> Path
 }
 
 /// Listening beyond loopback requires an admin password; there is no default password.
-pub fn check_listen(listen: SocketAddr, password: Option<&AdminPassword>, password_path: &Path) -> Result<(), MgmtError> {
+pub fn check_listen(
+    listen: SocketAddr,
+    password: Option<&AdminPassword>,
+    password_path: &Path,
+) -> Result<(), MgmtError> {
     if listen.ip().to_canonical().is_loopback() || password.is_some() {
         return Ok(());
     }
@@ -126,7 +130,10 @@ mod tests {
     fn state_dir_precedence() {
         let dir = Path::new("/etc/override");
         assert_eq!(state_dir_from(Some(dir), Some("/var/lib/tg".into())), dir);
-        assert_eq!(state_dir_from(None, Some("/var/lib/tg:/var/lib/other".into())), Path::new("/var/lib/tg"));
+        assert_eq!(
+            state_dir_from(None, Some("/var/lib/tg:/var/lib/other".into())),
+            Path::new("/var/lib/tg")
+        );
         assert_eq!(state_dir_from(None, Some("".into())), Path::new(DEFAULT_STATE_DIR));
         assert_eq!(state_dir_from(None, None), Path::new(DEFAULT_STATE_DIR));
     }
@@ -143,7 +150,10 @@ mod tests {
             assert!(err.is_config());
             let text = err.to_string();
             assert!(text.contains("status.listen") && text.contains(needs), "{text}");
-            assert!(text.contains("set-password") && text.contains("admin-password.argon2"), "{text}");
+            assert!(
+                text.contains("set-password") && text.contains("admin-password.argon2"),
+                "{text}"
+            );
             assert!(check_listen(needs.parse().unwrap(), Some(&pw), path).is_ok());
         }
     }
@@ -151,15 +161,24 @@ mod tests {
     #[test]
     fn prepare_refuses_then_accepts_with_a_password() {
         let dir = tempfile::tempdir().unwrap();
-        let mut status = StatusConfig { listen: "0.0.0.0:8080".parse().unwrap(), tls: Some(StatusTls::SelfSigned) };
-        assert!(matches!(Management::prepare(&status, dir.path()), Err(MgmtError::ListenNeedsPassword { .. })));
+        let mut status = StatusConfig {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            tls: Some(StatusTls::SelfSigned),
+        };
+        assert!(matches!(
+            Management::prepare(&status, dir.path()),
+            Err(MgmtError::ListenNeedsPassword { .. })
+        ));
         assert!(!dir.path().join(cert::CERT_FILE).exists(), "nothing generated when refusing");
         password::store(dir.path(), &AdminPassword::hash_for_tests("a long password")).unwrap();
         let m = Management::prepare(&status, dir.path()).unwrap();
         assert!(m.password.is_some());
         assert_eq!(m.tls.as_ref().unwrap().alpn_protocols, vec![b"http/1.1".to_vec()]);
         assert!(dir.path().join(cert::CERT_FILE).is_file());
-        status.tls = Some(StatusTls::Files { cert: dir.path().join("missing.pem"), key: dir.path().join("k.pem") });
+        status.tls = Some(StatusTls::Files {
+            cert: dir.path().join("missing.pem"),
+            key: dir.path().join("k.pem"),
+        });
         assert!(matches!(Management::prepare(&status, dir.path()), Err(MgmtError::Tls(_))));
     }
 }

@@ -183,7 +183,10 @@ mod tests {
         // twelve characters, fewer would-be bytes check: multibyte chars count as one
         assert!(matches!(AdminPassword::hash("ééééééééééé"), Err(PasswordError::TooShort)));
         let long = "x".repeat(MAX_PASSWORD_BYTES + 1);
-        assert!(matches!(AdminPassword::hash_with(&long, &Argon2::default()), Err(PasswordError::TooLong)));
+        assert!(matches!(
+            AdminPassword::hash_with(&long, &Argon2::default()),
+            Err(PasswordError::TooLong)
+        ));
     }
 
     #[test]

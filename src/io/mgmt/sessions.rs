@@ -23,7 +23,8 @@ struct Session {
 
 impl Session {
     fn expired(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.created) >= MAX_AGE || now.saturating_duration_since(self.last_seen) >= IDLE
+        now.saturating_duration_since(self.created) >= MAX_AGE
+            || now.saturating_duration_since(self.last_seen) >= IDLE
     }
 }
 
@@ -47,14 +48,18 @@ impl Sessions {
     pub fn create(&mut self, now: Instant, rng: &mut impl RngCore) -> NewSession {
         self.by_token.retain(|_, s| !s.expired(now));
         while self.by_token.len() >= MAX_SESSIONS {
-            let oldest = self.by_token.iter().min_by_key(|(_, s)| s.last_seen).map(|(t, _)| t.clone());
+            let oldest =
+                self.by_token.iter().min_by_key(|(_, s)| s.last_seen).map(|(t, _)| t.clone());
             match oldest {
                 Some(t) => self.by_token.remove(&t),
                 None => break,
             };
         }
         let fresh = NewSession { token: random_token(rng), csrf: random_token(rng) };
-        self.by_token.insert(fresh.token.clone(), Session { csrf: fresh.csrf.clone(), created: now, last_seen: now });
+        self.by_token.insert(
+            fresh.token.clone(),
+            Session { csrf: fresh.csrf.clone(), created: now, last_seen: now },
+        );
         fresh
     }
 
@@ -136,7 +141,10 @@ mod tests {
             s.create(t0 + Duration::from_secs(i), &mut rng);
         }
         assert_eq!(s.len(), MAX_SESSIONS);
-        assert!(s.touch(&first.token, t0 + Duration::from_secs(100)).is_none(), "least recently used evicted");
+        assert!(
+            s.touch(&first.token, t0 + Duration::from_secs(100)).is_none(),
+            "least recently used evicted"
+        );
         let x = s.create(t0 + Duration::from_secs(200), &mut rng);
         assert!(s.remove(&x.token));
         assert!(!s.remove(&x.token));

@@ -51,9 +51,15 @@ pub fn make(spec: &BundleSpec, out: &Path) -> Result<Made, UpdateError> {
         let (sha256, size) = sha256_of(BufReader::new(f)).map_err(UpdateError::io(&p.source))?;
         files.push(FileEntry { path: p.path.clone(), size, mode: p.mode, sha256 });
     }
-    let manifest = Manifest { format: manifest::FORMAT, version: spec.version.clone(), arch: spec.arch.clone(), files };
+    let manifest = Manifest {
+        format: manifest::FORMAT,
+        version: spec.version.clone(),
+        arch: spec.arch.clone(),
+        files,
+    };
     manifest.validate().map_err(UpdateError::Usage)?;
-    let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| UpdateError::Usage(e.to_string()))?;
+    let manifest_bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| UpdateError::Usage(e.to_string()))?;
     let signature = key.map(|k| k.sign_hex(&manifest_bytes));
 
     let tmp = with_suffix(out, ".tmp");
@@ -70,7 +76,12 @@ pub fn make(spec: &BundleSpec, out: &Path) -> Result<Made, UpdateError> {
     Ok(Made { path: out.to_path_buf(), sidecar, sha256, manifest })
 }
 
-fn write_archive(tmp: &Path, manifest: &[u8], signature: Option<&str>, payload: &[Payload]) -> Result<(), UpdateError> {
+fn write_archive(
+    tmp: &Path,
+    manifest: &[u8],
+    signature: Option<&str>,
+    payload: &[Payload],
+) -> Result<(), UpdateError> {
     let io = UpdateError::io(tmp);
     let inner = || -> std::io::Result<()> {
         let file = File::create(tmp)?;
@@ -93,7 +104,13 @@ fn write_archive(tmp: &Path, manifest: &[u8], signature: Option<&str>, payload: 
     inner().map_err(io)
 }
 
-fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, mode: u32, size: u64, data: impl std::io::Read) -> std::io::Result<()> {
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    mode: u32,
+    size: u64,
+    data: impl std::io::Read,
+) -> std::io::Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(tar::EntryType::Regular);
     header.set_size(size);
@@ -106,17 +123,28 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, mode: u32, size: u64,
 
 /// The binary, then the firmware files the slot carries.
 fn payload(spec: &BundleSpec) -> Result<Vec<Payload>, UpdateError> {
-    let mut out = vec![Payload { source: spec.binary.clone(), path: manifest::BINARY.to_owned(), mode: MODE_EXEC }];
+    let mut out = vec![Payload {
+        source: spec.binary.clone(),
+        path: manifest::BINARY.to_owned(),
+        mode: MODE_EXEC,
+    }];
     let Some(fw) = &spec.firmware else { return Ok(out) };
-    for (dir, ext, into) in [("prompts", "wav", "share/prompts"), ("systemd", "service", "share/systemd")] {
+    for (dir, ext, into) in
+        [("prompts", "wav", "share/prompts"), ("systemd", "service", "share/systemd")]
+    {
         for source in files_with_ext(&fw.join(dir), ext)? {
-            let name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name =
+                source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             out.push(Payload { source, path: format!("{into}/{name}"), mode: MODE_FILE });
         }
     }
     let example = fw.join("etc/trunkguard/trunkguard.toml");
     if example.is_file() {
-        out.push(Payload { source: example, path: "share/trunkguard.toml.example".to_owned(), mode: MODE_FILE });
+        out.push(Payload {
+            source: example,
+            path: "share/trunkguard.toml.example".to_owned(),
+            mode: MODE_FILE,
+        });
     }
     Ok(out)
 }

@@ -58,7 +58,12 @@ pub fn verify(bundle: &Path, key: Option<&PublicKey>, arch: &str) -> Result<Chec
 
 /// Every check again while writing the payload and `manifest.json` into `dest` (which must be
 /// an empty directory); files are synced.
-pub fn unpack(bundle: &Path, key: Option<&PublicKey>, arch: &str, dest: &Path) -> Result<Checked, UpdateError> {
+pub fn unpack(
+    bundle: &Path,
+    key: Option<&PublicKey>,
+    arch: &str,
+    dest: &Path,
+) -> Result<Checked, UpdateError> {
     walk(bundle, key, arch, Some(dest))
 }
 
@@ -75,7 +80,12 @@ struct Walk<'a> {
     seen: HashSet<String>,
 }
 
-fn walk(bundle: &Path, key: Option<&PublicKey>, arch: &str, dest: Option<&Path>) -> Result<Checked, UpdateError> {
+fn walk(
+    bundle: &Path,
+    key: Option<&PublicKey>,
+    arch: &str,
+    dest: Option<&Path>,
+) -> Result<Checked, UpdateError> {
     let mut w = Walk {
         bundle,
         key,
@@ -104,7 +114,11 @@ impl Walk<'_> {
         UpdateError::Bundle { path: self.bundle.to_path_buf(), reason }
     }
 
-    fn entry<R: Read>(&mut self, index: usize, mut entry: tar::Entry<'_, R>) -> Result<(), UpdateError> {
+    fn entry<R: Read>(
+        &mut self,
+        index: usize,
+        mut entry: tar::Entry<'_, R>,
+    ) -> Result<(), UpdateError> {
         let path = String::from_utf8(entry.path_bytes().into_owned())
             .map_err(|_| self.bad("an entry name is not UTF-8".to_owned()))?;
         let kind = entry.header().entry_type();
@@ -126,9 +140,12 @@ impl Walk<'_> {
 
     fn read_manifest(&mut self, path: &str, entry: &mut impl Read) -> Result<(), UpdateError> {
         if path != manifest::MANIFEST {
-            return Err(self.bad(format!("the first entry is {path:?}, not {}", manifest::MANIFEST)));
+            return Err(
+                self.bad(format!("the first entry is {path:?}, not {}", manifest::MANIFEST))
+            );
         }
-        let bytes = read_bounded(entry, manifest::MAX_MANIFEST_BYTES).map_err(|e| self.bad(format!("{path}: {e}")))?;
+        let bytes = read_bounded(entry, manifest::MAX_MANIFEST_BYTES)
+            .map_err(|e| self.bad(format!("{path}: {e}")))?;
         let m = Manifest::parse(&bytes).map_err(|e| self.bad(e))?;
         if m.arch != self.arch {
             return Err(self.bad(format!("built for {}, this box is {}", m.arch, self.arch)));
@@ -147,7 +164,8 @@ impl Walk<'_> {
         let Some((_, bytes)) = &self.manifest else { return Ok(()) };
         let path = self.bundle.to_path_buf();
         let Some(sig) = &self.signature else {
-            let reason = format!("a public key is configured and the bundle has no {}", manifest::SIGNATURE);
+            let reason =
+                format!("a public key is configured and the bundle has no {}", manifest::SIGNATURE);
             return Err(UpdateError::Signature { path, reason });
         };
         key.verify(bytes, sig).map_err(|reason| UpdateError::Signature { path, reason })?;
@@ -155,7 +173,11 @@ impl Walk<'_> {
         Ok(())
     }
 
-    fn payload(&mut self, path: &str, entry: &mut tar::Entry<'_, impl Read>) -> Result<(), UpdateError> {
+    fn payload(
+        &mut self,
+        path: &str,
+        entry: &mut tar::Entry<'_, impl Read>,
+    ) -> Result<(), UpdateError> {
         manifest::check_path(path).map_err(|e| self.bad(format!("unsafe entry: {e}")))?;
         let Some((m, _)) = &self.manifest else { return Err(self.bad("no manifest".to_owned())) };
         let Some(listed) = m.file(path).cloned() else {
@@ -165,15 +187,22 @@ impl Walk<'_> {
             return Err(self.bad(format!("entry {path:?} appears twice")));
         }
         if entry.size() != listed.size {
-            return Err(self.bad(format!("{path}: {} bytes, the manifest says {}", entry.size(), listed.size)));
+            return Err(self.bad(format!(
+                "{path}: {} bytes, the manifest says {}",
+                entry.size(),
+                listed.size
+            )));
         }
         let (sha256, written) = match self.dest {
             Some(dest) => write_file(&dest.join(path), listed.mode, entry, listed.size)
                 .map_err(|e| UpdateError::Io { path: dest.join(path), source: e })?,
-            None => copy_hashed(entry, io::sink(), listed.size).map_err(|e| self.bad(format!("{path}: {e}")))?,
+            None => copy_hashed(entry, io::sink(), listed.size)
+                .map_err(|e| self.bad(format!("{path}: {e}")))?,
         };
         if written != listed.size || sha256 != listed.sha256 {
-            return Err(self.bad(format!("{path}: sha256 {sha256} ({written} bytes) does not match the manifest")));
+            return Err(self.bad(format!(
+                "{path}: sha256 {sha256} ({written} bytes) does not match the manifest"
+            )));
         }
         Ok(())
     }
@@ -183,9 +212,12 @@ impl Walk<'_> {
             return Err(self.bad(format!("empty archive (no {})", manifest::MANIFEST)));
         }
         self.check_signature()?;
-        let Some((m, bytes)) = self.manifest.take() else { return Err(self.bad("no manifest".to_owned())) };
+        let Some((m, bytes)) = self.manifest.take() else {
+            return Err(self.bad("no manifest".to_owned()));
+        };
         if let Some(missing) = m.files.iter().find(|f| !self.seen.contains(&f.path)) {
-            return Err(self.bad(format!("{} is listed in the manifest but not in the bundle", missing.path)));
+            return Err(self
+                .bad(format!("{} is listed in the manifest but not in the bundle", missing.path)));
         }
         if let Some(dest) = self.dest {
             let path = dest.join(manifest::MANIFEST);
@@ -248,7 +280,8 @@ fn write_file(path: &Path, mode: u32, r: &mut impl Read, size: u64) -> io::Resul
 
 /// Syncs `dest` and every directory the payload created in it.
 fn sync_dirs(dest: &Path, m: &Manifest) -> io::Result<()> {
-    let mut dirs: Vec<PathBuf> = m.files.iter().filter_map(|f| dest.join(&f.path).parent().map(Path::to_path_buf)).collect();
+    let mut dirs: Vec<PathBuf> =
+        m.files.iter().filter_map(|f| dest.join(&f.path).parent().map(Path::to_path_buf)).collect();
     dirs.sort();
     dirs.dedup();
     for dir in dirs.iter().rev() {
@@ -269,7 +302,13 @@ mod tests {
         let bin = dir.join("trunkguard");
         std::fs::write(&bin, b"#!/bin/sh\necho hello\n").unwrap();
         let fw = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware");
-        let spec = BundleSpec { binary: bin, firmware: Some(fw), version: "9.9.9".into(), arch: ARCH.into(), sign };
+        let spec = BundleSpec {
+            binary: bin,
+            firmware: Some(fw),
+            version: "9.9.9".into(),
+            arch: ARCH.into(),
+            sign,
+        };
         let out = dir.join("update.tgu");
         make(&spec, &out).unwrap();
         out
@@ -293,17 +332,26 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(dest.join("bin/trunkguard")).unwrap().permissions().mode() & 0o777, 0o755);
+            assert_eq!(
+                std::fs::metadata(dest.join("bin/trunkguard")).unwrap().permissions().mode()
+                    & 0o777,
+                0o755
+            );
         }
         assert!(Manifest::parse(&std::fs::read(dest.join("manifest.json")).unwrap()).is_ok());
-        assert!(matches!(verify(&b, None, "sparc"), Err(UpdateError::Bundle { reason, .. }) if reason.contains("built for")));
+        assert!(
+            matches!(verify(&b, None, "sparc"), Err(UpdateError::Bundle { reason, .. }) if reason.contains("built for"))
+        );
     }
 
     #[test]
     fn checksum_mismatch_and_missing_sidecar_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let b = bundle(dir.path(), None);
-        assert!(matches!(check_checksum(&b, Some(&"0".repeat(64))), Err(UpdateError::Checksum { .. })));
+        assert!(matches!(
+            check_checksum(&b, Some(&"0".repeat(64))),
+            Err(UpdateError::Checksum { .. })
+        ));
         std::fs::remove_file(with_suffix(&b, ".sha256")).unwrap();
         assert!(matches!(check_checksum(&b, None), Err(UpdateError::NoChecksum { .. })));
     }
@@ -321,7 +369,10 @@ mod tests {
         // unsigned with a key configured
         let unsigned = bundle(dir.path(), None);
         let err = verify(&unsigned, Some(&pk), ARCH).unwrap_err();
-        assert!(matches!(&err, UpdateError::Signature { reason, .. } if reason.contains("no manifest.sig")), "{err}");
+        assert!(
+            matches!(&err, UpdateError::Signature { reason, .. } if reason.contains("no manifest.sig")),
+            "{err}"
+        );
         // signed by another key
         let other = SigningKey::from_seed(&[3u8; 32]).unwrap().public();
         assert!(matches!(verify(&signed, Some(&other), ARCH), Err(UpdateError::Signature { .. })));
@@ -354,7 +405,12 @@ mod tests {
             }],
         };
         let mut tar = Vec::new();
-        raw_entry(&mut tar, "manifest.json", tar::EntryType::Regular, &serde_json::to_vec(&m).unwrap());
+        raw_entry(
+            &mut tar,
+            "manifest.json",
+            tar::EntryType::Regular,
+            &serde_json::to_vec(&m).unwrap(),
+        );
         for (name, kind, data) in entries {
             raw_entry(&mut tar, name, *kind, data);
         }
@@ -391,15 +447,24 @@ mod tests {
             assert!(unpack(&b, None, ARCH, &dest).is_err());
             std::fs::remove_dir_all(&dest).unwrap();
         }
-        assert!(!dir.path().join("evil").exists() && !dir.path().parent().unwrap().join("evil").exists());
+        assert!(
+            !dir.path().join("evil").exists()
+                && !dir.path().parent().unwrap().join("evil").exists()
+        );
         // garbage, empty, and a manifest that is not first
         std::fs::write(dir.path().join("junk"), b"\x1f\x8bnot gzip at all").unwrap();
         assert!(verify(&dir.path().join("junk"), None, ARCH).is_err());
         std::fs::write(dir.path().join("empty"), b"").unwrap();
-        assert!(verify(&dir.path().join("empty"), None, ARCH).unwrap_err().to_string().contains("empty archive"));
+        assert!(verify(&dir.path().join("empty"), None, ARCH)
+            .unwrap_err()
+            .to_string()
+            .contains("empty archive"));
         let mut tar = Vec::new();
         raw_entry(&mut tar, "bin/trunkguard", reg, bin);
         std::fs::write(dir.path().join("nomanifest"), tar).unwrap();
-        assert!(verify(&dir.path().join("nomanifest"), None, ARCH).unwrap_err().to_string().contains("first entry"));
+        assert!(verify(&dir.path().join("nomanifest"), None, ARCH)
+            .unwrap_err()
+            .to_string()
+            .contains("first entry"));
     }
 }

@@ -6,7 +6,10 @@ use serde_json::Value;
 
 use super::*;
 use crate::core::ai::session::{AiProtocol, SessionConfig};
-use crate::core::ai::{twilio, AiBreakers, BreakerConfig, CircuitBreaker, Endpoint as AiEndpoint, FailureKind, SelectorConfig};
+use crate::core::ai::{
+    twilio, AiBreakers, BreakerConfig, CircuitBreaker, Endpoint as AiEndpoint, FailureKind,
+    SelectorConfig,
+};
 
 fn hub() -> AiHub {
     let settings = |name: &str, port: u16| AiEndpointSettings {
@@ -39,7 +42,11 @@ pub(super) fn ai_config() -> EndpointConfig {
 pub(super) fn take_connects(h: &mut Harness) -> Vec<(u64, String)> {
     let mut v = Vec::new();
     h.out.retain(|o| match o {
-        Output::Event(Event::AiConnect { conn, .. }) if *conn >= super::super::ai_probe::PROBE_CONN_BASE => false,
+        Output::Event(Event::AiConnect { conn, .. })
+            if *conn >= super::super::ai_probe::PROBE_CONN_BASE =>
+        {
+            false
+        }
         Output::Event(Event::AiConnect { conn, url, .. }) => {
             v.push((*conn, url.clone()));
             false
@@ -64,7 +71,14 @@ fn take_frames(h: &mut Harness) -> Vec<(u64, Value)> {
 
 /// Answers every ping the endpoint sent with a pong (a healthy, quiet agent).
 fn pong(h: &mut Harness) {
-    let pings: Vec<u64> = h.out.iter().filter_map(|o| match o { Output::Transmit(Transmit::AiPing { conn }) => Some(*conn), _ => None }).collect();
+    let pings: Vec<u64> = h
+        .out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transmit(Transmit::AiPing { conn }) => Some(*conn),
+            _ => None,
+        })
+        .collect();
     h.out.retain(|o| !matches!(o, Output::Transmit(Transmit::AiPing { .. })));
     for conn in pings {
         h.ep.handle_input(h.now, Input::AiPong { conn });
@@ -78,7 +92,11 @@ pub(super) fn ai_in(h: &mut Harness, input: Input<'_>) {
 }
 
 fn stream_sid(frames: &[(u64, Value)]) -> String {
-    frames.iter().find(|(_, f)| f["event"] == "start").map(|(_, f)| f["streamSid"].as_str().unwrap().to_string()).unwrap()
+    frames
+        .iter()
+        .find(|(_, f)| f["event"] == "start")
+        .map(|(_, f)| f["streamSid"].as_str().unwrap().to_string())
+        .unwrap()
 }
 
 /// An INVITE answered through the primary; returns (our To tag, conn, streamSid).
@@ -91,7 +109,13 @@ pub(super) fn bridged_call(h: &mut Harness) -> (String, u64, String) {
     let conn = connects[0].0;
     ai_in(h, Input::AiOpened { conn });
     let sip = h.take_sip();
-    let ok = sip.iter().find_map(|(_, m)| match m { SipMessage::Response(r) if r.status == 200 => Some(r.clone()), _ => None }).expect("200 once the agent is live");
+    let ok = sip
+        .iter()
+        .find_map(|(_, m)| match m {
+            SipMessage::Response(r) if r.status == 200 => Some(r.clone()),
+            _ => None,
+        })
+        .expect("200 once the agent is live");
     let frames = take_frames(h);
     assert_eq!(frames[0].1["event"], "connected");
     assert_eq!(frames[1].1["event"], "start");
@@ -132,8 +156,16 @@ fn a_call_is_answered_when_the_agent_is_live_and_audio_flows_both_ways() {
         pong(&mut h);
     }
     h.advance(Duration::from_millis(300));
-    assert_eq!(h.ep.ai.as_ref().unwrap().failovers, 0, "a quiet agent that answers pings is not stalled");
-    let media: Vec<Value> = take_frames(&mut h).into_iter().filter(|(_, f)| f["event"] == "media").map(|(_, f)| f).collect();
+    assert_eq!(
+        h.ep.ai.as_ref().unwrap().failovers,
+        0,
+        "a quiet agent that answers pings is not stalled"
+    );
+    let media: Vec<Value> = take_frames(&mut h)
+        .into_iter()
+        .filter(|(_, f)| f["event"] == "media")
+        .map(|(_, f)| f)
+        .collect();
     assert!(media.len() >= 45, "caller audio forwarded: {}", media.len());
     assert_eq!(media[0]["media"]["track"], "inbound");
     // BYE from the caller: Twilio gets `stop` and the socket is closed
@@ -141,7 +173,10 @@ fn a_call_is_answered_when_the_agent_is_live_and_audio_flows_both_ways() {
     h.send(CARRIER_A, &in_dialog("BYE", "c1", &tag, 2, "z9hG4bK-bye"));
     let frames = take_frames(&mut h);
     assert!(frames.iter().any(|(_, f)| f["event"] == "stop"));
-    assert!(h.out.iter().any(|o| matches!(o, Output::Event(Event::AiClose { conn: c }) if *c == conn)));
+    assert!(h
+        .out
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::AiClose { conn: c }) if *c == conn)));
 }
 
 #[test]
@@ -184,7 +219,11 @@ fn with_no_agent_the_call_is_answered_with_the_canned_prompt_within_the_budget()
         h.advance(Duration::from_millis(10));
     }
     let answered_at = answered_at.expect("answered by the fallback");
-    assert!(answered_at - t0 <= Duration::from_millis(1600), "within the 1.5 s budget: {:?}", answered_at - t0);
+    assert!(
+        answered_at - t0 <= Duration::from_millis(1600),
+        "within the 1.5 s budget: {:?}",
+        answered_at - t0
+    );
     let tag = h.ep.calls.values().next().unwrap().dialog.local_tag.clone();
     h.send(CARRIER_A, &in_dialog("ACK", "c1", &tag, 1, "z9hG4bK-ack"));
     h.advance(Duration::from_millis(1000));
@@ -220,13 +259,25 @@ fn a_mid_call_drop_plays_the_filler_and_resumes_on_the_standby() {
     // the new agent speaks: the filler stops and the gap is measured
     let sid = start["streamSid"].as_str().unwrap().to_string();
     h.advance(Duration::from_millis(30));
-    ai_in(&mut h, Input::AiText { conn: conn2, text: &twilio::encode_agent_media(&sid, &[0x2a; 800]) });
+    ai_in(
+        &mut h,
+        Input::AiText { conn: conn2, text: &twilio::encode_agent_media(&sid, &[0x2a; 800]) },
+    );
     let status = h.ep.status(h.now);
     assert_eq!(status.latency.failover_gap.count, 1);
-    assert!(status.latency.failover_gap.max_ms.unwrap() < 1000.0, "{:?}", status.latency.failover_gap);
+    assert!(
+        status.latency.failover_gap.max_ms.unwrap() < 1000.0,
+        "{:?}",
+        status.latency.failover_gap
+    );
     assert_eq!(status.latency.ai_first_audio.count, 1, "the first agent never spoke");
     let kinds: Vec<&str> = status.recent_failures.iter().map(|f| f.kind).collect();
-    assert_eq!(kinds, vec!["agent-failover", "agent"], "newest first: {:?}", status.recent_failures);
+    assert_eq!(
+        kinds,
+        vec!["agent-failover", "agent"],
+        "newest first: {:?}",
+        status.recent_failures
+    );
 }
 
 #[test]
@@ -239,7 +290,10 @@ fn a_stalled_agent_is_failed_over_while_the_caller_talks() {
     for seq in 0..100u16 {
         h.ep.handle_input(h.now, Input::Rtp { local_port: 20000, from, data: &caller_rtp(seq) });
         h.advance(Duration::from_millis(20));
-        if h.out.iter().any(|o| matches!(o, Output::Event(Event::AiClose { conn: c }) if *c == conn)) {
+        if h.out
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::AiClose { conn: c }) if *c == conn))
+        {
             failover_at = Some(h.now);
             break;
         }
@@ -291,7 +345,10 @@ fn each_endpoint_is_probed_and_the_result_is_in_the_status() {
     assert_eq!(probes.len(), 2, "primary and standby probed at start: {probes:?}");
     ai_in(&mut h, Input::AiOpened { conn: probes[0].0 });
     ai_in(&mut h, Input::AiClosed { conn: probes[1].0, kind: FailureKind::HttpStatus(503) });
-    assert!(h.out.iter().any(|o| matches!(o, Output::Event(Event::AiClose { conn }) if *conn == probes[0].0)));
+    assert!(h
+        .out
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::AiClose { conn }) if *conn == probes[0].0)));
     let status = h.ep.status(h.now);
     assert_eq!(status.ai_endpoints.len(), 2);
     assert_eq!(status.ai_endpoints[0].probe_successes, 1);
@@ -304,7 +361,8 @@ fn each_endpoint_is_probed_and_the_result_is_in_the_status() {
 #[test]
 fn an_ai_endpoint_out_of_service_gets_no_calls() {
     let mut h = Harness::new(ai_config());
-    h.ep.admin(AdminCommand::AiEndpointInService { name: "primary".into(), in_service: false }).unwrap();
+    h.ep.admin(AdminCommand::AiEndpointInService { name: "primary".into(), in_service: false })
+        .unwrap();
     h.send(CARRIER_A, &invite("c1", "z9hG4bK-inv1", PCMU_OFFER));
     let connects = take_connects(&mut h);
     assert_eq!(connects.len(), 1);

@@ -22,9 +22,21 @@ fn proxied(name: &str, net: &str, proxy: &str) -> CarrierSettings {
 
 fn human_config() -> EndpointConfig {
     EndpointConfig {
-        carriers: vec![proxied("carrier-a", "127.0.0.2/32", PROXY_A), proxied("carrier-b", "127.0.0.3/32", PROXY_B)],
-        outbound: OutboundSettings { human: Some(HUMAN.into()), preferred_carrier: Some(0), ..OutboundSettings::default() },
-        ladder: LadderConfig { menu: true, human: true, human_timeout: Duration::from_secs(25), ..LadderConfig::default() },
+        carriers: vec![
+            proxied("carrier-a", "127.0.0.2/32", PROXY_A),
+            proxied("carrier-b", "127.0.0.3/32", PROXY_B),
+        ],
+        outbound: OutboundSettings {
+            human: Some(HUMAN.into()),
+            preferred_carrier: Some(0),
+            ..OutboundSettings::default()
+        },
+        ladder: LadderConfig {
+            menu: true,
+            human: true,
+            human_timeout: Duration::from_secs(25),
+            ..LadderConfig::default()
+        },
         rtp_ports: (20000, 20020),
         ..config()
     }
@@ -108,7 +120,9 @@ fn press(h: &mut Harness, id: u64, digit: u8) {
     let from: SocketAddr = CALLER_RTP.parse().unwrap();
     // each key its own event (timestamp) and sequence numbers
     let (seq, ts) = (100 + u16::from(digit) * 10, 160_000 + u32::from(digit) * 8000);
-    for (i, (end, duration)) in [(false, 160u16), (true, 800), (true, 800), (true, 800)].into_iter().enumerate() {
+    for (i, (end, duration)) in
+        [(false, 160u16), (true, 800), (true, 800), (true, 800)].into_iter().enumerate()
+    {
         let mut pkt = vec![0x80, 101 | if i == 0 { 0x80 } else { 0 }];
         pkt.extend_from_slice(&(seq + i as u16).to_be_bytes());
         pkt.extend_from_slice(&ts.to_be_bytes());
@@ -141,7 +155,8 @@ fn a_503_on_carrier_a_leaves_through_carrier_b_and_the_human_is_bridged() {
     // the transaction layer ACKs the 503; the INVITE goes to B
     let reqs = requests(&mut h);
     assert!(reqs.iter().any(|(to, r)| r.method == Method::Ack && *to == PROXY_A.parse().unwrap()));
-    let (to, inv_b) = reqs.into_iter().find(|(_, r)| r.method == Method::Invite).expect("INVITE to B");
+    let (to, inv_b) =
+        reqs.into_iter().find(|(_, r)| r.method == Method::Invite).expect("INVITE to B");
     assert_eq!(to, PROXY_B.parse().unwrap());
     assert_ne!(inv_b.call_id().unwrap(), inv_a.call_id().unwrap());
     reply(&mut h, PROXY_B, &inv_b, 180, &[]);
@@ -154,7 +169,11 @@ fn a_503_on_carrier_a_leaves_through_carrier_b_and_the_human_is_bridged() {
     assert_eq!(ack.uri, format!("sip:human@{PROXY_B}"));
     assert_eq!(ack.cseq().unwrap().seq, 1);
     assert_eq!(ack.to_hdr().unwrap().tag(), Some("humantag"));
-    assert_ne!(ack.top_via().unwrap().branch(), inv_b.top_via().unwrap().branch(), "a new transaction-less ACK");
+    assert_ne!(
+        ack.top_via().unwrap().branch(),
+        inv_b.top_via().unwrap().branch(),
+        "a new transaction-less ACK"
+    );
     assert_eq!(outcomes(&h), vec![HumanOutcome::Connected]);
     assert!(!h.ep.calls[&id].media.is_playing_prompt(), "ringback stops");
     let rec = h.ep.calls[&id].record.human.clone().expect("human record");
@@ -165,7 +184,10 @@ fn a_503_on_carrier_a_leaves_through_carrier_b_and_the_human_is_bridged() {
     answer(&mut h, PROXY_B, &inv_b);
     assert_eq!(requests(&mut h).iter().filter(|(_, r)| r.method == Method::Ack).count(), 1);
     let status = h.ep.status(h.now);
-    assert_eq!((status.outbound.attempts, status.outbound.failovers, status.outbound.connected), (2, 1, 1));
+    assert_eq!(
+        (status.outbound.attempts, status.outbound.failovers, status.outbound.connected),
+        (2, 1, 1)
+    );
     assert_eq!(status.carriers[0].outbound_failures, 1);
 
     // media both ways: caller RTP reaches the human leg, human RTP reaches the caller
@@ -173,8 +195,14 @@ fn a_503_on_carrier_a_leaves_through_carrier_b_and_the_human_is_bridged() {
     let caller_from: SocketAddr = CALLER_RTP.parse().unwrap();
     let human_from: SocketAddr = HUMAN_RTP.parse().unwrap();
     for i in 0..50u16 {
-        h.ep.handle_input(h.now, Input::Rtp { local_port: 20000, from: caller_from, data: &pcmu_packet(i, 0x1111) });
-        h.ep.handle_input(h.now, Input::Rtp { local_port: 20002, from: human_from, data: &pcmu_packet(i, 0x2222) });
+        h.ep.handle_input(
+            h.now,
+            Input::Rtp { local_port: 20000, from: caller_from, data: &pcmu_packet(i, 0x1111) },
+        );
+        h.ep.handle_input(
+            h.now,
+            Input::Rtp { local_port: 20002, from: human_from, data: &pcmu_packet(i, 0x2222) },
+        );
         h.advance(Duration::from_millis(20));
     }
     let (to_human, to_caller) = rtp_counts(&mut h);
@@ -210,7 +238,10 @@ fn a_503_on_carrier_a_leaves_through_carrier_b_and_the_human_is_bridged() {
     // the ladder hangs the caller up
     h.advance(Duration::from_millis(500));
     let reqs = requests(&mut h);
-    assert!(reqs.iter().any(|(to, r)| r.method == Method::Bye && *to == CARRIER_A.parse().unwrap()), "{reqs:?}");
+    assert!(
+        reqs.iter().any(|(to, r)| r.method == Method::Bye && *to == CARRIER_A.parse().unwrap()),
+        "{reqs:?}"
+    );
 }
 
 /// A PCMU packet with a non-silent payload.
@@ -229,11 +260,15 @@ fn pcmu_packet(seq: u16, ssrc: u32) -> Vec<u8> {
 fn rtp_counts(h: &mut Harness) -> (usize, usize) {
     let (mut to_human, mut to_caller) = (0, 0);
     h.out.retain(|o| match o {
-        Output::Transmit(Transmit::Rtp { local_port: 20002, to, .. }) if *to == HUMAN_RTP.parse().unwrap() => {
+        Output::Transmit(Transmit::Rtp { local_port: 20002, to, .. })
+            if *to == HUMAN_RTP.parse().unwrap() =>
+        {
             to_human += 1;
             false
         }
-        Output::Transmit(Transmit::Rtp { local_port: 20000, to, .. }) if *to == CALLER_RTP.parse().unwrap() => {
+        Output::Transmit(Transmit::Rtp { local_port: 20000, to, .. })
+            if *to == CALLER_RTP.parse().unwrap() =>
+        {
             to_caller += 1;
             false
         }
@@ -293,14 +328,20 @@ fn no_provisional_within_2_s_moves_to_b_and_a_late_1xx_on_a_is_cancelled() {
     assert!(start(&mut h, id));
     let (_, inv_a) = only_invite(&mut h);
     h.advance(Duration::from_millis(1990));
-    assert!(requests(&mut h).iter().all(|(to, r)| r.method == Method::Invite && *to == PROXY_A.parse().unwrap()), "only A's retransmissions");
+    assert!(
+        requests(&mut h)
+            .iter()
+            .all(|(to, r)| r.method == Method::Invite && *to == PROXY_A.parse().unwrap()),
+        "only A's retransmissions"
+    );
     h.advance(Duration::from_millis(10));
     let (to, inv_b) = only_invite(&mut h);
     assert_eq!(to, PROXY_B.parse().unwrap());
     // A wakes up late: its attempt is cancelled, not connected
     reply(&mut h, PROXY_A, &inv_a, 180, &[]);
     let reqs = requests(&mut h);
-    let cancel = reqs.iter().find(|(_, r)| r.method == Method::Cancel).expect("CANCEL of A's attempt");
+    let cancel =
+        reqs.iter().find(|(_, r)| r.method == Method::Cancel).expect("CANCEL of A's attempt");
     assert_eq!(cancel.0, PROXY_A.parse().unwrap());
     assert_eq!(cancel.1.top_via().unwrap().branch(), inv_a.top_via().unwrap().branch());
     assert_eq!(cancel.1.cseq().unwrap().seq, 1);
@@ -317,10 +358,16 @@ fn a_late_2xx_on_an_abandoned_attempt_is_acked_and_hung_up() {
     let (_, inv_a) = only_invite(&mut h);
     h.advance(Duration::from_secs(2));
     let reqs = requests(&mut h);
-    assert!(reqs.iter().any(|(to, r)| r.method == Method::Invite && *to == PROXY_B.parse().unwrap()));
+    assert!(reqs
+        .iter()
+        .any(|(to, r)| r.method == Method::Invite && *to == PROXY_B.parse().unwrap()));
     answer(&mut h, PROXY_A, &inv_a);
     let reqs = requests(&mut h);
-    let methods: Vec<_> = reqs.iter().filter(|(to, _)| *to == PROXY_A.parse().unwrap()).map(|(_, r)| r.method.clone()).collect();
+    let methods: Vec<_> = reqs
+        .iter()
+        .filter(|(to, _)| *to == PROXY_A.parse().unwrap())
+        .map(|(_, r)| r.method.clone())
+        .collect();
     assert_eq!(methods, vec![Method::Ack, Method::Bye]);
     assert!(outcomes(&h).is_empty(), "the abandoned attempt does not connect");
 }
@@ -347,7 +394,10 @@ fn both_carriers_failing_is_unavailable_with_the_last_cause() {
     reply(&mut h, PROXY_A, &inv_a, 500, &[]);
     let (_, inv_b) = only_invite(&mut h);
     reply(&mut h, PROXY_B, &inv_b, 503, &[]);
-    assert_eq!(outcomes(&h), vec![HumanOutcome::Unavailable { cause: "carrier-b: 503 Service Unavailable".into() }]);
+    assert_eq!(
+        outcomes(&h),
+        vec![HumanOutcome::Unavailable { cause: "carrier-b: 503 Service Unavailable".into() }]
+    );
     assert_eq!(h.ep.status(h.now).outbound.unavailable, 1);
     // the caller is still on the line (the ladder decides what comes next)
     assert_eq!(h.ep.calls.len(), 1);
@@ -355,7 +405,8 @@ fn both_carriers_failing_is_unavailable_with_the_last_cause() {
 
 #[test]
 fn no_human_or_no_carrier_returns_false_at_once() {
-    let mut h = Harness::new(EndpointConfig { outbound: OutboundSettings::default(), ..human_config() });
+    let mut h =
+        Harness::new(EndpointConfig { outbound: OutboundSettings::default(), ..human_config() });
     let (id, _) = confirmed_call(&mut h, "c1");
     assert!(!h.ep.start_human(h.now, id));
     let mut h = Harness::new(EndpointConfig { carriers: config().carriers, ..human_config() });
@@ -399,7 +450,9 @@ fn the_caller_hanging_up_cancels_a_ringing_human_leg() {
     reply(&mut h, PROXY_A, &inv_a, 180, &[]);
     h.send(CARRIER_A, &in_dialog("BYE", "c1", &tag, 2, "z9hG4bK-bye"));
     let reqs = requests(&mut h);
-    assert!(reqs.iter().any(|(to, r)| r.method == Method::Cancel && *to == PROXY_A.parse().unwrap()));
+    assert!(reqs
+        .iter()
+        .any(|(to, r)| r.method == Method::Cancel && *to == PROXY_A.parse().unwrap()));
     assert!(outcomes(&h).is_empty(), "nothing to report for a caller who left");
     assert!(h.out.iter().any(|o| matches!(o, Output::Event(Event::MediaClose { port: 20002 }))));
 }
@@ -414,7 +467,10 @@ fn the_caller_hanging_up_ends_a_connected_human_leg_with_bye() {
     h.take_sip();
     h.send(CARRIER_A, &in_dialog("BYE", "c1", &tag, 2, "z9hG4bK-bye"));
     let reqs = requests(&mut h);
-    let bye = reqs.iter().find(|(to, r)| r.method == Method::Bye && *to == PROXY_A.parse().unwrap()).expect("BYE to the human");
+    let bye = reqs
+        .iter()
+        .find(|(to, r)| r.method == Method::Bye && *to == PROXY_A.parse().unwrap())
+        .expect("BYE to the human");
     assert_eq!(bye.1.uri, format!("sip:human@{PROXY_A}"));
     assert_eq!(bye.1.cseq().unwrap().seq, 2);
 }
@@ -451,7 +507,8 @@ fn a_407_is_answered_with_digest_credentials_once() {
     let challenge = [("Proxy-Authenticate", "Digest realm=\"trunk\", nonce=\"n0nce\"")];
     reply(&mut h, PROXY_A, &inv, 407, &challenge);
     let reqs = requests(&mut h);
-    let (to, authed) = reqs.iter().find(|(_, r)| r.method == Method::Invite).expect("INVITE with credentials");
+    let (to, authed) =
+        reqs.iter().find(|(_, r)| r.method == Method::Invite).expect("INVITE with credentials");
     assert_eq!(*to, PROXY_A.parse().unwrap());
     assert_eq!(authed.call_id().unwrap(), inv.call_id().unwrap());
     assert_eq!(authed.cseq().unwrap().seq, 2);
@@ -471,9 +528,16 @@ fn a_challenged_invite_is_answered_and_connects() {
     let (id, _) = confirmed_call(&mut h, "c1");
     assert!(start(&mut h, id));
     let (_, inv) = only_invite(&mut h);
-    reply(&mut h, PROXY_A, &inv, 401, &[("WWW-Authenticate", "Digest realm=\"trunk\", nonce=\"n1\", qop=\"auth\"")]);
+    reply(
+        &mut h,
+        PROXY_A,
+        &inv,
+        401,
+        &[("WWW-Authenticate", "Digest realm=\"trunk\", nonce=\"n1\", qop=\"auth\"")],
+    );
     let reqs = requests(&mut h);
-    let (_, authed) = reqs.iter().find(|(_, r)| r.method == Method::Invite).expect("INVITE with credentials");
+    let (_, authed) =
+        reqs.iter().find(|(_, r)| r.method == Method::Invite).expect("INVITE with credentials");
     assert!(authed.headers.get("Authorization").is_some());
     answer(&mut h, PROXY_A, authed);
     assert_eq!(outcomes(&h), vec![HumanOutcome::Connected]);
@@ -523,7 +587,10 @@ fn refer_with_a_200_sipfrag_connects_and_hangs_up_our_leg() {
     assert_eq!(outcomes(&h), vec![HumanOutcome::Connected]);
     let sip = h.take_sip();
     assert!(sip.iter().any(|(_, m)| matches!(m, SipMessage::Response(r) if r.status == 200)));
-    assert!(sip.iter().any(|(to, m)| matches!(m, SipMessage::Request(r) if r.method == Method::Bye) && *to == CARRIER_A.parse().unwrap()));
+    assert!(sip
+        .iter()
+        .any(|(to, m)| matches!(m, SipMessage::Request(r) if r.method == Method::Bye)
+            && *to == CARRIER_A.parse().unwrap()));
     assert_eq!(h.ep.status(h.now).outbound.refers, 1);
 }
 
@@ -558,6 +625,8 @@ fn a_failed_sipfrag_or_silence_falls_back_to_the_bridged_invite() {
     h.take_sip();
     h.advance(super::super::human::REFER_WAIT);
     let reqs = requests(&mut h);
-    assert!(reqs.iter().any(|(to, r)| r.method == Method::Invite && *to == PROXY_A.parse().unwrap()), "{reqs:?}");
+    assert!(
+        reqs.iter().any(|(to, r)| r.method == Method::Invite && *to == PROXY_A.parse().unwrap()),
+        "{reqs:?}"
+    );
 }
-

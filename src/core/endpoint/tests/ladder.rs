@@ -7,7 +7,13 @@ use crate::core::callback::{CallbackReason, CallbackRequest};
 use crate::core::ladder::{HumanOutcome, LadderConfig, Rung};
 
 fn ladder_config(human: bool) -> EndpointConfig {
-    let ladder = LadderConfig { menu: true, menu_timeout: Duration::from_secs(2), menu_attempts: 2, human, ..LadderConfig::default() };
+    let ladder = LadderConfig {
+        menu: true,
+        menu_timeout: Duration::from_secs(2),
+        menu_attempts: 2,
+        human,
+        ..LadderConfig::default()
+    };
     EndpointConfig { ladder, ..config() }
 }
 
@@ -23,7 +29,9 @@ fn confirmed(h: &mut Harness) -> String {
 fn press(h: &mut Harness, digit: u8, seq: u16) {
     let from: SocketAddr = "127.0.0.2:6000".parse().unwrap();
     let ts = 160_000u32 + u32::from(seq) * 160;
-    for (i, (end, duration)) in [(false, 160u16), (true, 800), (true, 800), (true, 800)].into_iter().enumerate() {
+    for (i, (end, duration)) in
+        [(false, 160u16), (true, 800), (true, 800), (true, 800)].into_iter().enumerate()
+    {
         let mut pkt = vec![0x80, 101 | if i == 0 { 0x80 } else { 0 }];
         pkt.extend_from_slice(&(seq + i as u16).to_be_bytes());
         pkt.extend_from_slice(&ts.to_be_bytes());
@@ -36,15 +44,35 @@ fn press(h: &mut Harness, digit: u8, seq: u16) {
 }
 
 fn callbacks(h: &mut Harness) -> Vec<CallbackRequest> {
-    h.out.iter().filter_map(|o| if let Output::Event(Event::CallbackRequested(r)) = o { Some(r.clone()) } else { None }).collect()
+    h.out
+        .iter()
+        .filter_map(|o| {
+            if let Output::Event(Event::CallbackRequested(r)) = o {
+                Some(r.clone())
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn phases(h: &Harness) -> Vec<RecordPhase> {
-    h.out.iter().filter_map(|o| if let Output::Event(Event::CallRecord(r)) = o { Some(r.phase) } else { None }).collect()
+    h.out
+        .iter()
+        .filter_map(
+            |o| if let Output::Event(Event::CallRecord(r)) = o { Some(r.phase) } else { None },
+        )
+        .collect()
 }
 
 fn last_record(h: &Harness) -> CallRecord {
-    h.out.iter().rev().find_map(|o| if let Output::Event(Event::CallRecord(r)) = o { Some(r.clone()) } else { None }).expect("a record")
+    h.out
+        .iter()
+        .rev()
+        .find_map(
+            |o| if let Output::Event(Event::CallRecord(r)) = o { Some(r.clone()) } else { None },
+        )
+        .expect("a record")
 }
 
 fn bye_sent(h: &mut Harness) -> bool {
@@ -53,13 +81,20 @@ fn bye_sent(h: &mut Harness) -> bool {
 
 /// Advances in 20 ms steps until `until` returns true (or `limit` passes); returns the instants
 /// at which RTP left for the caller.
-fn run_collecting(h: &mut Harness, limit: Duration, mut until: impl FnMut(&mut Harness) -> bool) -> Vec<Instant> {
+fn run_collecting(
+    h: &mut Harness,
+    limit: Duration,
+    mut until: impl FnMut(&mut Harness) -> bool,
+) -> Vec<Instant> {
     let mut sent = Vec::new();
     let end = h.now + limit;
     while h.now < end {
         h.advance(Duration::from_millis(20));
         // audio only: RTCP goes out from the port above
-        let audio = h.out.iter().any(|o| matches!(o, Output::Transmit(Transmit::Rtp { local_port: 20000, .. })));
+        let audio = h
+            .out
+            .iter()
+            .any(|o| matches!(o, Output::Transmit(Transmit::Rtp { local_port: 20000, .. })));
         h.take_rtp();
         if audio {
             sent.push(h.now);
@@ -93,7 +128,10 @@ fn prompt_menu_key_1_requests_a_callback_confirms_and_hangs_up() {
     let requests = callbacks(&mut h);
     assert_eq!(requests.len(), 1, "one request at the key");
     let r = &requests[0];
-    assert_eq!((r.call_id.as_str(), r.caller.as_str(), r.called.as_str(), r.carrier.as_str()), ("c1", "+15550001", "bot", "carrier-a"));
+    assert_eq!(
+        (r.call_id.as_str(), r.caller.as_str(), r.called.as_str(), r.carrier.as_str()),
+        ("c1", "+15550001", "bot", "carrier-a")
+    );
     assert_eq!(r.reason, CallbackReason::CallerAsked);
     assert_eq!(r.failure, "no AI agent configured");
     assert!(h.out.iter().any(|o| matches!(o, Output::Event(Event::Dtmf { digit: '1', .. }))));
@@ -108,7 +146,10 @@ fn prompt_menu_key_1_requests_a_callback_confirms_and_hangs_up() {
     }));
     let bye_at = bye_at.expect("BYE after the confirmation");
     let took = bye_at - start;
-    assert!((Duration::from_millis(4300)..=Duration::from_millis(4600)).contains(&took), "BYE at {took:?}");
+    assert!(
+        (Duration::from_millis(4300)..=Duration::from_millis(4600)).contains(&took),
+        "BYE at {took:?}"
+    );
     let largest = gaps(&sent, bye_at).into_iter().max().unwrap();
     println!("endpoint_ladder_key1_largest_gap_ms: {}", largest.as_millis());
     assert!(largest <= Duration::from_secs(1), "{largest:?} of silence");
@@ -130,7 +171,11 @@ fn key_2_goes_to_the_human_rung_and_down_to_a_callback_when_no_leg_starts() {
     let requests = callbacks(&mut h);
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].reason, CallbackReason::HumanUnavailable);
-    assert!(requests[0].failure.starts_with("no AI agent configured; human: "), "{}", requests[0].failure);
+    assert!(
+        requests[0].failure.starts_with("no AI agent configured; human: "),
+        "{}",
+        requests[0].failure
+    );
     assert_eq!(
         phases(&h)[1..],
         [RecordPhase::Fallback, RecordPhase::Menu, RecordPhase::Human, RecordPhase::Callback]
@@ -183,7 +228,10 @@ fn no_key_replays_the_menu_then_a_callback_and_only_the_callers_turns_are_silent
     let long: Vec<Duration> = g.iter().copied().filter(|d| *d > Duration::from_secs(1)).collect();
     assert_eq!(long.len(), 2, "two caller's turns: {long:?}");
     for d in long {
-        assert!((Duration::from_millis(1980)..=Duration::from_millis(2060)).contains(&d), "a turn is the menu timeout: {d:?}");
+        assert!(
+            (Duration::from_millis(1980)..=Duration::from_millis(2060)).contains(&d),
+            "a turn is the menu timeout: {d:?}"
+        );
     }
     assert_eq!(last_record(&h).ladder, vec![Rung::Prompt, Rung::Menu, Rung::Callback]);
 }
@@ -253,5 +301,9 @@ fn a_call_that_loses_every_agent_mid_call_falls_to_the_ladder() {
     let requests = callbacks(&mut h);
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].reason, CallbackReason::CallerAsked);
-    assert!(requests[0].failure.starts_with("no agent within the budget"), "{}", requests[0].failure);
+    assert!(
+        requests[0].failure.starts_with("no agent within the budget"),
+        "{}",
+        requests[0].failure
+    );
 }

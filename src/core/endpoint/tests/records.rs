@@ -41,11 +41,18 @@ fn the_answer_record_precedes_the_200_and_the_end_record_has_duration_and_qualit
     h.send(CARRIER_A, &in_dialog("BYE", "c1", &tag, 2, "z9hG4bK-bye"));
     let mut recs = records(&mut h);
     // no agent configured: the ladder took the call at the ACK (its prompt rung is recorded)
-    assert_eq!(recs.iter().map(|r| r.phase).collect::<Vec<_>>(), vec![RecordPhase::Fallback, RecordPhase::Ended]);
+    assert_eq!(
+        recs.iter().map(|r| r.phase).collect::<Vec<_>>(),
+        vec![RecordPhase::Fallback, RecordPhase::Ended]
+    );
     recs.remove(0);
     let end = recs[0].end.as_ref().expect("end details");
     assert_eq!(recs[0].phase, RecordPhase::Ended);
-    assert_eq!(recs[0].ladder, vec![crate::core::ladder::Rung::Prompt], "the caller left during the prompt");
+    assert_eq!(
+        recs[0].ladder,
+        vec![crate::core::ladder::Rung::Prompt],
+        "the caller left during the prompt"
+    );
     assert_eq!(end.reason, "remote BYE");
     assert_eq!(end.duration_ms, 700);
     assert!((1.0..=4.5).contains(&end.quality.mos), "{:?}", end.quality);
@@ -75,7 +82,10 @@ fn the_ladder_is_recorded_agent_failover_and_the_standby() {
     let (_, conn, _) = bridged_call(&mut h);
     let recs = records(&mut h);
     assert_eq!(recs.len(), 1);
-    assert_eq!((recs[0].phase, recs[0].ai_endpoint.as_deref()), (RecordPhase::Answered, Some("primary")));
+    assert_eq!(
+        (recs[0].phase, recs[0].ai_endpoint.as_deref()),
+        (RecordPhase::Answered, Some("primary"))
+    );
     h.advance(Duration::from_millis(100));
     ai_in(&mut h, Input::AiClosed { conn, kind: FailureKind::Dropped });
     let mut next = None;

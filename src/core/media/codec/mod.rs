@@ -15,8 +15,6 @@ pub mod resample;
 pub use opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusFmtp};
 pub use pipeline::{AiFormat, Decoder, Encoder, G711Decoder, Transcoder};
 
-
-
 pub use resample::Resampler;
 
 /// Frame duration of the pipeline (RTP ptime).

@@ -204,11 +204,7 @@ impl OpusEncoder {
         raw.set_bitrate(Bitrate::BitsPerSecond(config.bitrate as i32))?;
         raw.set_inband_fec(config.fec)?;
         raw.set_packet_loss_perc(config.loss_percent.min(100))?;
-        Ok(OpusEncoder {
-            raw,
-            config,
-            payload: vec![0; MAX_PAYLOAD],
-        })
+        Ok(OpusEncoder { raw, config, payload: vec![0; MAX_PAYLOAD] })
     }
 
     /// The settings this encoder was built with (loss hint as last set).
@@ -371,11 +367,7 @@ pub(crate) mod tests {
     }
 
     fn round_trip(signal: &[i16], rate: Rate) -> Vec<i16> {
-        let mut enc = OpusEncoder::new(OpusConfig {
-            rate,
-            ..OpusConfig::default()
-        })
-        .unwrap();
+        let mut enc = OpusEncoder::new(OpusConfig { rate, ..OpusConfig::default() }).unwrap();
         let mut dec = OpusDecoder::new(rate, 1).unwrap();
         let mut out = Vec::new();
         for frame in signal.chunks_exact(rate.frame_len()) {
@@ -394,8 +386,15 @@ pub(crate) mod tests {
             assert_eq!(y.len(), x.len());
             // Skip the codec's start-up; compare 0.5 s after alignment.
             let skip = rate.frame_len() * 5;
-            let (lag, c) = aligned_correlation(&x[skip..skip + rate.hz() as usize / 2], &y[skip..], rate.per_ms() * 30);
-            eprintln!("opus 1 kHz tone at {} Hz: best lag {lag} samples (periodic), correlation {c:.4}", rate.hz());
+            let (lag, c) = aligned_correlation(
+                &x[skip..skip + rate.hz() as usize / 2],
+                &y[skip..],
+                rate.per_ms() * 30,
+            );
+            eprintln!(
+                "opus 1 kHz tone at {} Hz: best lag {lag} samples (periodic), correlation {c:.4}",
+                rate.hz()
+            );
             assert!(c > 0.9, "{rate:?}: correlation {c}");
         }
     }
@@ -415,11 +414,8 @@ pub(crate) mod tests {
     fn stereo_round_trip() {
         let mono = tone(440.0, Rate::Hz48000, 48000, 8000.0);
         let stereo: Vec<i16> = mono.iter().flat_map(|&s| [s, s / 2]).collect();
-        let mut enc = OpusEncoder::new(OpusConfig {
-            channels: 2,
-            ..OpusConfig::default()
-        })
-        .unwrap();
+        let mut enc =
+            OpusEncoder::new(OpusConfig { channels: 2, ..OpusConfig::default() }).unwrap();
         let mut dec = OpusDecoder::new(Rate::Hz48000, 2).unwrap();
         let mut out = Vec::new();
         for frame in stereo.chunks_exact(960 * 2) {
@@ -451,7 +447,10 @@ pub(crate) mod tests {
             OpusEncoder::new(OpusConfig { channels: 3, ..OpusConfig::default() }),
             Err(CodecError::UnsupportedChannels(3))
         ));
-        assert!(matches!(OpusDecoder::new(Rate::Hz8000, 0), Err(CodecError::UnsupportedChannels(0))));
+        assert!(matches!(
+            OpusDecoder::new(Rate::Hz8000, 0),
+            Err(CodecError::UnsupportedChannels(0))
+        ));
     }
 
     #[test]
@@ -500,7 +499,8 @@ pub(crate) mod tests {
         let rate = Rate::Hz8000;
         let config = OpusConfig { rate, loss_percent: 20, ..OpusConfig::default() };
         let mut enc = OpusEncoder::new(config).unwrap();
-        let packets: Vec<Vec<u8>> = x.chunks_exact(160).map(|f| enc.encode(f).unwrap().to_vec()).collect();
+        let packets: Vec<Vec<u8>> =
+            x.chunks_exact(160).map(|f| enc.encode(f).unwrap().to_vec()).collect();
         let reference: Vec<Vec<i16>> = {
             let mut d = OpusDecoder::new(rate, 1).unwrap();
             packets.iter().map(|p| d.decode(p).unwrap().to_vec()).collect()
@@ -534,7 +534,9 @@ pub(crate) mod tests {
 
     #[test]
     fn fmtp_parsing() {
-        let f = OpusFmtp::parse("minptime=10; useinbandfec=1; stereo=1; sprop-stereo=0; maxaveragebitrate=20000");
+        let f = OpusFmtp::parse(
+            "minptime=10; useinbandfec=1; stereo=1; sprop-stereo=0; maxaveragebitrate=20000",
+        );
         assert!(f.stereo && !f.sprop_stereo && f.useinbandfec);
         assert_eq!(f.maxaveragebitrate, Some(20000));
         assert_eq!((f.send_channels(), f.recv_channels()), (2, 1));

@@ -71,8 +71,7 @@ impl G711Decoder {
         }
         let table = law_table(self.law);
         self.pcm.clear();
-        self.pcm
-            .extend(payload.iter().map(|&c| table[usize::from(c)]));
+        self.pcm.extend(payload.iter().map(|&c| table[usize::from(c)]));
         self.plc.good_frame(&mut self.pcm);
         self.last_len = payload.len();
         Ok(&self.pcm)
@@ -102,10 +101,9 @@ impl Decoder {
     pub fn for_codec(codec: &Codec, fmtp: &OpusFmtp, opus_rate: Rate) -> Result<Decoder> {
         match caller_kind(codec)? {
             CallerKind::G711(law) => Ok(Decoder::G711(G711Decoder::new(law))),
-            CallerKind::Opus => Ok(Decoder::Opus(OpusDecoder::new(
-                opus_rate,
-                fmtp.recv_channels(),
-            )?)),
+            CallerKind::Opus => {
+                Ok(Decoder::Opus(OpusDecoder::new(opus_rate, fmtp.recv_channels())?))
+            }
         }
     }
 
@@ -163,7 +161,12 @@ impl Encoder {
     }
 
     /// As [`Encoder::for_codec`], with the operator's Opus complexity and bitrate.
-    pub fn for_codec_tuned(codec: &Codec, fmtp: &OpusFmtp, opus_rate: Rate, tuning: OpusTuning) -> Result<Encoder> {
+    pub fn for_codec_tuned(
+        codec: &Codec,
+        fmtp: &OpusFmtp,
+        opus_rate: Rate,
+        tuning: OpusTuning,
+    ) -> Result<Encoder> {
         match caller_kind(codec)? {
             CallerKind::G711(law) => Ok(Encoder::G711(law)),
             CallerKind::Opus => Ok(Encoder::Opus(OpusEncoder::new(OpusConfig::for_remote_tuned(
@@ -261,7 +264,12 @@ impl Transcoder {
     }
 
     /// As [`Transcoder::new`], with the operator's Opus encoder settings.
-    pub fn tuned(caller: &Codec, fmtp: &OpusFmtp, ai: AiFormat, tuning: OpusTuning) -> Result<Transcoder> {
+    pub fn tuned(
+        caller: &Codec,
+        fmtp: &OpusFmtp,
+        ai: AiFormat,
+        tuning: OpusTuning,
+    ) -> Result<Transcoder> {
         let ai_rate = ai.rate();
         let decoder = Decoder::for_codec(caller, fmtp, ai_rate)?;
         let encoder = Encoder::for_codec_tuned(caller, fmtp, ai_rate, tuning)?;
@@ -353,13 +361,7 @@ impl Transcoder {
     /// [`Self::ai_to_caller`], appending the payload to `out`; returns its length (0 when a
     /// partial frame is held back by the resampler).
     pub fn ai_to_caller_into(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> Result<usize> {
-        encode_from(
-            pcm,
-            &mut self.down,
-            &mut self.encoder,
-            &mut self.scratch,
-            out,
-        )
+        encode_from(pcm, &mut self.down, &mut self.encoder, &mut self.scratch, out)
     }
 
     /// AI-side bytes (G.711 codes or s16le PCM, per the [`AiFormat`]) -> caller payload;
@@ -377,11 +379,9 @@ impl Transcoder {
                 let table = law_table(ai_law);
                 pcm.extend(bytes.iter().map(|&c| table[usize::from(c)]));
             }
-            (AiFormat::Pcm(_), _) => pcm.extend(
-                bytes
-                    .chunks_exact(2)
-                    .map(|b| i16::from_le_bytes([b[0], b[1]])),
-            ),
+            (AiFormat::Pcm(_), _) => {
+                pcm.extend(bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])))
+            }
         }
         let result = self.ai_to_caller_into(&pcm, out);
         self.ai_pcm = pcm;
@@ -398,13 +398,7 @@ impl Transcoder {
 
     /// [`Self::encode_prompt_frame`], appending to `out`; returns the payload length.
     pub fn encode_prompt_frame_into(&mut self, pcm8k: &[i16], out: &mut Vec<u8>) -> Result<usize> {
-        encode_from(
-            pcm8k,
-            &mut self.prompt_rs,
-            &mut self.encoder,
-            &mut self.scratch,
-            out,
-        )
+        encode_from(pcm8k, &mut self.prompt_rs, &mut self.encoder, &mut self.scratch, out)
     }
 
     fn decoder_channels(&self) -> u8 {
@@ -430,8 +424,7 @@ fn to_ai<'a>(
     ai_pcm.clear();
     if channels == 2 {
         ai_pcm.extend(
-            pcm.chunks_exact(2)
-                .map(|lr| ((i32::from(lr[0]) + i32::from(lr[1])) / 2) as i16),
+            pcm.chunks_exact(2).map(|lr| ((i32::from(lr[0]) + i32::from(lr[1])) / 2) as i16),
         );
     } else {
         ai_pcm.extend_from_slice(pcm);
@@ -539,7 +532,8 @@ mod tests {
 
     #[test]
     fn g711_caller_with_16k_ai_round_trip() {
-        let mut t = Transcoder::new(&Codec::PCMU, &no_fmtp(), AiFormat::Pcm(Rate::Hz16000)).unwrap();
+        let mut t =
+            Transcoder::new(&Codec::PCMU, &no_fmtp(), AiFormat::Pcm(Rate::Hz16000)).unwrap();
         let x = prompt();
         let mut back = Vec::new();
         for f in x.chunks_exact(160) {
@@ -565,7 +559,8 @@ mod tests {
     /// Caller's side of an Opus call: the prompt upsampled to 16 kHz and encoded.
     fn caller_opus_packets(x8k: &[i16]) -> (Vec<i16>, Vec<Vec<u8>>) {
         let mut up = Resampler::new(Rate::Hz8000, Rate::Hz16000).unwrap();
-        let mut enc = OpusEncoder::new(OpusConfig { rate: Rate::Hz16000, ..OpusConfig::default() }).unwrap();
+        let mut enc =
+            OpusEncoder::new(OpusConfig { rate: Rate::Hz16000, ..OpusConfig::default() }).unwrap();
         let mut x16 = Vec::new();
         let mut packets = Vec::new();
         for f in x8k.chunks_exact(160) {
@@ -626,7 +621,8 @@ mod tests {
         let x = prompt();
         // Opus caller with a 24 kHz AI side: the prompt goes 8k -> 24k -> Opus. Compare at
         // 24 kHz against the same upsampling, so the alignment is sample-exact.
-        let mut t = Transcoder::new(&Codec::opus(96), &no_fmtp(), AiFormat::Pcm(Rate::Hz24000)).unwrap();
+        let mut t =
+            Transcoder::new(&Codec::opus(96), &no_fmtp(), AiFormat::Pcm(Rate::Hz24000)).unwrap();
         let mut up = Resampler::new(Rate::Hz8000, Rate::Hz24000).unwrap();
         let mut dec24 = OpusDecoder::new(Rate::Hz24000, 1).unwrap();
         let (mut sent, mut heard) = (Vec::new(), Vec::new());
@@ -641,12 +637,18 @@ mod tests {
         assert!(c > 0.9, "prompt correlation {c}");
         let mut dec = OpusDecoder::new(Rate::Hz8000, 1).unwrap();
         // Stereo-preferring Opus peer: payloads still decode to the prompt.
-        let mut t = Transcoder::new(&Codec::opus(96), &OpusFmtp::parse("stereo=1"), AiFormat::Pcm(Rate::Hz8000)).unwrap();
+        let mut t = Transcoder::new(
+            &Codec::opus(96),
+            &OpusFmtp::parse("stereo=1"),
+            AiFormat::Pcm(Rate::Hz8000),
+        )
+        .unwrap();
         assert_eq!(t.encoder().channels(), 2);
         let p = t.encode_prompt_frame(&x[1600..1760]).unwrap();
         assert_eq!(dec.decode(&p).unwrap().len(), 160);
         // G.711: the same bytes PromptPlayer would send.
-        let mut t = Transcoder::new(&Codec::PCMA, &no_fmtp(), AiFormat::Pcm(Rate::Hz16000)).unwrap();
+        let mut t =
+            Transcoder::new(&Codec::PCMA, &no_fmtp(), AiFormat::Pcm(Rate::Hz16000)).unwrap();
         let mut expect = Vec::new();
         Law::Alaw.encode_into(&x[..160], &mut expect);
         assert_eq!(t.encode_prompt_frame(&x[..160]).unwrap(), expect);
@@ -655,9 +657,11 @@ mod tests {
     #[test]
     fn stereo_caller_is_downmixed_for_ai() {
         let fmtp = OpusFmtp::parse("sprop-stereo=1");
-        let mut t = Transcoder::new(&Codec::opus(111), &fmtp, AiFormat::Pcm(Rate::Hz48000)).unwrap();
+        let mut t =
+            Transcoder::new(&Codec::opus(111), &fmtp, AiFormat::Pcm(Rate::Hz48000)).unwrap();
         assert_eq!(t.decoder().channels(), 2);
-        let mut enc = OpusEncoder::new(OpusConfig { channels: 2, ..OpusConfig::default() }).unwrap();
+        let mut enc =
+            OpusEncoder::new(OpusConfig { channels: 2, ..OpusConfig::default() }).unwrap();
         let mono = tone(440.0, Rate::Hz48000, 960, 8000.0);
         let stereo: Vec<i16> = mono.iter().flat_map(|&s| [s, s]).collect();
         for _ in 0..5 {

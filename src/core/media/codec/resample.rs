@@ -124,8 +124,7 @@ impl Resampler {
             self.out.extend_from_slice(input);
             return Ok(&self.out);
         };
-        self.pending_in
-            .extend(input.iter().map(|&s| f32::from(s) / 32768.0));
+        self.pending_in.extend(input.iter().map(|&s| f32::from(s) / 32768.0));
         let mut consumed = 0;
         let mut produced = 0;
         while self.pending_in.len() - consumed >= self.chunk_in {
@@ -137,8 +136,7 @@ impl Resampler {
         }
         self.pending_in.drain(..consumed);
         let take = produced.min(self.fifo.len());
-        self.out
-            .extend(self.fifo.drain(..take).map(to_i16));
+        self.out.extend(self.fifo.drain(..take).map(to_i16));
         // Never short: should the FIFO run dry (it is sized so it does not), pad with silence.
         self.out.resize(produced, 0);
         Ok(&self.out)
@@ -163,14 +161,7 @@ fn build(from: Rate, to: Rate, chunk_in: usize) -> Result<Async<f32>> {
         .f_cutoff(CUTOFF)
         .oversampling_factor(128)
         .interpolation(SincInterpolationType::Cubic);
-    Ok(Async::<f32>::new_sinc(
-        ratio,
-        1.0,
-        &params,
-        chunk_in,
-        1,
-        FixedAsync::Input,
-    )?)
+    Ok(Async::<f32>::new_sinc(ratio, 1.0, &params, chunk_in, 1, FixedAsync::Input)?)
 }
 
 /// Runs one chunk of `chunk_in` samples; returns the samples written to `out`.
@@ -206,19 +197,12 @@ fn run_probe(probe: &mut Async<f32>, chunk_in: usize, chunk_out: usize) -> Resul
         owed += chunk_out;
         worst = worst.max(owed.saturating_sub(response.len()));
     }
-    Ok(Probe {
-        prefill: worst,
-        filter_delay: peak_position(&response),
-    })
+    Ok(Probe { prefill: worst, filter_delay: peak_position(&response) })
 }
 
 /// Position of the largest sample, refined by a parabola through its neighbours.
 fn peak_position(x: &[f32]) -> f64 {
-    let Some((i, _)) = x
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-    else {
+    let Some((i, _)) = x.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else {
         return 0.0;
     };
     if i == 0 || i + 1 >= x.len() {
@@ -362,10 +346,14 @@ mod tests {
         // 5 kHz at 48 kHz is above the 4 kHz Nyquist of 8 kHz: it must mostly vanish.
         let mut r = Resampler::new(Rate::Hz48000, Rate::Hz8000).unwrap();
         let x: Vec<i16> = (0..48000)
-            .map(|i| (12000.0 * (2.0 * std::f64::consts::PI * 5000.0 * i as f64 / 48000.0).sin()) as i16)
+            .map(|i| {
+                (12000.0 * (2.0 * std::f64::consts::PI * 5000.0 * i as f64 / 48000.0).sin()) as i16
+            })
             .collect();
         let y = run(&mut r, &x);
-        let rms = |s: &[i16]| (s.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / s.len() as f64).sqrt();
+        let rms = |s: &[i16]| {
+            (s.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / s.len() as f64).sqrt()
+        };
         let atten_db = 20.0 * (rms(&y[800..]) / rms(&x)).log10();
         eprintln!("resampler 48k->8k: 5 kHz tone attenuated {atten_db:.1} dB");
         assert!(atten_db < -20.0, "alias only {atten_db} dB down");
@@ -375,9 +363,8 @@ mod tests {
     fn extreme_samples_saturate_without_panic() {
         let mut r = Resampler::new(Rate::Hz8000, Rate::Hz48000).unwrap();
         for i in 0..50 {
-            let frame: Vec<i16> = (0..160)
-                .map(|j| if (i + j) % 2 == 0 { i16::MAX } else { i16::MIN })
-                .collect();
+            let frame: Vec<i16> =
+                (0..160).map(|j| if (i + j) % 2 == 0 { i16::MAX } else { i16::MIN }).collect();
             assert_eq!(r.process(&frame).unwrap().len(), 960);
         }
         r.reset();

@@ -115,17 +115,9 @@ fn signed_secs(a: Instant, b: Instant) -> f64 {
 
 /// `base + secs` (secs may be negative), saturating at `base` when out of range.
 fn at(base: Instant, secs: f64) -> Instant {
-    let secs = if secs.is_finite() {
-        secs.clamp(-1e7, 1e7)
-    } else {
-        0.0
-    };
+    let secs = if secs.is_finite() { secs.clamp(-1e7, 1e7) } else { 0.0 };
     let d = Duration::from_secs_f64(secs.abs());
-    let t = if secs >= 0.0 {
-        base.checked_add(d)
-    } else {
-        base.checked_sub(d)
-    };
+    let t = if secs >= 0.0 { base.checked_add(d) } else { base.checked_sub(d) };
     t.unwrap_or(base)
 }
 
@@ -246,11 +238,7 @@ impl JitterBuffer {
     pub fn stats(&self) -> JitterStats {
         let to_ms = |secs: f64| (secs * 1000.0).round().clamp(0.0, f64::from(u32::MAX)) as u32;
         let depth = self.depth_samples() as f64 / self.rate;
-        self.counters.snapshot(
-            to_ms(depth),
-            to_ms(self.target),
-            self.estimator.jitter() * 1000.0,
-        )
+        self.counters.snapshot(to_ms(depth), to_ms(self.target), self.estimator.jitter() * 1000.0)
     }
 
     fn classify(&self, now: Instant, info: &RtpInfo) -> Class {
@@ -301,11 +289,8 @@ impl JitterBuffer {
             None => None,
         };
         let Some(c) = confirmed else {
-            self.candidate = Some(Candidate {
-                info: *info,
-                payload: payload.to_vec(),
-                arrival: now,
-            });
+            self.candidate =
+                Some(Candidate { info: *info, payload: payload.to_vec(), arrival: now });
             return;
         };
         self.counters.resyncs += 1;
@@ -349,11 +334,7 @@ impl JitterBuffer {
         if behind {
             self.counters.reordered += 1;
         }
-        let queued = Queued {
-            ts,
-            marker: info.marker,
-            payload: payload.to_vec(),
-        };
+        let queued = Queued { ts, marker: info.marker, payload: payload.to_vec() };
         self.queue.insert(seq, queued);
         self.enforce_cap();
     }
@@ -392,10 +373,7 @@ impl JitterBuffer {
         }
         let half = self.step / 2;
         loop {
-            let head = self
-                .queue
-                .first_key_value()
-                .map(|(&s, q)| (s, q.ts, q.marker));
+            let head = self.queue.first_key_value().map(|(&s, q)| (s, q.ts, q.marker));
             let Some((seq, ts, marker)) = head else {
                 return Some(self.lost_in_silence());
             };
@@ -411,10 +389,7 @@ impl JitterBuffer {
                 self.boundary_seq = Some(seq);
                 self.next_ts = ts;
                 self.boundary();
-                if self
-                    .slot_instant(ts, self.offset)
-                    .is_some_and(|due| due > now)
-                {
+                if self.slot_instant(ts, self.offset).is_some_and(|due| due > now) {
                     return None;
                 }
             }
@@ -446,9 +421,7 @@ impl JitterBuffer {
         self.next_ts += self.step;
         self.counters.lost += 1;
         self.adapt();
-        Frame::Lost {
-            timestamp: ts as u32,
-        }
+        Frame::Lost { timestamp: ts as u32 }
     }
 
     fn play(&mut self, seq: i64) -> Frame {
@@ -460,11 +433,7 @@ impl JitterBuffer {
                 self.learn_step(q.ts - last_ts);
             }
             let shift = seq - last_seq;
-            self.played_mask = if (1..64).contains(&shift) {
-                self.played_mask << shift
-            } else {
-                0
-            };
+            self.played_mask = if (1..64).contains(&shift) { self.played_mask << shift } else { 0 };
         }
         self.played_mask |= 1;
         self.last_played = Some((seq, q.ts));
@@ -472,11 +441,7 @@ impl JitterBuffer {
         self.started = true;
         self.empty_run = 0;
         self.adapt();
-        Frame::Audio {
-            seq: seq as u16,
-            timestamp: q.ts as u32,
-            payload: q.payload,
-        }
+        Frame::Audio { seq: seq as u16, timestamp: q.ts as u32, payload: q.payload }
     }
 
     /// Adopts a timestamp delta between consecutive packets once seen twice in a row.
@@ -490,10 +455,7 @@ impl JitterBuffer {
 
     /// The estimator's proposal within `[min_delay, max_delay]`.
     fn proposal(&self) -> Option<f64> {
-        let (min, max) = (
-            self.cfg.min_delay.as_secs_f64(),
-            self.cfg.max_delay.as_secs_f64(),
-        );
+        let (min, max) = (self.cfg.min_delay.as_secs_f64(), self.cfg.max_delay.as_secs_f64());
         self.estimator.proposal().map(|p| p.clamp(min, max))
     }
 
@@ -525,9 +487,7 @@ impl JitterBuffer {
     }
 
     fn slot_instant(&self, ts: i64, offset: f64) -> Option<Instant> {
-        self.section
-            .as_ref()
-            .map(|sec| sec.instant(ts, offset, self.rate))
+        self.section.as_ref().map(|sec| sec.instant(ts, offset, self.rate))
     }
 
     /// Sets `Timer::MediaTick` to the next slot (running) or the head packet's slot (waiting).
@@ -537,9 +497,7 @@ impl JitterBuffer {
         } else {
             let target = self.proposal().unwrap_or(self.target);
             let offset = self.ideal_offset(target);
-            self.queue
-                .first_key_value()
-                .and_then(|(_, q)| self.slot_instant(q.ts, offset))
+            self.queue.first_key_value().and_then(|(_, q)| self.slot_instant(q.ts, offset))
         };
         match due {
             Some(t) => self.timers.set(Timer::MediaTick, t),
@@ -630,11 +588,7 @@ mod tests {
             }
             while let Some(frame) = buf.poll_frame(now) {
                 let target_ms = buf.stats().target_ms;
-                out.push(Out {
-                    at: now,
-                    frame,
-                    target_ms,
-                });
+                out.push(Out { at: now, frame, target_ms });
             }
             let wake = [arrivals.get(next).map(|a| a.at), buf.poll_timeout()];
             match wake.into_iter().flatten().min() {
@@ -657,10 +611,8 @@ mod tests {
     /// `Lost` frames released before the last audio frame (the tail after the stream ends
     /// is concealed too, up to `max_conceal`).
     fn lost_inside(out: &[Out]) -> Vec<u32> {
-        let last_audio = out
-            .iter()
-            .rposition(|o| matches!(o.frame, Frame::Audio { .. }))
-            .unwrap_or(0);
+        let last_audio =
+            out.iter().rposition(|o| matches!(o.frame, Frame::Audio { .. })).unwrap_or(0);
         out[..last_audio]
             .iter()
             .filter_map(|o| match o.frame {
@@ -690,19 +642,14 @@ mod tests {
             assert!(near(o.at - out[i - 1].at, 20 * MS), "frame {i}");
         }
         let s = buf.stats();
-        assert_eq!(
-            (s.received, s.late, s.duplicates, s.reordered, s.resyncs),
-            (200, 0, 0, 0, 0)
-        );
+        assert_eq!((s.received, s.late, s.duplicates, s.reordered, s.resyncs), (200, 0, 0, 0, 0));
         assert_eq!(s.target_ms, 20);
         assert!(s.jitter_ms < 1e-6);
         // The tail: three frames concealed, then the clock stops.
         assert_eq!(s.lost, 3);
         assert_eq!(buf.poll_timeout(), None);
         match &out[0].frame {
-            Frame::Audio {
-                timestamp, payload, ..
-            } => {
+            Frame::Audio { timestamp, payload, .. } => {
                 assert_eq!(*timestamp, 5000);
                 assert_eq!(payload, &0u32.to_be_bytes());
             }
@@ -776,14 +723,9 @@ mod tests {
             let t0 = Instant::now();
             let mut buf = JitterBuffer::default();
             let mut arrivals = stream(t0, 0..50, SSRC, 100, 0, |_| Duration::ZERO);
-            arrivals.extend(stream(
-                t0,
-                50..100,
-                SSRC,
-                100u16.wrapping_add(jump),
-                0,
-                |_| Duration::ZERO,
-            ));
+            arrivals.extend(stream(t0, 50..100, SSRC, 100u16.wrapping_add(jump), 0, |_| {
+                Duration::ZERO
+            }));
             let out = run(&mut buf, arrivals, t0 + 3000 * MS);
             assert_resynced_once(&buf, &out);
             let seqs = audio_seqs(&out);
@@ -796,9 +738,7 @@ mod tests {
         let t0 = Instant::now();
         let mut buf = JitterBuffer::default();
         let mut arrivals = stream(t0, 0..50, SSRC, 100, 0, |_| Duration::ZERO);
-        arrivals.extend(stream(t0, 50..100, 0xABCD, 9000, 777_777, |_| {
-            Duration::ZERO
-        }));
+        arrivals.extend(stream(t0, 50..100, 0xABCD, 9000, 777_777, |_| Duration::ZERO));
         let out = run(&mut buf, arrivals, t0 + 3000 * MS);
         assert_resynced_once(&buf, &out);
         assert_eq!(*audio_seqs(&out).last().unwrap(), 9099);
@@ -848,11 +788,8 @@ mod tests {
             }
         });
         let out = run(&mut buf, arrivals, t0 + 13_000 * MS);
-        let before: Vec<u32> = out
-            .iter()
-            .filter(|o| o.at < t0 + 2000 * MS)
-            .map(|o| o.target_ms)
-            .collect();
+        let before: Vec<u32> =
+            out.iter().filter(|o| o.at < t0 + 2000 * MS).map(|o| o.target_ms).collect();
         let peak = out.iter().map(|o| o.target_ms).max().unwrap();
         assert!(*before.last().unwrap() <= 30, "calm target {before:?}");
         assert!(peak >= 150, "target did not grow: {peak}");
@@ -860,9 +797,7 @@ mod tests {
         let s = buf.stats();
         assert!(s.target_ms <= 40, "target did not shrink back: {s:?}");
         // Once calm again, no more losses.
-        let calm = out
-            .iter()
-            .filter(|o| o.at > t0 + 6000 * MS && o.at < t0 + 11_900 * MS);
+        let calm = out.iter().filter(|o| o.at > t0 + 6000 * MS && o.at < t0 + 11_900 * MS);
         assert!(calm.clone().count() > 250);
         assert!(calm.clone().all(|o| matches!(o.frame, Frame::Audio { .. })));
         // Successive frames never jump by more than the step bounds outside boundaries.
@@ -892,19 +827,14 @@ mod tests {
         });
         arrivals[80].info.marker = true;
         let out = run(&mut buf, arrivals, t0 + 4000 * MS);
-        let at80 = out
-            .iter()
-            .position(|o| matches!(o.frame, Frame::Audio { seq: 80, .. }))
-            .unwrap();
+        let at80 =
+            out.iter().position(|o| matches!(o.frame, Frame::Audio { seq: 80, .. })).unwrap();
         let (before, after) = (out[at80 - 1].target_ms, out[at80].target_ms);
         assert!(after >= before + 20, "target {before} -> {after} ms");
         // Growing at the boundary pauses the clock: the marker frame comes late.
         assert!(out[at80].at - out[at80 - 1].at >= 40 * MS);
         // After it, the larger delay absorbs the jitter.
-        assert!(out[at80..]
-            .iter()
-            .take(19)
-            .all(|o| matches!(o.frame, Frame::Audio { .. })));
+        assert!(out[at80..].iter().take(19).all(|o| matches!(o.frame, Frame::Audio { .. })));
     }
 
     #[test]
@@ -916,10 +846,7 @@ mod tests {
             .filter(|a| ![10, 30, 31].contains(&a.info.seq))
             .collect();
         let out = run(&mut buf, arrivals, t0 + 3000 * MS);
-        assert_eq!(
-            lost_inside(&out),
-            vec![1000 + 1600, 1000 + 4800, 1000 + 4960]
-        );
+        assert_eq!(lost_inside(&out), vec![1000 + 1600, 1000 + 4800, 1000 + 4960]);
         assert_eq!(audio_seqs(&out).len(), 57);
         assert_eq!(buf.stats().lost, 3 + 3);
         // Slots keep the 20 ms cadence through the losses.
@@ -932,13 +859,8 @@ mod tests {
     fn late_packets_are_dropped_and_counted() {
         let t0 = Instant::now();
         let mut buf = JitterBuffer::default();
-        let arrivals = stream(t0, 0..60, SSRC, 0, 0, |i| {
-            if i == 20 {
-                400 * MS
-            } else {
-                Duration::ZERO
-            }
-        });
+        let arrivals =
+            stream(t0, 0..60, SSRC, 0, 0, |i| if i == 20 { 400 * MS } else { Duration::ZERO });
         let out = run(&mut buf, arrivals, t0 + 3000 * MS);
         assert_eq!(audio_seqs(&out).len(), 59);
         assert_eq!(lost_inside(&out).len(), 1);
@@ -951,9 +873,8 @@ mod tests {
         let mut buf = JitterBuffer::default();
         let mut arrivals = stream(t0, 0..50, SSRC, 0, 0, |_| Duration::ZERO);
         // Second spurt after 2 s of silence: contiguous seq, timestamps advanced, marker set.
-        let mut second = stream(t0 + 2000 * MS, 0..50, SSRC, 50, 16_000 + 160 * 50, |_| {
-            Duration::ZERO
-        });
+        let mut second =
+            stream(t0 + 2000 * MS, 0..50, SSRC, 50, 16_000 + 160 * 50, |_| Duration::ZERO);
         second[0].info.marker = true;
         arrivals.extend(second);
         let out = run(&mut buf, arrivals, t0 + 5000 * MS);

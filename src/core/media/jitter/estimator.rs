@@ -81,12 +81,7 @@ impl DelayEstimator {
         let min = self.min_transit();
         let count = n as f64;
         let mean = self.window.iter().map(|t| t - min).sum::<f64>() / count;
-        let var = self
-            .window
-            .iter()
-            .map(|t| (t - min - mean).powi(2))
-            .sum::<f64>()
-            / count;
+        let var = self.window.iter().map(|t| (t - min - mean).powi(2)).sum::<f64>() / count;
         Some((mean + self.k * var.sqrt()).max(JITTER_FACTOR * self.jitter))
     }
 }

@@ -153,9 +153,8 @@ impl JitterConfig {
         }
         self.resync_seq_jump = self.resync_seq_jump.clamp(2, 32_000);
         self.max_misorder = self.max_misorder.clamp(1, self.resync_seq_jump);
-        self.max_ts_skew = self
-            .max_ts_skew
-            .clamp(Duration::from_millis(100), Duration::from_secs(3600));
+        self.max_ts_skew =
+            self.max_ts_skew.clamp(Duration::from_millis(100), Duration::from_secs(3600));
         self.max_conceal = self.max_conceal.max(1);
         self
     }

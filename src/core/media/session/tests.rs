@@ -111,7 +111,8 @@ fn the_prompt_finishes_once_and_then_nothing_is_sent() {
 #[test]
 fn the_prompt_plays_in_opus_for_an_opus_only_caller() {
     let t0 = Instant::now();
-    let mut s = MediaSession::new(params(Codec::opus(111), AiFormat::Pcm(Rate::Hz24000)), t0).unwrap();
+    let mut s =
+        MediaSession::new(params(Codec::opus(111), AiFormat::Pcm(Rate::Hz24000)), t0).unwrap();
     s.play_prompt(Prompt::high_demand().unwrap());
     s.start(t0);
     let out = run(&mut s, t0, t0 + Duration::from_millis(999));
@@ -228,7 +229,8 @@ fn digits_are_sent_as_telephone_events_pausing_audio() {
     s.start(t0);
     assert!(s.send_digits(t0, "1", Duration::from_millis(100)));
     let out = run(&mut s, t0, t0 + Duration::from_millis(400));
-    let pts: Vec<u8> = rtp_packets(&out).iter().map(|t| inspect(&t.data).unwrap().payload_type).collect();
+    let pts: Vec<u8> =
+        rtp_packets(&out).iter().map(|t| inspect(&t.data).unwrap().payload_type).collect();
     assert!(pts.iter().filter(|pt| **pt == 101).count() >= 4, "start, updates, 3 ends: {pts:?}");
     assert!(pts.contains(&0), "audio resumes after the event");
     let first_audio = pts.iter().position(|pt| *pt == 0).unwrap();
@@ -302,7 +304,8 @@ fn g711_caller_frames_reach_the_ai_side_bit_exact_even_negative_zero() {
     let mut s = pcmu_session(t0);
     s.start(t0);
     let from: SocketAddr = CARRIER.parse().unwrap();
-    let payload: Vec<u8> = (0..160u32).map(|i| if i % 3 == 0 { 0x7F } else { (i * 7 % 256) as u8 }).collect();
+    let payload: Vec<u8> =
+        (0..160u32).map(|i| if i % 3 == 0 { 0x7F } else { (i * 7 % 256) as u8 }).collect();
     let mut now = t0;
     for i in 0..20u16 {
         s.on_rtp(now, from, &caller_packet(i, u32::from(i) * 160, 0, &payload));
@@ -332,18 +335,29 @@ fn latencies_are_measured_both_ways() {
     let rtp_to_ai: Vec<Duration> = s
         .take_latencies()
         .into_iter()
-        .filter_map(|l| match l { MediaLatency::RtpToAi(d) => Some(d), _ => None })
+        .filter_map(|l| match l {
+            MediaLatency::RtpToAi(d) => Some(d),
+            _ => None,
+        })
         .collect();
     assert!(rtp_to_ai.len() >= 5);
     // the jitter buffer's initial 40 ms target, give or take a millisecond of driving
-    assert!(rtp_to_ai.iter().all(|d| *d >= Duration::from_millis(20) && *d <= Duration::from_millis(80)), "{rtp_to_ai:?}");
+    assert!(
+        rtp_to_ai
+            .iter()
+            .all(|d| *d >= Duration::from_millis(20) && *d <= Duration::from_millis(80)),
+        "{rtp_to_ai:?}"
+    );
     // agent audio pushed between two frames starts with the next frame: under 20 ms
     s.push_ai_audio_at(now + Duration::from_millis(5), &[1000; 800]).unwrap();
     run(&mut s, now + Duration::from_millis(5), now + Duration::from_millis(60));
     let ai: Vec<Duration> = s
         .take_latencies()
         .into_iter()
-        .filter_map(|l| match l { MediaLatency::AiToRtp(d) => Some(d), _ => None })
+        .filter_map(|l| match l {
+            MediaLatency::AiToRtp(d) => Some(d),
+            _ => None,
+        })
         .collect();
     assert_eq!(ai.len(), 1);
     assert!(ai[0] <= Duration::from_millis(20), "{ai:?}");
@@ -353,15 +367,20 @@ fn latencies_are_measured_both_ways() {
 fn a_lost_opus_frame_is_rebuilt_from_the_next_packets_fec() {
     use crate::core::media::codec::opus::{OpusConfig, OpusEncoder};
     let t0 = Instant::now();
-    let mut s = MediaSession::new(params(Codec::opus(111), AiFormat::Pcm(Rate::Hz24000)), t0).unwrap();
+    let mut s =
+        MediaSession::new(params(Codec::opus(111), AiFormat::Pcm(Rate::Hz24000)), t0).unwrap();
     s.start(t0);
-    let mut enc = OpusEncoder::new(OpusConfig { rate: Rate::Hz48000, ..OpusConfig::default() }).unwrap();
+    let mut enc =
+        OpusEncoder::new(OpusConfig { rate: Rate::Hz48000, ..OpusConfig::default() }).unwrap();
     let speech = Prompt::high_demand().unwrap();
     let from: SocketAddr = CARRIER.parse().unwrap();
     let mut now = t0;
     for i in 0..40u16 {
         // 8 kHz speech upsampled by repetition to 48 kHz: good enough to make real Opus packets
-        let pcm: Vec<i16> = speech.samples()[usize::from(i) * 160..usize::from(i + 1) * 160].iter().flat_map(|x| [*x; 6]).collect();
+        let pcm: Vec<i16> = speech.samples()[usize::from(i) * 160..usize::from(i + 1) * 160]
+            .iter()
+            .flat_map(|x| [*x; 6])
+            .collect();
         let payload = enc.encode(&pcm).unwrap().to_vec();
         if i != 20 {
             s.on_rtp(now, from, &caller_packet(i, u32::from(i) * 960, 111, &payload));

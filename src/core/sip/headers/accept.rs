@@ -1,8 +1,8 @@
 //! The Accept header: a comma-separated list of media ranges (`type/sub`, `type/*`, `*/*`).
 
+use super::content_type::MediaType;
 use super::params::split_outside_quotes;
 use super::{malformed, HeaderError};
-use super::content_type::MediaType;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accept(pub Vec<MediaType>);
@@ -29,7 +29,8 @@ impl Accept {
     pub fn accepts(&self, essence: &str) -> bool {
         let (kind, sub) = essence.split_once('/').unwrap_or((essence, ""));
         self.0.iter().any(|m| {
-            (m.kind == "*" || m.kind.eq_ignore_ascii_case(kind)) && (m.subtype == "*" || m.subtype.eq_ignore_ascii_case(sub))
+            (m.kind == "*" || m.kind.eq_ignore_ascii_case(kind))
+                && (m.subtype == "*" || m.subtype.eq_ignore_ascii_case(sub))
         })
     }
 }
@@ -40,7 +41,9 @@ mod tests {
 
     #[test]
     fn ranges() {
-        let a = Accept::parse("application/sdp, application/pkcs7-mime, multipart/mixed, message/*").unwrap();
+        let a =
+            Accept::parse("application/sdp, application/pkcs7-mime, multipart/mixed, message/*")
+                .unwrap();
         assert_eq!(a.0.len(), 4);
         assert!(a.accepts("application/sdp"));
         assert!(a.accepts("message/sipfrag"));

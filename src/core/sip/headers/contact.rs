@@ -30,7 +30,9 @@ impl Contact {
     }
 
     /// All values of several Contact header lines, in order. `*` must stand alone.
-    pub fn parse_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Option<Contact>, HeaderError> {
+    pub fn parse_lines<'a>(
+        lines: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Option<Contact>, HeaderError> {
         let mut out: Option<Contact> = None;
         for line in lines {
             out = Some(match (out, Contact::parse(line)?) {
@@ -66,7 +68,13 @@ mod tests {
         assert_eq!(l[1].params.value("expires"), Some("60"));
         assert_eq!(c.first().unwrap().uri, "sip:a@x.com");
         let all = Contact::parse_lines(["<sip:a@x.com>", "<sip:b@x.com>"]).unwrap().unwrap();
-        assert_eq!(all, Contact::List(vec![NameAddr::parse("<sip:a@x.com>").unwrap(), NameAddr::parse("<sip:b@x.com>").unwrap()]));
+        assert_eq!(
+            all,
+            Contact::List(vec![
+                NameAddr::parse("<sip:a@x.com>").unwrap(),
+                NameAddr::parse("<sip:b@x.com>").unwrap()
+            ])
+        );
         assert!(Contact::parse_lines(["*", "<sip:b@x.com>"]).is_err());
         assert!(Contact::parse("<sip:a@x.com>,,").is_err());
         assert!(Contact::parse("sip:user@example.com?Route=%3Csip:sip.example.com%3E").is_err());

@@ -22,7 +22,8 @@ impl MediaType {
             Some(i) => (&v[..i], &v[i..]),
             None => (v, ""),
         };
-        let (kind, subtype) = essence.split_once('/').ok_or_else(|| malformed("Content-Type", "no /"))?;
+        let (kind, subtype) =
+            essence.split_once('/').ok_or_else(|| malformed("Content-Type", "no /"))?;
         let (kind, subtype) = (kind.trim(), subtype.trim());
         if !is_token(kind) || !is_token(subtype) {
             return Err(malformed("Content-Type", "type or subtype is not a token"));

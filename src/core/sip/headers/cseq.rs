@@ -29,10 +29,7 @@ impl CSeq {
         if it.next().is_some() {
             return Err(malformed("CSeq", "trailing data"));
         }
-        Ok(CSeq {
-            seq,
-            method: Method::from_token(method),
-        })
+        Ok(CSeq { seq, method: Method::from_token(method) })
     }
 }
 
@@ -51,7 +48,10 @@ mod tests {
         let c = CSeq::parse(" 0009   INVITE").unwrap();
         assert_eq!(c, CSeq { seq: 9, method: Method::Invite });
         assert_eq!(c.to_string(), "9 INVITE");
-        assert_eq!(CSeq::parse("29344 RE%47IST%45R").unwrap().method, Method::Other("RE%47IST%45R".into()));
+        assert_eq!(
+            CSeq::parse("29344 RE%47IST%45R").unwrap().method,
+            Method::Other("RE%47IST%45R".into())
+        );
         assert!(CSeq::parse("36893488147419103232 REGISTER").is_err());
         assert!(CSeq::parse("+5 INVITE").is_err());
         assert!(CSeq::parse("5").is_err());

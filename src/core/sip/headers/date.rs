@@ -15,7 +15,8 @@ pub struct SipDate {
 }
 
 const WKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] =
+    ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 impl SipDate {
     pub fn parse(value: &str) -> Result<SipDate, HeaderError> {
@@ -32,7 +33,11 @@ impl SipDate {
                 .then(|| s.parse().ok())
                 .flatten()
                 .ok_or_else(bad)?;
-            if n > max { Err(bad()) } else { Ok(n) }
+            if n > max {
+                Err(bad())
+            } else {
+                Ok(n)
+            }
         };
         let month = MONTHS.iter().position(|m| *m == month).ok_or_else(bad)? as u8 + 1;
         let t: Vec<&str> = time.split(':').collect();

@@ -38,15 +38,9 @@ pub enum HeaderError {
     #[error("missing {0} header")]
     Missing(&'static str),
     #[error("malformed {header} header: {reason}")]
-    Malformed {
-        header: &'static str,
-        reason: String,
-    },
+    Malformed { header: &'static str, reason: String },
 }
 
 pub(crate) fn malformed(header: &'static str, reason: impl Into<String>) -> HeaderError {
-    HeaderError::Malformed {
-        header,
-        reason: reason.into(),
-    }
+    HeaderError::Malformed { header, reason: reason.into() }
 }

@@ -87,7 +87,10 @@ impl NameAddr {
 }
 
 /// Splits off a display name (quoted-string, or tokens before `<`). Returns the rest.
-fn split_display<'a>(header: &'static str, v: &'a str) -> Result<(Option<String>, &'a str), HeaderError> {
+fn split_display<'a>(
+    header: &'static str,
+    v: &'a str,
+) -> Result<(Option<String>, &'a str), HeaderError> {
     if v.starts_with('"') {
         let n = quoted_string_len(v).ok_or_else(|| malformed(header, "unbalanced quotes"))?;
         let rest = v[n..].trim_start_matches(is_ws);
@@ -123,7 +126,10 @@ mod tests {
 
     #[test]
     fn forms() {
-        let a = NameAddr::parse(r#""J Rosenberg \\\""       <sip:jdrosen@example.com> ; tag = 98asjd8"#).unwrap();
+        let a = NameAddr::parse(
+            r#""J Rosenberg \\\""       <sip:jdrosen@example.com> ; tag = 98asjd8"#,
+        )
+        .unwrap();
         assert_eq!(a.display.as_deref(), Some(r#""J Rosenberg \\\"""#));
         assert_eq!(a.uri, "sip:jdrosen@example.com");
         assert_eq!(a.display_name().as_deref(), Some(r#"J Rosenberg \""#));
@@ -135,7 +141,10 @@ mod tests {
         assert_eq!(c.params.get("unknownparam"), Some(None));
         let d = NameAddr::parse("<sip:+19725552222@gw1.example.net;unknownparam>").unwrap();
         assert!(d.params.0.is_empty());
-        assert_eq!(NameAddr::parse("isbn:2983792873").unwrap().parsed_uri().unwrap().scheme(), "isbn");
+        assert_eq!(
+            NameAddr::parse("isbn:2983792873").unwrap().parsed_uri().unwrap().scheme(),
+            "isbn"
+        );
         assert_eq!(b.with_tag("x").to_string(), "caller <sip:caller@example.com>;tag=x");
     }
 

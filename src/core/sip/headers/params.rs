@@ -34,7 +34,8 @@ impl Params {
         if s.is_empty() {
             return Ok(Params::default());
         }
-        let rest = s.strip_prefix(';').ok_or_else(|| malformed(header, "junk before parameters"))?;
+        let rest =
+            s.strip_prefix(';').ok_or_else(|| malformed(header, "junk before parameters"))?;
         let mut out = Vec::new();
         for part in split_outside_quotes(rest, ';') {
             let (name, value) = match part.split_once('=') {
@@ -50,10 +51,7 @@ impl Params {
     }
 
     pub fn get(&self, name: &str) -> Option<Option<&str>> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_deref())
+        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_deref())
     }
 
     /// Value of `name` when present with a value.
@@ -120,7 +118,8 @@ mod tests {
 
     #[test]
     fn strict_params() {
-        let p = Params::parse_strict("To", " ;   tag    = 1918181833n ; q = 0.33;x=\"a;b\";lr").unwrap();
+        let p = Params::parse_strict("To", " ;   tag    = 1918181833n ; q = 0.33;x=\"a;b\";lr")
+            .unwrap();
         assert_eq!(p.value("tag"), Some("1918181833n"));
         assert_eq!(p.value("q"), Some("0.33"));
         assert_eq!(p.value("x"), Some("\"a;b\""));

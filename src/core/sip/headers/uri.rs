@@ -27,7 +27,9 @@ impl Host {
     /// Parses `hostname`, `IPv4address` or `[IPv6address]`.
     pub fn parse(s: &str) -> Result<Host, HeaderError> {
         if let Some(inner) = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
-            return parse_ipv6(inner).map(Host::V6).ok_or_else(|| malformed("URI", "bad IPv6 reference"));
+            return parse_ipv6(inner)
+                .map(Host::V6)
+                .ok_or_else(|| malformed("URI", "bad IPv6 reference"));
         }
         if let Some(v4) = parse_ipv4(s) {
             return Ok(Host::V4(v4));
@@ -102,7 +104,10 @@ pub fn parse_host_port(s: &str) -> Result<(Host, Option<u16>), HeaderError> {
         let end = s.find(']').ok_or_else(|| malformed("URI", "unclosed IPv6 reference"))?;
         match &s[end + 1..] {
             "" => (&s[..=end], None),
-            rest => (&s[..=end], Some(rest.strip_prefix(':').ok_or_else(|| malformed("URI", "junk after ]"))?)),
+            rest => (
+                &s[..=end],
+                Some(rest.strip_prefix(':').ok_or_else(|| malformed("URI", "junk after ]"))?),
+            ),
         }
     } else {
         match s.split_once(':') {
@@ -230,13 +235,17 @@ impl SipUri {
             .params
             .iter()
             .map(|(k, v)| {
-                rsip::Param::try_from((k.as_str(), v.as_deref()))
-                    .unwrap_or_else(|_| rsip::Param::Other(k.clone().into(), v.clone().map(Into::into)))
+                rsip::Param::try_from((k.as_str(), v.as_deref())).unwrap_or_else(|_| {
+                    rsip::Param::Other(k.clone().into(), v.clone().map(Into::into))
+                })
             })
             .collect();
         rsip::Uri {
             scheme: Some(if self.sips { rsip::Scheme::Sips } else { rsip::Scheme::Sip }),
-            auth: self.user.as_ref().map(|u| rsip::Auth { user: u.clone(), password: self.password.clone() }),
+            auth: self
+                .user
+                .as_ref()
+                .map(|u| rsip::Auth { user: u.clone(), password: self.password.clone() }),
             host_with_port: rsip::HostWithPort { host, port: self.port.map(Into::into) },
             params,
             headers: Vec::new(),
@@ -286,7 +295,8 @@ fn parse_uri_headers(s: &str) -> Result<Vec<(String, String)>, HeaderError> {
     let hnv = |c: char| is_unreserved(c) || "[]/?:+$".contains(c);
     s.split('&')
         .map(|h| {
-            let (name, value) = h.split_once('=').ok_or_else(|| malformed("URI", "header without ="))?;
+            let (name, value) =
+                h.split_once('=').ok_or_else(|| malformed("URI", "header without ="))?;
             if name.is_empty() || !all_escaped_or(name, hnv) || !all_escaped_or(value, hnv) {
                 return Err(malformed("URI", format!("bad uri header {h:?}")));
             }
@@ -337,7 +347,8 @@ mod tests {
 
     #[test]
     fn sip_uri_parts() {
-        let u = SipUri::parse("sips:alice:pw@[2001:db8::1]:5061;transport=tcp;lr?Subject=hi").unwrap();
+        let u =
+            SipUri::parse("sips:alice:pw@[2001:db8::1]:5061;transport=tcp;lr?Subject=hi").unwrap();
         assert!(u.sips);
         assert_eq!(u.user.as_deref(), Some("alice"));
         assert_eq!(u.password.as_deref(), Some("pw"));
@@ -393,7 +404,11 @@ mod tests {
 
     #[test]
     fn agrees_with_rsip_where_rsip_parses() {
-        for s in ["sip:alice@example.com:5070;transport=tcp", "sip:192.0.2.1", "sips:bob@host.example.net"] {
+        for s in [
+            "sip:alice@example.com:5070;transport=tcp",
+            "sip:192.0.2.1",
+            "sips:bob@host.example.net",
+        ] {
             let ours = SipUri::parse(s).unwrap().to_rsip();
             let theirs = rsip::Uri::try_from(s).unwrap();
             assert_eq!(ours.host_with_port, theirs.host_with_port, "{s}");

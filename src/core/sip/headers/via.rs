@@ -20,10 +20,7 @@ pub struct Via {
 impl Via {
     /// Parses one header line, which may hold several comma-separated Via values.
     pub fn parse_all(value: &str) -> Result<Vec<Via>, HeaderError> {
-        split_outside_quotes(value, ',')
-            .into_iter()
-            .map(|v| Via::parse_one(v.trim()))
-            .collect()
+        split_outside_quotes(value, ',').into_iter().map(|v| Via::parse_one(v.trim())).collect()
     }
 
     pub fn parse_one(value: &str) -> Result<Via, HeaderError> {
@@ -43,7 +40,8 @@ impl Via {
             None => (rest.trim(), Params::default()),
         };
         parse_host_port(sent_by).map_err(|_| malformed("Via", "bad sent-by"))?;
-        let (host, port) = split_host_port(sent_by).ok_or_else(|| malformed("Via", "bad sent-by"))?;
+        let (host, port) =
+            split_host_port(sent_by).ok_or_else(|| malformed("Via", "bad sent-by"))?;
         Ok(Via {
             transport: transport.unwrap_or_default().to_ascii_uppercase(),
             host,
@@ -136,11 +134,17 @@ mod tests {
 
     #[test]
     fn ipv6_sent_by_and_received() {
-        let v = Via::parse_one("SIP/2.0/UDP [2001:db8::9:1]:6050;received=2001:db8::9:255;branch=z9hG4bKas3").unwrap();
+        let v = Via::parse_one(
+            "SIP/2.0/UDP [2001:db8::9:1]:6050;received=2001:db8::9:255;branch=z9hG4bKas3",
+        )
+        .unwrap();
         assert_eq!(v.host, "[2001:db8::9:1]");
         assert_eq!(v.port, Some(6050));
         assert_eq!(v.params.value("received"), Some("2001:db8::9:255"));
-        assert_eq!(v.to_string(), "SIP/2.0/UDP [2001:db8::9:1]:6050;received=2001:db8::9:255;branch=z9hG4bKas3");
+        assert_eq!(
+            v.to_string(),
+            "SIP/2.0/UDP [2001:db8::9:1]:6050;received=2001:db8::9:255;branch=z9hG4bKas3"
+        );
         assert!(Via::parse_one("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255]").is_ok());
     }
 

@@ -35,7 +35,14 @@ pub(super) struct ClientInvite {
 
 impl ClientInvite {
     /// Sends the INVITE and starts A (UDP only) and B.
-    pub(super) fn start(now: Instant, id: ClientTxId, peer: Peer, request: Request, cfg: SipTimers, out: &mut Outbox) -> Self {
+    pub(super) fn start(
+        now: Instant,
+        id: ClientTxId,
+        peer: Peer,
+        request: Request,
+        cfg: SipTimers,
+        out: &mut Outbox,
+    ) -> Self {
         let wire = request.to_bytes();
         out.send(peer, wire.clone());
         let mut timers = TimerTable::default();
@@ -60,7 +67,9 @@ impl ClientInvite {
             return;
         };
         match (self.state, class) {
-            (State::Calling | State::Proceeding, Class::Provisional) => self.proceed(now, resp, out),
+            (State::Calling | State::Proceeding, Class::Provisional) => {
+                self.proceed(now, resp, out)
+            }
             (State::Calling | State::Proceeding, Class::Success) => self.accept(resp, out),
             (State::Calling | State::Proceeding, Class::Failure) => self.complete(now, resp, out),
             (State::Completed, Class::Failure) => self.resend_ack(out),
@@ -167,11 +176,7 @@ pub(super) fn build_ack(invite: &Request, resp: &Response) -> Request {
         ack.headers.push("To", to);
     }
     copy(invite, &mut ack, "Call-ID");
-    let seq = invite
-        .headers
-        .get("CSeq")
-        .and_then(|c| c.split_whitespace().next())
-        .unwrap_or("1");
+    let seq = invite.headers.get("CSeq").and_then(|c| c.split_whitespace().next()).unwrap_or("1");
     ack.headers.push("CSeq", format!("{seq} ACK"));
     ack
 }

@@ -29,7 +29,14 @@ pub(super) struct ClientNonInvite {
 
 impl ClientNonInvite {
     /// Sends the request and starts E (UDP only) and F.
-    pub(super) fn start(now: Instant, id: ClientTxId, peer: Peer, request: Request, cfg: SipTimers, out: &mut Outbox) -> Self {
+    pub(super) fn start(
+        now: Instant,
+        id: ClientTxId,
+        peer: Peer,
+        request: Request,
+        cfg: SipTimers,
+        out: &mut Outbox,
+    ) -> Self {
         let wire = request.to_bytes();
         out.send(peer, wire.clone());
         let mut timers = TimerTable::default();
@@ -37,15 +44,7 @@ impl ClientNonInvite {
             timers.set(Timer::E, now + cfg.t1);
         }
         timers.set(Timer::F, now + 64 * cfg.t1);
-        ClientNonInvite {
-            id,
-            peer,
-            wire,
-            state: State::Trying,
-            timers,
-            cfg,
-            interval_e: cfg.t1,
-        }
+        ClientNonInvite { id, peer, wire, state: State::Trying, timers, cfg, interval_e: cfg.t1 }
     }
 
     pub(super) fn on_response(&mut self, now: Instant, resp: Response, out: &mut Outbox) {
@@ -54,7 +53,9 @@ impl ClientNonInvite {
         };
         match (self.state, class) {
             (State::Trying | State::Proceeding, Class::Provisional) => self.proceed(resp, out),
-            (State::Trying | State::Proceeding, Class::Success | Class::Failure) => self.complete(now, resp, out),
+            (State::Trying | State::Proceeding, Class::Success | Class::Failure) => {
+                self.complete(now, resp, out)
+            }
             (State::Completed | State::Terminated, _) => {}
         }
     }

@@ -26,18 +26,12 @@ pub struct ClientKey {
 impl ClientKey {
     /// Key of an outgoing request (its top Via must carry a branch).
     pub fn from_request(req: &Request) -> Result<ClientKey, HeaderError> {
-        Ok(ClientKey {
-            branch: branch_of(&req.top_via()?)?,
-            method: req.method.clone(),
-        })
+        Ok(ClientKey { branch: branch_of(&req.top_via()?)?, method: req.method.clone() })
     }
 
     /// Key a response is matched by: its top Via branch and CSeq method.
     pub fn from_response(resp: &Response) -> Result<ClientKey, HeaderError> {
-        Ok(ClientKey {
-            branch: branch_of(&resp.top_via()?)?,
-            method: resp.cseq()?.method,
-        })
+        Ok(ClientKey { branch: branch_of(&resp.top_via()?)?, method: resp.cseq()?.method })
     }
 }
 
@@ -52,11 +46,7 @@ fn branch_of(via: &Via) -> Result<String, HeaderError> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ServerKey {
     /// Branch with the magic cookie: branch + sent-by + method.
-    Rfc3261 {
-        branch: String,
-        sent_by: String,
-        method: Method,
-    },
+    Rfc3261 { branch: String, sent_by: String, method: Method },
     /// No magic cookie: the RFC 2543 field comparison of §17.2.3.
     Rfc2543(Rfc2543Key),
 }
@@ -93,14 +83,11 @@ impl ServerKey {
     pub fn from_response(resp: &Response) -> Result<Option<ServerKey>, HeaderError> {
         let via = resp.top_via()?;
         let method = resp.cseq()?.method;
-        Ok(via
-            .branch()
-            .filter(|b| b.starts_with(MAGIC_COOKIE))
-            .map(|branch| ServerKey::Rfc3261 {
-                branch: branch.to_string(),
-                sent_by: sent_by_key(&via),
-                method: tx_method(&method),
-            }))
+        Ok(via.branch().filter(|b| b.starts_with(MAGIC_COOKIE)).map(|branch| ServerKey::Rfc3261 {
+            branch: branch.to_string(),
+            sent_by: sent_by_key(&via),
+            method: tx_method(&method),
+        }))
     }
 }
 

@@ -176,7 +176,12 @@ impl ServerTx {
         }
     }
 
-    fn send_response(&mut self, now: Instant, resp: Response, out: &mut Outbox) -> Result<(), TxError> {
+    fn send_response(
+        &mut self,
+        now: Instant,
+        resp: Response,
+        out: &mut Outbox,
+    ) -> Result<(), TxError> {
         match self {
             ServerTx::Invite(tx) => tx.send_response(now, resp, out),
             ServerTx::NonInvite(tx) => tx.send_response(now, resp, out),
@@ -275,7 +280,9 @@ impl TransactionLayer {
 
     fn create_server(&mut self, now: Instant, peer: Peer, key: ServerKey, req: Request) {
         let tx = match req.method {
-            Method::Invite => ServerTx::Invite(ServerInvite::new(now, peer, req.clone(), self.timers)),
+            Method::Invite => {
+                ServerTx::Invite(ServerInvite::new(now, peer, req.clone(), self.timers))
+            }
             _ => ServerTx::NonInvite(ServerNonInvite::new(peer, self.timers)),
         };
         let sid = self.next_server;
@@ -344,7 +351,12 @@ impl TransactionLayer {
     }
 
     /// Like [`Self::send_request`], with the reason when no transaction can start.
-    pub fn try_send_request(&mut self, now: Instant, peer: Peer, req: Request) -> Result<ClientTxId, TxError> {
+    pub fn try_send_request(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        req: Request,
+    ) -> Result<ClientTxId, TxError> {
         if req.method == Method::Ack {
             return Err(TxError::AckHasNoTransaction);
         }
@@ -354,8 +366,22 @@ impl TransactionLayer {
         }
         let id = self.alloc_client_id();
         let tx = match req.method {
-            Method::Invite => ClientTx::Invite(ClientInvite::start(now, id, peer, req, self.timers, &mut self.out)),
-            _ => ClientTx::NonInvite(ClientNonInvite::start(now, id, peer, req, self.timers, &mut self.out)),
+            Method::Invite => ClientTx::Invite(ClientInvite::start(
+                now,
+                id,
+                peer,
+                req,
+                self.timers,
+                &mut self.out,
+            )),
+            _ => ClientTx::NonInvite(ClientNonInvite::start(
+                now,
+                id,
+                peer,
+                req,
+                self.timers,
+                &mut self.out,
+            )),
         };
         self.client_index.insert(key.clone(), id);
         self.clients.insert(id, ClientEntry { key, tx });
@@ -431,16 +457,24 @@ impl TransactionLayer {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.forget_ended(now);
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-        let clients: Vec<ClientTxId> =
-            self.clients.iter().filter(|(_, e)| due(e.tx.poll_timeout())).map(|(id, _)| *id).collect();
+        let clients: Vec<ClientTxId> = self
+            .clients
+            .iter()
+            .filter(|(_, e)| due(e.tx.poll_timeout()))
+            .map(|(id, _)| *id)
+            .collect();
         for id in clients {
             if let Some(entry) = self.clients.get_mut(&id) {
                 entry.tx.on_timeout(now, &mut self.out);
             }
             self.reap_client(now, id);
         }
-        let servers: Vec<u64> =
-            self.servers.iter().filter(|(_, e)| due(e.tx.poll_timeout())).map(|(id, _)| *id).collect();
+        let servers: Vec<u64> = self
+            .servers
+            .iter()
+            .filter(|(_, e)| due(e.tx.poll_timeout()))
+            .map(|(id, _)| *id)
+            .collect();
         for sid in servers {
             if let Some(entry) = self.servers.get_mut(&sid) {
                 entry.tx.on_timeout(now, &mut self.out);

@@ -67,7 +67,12 @@ impl ServerInvite {
         }
     }
 
-    pub(super) fn send_response(&mut self, now: Instant, resp: Response, out: &mut Outbox) -> Result<(), TxError> {
+    pub(super) fn send_response(
+        &mut self,
+        now: Instant,
+        resp: Response,
+        out: &mut Outbox,
+    ) -> Result<(), TxError> {
         match (self.state, classify(resp.status)?) {
             (State::Proceeding, Class::Provisional) => self.provisional(resp, out),
             (State::Proceeding, Class::Success) => self.accept(now, resp, out),

@@ -44,7 +44,12 @@ impl ServerNonInvite {
         }
     }
 
-    pub(super) fn send_response(&mut self, now: Instant, resp: Response, out: &mut Outbox) -> Result<(), TxError> {
+    pub(super) fn send_response(
+        &mut self,
+        now: Instant,
+        resp: Response,
+        out: &mut Outbox,
+    ) -> Result<(), TxError> {
         match (self.state, classify(resp.status)?) {
             (State::Trying | State::Proceeding, Class::Provisional) => {
                 self.state = State::Proceeding;

@@ -98,7 +98,8 @@ fn invite_client_udp_doubles_a_until_b() {
 fn invite_client_tcp_never_retransmits() {
     let t0 = Instant::now();
     let mut l = layer();
-    let id = l.send_request(t0, peer(Transport::Tcp), request("INVITE", Some("z9hG4bKc2"), 1, None));
+    let id =
+        l.send_request(t0, peer(Transport::Tcp), request("INVITE", Some("z9hG4bKc2"), 1, None));
     assert_eq!(transmits(&mut l).len(), 1);
     assert_eq!(run_until(&mut l, t0, t0 + secs(60)), vec![(32_000, 0)]);
     assert_eq!(events(&mut l), vec![TxEvent::Timeout { id }]);
@@ -128,7 +129,9 @@ fn non_invite_client_final_then_k_over_udp_zero_over_tcp() {
     l.handle_response(t0 + ms(100), udp(), reply(&req, 200, Some("b")));
     l.handle_response(t0 + ms(200), udp(), reply(&req, 200, Some("b")));
     let ev = events(&mut l);
-    assert!(matches!(ev.as_slice(), [TxEvent::Response { id: i, resp }] if *i == id && resp.status == 200));
+    assert!(
+        matches!(ev.as_slice(), [TxEvent::Response { id: i, resp }] if *i == id && resp.status == 200)
+    );
     assert_eq!(l.poll_timeout(), Some(t0 + ms(100) + secs(5)));
     run_until(&mut l, t0, t0 + secs(10));
     assert_eq!(l.len(), 0);
@@ -147,7 +150,9 @@ fn provisional_stops_a_and_b_non_2xx_is_acked_and_absorbed() {
     let id = l.send_request(t0, udp(), req.clone());
     transmits(&mut l);
     l.handle_response(t0 + ms(100), udp(), reply(&req, 180, Some("b9")));
-    assert!(matches!(events(&mut l).as_slice(), [TxEvent::Response { resp, .. }] if resp.status == 180));
+    assert!(
+        matches!(events(&mut l).as_slice(), [TxEvent::Response { resp, .. }] if resp.status == 180)
+    );
     // Neither A retransmissions nor B while Proceeding; only the Timer C guard remains.
     assert_eq!(l.poll_timeout(), Some(t0 + ms(100) + secs(180)));
     assert!(run_until(&mut l, t0, t0 + secs(60)).is_empty());
@@ -161,7 +166,9 @@ fn provisional_stops_a_and_b_non_2xx_is_acked_and_absorbed() {
     assert_eq!(ack.top_via().unwrap().branch(), Some("z9hG4bKp1"));
     assert_eq!(ack.to_hdr().unwrap().tag(), Some("b9"));
     assert_eq!(ack.cseq().unwrap().to_string(), "7 ACK");
-    assert!(matches!(events(&mut l).as_slice(), [TxEvent::Response { id: i, resp }] if *i == id && resp.status == 486));
+    assert!(
+        matches!(events(&mut l).as_slice(), [TxEvent::Response { id: i, resp }] if *i == id && resp.status == 486)
+    );
 
     l.handle_response(t0 + secs(61), udp(), reply(&req, 486, Some("b9")));
     assert_eq!(transmits(&mut l), sent, "the retransmitted final gets the same ACK");
@@ -210,7 +217,9 @@ fn two_xx_retransmission_after_client_end_is_delivered_then_forgotten() {
     l.handle_response(t0 + ms(700), udp(), reply(&req, 200, Some("forked")));
     let ev = events(&mut l);
     assert_eq!(ev.len(), 3);
-    assert!(ev.iter().all(|e| matches!(e, TxEvent::Response { id: i, resp } if *i == id && resp.status == 200)));
+    assert!(ev
+        .iter()
+        .all(|e| matches!(e, TxEvent::Response { id: i, resp } if *i == id && resp.status == 200)));
     assert!(transmits(&mut l).is_empty(), "the TU ACKs 2xx, not the transaction");
     assert_eq!(l.dropped_responses(), 0);
 
@@ -245,7 +254,9 @@ fn non_invite_server_absorbs_retransmissions_and_resends_last_response() {
     let req = request("OPTIONS", Some("z9hG4bKs1"), 1, None);
     l.handle_request(t0, udp(), req.clone());
     l.handle_request(t0 + ms(500), udp(), req.clone());
-    assert!(matches!(events(&mut l).as_slice(), [TxEvent::Request { req: r, .. }] if r.method == Method::Options));
+    assert!(
+        matches!(events(&mut l).as_slice(), [TxEvent::Request { req: r, .. }] if r.method == Method::Options)
+    );
     assert!(transmits(&mut l).is_empty(), "nothing to resend in Trying");
 
     l.send_response(t0 + ms(600), reply(&req, 200, Some("s"))).unwrap();
@@ -254,7 +265,10 @@ fn non_invite_server_absorbs_retransmissions_and_resends_last_response() {
     l.handle_request(t0 + ms(1500), udp(), req.clone());
     assert_eq!(transmits(&mut l), sent);
     assert!(events(&mut l).is_empty());
-    assert_eq!(l.send_response(t0 + ms(1600), reply(&req, 500, Some("s"))), Err(TxError::AlreadyFinal));
+    assert_eq!(
+        l.send_response(t0 + ms(1600), reply(&req, 500, Some("s"))),
+        Err(TxError::AlreadyFinal)
+    );
 
     assert_eq!(l.poll_timeout(), Some(t0 + ms(600) + secs(32)));
     run_until(&mut l, t0, t0 + secs(40));
@@ -354,11 +368,16 @@ fn invite_server_2xx_goes_accepted_absorbing_retransmissions() {
     assert!(events(&mut l).is_empty() && transmits(&mut l).is_empty());
     l.send_response(t0 + ms(510), reply(&req, 200, Some("s"))).unwrap();
     assert_eq!(transmits(&mut l).len(), 1, "TU 2xx retransmission passes");
-    assert_eq!(l.send_response(t0 + ms(520), reply(&req, 486, Some("s"))), Err(TxError::AlreadyFinal));
+    assert_eq!(
+        l.send_response(t0 + ms(520), reply(&req, 486, Some("s"))),
+        Err(TxError::AlreadyFinal)
+    );
 
     let ack = request("ACK", Some("z9hG4bKnewbranch"), 1, Some("s"));
     l.handle_request(t0 + ms(600), udp(), ack);
-    assert!(matches!(events(&mut l).as_slice(), [TxEvent::Request { req, .. }] if req.method == Method::Ack));
+    assert!(
+        matches!(events(&mut l).as_slice(), [TxEvent::Request { req, .. }] if req.method == Method::Ack)
+    );
     assert_eq!(l.poll_timeout(), Some(t0 + ms(10) + secs(32)));
     run_until(&mut l, t0, t0 + secs(40));
     assert_eq!(l.len(), 0);

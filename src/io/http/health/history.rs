@@ -45,7 +45,11 @@ impl LatencyHistory {
     /// Called every drive-loop turn with milliseconds since start; takes a sample when due.
     pub fn on_beat(&mut self, ms: u64, latency: &LatencySnapshot) {
         self.now_ms = ms;
-        let cur = [latency.rtp_to_ai.buckets.clone(), latency.ai_to_rtp.buckets.clone(), latency.call_setup.buckets.clone()];
+        let cur = [
+            latency.rtp_to_ai.buckets.clone(),
+            latency.ai_to_rtp.buckets.clone(),
+            latency.call_setup.buckets.clone(),
+        ];
         let Some(prev) = self.prev.as_ref() else {
             self.prev = Some(cur);
             self.next_ms = ms + SAMPLE_EVERY.as_millis() as u64;
@@ -70,7 +74,11 @@ impl LatencyHistory {
     }
 
     pub fn view(&self) -> HistoryView {
-        HistoryView { interval_s: SAMPLE_EVERY.as_secs(), now_s: self.now_ms / 1000, samples: self.samples.iter().cloned().collect() }
+        HistoryView {
+            interval_s: SAMPLE_EVERY.as_secs(),
+            now_s: self.now_ms / 1000,
+            samples: self.samples.iter().cloned().collect(),
+        }
     }
 }
 
@@ -88,7 +96,13 @@ pub fn interval_quantile(prev: &[(f64, u64)], cur: &[(f64, u64)], q: f64) -> Opt
     }
     let rank = ((q * total as f64).ceil() as u64).max(1);
     let last_finite = cur.iter().rev().map(|b| b.0).find(|le| le.is_finite());
-    delta.iter().find(|(_, n)| *n >= rank).and_then(|(le, _)| if le.is_finite() { Some(*le) } else { last_finite })
+    delta.iter().find(|(_, n)| *n >= rank).and_then(|(le, _)| {
+        if le.is_finite() {
+            Some(*le)
+        } else {
+            last_finite
+        }
+    })
 }
 
 #[cfg(test)]

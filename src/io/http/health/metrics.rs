@@ -40,7 +40,11 @@ pub fn breaker_value(state: &str) -> i64 {
 }
 
 /// Renders the scrape body.
-pub fn render(s: &EndpointStatus, readiness: &Readiness, storage: &StorageStatus) -> Result<String, fmt::Error> {
+pub fn render(
+    s: &EndpointStatus,
+    readiness: &Readiness,
+    storage: &StorageStatus,
+) -> Result<String, fmt::Error> {
     let mut r = Registry::with_prefix("trunkguard");
     readiness_metrics(&mut r, readiness);
     call_metrics(&mut r, s);
@@ -104,7 +108,9 @@ fn carrier_metrics(r: &mut Registry, s: &EndpointStatus) {
     let age = Family::<Labels, GaugeF>::default();
     for c in &s.carriers {
         for st in CARRIER_STATES {
-            state.get_or_create(&labels(&[("carrier", &c.name), ("state", st)])).set((c.state == st) as i64);
+            state
+                .get_or_create(&labels(&[("carrier", &c.name), ("state", st)]))
+                .set((c.state == st) as i64);
         }
         up.get_or_create(&labels(&[("carrier", &c.name)])).set((c.state == "up") as i64);
         if c.registers {
@@ -114,10 +120,18 @@ fn carrier_metrics(r: &mut Registry, s: &EndpointStatus) {
             age.get_or_create(&labels(&[("carrier", &c.name)])).set(ms as f64 / 1000.0);
         }
     }
-    r.register("carrier_state", "Carrier state, one-hot over up/down/unknown/unprobed/out-of-service", state);
+    r.register(
+        "carrier_state",
+        "Carrier state, one-hot over up/down/unknown/unprobed/out-of-service",
+        state,
+    );
     r.register("carrier_up", "1 when the carrier's OPTIONS probes say up", up);
     r.register("carrier_registered", "1 while the carrier holds a valid registration", registered);
-    r.register("carrier_last_probe_ok_age_seconds", "Time since the carrier last answered a probe", age);
+    r.register(
+        "carrier_last_probe_ok_age_seconds",
+        "Time since the carrier last answered a probe",
+        age,
+    );
 }
 
 /// Outbound calls (the human leg): attempts, failovers, outcomes, and each carrier's
@@ -125,9 +139,16 @@ fn carrier_metrics(r: &mut Registry, s: &EndpointStatus) {
 fn outbound_metrics(r: &mut Registry, s: &EndpointStatus) {
     let o = &s.outbound;
     counter(r, "outbound_attempts", "Outbound INVITEs sent (every carrier attempt)", o.attempts);
-    counter(r, "outbound_failovers", "Outbound attempts re-routed to another carrier by SIP cause", o.failovers);
+    counter(
+        r,
+        "outbound_failovers",
+        "Outbound attempts re-routed to another carrier by SIP cause",
+        o.failovers,
+    );
     let outcomes = Family::<Labels, Counter>::default();
-    for (outcome, n) in [("connected", o.connected), ("no-answer", o.no_answer), ("unavailable", o.unavailable)] {
+    for (outcome, n) in
+        [("connected", o.connected), ("no-answer", o.no_answer), ("unavailable", o.unavailable)]
+    {
         outcomes.get_or_create(&labels(&[("outcome", outcome)])).inc_by(n);
     }
     r.register("human_transfers", "Transfers to the human by outcome", outcomes);
@@ -140,15 +161,33 @@ fn outbound_metrics(r: &mut Registry, s: &EndpointStatus) {
         attempts.get_or_create(&l).inc_by(c.outbound_attempts);
         failures.get_or_create(&l).inc_by(c.outbound_failures);
     }
-    r.register("carrier_outbound_breaker_state", "Outbound breaker: 0 closed, 1 half-open, 2 open", breaker);
+    r.register(
+        "carrier_outbound_breaker_state",
+        "Outbound breaker: 0 closed, 1 half-open, 2 open",
+        breaker,
+    );
     r.register("carrier_outbound_attempts", "Outbound INVITEs sent through the carrier", attempts);
-    r.register("carrier_outbound_failures", "Outbound attempts that failed for a carrier reason", failures);
+    r.register(
+        "carrier_outbound_failures",
+        "Outbound attempts that failed for a carrier reason",
+        failures,
+    );
 }
 
 fn ai_metrics(r: &mut Registry, s: &EndpointStatus) {
-    gauge(r, "ai_reachable", "1 when an AI endpoint passed a health probe within 10 s (or none is configured)", s.ai_reachable as i64);
+    gauge(
+        r,
+        "ai_reachable",
+        "1 when an AI endpoint passed a health probe within 10 s (or none is configured)",
+        s.ai_reachable as i64,
+    );
     counter(r, "ai_failovers", "Mid-call failovers between AI endpoints", s.ai_failovers);
-    counter(r, "ai_fallbacks", "Calls that got the canned prompt instead of an agent", s.ai_fallbacks);
+    counter(
+        r,
+        "ai_fallbacks",
+        "Calls that got the canned prompt instead of an agent",
+        s.ai_fallbacks,
+    );
     let breaker = Family::<Labels, Gauge>::default();
     let trips = Family::<Labels, Counter>::default();
     let ok = Family::<Labels, Counter>::default();
@@ -168,12 +207,24 @@ fn ai_metrics(r: &mut Registry, s: &EndpointStatus) {
             age.get_or_create(&l).set(ms as f64 / 1000.0);
         }
     }
-    r.register("ai_endpoint_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", breaker);
+    r.register(
+        "ai_endpoint_breaker_state",
+        "Circuit breaker: 0 closed, 1 half-open, 2 open",
+        breaker,
+    );
     r.register("ai_endpoint_breaker_trips", "Times the breaker opened", trips);
     r.register("ai_endpoint_probe_successes", "Health probes passed", ok);
     r.register("ai_endpoint_probe_failures", "Health probes failed", failed);
-    r.register("ai_endpoint_probe_rtt_seconds", "Round-trip time of the last passed health probe", rtt);
-    r.register("ai_endpoint_last_probe_ok_age_seconds", "Time since the endpoint last passed a health probe", age);
+    r.register(
+        "ai_endpoint_probe_rtt_seconds",
+        "Round-trip time of the last passed health probe",
+        rtt,
+    );
+    r.register(
+        "ai_endpoint_last_probe_ok_age_seconds",
+        "Time since the endpoint last passed a health probe",
+        age,
+    );
 }
 
 /// A histogram rebuilt from a snapshot's cumulative millisecond buckets.
@@ -197,7 +248,11 @@ impl SnapshotHistogram {
                 (le_ms / 1000.0, n)
             })
             .collect();
-        SnapshotHistogram { sum_s: h.mean_ms.unwrap_or(0.0) * h.count as f64 / 1000.0, count: h.count, buckets }
+        SnapshotHistogram {
+            sum_s: h.mean_ms.unwrap_or(0.0) * h.count as f64 / 1000.0,
+            count: h.count,
+            buckets,
+        }
     }
 }
 
@@ -214,11 +269,27 @@ impl EncodeMetric for SnapshotHistogram {
 fn latency_metrics(r: &mut Registry, s: &EndpointStatus) {
     let l = &s.latency;
     let series = [
-        ("latency_rtp_to_ai_seconds", "Caller RTP arriving to its audio handed to the agent", &l.rtp_to_ai),
-        ("latency_ai_to_rtp_seconds", "Agent audio arriving to its first sample sent as RTP", &l.ai_to_rtp),
-        ("latency_ai_first_audio_seconds", "Agent connection live to its first audio", &l.ai_first_audio),
+        (
+            "latency_rtp_to_ai_seconds",
+            "Caller RTP arriving to its audio handed to the agent",
+            &l.rtp_to_ai,
+        ),
+        (
+            "latency_ai_to_rtp_seconds",
+            "Agent audio arriving to its first sample sent as RTP",
+            &l.ai_to_rtp,
+        ),
+        (
+            "latency_ai_first_audio_seconds",
+            "Agent connection live to its first audio",
+            &l.ai_first_audio,
+        ),
         ("latency_call_setup_seconds", "INVITE received to 200 OK sent", &l.call_setup),
-        ("latency_failover_gap_seconds", "Mid-call failover: failure detected to first audio from the new agent", &l.failover_gap),
+        (
+            "latency_failover_gap_seconds",
+            "Mid-call failover: failure detected to first audio from the new agent",
+            &l.failover_gap,
+        ),
     ];
     for (name, help, h) in series {
         r.register(name, help, SnapshotHistogram::of(h));
@@ -242,18 +313,53 @@ fn media_metrics(r: &mut Registry, s: &EndpointStatus) {
     let concealed: u64 = media.map(|m| m.concealed_ms).sum();
     gauge_f(r, "media_mos_min", "Lowest E-model MOS among calls in progress", mos_min);
     gauge_f(r, "media_mos_avg", "Average E-model MOS over calls in progress", mos_avg);
-    gauge_f(r, "media_jitter_max_seconds", "Highest RFC 3550 interarrival jitter among calls in progress", jitter_max / 1000.0);
-    gauge_f(r, "media_jitter_buffer_depth_avg_seconds", "Average jitter-buffer depth over calls in progress", depth_avg / 1000.0);
-    gauge_f(r, "media_jitter_buffer_depth_max_seconds", "Deepest jitter buffer among calls in progress", depth_max / 1000.0);
-    gauge_f(r, "media_loss_max_ratio", "Highest loss heard by a listener among calls in progress (0-1)", loss_max / 100.0);
-    gauge(r, "media_packets_lost_active", "RTP packets lost in the network, summed over calls in progress", lost as i64);
-    gauge_f(r, "media_concealed_active_seconds", "Audio concealed (PLC or silence), summed over calls in progress", concealed as f64 / 1000.0);
+    gauge_f(
+        r,
+        "media_jitter_max_seconds",
+        "Highest RFC 3550 interarrival jitter among calls in progress",
+        jitter_max / 1000.0,
+    );
+    gauge_f(
+        r,
+        "media_jitter_buffer_depth_avg_seconds",
+        "Average jitter-buffer depth over calls in progress",
+        depth_avg / 1000.0,
+    );
+    gauge_f(
+        r,
+        "media_jitter_buffer_depth_max_seconds",
+        "Deepest jitter buffer among calls in progress",
+        depth_max / 1000.0,
+    );
+    gauge_f(
+        r,
+        "media_loss_max_ratio",
+        "Highest loss heard by a listener among calls in progress (0-1)",
+        loss_max / 100.0,
+    );
+    gauge(
+        r,
+        "media_packets_lost_active",
+        "RTP packets lost in the network, summed over calls in progress",
+        lost as i64,
+    );
+    gauge_f(
+        r,
+        "media_concealed_active_seconds",
+        "Audio concealed (PLC or silence), summed over calls in progress",
+        concealed as f64 / 1000.0,
+    );
 }
 
 fn wire_metrics(r: &mut Registry, s: &EndpointStatus) {
     let c = &s.counters;
     counter(r, "sip_parse_errors", "SIP messages that did not parse", c.sip_parse_errors);
-    counter(r, "sip_dropped_unknown_source", "SIP requests dropped: source in no carrier's inbound_from", c.dropped_unknown_source);
+    counter(
+        r,
+        "sip_dropped_unknown_source",
+        "SIP requests dropped: source in no carrier's inbound_from",
+        c.dropped_unknown_source,
+    );
     counter(r, "rtp_received", "RTP packets received", c.rtp_received);
     counter(r, "rtp_sent", "RTP packets sent", c.rtp_sent);
     counter(r, "rtp_invalid", "RTP packets dropped as invalid", c.rtp_invalid);
@@ -263,25 +369,78 @@ fn wire_metrics(r: &mut Registry, s: &EndpointStatus) {
 /// (absent when that writer is not running).
 fn storage_metrics(r: &mut Registry, s: &StorageStatus) {
     if let Some(c) = &s.call_records {
-        counter(r, "call_records_written", "Call records committed to the state database", c.written);
+        counter(
+            r,
+            "call_records_written",
+            "Call records committed to the state database",
+            c.written,
+        );
         counter(r, "call_records_dropped", "Call records dropped: writer queue full", c.dropped);
-        counter(r, "call_records_failed", "Call record writes (or prunes) that failed in the database", c.failed);
-        counter(r, "call_records_late", "Answer records committed later than the answer waited", c.late);
+        counter(
+            r,
+            "call_records_failed",
+            "Call record writes (or prunes) that failed in the database",
+            c.failed,
+        );
+        counter(
+            r,
+            "call_records_late",
+            "Answer records committed later than the answer waited",
+            c.late,
+        );
     }
     if let Some(c) = &s.callbacks {
         let by_state = Family::<Labels, Gauge>::default();
-        for (state, n) in [("pending", c.pending), ("delivered", c.delivered), ("failed", c.failed)] {
-            by_state.get_or_create(&labels(&[("state", state)])).set(i64::try_from(n).unwrap_or(i64::MAX));
+        for (state, n) in [("pending", c.pending), ("delivered", c.delivered), ("failed", c.failed)]
+        {
+            by_state
+                .get_or_create(&labels(&[("state", state)]))
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         r.register("callbacks", "Callback requests in the state database by state", by_state);
         counter(r, "callbacks_requested", "Callback requests made by the ladder", c.requested);
-        counter(r, "callbacks_stored", "Callback requests committed to the state database", c.stored);
-        counter(r, "callbacks_dropped", "Callback requests lost before storage (queue full, database failing too long)", c.dropped);
-        gauge(r, "callbacks_unstored", "Callback requests held in memory because the database refused them", c.unstored as i64);
-        counter(r, "callback_write_failures", "Callback database operations that failed", c.write_failures);
-        gauge(r, "callback_webhook_configured", "1 when a webhook is configured and its client is up", c.webhook as i64);
+        counter(
+            r,
+            "callbacks_stored",
+            "Callback requests committed to the state database",
+            c.stored,
+        );
+        counter(
+            r,
+            "callbacks_dropped",
+            "Callback requests lost before storage (queue full, database failing too long)",
+            c.dropped,
+        );
+        gauge(
+            r,
+            "callbacks_unstored",
+            "Callback requests held in memory because the database refused them",
+            c.unstored as i64,
+        );
+        counter(
+            r,
+            "callback_write_failures",
+            "Callback database operations that failed",
+            c.write_failures,
+        );
+        gauge(
+            r,
+            "callback_webhook_configured",
+            "1 when a webhook is configured and its client is up",
+            c.webhook as i64,
+        );
         counter(r, "callback_delivery_attempts", "Webhook delivery attempts", c.attempts);
-        counter(r, "callback_delivery_failures", "Webhook delivery attempts without a 2xx (error, timeout, non-2xx)", c.attempt_failures);
-        counter(r, "callbacks_given_up", "Callback requests not delivered within give_up_after_h", c.gave_up);
+        counter(
+            r,
+            "callback_delivery_failures",
+            "Webhook delivery attempts without a 2xx (error, timeout, non-2xx)",
+            c.attempt_failures,
+        );
+        counter(
+            r,
+            "callbacks_given_up",
+            "Callback requests not delivered within give_up_after_h",
+            c.gave_up,
+        );
     }
 }

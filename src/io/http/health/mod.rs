@@ -81,7 +81,10 @@ impl Shared {
         let drive_loop = if self.alive(now) {
             Check::pass("turning")
         } else {
-            Check::fail(format!("drive loop stalled for more than {} s", super::LIVENESS_WINDOW.as_secs()))
+            Check::fail(format!(
+                "drive loop stalled for more than {} s",
+                super::LIVENESS_WINDOW.as_secs()
+            ))
         };
         Readiness::evaluate(self.status().as_ref(), drive_loop, state_db)
     }
@@ -129,7 +132,11 @@ async fn run_db_check(db: Arc<StateDb>, in_flight: Arc<AtomicBool>) -> Check {
             in_flight.store(false, Ordering::Release);
             Check::fail(format!("write check failed: {e}"))
         }
-        Err(_) => Check::fail(format!("a write to {} took more than {} s", path.display(), DB_CHECK_TIMEOUT.as_secs())),
+        Err(_) => Check::fail(format!(
+            "a write to {} took more than {} s",
+            path.display(),
+            DB_CHECK_TIMEOUT.as_secs()
+        )),
     }
 }
 

@@ -58,19 +58,31 @@ pub struct Readiness {
 
 impl Readiness {
     /// Combines the checks; `status` is `None` until the drive loop has turned once.
-    pub fn evaluate(status: Option<&EndpointStatus>, drive_loop: Check, state_db: Check) -> Readiness {
+    pub fn evaluate(
+        status: Option<&EndpointStatus>,
+        drive_loop: Check,
+        state_db: Check,
+    ) -> Readiness {
         let (carriers, ai) = match status {
             Some(s) => (carriers_check(&s.carriers), ai_check(s)),
-            None => (Check::fail("starting: no status yet"), Check::fail("starting: no status yet")),
+            None => {
+                (Check::fail("starting: no status yet"), Check::fail("starting: no status yet"))
+            }
         };
         let taking_calls = match status {
             Some(s) if s.admin.draining => Check::fail("draining: an operator stopped new calls"),
             _ => Check::pass("taking new calls"),
         };
         let checks = Checks { drive_loop, carriers, ai, state_db, taking_calls };
-        let ready = [&checks.drive_loop, &checks.carriers, &checks.ai, &checks.state_db, &checks.taking_calls]
-            .iter()
-            .all(|c| c.ok);
+        let ready = [
+            &checks.drive_loop,
+            &checks.carriers,
+            &checks.ai,
+            &checks.state_db,
+            &checks.taking_calls,
+        ]
+        .iter()
+        .all(|c| c.ok);
         Readiness { ready, checks }
     }
 
@@ -127,7 +139,9 @@ fn carrier_detail(c: &CarrierStatus) -> String {
     if c.state == "out-of-service" {
         return format!("{} out of service", c.name);
     }
-    let last = c.last_probe_ok_ms_ago.map_or("never answered".to_string(), |ago| format!("last answer {} ago", secs(ago)));
+    let last = c
+        .last_probe_ok_ms_ago
+        .map_or("never answered".to_string(), |ago| format!("last answer {} ago", secs(ago)));
     let reg = if c.registers { ", not registered" } else { "" };
     format!("{} {}, {}{}", c.name, c.state, last, reg)
 }
@@ -143,7 +157,9 @@ pub fn ai_check(s: &EndpointStatus) -> Check {
             .filter_map(|e| e.last_probe_ok_ms_ago.map(|ago| (ago, e)))
             .min_by_key(|(ago, _)| *ago);
         return match freshest {
-            Some((ago, e)) => Check::pass(format!("{} passed a health probe {} ago", e.name, secs(ago))),
+            Some((ago, e)) => {
+                Check::pass(format!("{} passed a health probe {} ago", e.name, secs(ago)))
+            }
             None => Check::pass("an AI endpoint passed a health probe"),
         };
     }
@@ -151,8 +167,14 @@ pub fn ai_check(s: &EndpointStatus) -> Check {
         .ai_endpoints
         .iter()
         .map(|e| {
-            let out = if s.admin.ai_endpoints_out_of_service.contains(&e.name) { ", out of service" } else { "" };
-            let last = e.last_probe_ok_ms_ago.map_or("never passed".to_string(), |ago| format!("last pass {} ago", secs(ago)));
+            let out = if s.admin.ai_endpoints_out_of_service.contains(&e.name) {
+                ", out of service"
+            } else {
+                ""
+            };
+            let last = e
+                .last_probe_ok_ms_ago
+                .map_or("never passed".to_string(), |ago| format!("last pass {} ago", secs(ago)));
             format!("{} ({}): breaker {}, {}{}", e.name, e.role, e.breaker, last, out)
         })
         .collect();
@@ -168,7 +190,12 @@ pub(crate) mod tests {
     use super::*;
     use crate::core::endpoint::{AiEndpointStatus, CallsStatus};
 
-    pub(crate) fn carrier(name: &str, state: &'static str, interval: Option<u64>, ago: Option<u64>) -> CarrierStatus {
+    pub(crate) fn carrier(
+        name: &str,
+        state: &'static str,
+        interval: Option<u64>,
+        ago: Option<u64>,
+    ) -> CarrierStatus {
         CarrierStatus {
             name: name.into(),
             state,
@@ -185,7 +212,11 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn ai_endpoint(name: &str, breaker: &'static str, ago: Option<u64>) -> AiEndpointStatus {
+    pub(crate) fn ai_endpoint(
+        name: &str,
+        breaker: &'static str,
+        ago: Option<u64>,
+    ) -> AiEndpointStatus {
         AiEndpointStatus {
             name: name.into(),
             role: "primary",
@@ -198,7 +229,11 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn status(carriers: Vec<CarrierStatus>, ai: Vec<AiEndpointStatus>, ai_reachable: bool) -> EndpointStatus {
+    pub(crate) fn status(
+        carriers: Vec<CarrierStatus>,
+        ai: Vec<AiEndpointStatus>,
+        ai_reachable: bool,
+    ) -> EndpointStatus {
         EndpointStatus {
             carriers,
             calls: CallsStatus { active: 0, answered_total: 0, rtp_packets_received_total: 0 },
@@ -259,15 +294,30 @@ pub(crate) mod tests {
 
     #[test]
     fn ai_check_names_each_endpoint_when_none_passed() {
-        assert_eq!(ai_check(&status(vec![], vec![], true)), Check::pass("no AI endpoints: canned prompt"));
+        assert_eq!(
+            ai_check(&status(vec![], vec![], true)),
+            Check::pass("no AI endpoints: canned prompt")
+        );
         let ok = ai_check(&status(vec![], vec![ai_endpoint("p", "closed", Some(1200))], true));
         assert_eq!(ok, Check::pass("p passed a health probe 1.2 s ago"));
-        let mut s = status(vec![], vec![ai_endpoint("p", "open", Some(42_000)), ai_endpoint("s", "closed", None)], false);
+        let mut s = status(
+            vec![],
+            vec![ai_endpoint("p", "open", Some(42_000)), ai_endpoint("s", "closed", None)],
+            false,
+        );
         s.admin.ai_endpoints_out_of_service = vec!["s".into()];
         let c = ai_check(&s);
         assert!(!c.ok);
-        assert!(c.reason.contains("p (primary): breaker open, last pass 42.0 s ago"), "{}", c.reason);
-        assert!(c.reason.contains("s (primary): breaker closed, never passed, out of service"), "{}", c.reason);
+        assert!(
+            c.reason.contains("p (primary): breaker open, last pass 42.0 s ago"),
+            "{}",
+            c.reason
+        );
+        assert!(
+            c.reason.contains("s (primary): breaker closed, never passed, out of service"),
+            "{}",
+            c.reason
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::io::state::StateDb;
 use crate::io::storage::StorageSources;
 
 async fn get(shared: &Arc<Shared>, path: &str) -> (StatusCode, axum::http::HeaderMap, String) {
-    let resp = app(shared.clone()).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+    let resp =
+        app(shared.clone()).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
     let (parts, body) = resp.into_parts();
     let body = axum::body::to_bytes(body, 1 << 22).await.unwrap();
     (parts.status, parts.headers, String::from_utf8(body.to_vec()).unwrap())
@@ -26,11 +27,15 @@ fn shared_with(s: EndpointStatus, db_dir: &std::path::Path) -> Arc<Shared> {
 }
 
 /// As [`shared_with`], with the writers' counters (as the drive loop registers them).
-fn shared_with_storage(s: EndpointStatus, db_dir: &std::path::Path) -> (Arc<Shared>, StorageSources) {
+fn shared_with_storage(
+    s: EndpointStatus,
+    db_dir: &std::path::Path,
+) -> (Arc<Shared>, StorageSources) {
     let t0 = Instant::now();
     let shared = Shared::new(t0);
     shared.set_state_db(Arc::new(StateDb::new(db_dir)));
-    let sources = StorageSources { call_log: Some(Default::default()), callbacks: Some(Default::default()) };
+    let sources =
+        StorageSources { call_log: Some(Default::default()), callbacks: Some(Default::default()) };
     shared.set_storage(sources.clone());
     shared.beat(Instant::now(), s);
     (shared, sources)
@@ -40,7 +45,10 @@ fn shared_with_storage(s: EndpointStatus, db_dir: &std::path::Path) -> (Arc<Shar
 async fn a_failing_writer_fails_the_state_db_check_and_shows_in_status_and_metrics() {
     use std::sync::atomic::Ordering;
     let tmp = tempfile::tempdir().unwrap();
-    let (shared, sources) = shared_with_storage(status(vec![carrier("local", "unprobed", None, None)], vec![], true), tmp.path());
+    let (shared, sources) = shared_with_storage(
+        status(vec![carrier("local", "unprobed", None, None)], vec![], true),
+        tmp.path(),
+    );
     assert_eq!(get(&shared, "/readyz").await.0, StatusCode::OK);
     let (log, cb) = (sources.call_log.unwrap(), sources.callbacks.unwrap());
     // the database itself is writable (the health write passes), but a writer failed just now
@@ -54,13 +62,19 @@ async fn a_failing_writer_fails_the_state_db_check_and_shows_in_status_and_metri
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let reason = v["checks"]["state_db"]["reason"].as_str().unwrap();
-    assert!(reason.contains("call-record writer failed") && reason.contains("database or disk is full"), "{reason}");
+    assert!(
+        reason.contains("call-record writer failed") && reason.contains("database or disk is full"),
+        "{reason}"
+    );
     assert!(reason.contains("1 callback request(s) not stored yet"), "{reason}");
     let (_, _, body) = get(&shared, "/api/status").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["call_records"]["failed"], 2);
     assert_eq!(v["call_records"]["last_write_failure"]["error"], "database or disk is full");
-    assert_eq!((v["callbacks"]["pending"].as_u64(), v["callbacks"]["delivered"].as_u64()), (Some(3), Some(5)));
+    assert_eq!(
+        (v["callbacks"]["pending"].as_u64(), v["callbacks"]["delivered"].as_u64()),
+        (Some(3), Some(5))
+    );
     assert_eq!(v["calls"]["active"], 0, "the endpoint's fields are still there");
     let (_, _, body) = get(&shared, "/metrics").await;
     for line in [
@@ -82,7 +96,10 @@ async fn a_failing_writer_fails_the_state_db_check_and_shows_in_status_and_metri
 #[tokio::test]
 async fn readyz_200_names_every_passing_check() {
     let tmp = tempfile::tempdir().unwrap();
-    let shared = shared_with(status(vec![carrier("local", "unprobed", None, None)], vec![], true), tmp.path());
+    let shared = shared_with(
+        status(vec![carrier("local", "unprobed", None, None)], vec![], true),
+        tmp.path(),
+    );
     let (code, _, body) = get(&shared, "/readyz").await;
     assert_eq!(code, StatusCode::OK, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -91,7 +108,10 @@ async fn readyz_200_names_every_passing_check() {
         assert_eq!(v["checks"][check]["ok"], true, "{check}: {body}");
     }
     assert_eq!(v["checks"]["ai"]["reason"], "no AI endpoints: canned prompt");
-    assert!(v["checks"]["carriers"]["reason"].as_str().unwrap().starts_with("inbound-only peering"));
+    assert!(v["checks"]["carriers"]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("inbound-only peering"));
     assert!(tmp.path().join("trunkguard.db").is_file());
 }
 
@@ -101,7 +121,10 @@ async fn readyz_503_names_each_failing_check() {
     let blocker = tmp.path().join("a-file");
     std::fs::write(&blocker, b"not a directory").unwrap();
     let s = status(
-        vec![carrier("carrier-a", "down", Some(5000), Some(30_000)), carrier("carrier-b", "unprobed", None, None)],
+        vec![
+            carrier("carrier-a", "down", Some(5000), Some(30_000)),
+            carrier("carrier-b", "unprobed", None, None),
+        ],
         vec![ai_endpoint("agent-1", "open", None)],
         false,
     );
@@ -141,7 +164,10 @@ async fn readyz_fails_when_the_drive_loop_stalls_or_has_not_started() {
 #[tokio::test]
 async fn the_database_is_written_at_most_once_a_second() {
     let tmp = tempfile::tempdir().unwrap();
-    let shared = shared_with(status(vec![carrier("local", "unprobed", None, None)], vec![], true), tmp.path());
+    let shared = shared_with(
+        status(vec![carrier("local", "unprobed", None, None)], vec![], true),
+        tmp.path(),
+    );
     for _ in 0..5 {
         assert_eq!(get(&shared, "/readyz").await.0, StatusCode::OK);
     }
@@ -189,7 +215,10 @@ fn call(id: &str, carrier: &str, mos: f64, jitter_ms: f64) -> ActiveCall {
 
 fn busy_status() -> EndpointStatus {
     let mut s = status(
-        vec![carrier("carrier-a", "up", Some(5000), Some(1200)), carrier("carrier-b", "unprobed", None, None)],
+        vec![
+            carrier("carrier-a", "up", Some(5000), Some(1200)),
+            carrier("carrier-b", "unprobed", None, None),
+        ],
         vec![ai_endpoint("agent-1", "half-open", Some(800))],
         true,
     );
@@ -222,7 +251,10 @@ async fn metrics_parse_as_prometheus_text_with_bounded_labels() {
     assert_eq!(code, StatusCode::OK);
     assert_eq!(headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
     let families = prom::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
-    let value = |name: &str, labels: &[(&str, &str)]| prom::value(&families, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}\n{body}"));
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        prom::value(&families, name, labels)
+            .unwrap_or_else(|| panic!("no {name} {labels:?}\n{body}"))
+    };
     assert_eq!(value("trunkguard_ready", &[]), 1.0);
     assert_eq!(value("trunkguard_readiness_check_ok", &[("check", "state_db")]), 1.0);
     assert_eq!(value("trunkguard_calls_active", &[]), 2.0);
@@ -230,11 +262,23 @@ async fn metrics_parse_as_prometheus_text_with_bounded_labels() {
     assert_eq!(value("trunkguard_calls_answered_total", &[]), 6.0);
     assert_eq!(value("trunkguard_calls_ended_total", &[]), 4.0);
     assert_eq!(value("trunkguard_carrier_calls_active", &[("carrier", "carrier-b")]), 1.0);
-    assert_eq!(value("trunkguard_carrier_state", &[("carrier", "carrier-a"), ("state", "up")]), 1.0);
-    assert_eq!(value("trunkguard_carrier_state", &[("carrier", "carrier-a"), ("state", "down")]), 0.0);
-    assert_eq!(value("trunkguard_carrier_state", &[("carrier", "carrier-b"), ("state", "unprobed")]), 1.0);
+    assert_eq!(
+        value("trunkguard_carrier_state", &[("carrier", "carrier-a"), ("state", "up")]),
+        1.0
+    );
+    assert_eq!(
+        value("trunkguard_carrier_state", &[("carrier", "carrier-a"), ("state", "down")]),
+        0.0
+    );
+    assert_eq!(
+        value("trunkguard_carrier_state", &[("carrier", "carrier-b"), ("state", "unprobed")]),
+        1.0
+    );
     assert_eq!(value("trunkguard_carrier_up", &[("carrier", "carrier-a")]), 1.0);
-    assert_eq!(value("trunkguard_carrier_last_probe_ok_age_seconds", &[("carrier", "carrier-a")]), 1.2);
+    assert_eq!(
+        value("trunkguard_carrier_last_probe_ok_age_seconds", &[("carrier", "carrier-a")]),
+        1.2
+    );
     let ai = [("endpoint", "agent-1"), ("role", "primary")];
     assert_eq!(value("trunkguard_ai_endpoint_breaker_state", &ai), 1.0);
     assert_eq!(value("trunkguard_ai_endpoint_breaker_trips_total", &ai), 2.0);
@@ -245,8 +289,14 @@ async fn metrics_parse_as_prometheus_text_with_bounded_labels() {
     assert_eq!(value("trunkguard_outbound_attempts_total", &[]), 5.0);
     assert_eq!(value("trunkguard_outbound_failovers_total", &[]), 2.0);
     assert_eq!(value("trunkguard_human_transfers_total", &[("outcome", "connected")]), 1.0);
-    assert_eq!(value("trunkguard_carrier_outbound_breaker_state", &[("carrier", "carrier-a")]), 2.0);
-    assert_eq!(value("trunkguard_carrier_outbound_failures_total", &[("carrier", "carrier-a")]), 5.0);
+    assert_eq!(
+        value("trunkguard_carrier_outbound_breaker_state", &[("carrier", "carrier-a")]),
+        2.0
+    );
+    assert_eq!(
+        value("trunkguard_carrier_outbound_failures_total", &[("carrier", "carrier-a")]),
+        5.0
+    );
     assert_eq!(value("trunkguard_sip_parse_errors_total", &[]), 3.0);
     assert_eq!(value("trunkguard_media_mos_min", &[]), 3.6);
     assert!((value("trunkguard_media_mos_avg", &[]) - 3.9).abs() < 1e-9);
@@ -277,7 +327,10 @@ async fn metrics_parse_as_prometheus_text_with_bounded_labels() {
 #[tokio::test]
 async fn metrics_without_calls_omit_the_media_aggregates() {
     let tmp = tempfile::tempdir().unwrap();
-    let shared = shared_with(status(vec![carrier("local", "unprobed", None, None)], vec![], true), tmp.path());
+    let shared = shared_with(
+        status(vec![carrier("local", "unprobed", None, None)], vec![], true),
+        tmp.path(),
+    );
     let (_, _, body) = get(&shared, "/metrics").await;
     let families = prom::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
     assert!(!families.contains_key("trunkguard_media_mos_min"));
@@ -311,10 +364,20 @@ async fn the_page_and_its_assets_are_self_contained() {
     let csp = headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"), "{csp}");
     // nothing fetched from elsewhere: no absolute URLs, no inline script
-    assert!(!html.contains("http:") && !html.contains("https:") && !html.contains("//"), "external reference in the page");
-    assert!(!html.contains("<script>") && html.contains(r#"<script src="/assets/app.js" defer></script>"#));
+    assert!(
+        !html.contains("http:") && !html.contains("https:") && !html.contains("//"),
+        "external reference in the page"
+    );
+    assert!(
+        !html.contains("<script>")
+            && html.contains(r#"<script src="/assets/app.js" defer></script>"#)
+    );
     assert!(html.contains("name=\"viewport\""));
-    for (path, kind) in [("/assets/style.css", "text/css"), ("/assets/app.js", "text/javascript"), ("/favicon.svg", "image/svg+xml")] {
+    for (path, kind) in [
+        ("/assets/style.css", "text/css"),
+        ("/assets/app.js", "text/javascript"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
         let (code, headers, body) = get(&shared, path).await;
         assert_eq!(code, StatusCode::OK, "{path}");
         assert!(headers["content-type"].to_str().unwrap().starts_with(kind), "{path}");
@@ -324,7 +387,9 @@ async fn the_page_and_its_assets_are_self_contained() {
     assert!(!css.contains("url(") && !css.contains("@import") && !css.contains("@font-face"));
     // data goes in as text: no HTML sinks at all in the script
     let (_, _, js) = get(&shared, "/assets/app.js").await;
-    for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"] {
+    for sink in
+        ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"]
+    {
         assert!(!js.contains(sink), "app.js uses {sink}");
     }
     let external: Vec<&str> = js.matches("http").collect();
@@ -338,11 +403,25 @@ async fn the_page_and_its_assets_are_self_contained() {
 async fn the_operator_card_uses_existing_routes_with_csrf_and_json() {
     let shared = Shared::new(Instant::now());
     let (_, _, html) = get(&shared, "/").await;
-    for id in ["operator", "login", "password", "actions", "drain", "op-targets", "logout", "op-result", "drain-banner"] {
+    for id in [
+        "operator",
+        "login",
+        "password",
+        "actions",
+        "drain",
+        "op-targets",
+        "logout",
+        "op-result",
+        "drain-banner",
+    ] {
         assert!(html.contains(&format!("id=\"{id}\"")), "#{id} missing from the page");
     }
     // the login form and the actions start hidden until /api/session answers
-    for hidden in [r#"<form id="login" class="op-login" hidden>"#, r#"<div id="actions" hidden>"#, r#"id="logout" type="button" hidden"#] {
+    for hidden in [
+        r#"<form id="login" class="op-login" hidden>"#,
+        r#"<div id="actions" hidden>"#,
+        r#"id="logout" type="button" hidden"#,
+    ] {
         assert!(html.contains(hidden), "{hidden}");
     }
     assert!(html.contains(r#"type="password" autocomplete="current-password""#));
@@ -368,11 +447,17 @@ async fn the_operator_card_uses_existing_routes_with_csrf_and_json() {
     for path in ["/api/session", "/api/status", "/readyz", "/api/latency-history"] {
         assert!(js.contains(&format!("\"{path}\"")), "app.js does not fetch {path}");
     }
-    for path in ["/login", "/logout", "/api/admin/drain", "/api/admin/carrier", "/api/admin/ai-endpoint"] {
+    for path in
+        ["/login", "/logout", "/api/admin/drain", "/api/admin/carrier", "/api/admin/ai-endpoint"]
+    {
         assert!(js.contains(&format!("\"{path}\"")), "app.js does not post to {path}");
-        let resp = app(shared.clone()).oneshot(Request::post(path).body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app(shared.clone())
+            .oneshot(Request::post(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert!(
-            resp.status() != StatusCode::NOT_FOUND && resp.status() != StatusCode::METHOD_NOT_ALLOWED,
+            resp.status() != StatusCode::NOT_FOUND
+                && resp.status() != StatusCode::METHOD_NOT_ALLOWED,
             "POST {path}: {}",
             resp.status()
         );
@@ -381,7 +466,10 @@ async fn the_operator_card_uses_existing_routes_with_csrf_and_json() {
 
 #[tokio::test]
 async fn the_shipped_alert_rules_use_exported_metrics_and_existing_runbooks() {
-    let rules = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/firmware/prometheus/trunkguard-alerts.yml"));
+    let rules = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/firmware/prometheus/trunkguard-alerts.yml"
+    ));
     let tmp = tempfile::tempdir().unwrap();
     let mut s = busy_status();
     s.carriers[0].registers = true;
@@ -392,9 +480,11 @@ async fn the_shipped_alert_rules_use_exported_metrics_and_existing_runbooks() {
     for line in rules.lines().filter(|l| !l.trim_start().starts_with('#')) {
         let mut rest = line;
         while let Some(i) = rest.find("trunkguard_") {
-            let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let name: String =
+                rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             let family = name.strip_suffix("_bucket").unwrap_or(&name);
-            let exported = families.contains_key(family) || families.values().flat_map(|f| &f.samples).any(|x| x.name == name);
+            let exported = families.contains_key(family)
+                || families.values().flat_map(|f| &f.samples).any(|x| x.name == name);
             assert!(exported, "alert rule uses {name}, which /metrics does not export");
             used += 1;
             rest = &rest[i + name.len()..];
@@ -441,7 +531,8 @@ mod prom {
         }
         for suffix in ["_bucket", "_sum", "_count"] {
             if let Some(base) = name.strip_suffix(suffix) {
-                if families.get(base).is_some_and(|f| f.kind == "histogram" || f.kind == "summary") {
+                if families.get(base).is_some_and(|f| f.kind == "histogram" || f.kind == "summary")
+                {
                     return Some(base);
                 }
             }
@@ -506,10 +597,14 @@ mod prom {
             if let Some(rest) = line.strip_prefix("# ") {
                 let mut parts = rest.splitn(3, ' ');
                 let (kw, name, arg) = (parts.next(), parts.next(), parts.next());
-                let name = name.filter(|n| valid_name(n)).ok_or_else(|| err("bad metric name".into()))?;
+                let name =
+                    name.filter(|n| valid_name(n)).ok_or_else(|| err("bad metric name".into()))?;
                 match (kw, arg) {
                     (Some("HELP"), Some(_)) => {}
-                    (Some("TYPE"), Some(kind @ ("counter" | "gauge" | "histogram" | "summary" | "untyped"))) => {
+                    (
+                        Some("TYPE"),
+                        Some(kind @ ("counter" | "gauge" | "histogram" | "summary" | "untyped")),
+                    ) => {
                         let f = families.entry(name.to_string()).or_default();
                         if !f.kind.is_empty() {
                             return Err(err("TYPE repeated".into()));
@@ -529,9 +624,12 @@ mod prom {
                 Some(r) => parse_labels(r).map_err(err)?,
                 None => (Vec::new(), &line[name_end..]),
             };
-            let value_text = rest.strip_prefix(' ').ok_or_else(|| err("no space before value".into()))?;
+            let value_text =
+                rest.strip_prefix(' ').ok_or_else(|| err("no space before value".into()))?;
             let value = parse_value(value_text.split(' ').next().unwrap_or("")).map_err(err)?;
-            let family = family_of(name, &families).ok_or_else(|| err("sample before its TYPE".into()))?.to_string();
+            let family = family_of(name, &families)
+                .ok_or_else(|| err("sample before its TYPE".into()))?
+                .to_string();
             let mut key_labels = labels.clone();
             key_labels.sort();
             if !seen.insert((name.to_string(), key_labels)) {
@@ -553,10 +651,18 @@ mod prom {
     }
 
     fn check_histogram(name: &str, f: &Family) -> Result<(), String> {
-        let buckets: Vec<&Sample> = f.samples.iter().filter(|s| s.name.ends_with("_bucket")).collect();
+        let buckets: Vec<&Sample> =
+            f.samples.iter().filter(|s| s.name.ends_with("_bucket")).collect();
         let les: Vec<f64> = buckets
             .iter()
-            .map(|s| s.labels.iter().find(|(k, _)| k == "le").map(|(_, v)| v.as_str()).ok_or("bucket without le").and_then(|v| parse_value(v).map_err(|_| "bad le")))
+            .map(|s| {
+                s.labels
+                    .iter()
+                    .find(|(k, _)| k == "le")
+                    .map(|(_, v)| v.as_str())
+                    .ok_or("bucket without le")
+                    .and_then(|v| parse_value(v).map_err(|_| "bad le"))
+            })
             .collect::<Result<_, _>>()
             .map_err(|e| format!("{name}: {e}"))?;
         if les.last() != Some(&f64::INFINITY) || les.windows(2).any(|w| w[0] >= w[1]) {
@@ -565,7 +671,11 @@ mod prom {
         if buckets.windows(2).any(|w| w[0].value > w[1].value) {
             return Err(format!("{name}: buckets not cumulative"));
         }
-        let count = f.samples.iter().find(|s| s.name.ends_with("_count")).ok_or(format!("{name}: no _count"))?;
+        let count = f
+            .samples
+            .iter()
+            .find(|s| s.name.ends_with("_count"))
+            .ok_or(format!("{name}: no _count"))?;
         f.samples.iter().find(|s| s.name.ends_with("_sum")).ok_or(format!("{name}: no _sum"))?;
         if buckets.last().map(|b| b.value) != Some(count.value) {
             return Err(format!("{name}: +Inf bucket differs from _count"));
@@ -573,7 +683,11 @@ mod prom {
         Ok(())
     }
 
-    pub fn value(families: &BTreeMap<String, Family>, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub fn value(
+        families: &BTreeMap<String, Family>,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<f64> {
         families.values().flat_map(|f| &f.samples).find_map(|s| {
             let same = s.name == name
                 && s.labels.len() == labels.len()
@@ -595,4 +709,3 @@ mod prom {
         assert!(parse("# TYPE a gauge\na 1").is_err(), "final newline");
     }
 }
-
