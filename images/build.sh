@@ -149,8 +149,10 @@ cross_build() {
     local vendor=$IMAGE_BUILD/vendor ctarget=$IMAGE_BUILD/cargo-target
     mkdir -p "$ctarget"
     cross_buildroot
-    (cd "$REPO" && cargo vendor --locked --offline --quiet "$vendor" >/dev/null) \
-        || die "cargo vendor failed (the crates must be in ~/.cargo/registry: cargo fetch --locked)"
+    # cargo vendor copies every crate of the lock file, for every target (the host build never
+    # downloads the other platforms' crates): fetch them first.
+    (cd "$REPO" && cargo fetch --locked --quiet && cargo vendor --locked --offline --quiet "$vendor" >/dev/null) \
+        || die "cargo fetch/vendor failed (cargo on PATH and crates.io reachable?)"
     mkdir -p "$BUILDROOT/src" "$BUILDROOT/vendor" "$BUILDROOT/cargo-target" "$BUILDROOT/cargo-home"
     printf '%s\n' '[source.crates-io]' 'replace-with = "vendored-sources"' \
         '[source.vendored-sources]' 'directory = "/vendor"' \

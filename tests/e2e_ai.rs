@@ -1001,8 +1001,7 @@ fn mid_call_failover(
     let filler_packets = received.iter().filter(|p| is_filler(p)).count();
     let last_primary = received
         .iter()
-        .filter(|p| p.at < first_filler.at && voiced(p) && !is_filler(p))
-        .last()
+        .rfind(|p| p.at < first_filler.at && voiced(p) && !is_filler(p))
         .expect("no echo from the primary before the filler");
     let first_standby = received
         .iter()

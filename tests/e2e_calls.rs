@@ -345,7 +345,7 @@ fn selftest_speech_check_rejects_silence() {
         .map(|i| {
             let mut b = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
             b[2..4].copy_from_slice(&i.to_be_bytes());
-            b.extend(std::iter::repeat(0xFF).take(160));
+            b.extend(std::iter::repeat_n(0xFF, 160));
             parse_rtp(&b, from).unwrap()
         })
         .collect();

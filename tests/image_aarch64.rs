@@ -1,6 +1,8 @@
-//! The ARM64 appliance image (images/build.sh aarch64, docs/images.md). Opt-in
-//! (`TRUNKGUARD_IMAGE_TESTS=1`): the build cross-compiles trunkguard in a Debian build root and
-//! configures an arm64 Debian under qemu-user, which takes many minutes.
+//! The ARM64 appliance image (images/build.sh aarch64, docs/images.md). Ignored by default, so
+//! `cargo test` counts them as ignored: the build cross-compiles trunkguard in a Debian build
+//! root and configures an arm64 Debian under qemu-user, which takes about half an hour from
+//! nothing. Run them with `scripts/install-deps arm64` and
+//! `cargo test --test image_aarch64 -- --ignored` (a missing tool is then a failure).
 //!
 //! - The cross-built binary runs under `qemu-aarch64` (qemu-user) with the image's root
 //!   filesystem as its library root and prints its version.
@@ -14,11 +16,21 @@ mod image_boot;
 use image_boot::{ensure_image, image_dir, AARCH64};
 use std::process::Command;
 
+/// qemu-user for aarch64: `qemu-aarch64` (qemu-user) or `qemu-aarch64-static`
+/// (qemu-user-static, what scripts/install-deps installs).
+fn qemu_user() -> &'static str {
+    let found = |name: &str| Command::new(name).arg("--version").output().is_ok();
+    ["qemu-aarch64", "qemu-aarch64-static"]
+        .into_iter()
+        .find(|name| found(name))
+        .expect("qemu-aarch64 or qemu-aarch64-static (scripts/install-deps arm64)")
+}
+
 #[test]
+#[ignore = "slow (ARM64 image build): cargo test --test image_aarch64 -- --ignored"]
 fn the_arm64_binary_runs_under_qemu_user() {
-    if !image_boot::opted_in("build the ARM64 image and run its binary under qemu-aarch64") {
-        return;
-    }
+    image_boot::require_tools(&AARCH64);
+    let qemu = qemu_user();
     let dir = image_dir(&AARCH64);
     ensure_image(&AARCH64, &dir);
     let root = dir.parent().unwrap().join("rootfs");
@@ -32,13 +44,13 @@ fn the_arm64_binary_runs_under_qemu_user() {
     // -L: the image's own dynamic loader, glibc and libopus (a binary needing a newer glibc
     // than the image's fails here)
     let version = |bin: &std::path::Path| {
-        let out = Command::new("qemu-aarch64")
+        let out = Command::new(qemu)
             .arg("-L")
             .arg(&root)
             .arg(bin)
             .arg("--version")
             .output()
-            .expect("qemu-aarch64 (apt-get install qemu-user-static)");
+            .expect("run qemu-user");
         assert!(out.status.success(), "{} --version under qemu-aarch64: {out:?}", bin.display());
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
@@ -50,8 +62,8 @@ fn the_arm64_binary_runs_under_qemu_user() {
 }
 
 #[test]
+#[ignore = "slow (ARM64 image build and boot): cargo test --test image_aarch64 -- --ignored"]
 fn the_arm64_image_boots_under_qemu_and_answers_sip() {
-    if image_boot::opted_in("build and boot the ARM64 image under qemu-system-aarch64") {
-        image_boot::boot_and_call(&AARCH64);
-    }
+    image_boot::require_tools(&AARCH64);
+    image_boot::boot_and_call(&AARCH64);
 }

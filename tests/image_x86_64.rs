@@ -1,13 +1,14 @@
 //! The x86-64 appliance image (images/build.sh, docs/images.md).
 //!
 //! Cheap checks always run: the image's configuration validates and keeps the management plane
-//! on loopback, and the build script parses. The boot test is opt-in (it needs root,
-//! debootstrap, qemu-system-x86_64 and SIPp, and takes minutes): with
-//! `TRUNKGUARD_IMAGE_TESTS=1` it builds the image when none exists (or when
-//! `TRUNKGUARD_IMAGE_REBUILD=1`), boots it under software emulation with QEMU user networking
-//! forwarding a loopback port to the guest's SIP port, waits for the box to answer OPTIONS,
-//! places a SIPp call through the forward, and checks the box printed `/livez` 200 on its
-//! serial console. QEMU is always killed (drop guard).
+//! on loopback, and the build script parses. The boot test runs by default (it needs root or
+//! password-less sudo, debootstrap, qemu-system-x86_64 and SIPp, which `scripts/install-deps`
+//! installs, and takes minutes; a missing tool fails it, `TRUNKGUARD_IMAGE_TESTS=0` skips it
+//! with a loud line): it builds the release binaries, builds the image when none carries
+//! exactly those binaries (or when `TRUNKGUARD_IMAGE_REBUILD=1`), boots it under software
+//! emulation with QEMU user networking forwarding a loopback port to the guest's SIP port,
+//! waits for the box to answer OPTIONS, places a SIPp call through the forward, and checks the
+//! box printed `/livez` 200 on its serial console. QEMU is always killed (drop guard).
 //!
 //! Knobs (tests/image_boot/mod.rs): `TRUNKGUARD_IMAGE_DIR` (default
 //! target/image-build/x86_64/out), `TRUNKGUARD_IMAGE_REBUILD=1`, `TRUNKGUARD_IMAGE_KVM=1`

@@ -565,7 +565,7 @@ impl RtpSink {
         let deadline = Instant::now() + max;
         loop {
             let last = self.packets.lock().unwrap().last().map(|p| p.at);
-            let idle = last.map_or(true, |t| t.elapsed() >= quiet);
+            let idle = last.is_none_or(|t| t.elapsed() >= quiet);
             if idle || Instant::now() >= deadline {
                 return self.count();
             }

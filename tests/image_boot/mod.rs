@@ -41,7 +41,7 @@ pub struct Arch {
 pub const X86_64: Arch = Arch {
     name: "x86_64",
     qemu: "qemu-system-x86_64",
-    apt_hint: "qemu-system-x86",
+    apt_hint: "debootstrap e2fsprogs qemu-utils fdisk xz-utils sip-tester qemu-system-x86",
     machine: &["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "512"],
     machine_kvm: &["-machine", "q35", "-accel", "kvm", "-cpu", "host", "-smp", "2", "-m", "512"],
     console: "ttyS0",
@@ -53,7 +53,8 @@ pub const X86_64: Arch = Arch {
 pub const AARCH64: Arch = Arch {
     name: "aarch64",
     qemu: "qemu-system-aarch64",
-    apt_hint: "qemu-system-arm qemu-efi-aarch64",
+    apt_hint: "debootstrap e2fsprogs qemu-utils fdisk xz-utils sip-tester qemu-system-arm \
+               qemu-efi-aarch64 qemu-user-static binfmt-support dosfstools mtools",
     machine: &[
         "-machine",
         "virt",
@@ -77,47 +78,32 @@ pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// `TRUNKGUARD_IMAGE_TESTS`: `1` runs every image test (and a missing tool fails it), `0` skips
-/// them all; unset runs only the tests that run by default, when their tools are present.
-pub fn forced() -> Option<bool> {
-    match std::env::var("TRUNKGUARD_IMAGE_TESTS").as_deref() {
-        Ok("1") => Some(true),
-        Ok("0") => Some(false),
-        _ => None,
-    }
+/// `TRUNKGUARD_IMAGE_TESTS=0` skips the default-on image test (with a loud line); anything
+/// else runs it.
+pub fn skipped_by_env() -> bool {
+    std::env::var("TRUNKGUARD_IMAGE_TESTS").as_deref() == Ok("0")
 }
 
-/// Opt-in tests: true only with `TRUNKGUARD_IMAGE_TESTS=1`.
-pub fn opted_in(what: &str) -> bool {
-    if forced() == Some(true) {
-        return true;
-    }
-    println!("skipped: set TRUNKGUARD_IMAGE_TESTS=1 to {what}");
-    false
-}
-
-/// Default-on tests: true unless `TRUNKGUARD_IMAGE_TESTS=0`, or, when it is unset, a tool is
-/// missing (then a loud SKIPPED line names it; `.ci/run` installs them all and checks).
+/// Default-on tests: true unless `TRUNKGUARD_IMAGE_TESTS=0`. A missing tool is a failure that
+/// names it (README's install step installs them all): a fresh machine that cannot build the
+/// image fails here rather than reporting a skipped test as "ok".
 pub fn by_default(arch: &Arch, what: &str) -> bool {
-    match forced() {
-        Some(run) => {
-            if !run {
-                println!("skipped: TRUNKGUARD_IMAGE_TESTS=0 ({what})");
-            }
-            run
-        }
-        None => match missing_tool(arch) {
-            None => true,
-            Some(missing) => {
-                // Straight to stderr: libtest captures eprintln! of passing tests, not this.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\n*** SKIPPED: {what}: {missing}.\n*** Install the tools (docs/images.md) or set \
-                     TRUNKGUARD_IMAGE_TESTS=1 to make this a failure, =0 to silence it.\n"
-                );
-                false
-            }
-        },
+    if skipped_by_env() {
+        // Straight to stderr: libtest captures println! of passing tests, not this.
+        let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {what} (TRUNKGUARD_IMAGE_TESTS=0).\n");
+        return false;
+    }
+    require_tools(arch);
+    true
+}
+
+/// Fails, naming the tool and how to install it, when the image build or boot lacks one.
+pub fn require_tools(arch: &Arch) {
+    if let Some(missing) = missing_tool(arch) {
+        panic!(
+            "{missing}.\nInstall the tools with scripts/install-deps (README.md), or set \
+             TRUNKGUARD_IMAGE_TESTS=0 to skip the image test."
+        );
     }
 }
 
@@ -131,7 +117,7 @@ pub fn missing_tool(arch: &Arch) -> Option<String> {
     tools
         .iter()
         .find(|tool| !on_path(tool))
-        .map(|tool| format!("{tool} not found (apt-get install debootstrap e2fsprogs qemu-utils fdisk xz-utils sip-tester {})", arch.apt_hint))
+        .map(|tool| format!("{tool} not found (Debian packages: {})", arch.apt_hint))
 }
 
 fn is_root() -> bool {
@@ -197,38 +183,100 @@ pub fn image_dir(arch: &Arch) -> PathBuf {
 /// Tests of one binary run in parallel: the first one to need the image builds it, once.
 static BUILT: Mutex<bool> = Mutex::new(false);
 
+/// The file beside the image that says which software it carries (see [`software_stamp`]).
+const STAMP: &str = "software.stamp";
+
+/// Builds the image unless `dir` holds one carrying exactly the software this checkout builds:
+/// the host's release binaries (rebuilt first, a no-op when up to date) by their SHA-256, or,
+/// for a cross-built architecture, the source tree (commit and uncommitted changes). An image
+/// left from another version is rebuilt, never booted as if it were this one.
 pub fn ensure_image(arch: &Arch, dir: &Path) {
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let present =
-        ["vmlinuz", "initrd.img", "rootfs.raw", "disk.raw"].iter().all(|f| dir.join(f).is_file());
-    let rebuild = std::env::var("TRUNKGUARD_IMAGE_REBUILD").as_deref() == Ok("1");
-    if *built || (present && !rebuild) {
-        println!("using the image in {}", dir.display());
+    if *built {
         return;
     }
     let t0 = Instant::now();
-    // The host's architecture: the release binary is built here, as the user running the tests
-    // (under sudo, cargo and its toolchain may not be on PATH); build.sh cross-builds the others.
-    let mut bin = None;
-    if arch.host_build {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--bin",
-                "trunkguard",
-                "--bin",
-                "trunkguard-update",
-            ])
-            .current_dir(repo(""))
-            .status()
-            .expect("run cargo build --release");
-        assert!(status.success(), "cargo build --release --locked failed ({status})");
-        bin = Some(repo("target/release/trunkguard"));
-        println!("image_release_build_s: {:.0}", t0.elapsed().as_secs_f64());
+    let bin = arch.host_build.then(build_release);
+    let stamp = software_stamp(bin.as_deref());
+    let present =
+        ["vmlinuz", "initrd.img", "rootfs.raw", "disk.raw"].iter().all(|f| dir.join(f).is_file());
+    let current = std::fs::read_to_string(dir.join(STAMP)).is_ok_and(|s| s.trim() == stamp);
+    let rebuild = std::env::var("TRUNKGUARD_IMAGE_REBUILD").as_deref() == Ok("1");
+    if present && current && !rebuild {
+        println!("using the image in {} (software {stamp})", dir.display());
+        *built = true;
+        return;
     }
+    if present && !current {
+        println!("the image in {} carries other software: rebuilding", dir.display());
+    }
+    run_build_sh(arch, bin.as_deref());
+    write_stamp(dir, &stamp);
+    *built = true;
+    println!("image_build_s: {:.0}", t0.elapsed().as_secs_f64());
+}
+
+/// `cargo build --release` of the binaries the image installs, as the user running the tests
+/// (under sudo, cargo and its toolchain may not be on PATH).
+fn build_release() -> PathBuf {
+    let t0 = Instant::now();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--bin",
+            "trunkguard",
+            "--bin",
+            "trunkguard-update",
+        ])
+        .current_dir(repo(""))
+        .status()
+        .expect("run cargo build --release");
+    assert!(status.success(), "cargo build --release --locked failed ({status})");
+    println!("image_release_build_s: {:.0}", t0.elapsed().as_secs_f64());
+    repo("target/release/trunkguard")
+}
+
+/// What identifies the image's software: the release binaries' SHA-256, else the source tree.
+pub fn software_stamp(bin: Option<&Path>) -> String {
+    match bin {
+        Some(bin) => {
+            let update = bin.with_file_name("trunkguard-update");
+            format!("bin:{}:{}", sha256_file(bin), sha256_file(&update))
+        }
+        None => {
+            let head = git(&["rev-parse", "HEAD"]);
+            let diff = git(&["diff", "HEAD", "--", "src", "Cargo.toml", "Cargo.lock", "firmware"]);
+            format!("src:{}:{}", head.trim(), sha256_text(&diff))
+        }
+    }
+}
+
+fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    assert!(out.status.success(), "sha256sum {}: {out:?}", path.display());
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+}
+
+fn sha256_text(text: &str) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+}
+
+fn git(args: &[&str]) -> String {
+    let out = Command::new("git").args(args).current_dir(repo("")).output().expect("git");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run_build_sh(arch: &Arch, bin: Option<&Path>) {
     let mut cmd = if is_root() {
         Command::new("env")
     } else {
@@ -246,8 +294,25 @@ pub fn ensure_image(arch: &Arch, dir: &Path) {
         "images/build.sh {} failed ({status}); it needs root and debootstrap",
         arch.name
     );
-    *built = true;
-    println!("image_build_s: {:.0}", t0.elapsed().as_secs_f64());
+}
+
+/// Records which software the image in `dir` carries (the directory may belong to root).
+fn write_stamp(dir: &Path, stamp: &str) {
+    let path = dir.join(STAMP);
+    if std::fs::write(&path, format!("{stamp}\n")).is_ok() {
+        return;
+    }
+    let mut tee = if is_root() { Command::new("tee") } else { sudo_tee() };
+    tee.arg(&path).stdin(Stdio::piped()).stdout(Stdio::null());
+    let mut child = tee.spawn().expect("tee");
+    child.stdin.take().unwrap().write_all(format!("{stamp}\n").as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "write {}", path.display());
+}
+
+fn sudo_tee() -> Command {
+    let mut cmd = Command::new("sudo");
+    cmd.args(["-n", "tee"]);
+    cmd
 }
 
 pub fn boot(arch: &Arch, dir: &Path, sip_port: u16, serial: &Path) -> Qemu {

@@ -789,7 +789,7 @@ fn realtime_session(s: &OpenAiSettings) -> RealtimeSession {
 }
 
 fn pcm_from_le(bytes: &[u8]) -> Option<Vec<i16>> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     Some(bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect())

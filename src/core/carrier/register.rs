@@ -510,7 +510,7 @@ mod tests {
         }
         // Two REGISTERs (unauthenticated, then rejected digest) per backoff cycle.
         assert_eq!(sends, 2 * rejections);
-        assert!(rejections >= 10 && rejections < 40, "{rejections} cycles in an hour");
+        assert!((10..40).contains(&rejections), "{rejections} cycles in an hour");
         assert!(!r.is_registered(now));
     }
 

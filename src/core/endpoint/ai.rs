@@ -241,7 +241,7 @@ impl Endpoint {
     pub(super) fn probe_timeouts(&mut self, now: Instant) {
         for i in 0..self.ai_probes.len() {
             let (endpoint, probe) = &mut self.ai_probes[i];
-            if !probe.poll_timeout().is_some_and(|t| t <= now) {
+            if probe.poll_timeout().is_none_or(|t| t > now) {
                 continue;
             }
             let endpoint = *endpoint;

@@ -138,7 +138,7 @@ impl Endpoint {
         let params = MediaParams {
             negotiated: negotiated.clone(),
             ai_format: self.cfg.ai_format,
-            jitter: self.cfg.jitter.clone(),
+            jitter: self.cfg.jitter,
             opus: self.cfg.opus,
             ssrc: self.rng_u32(),
             initial_seq: self.rng_u32() as u16,

@@ -50,7 +50,7 @@ pub struct CarrierLink {
 
 impl CarrierLink {
     pub fn new(settings: CarrierSettings, now: Instant, call_id: String, from_tag: String) -> Self {
-        let prober = settings.proxy.map(|_| Prober::new(settings.probe.clone(), now));
+        let prober = settings.proxy.map(|_| Prober::new(settings.probe, now));
         let registrar = match (&settings.proxy, &settings.register) {
             (Some(_), Some(reg)) => Some(Registrar::new(reg.clone(), now)),
             _ => None,

@@ -124,6 +124,7 @@ pub enum Input<'a> {
 
 /// What the endpoint wants the I/O shell to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // drained one at a time; boxing would allocate per packet
 pub enum Output {
     Transmit(Transmit),
     Event(Event),

@@ -338,6 +338,7 @@ pub trait SipHeaders {
         headers::call_id(self.headers_ref().get("Call-ID").ok_or(HeaderError::Missing("Call-ID"))?)
     }
 
+    #[allow(clippy::wrong_self_convention)] // the From header, not a conversion
     fn from_hdr(&self) -> Result<NameAddr, HeaderError> {
         NameAddr::parse(self.headers_ref().get("From").ok_or(HeaderError::Missing("From"))?)
     }

@@ -108,7 +108,7 @@ mod tests {
             callback_reason: Some("caller-pressed-1".into()),
             human: None,
         };
-        let t = table(&[row.clone()]);
+        let t = table(std::slice::from_ref(&row));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[1].starts_with("1970-01-01 00:00:00  telco"), "{t}");

@@ -93,7 +93,7 @@ fn prune_by_age_then_by_count() {
     let tmp = tempfile::tempdir().unwrap();
     let mut db = CallDb::new(tmp.path());
     let day = DAY_MS;
-    for (i, at) in [1 * day, 2 * day, 50 * day, 51 * day, 52 * day].into_iter().enumerate() {
+    for (i, at) in [day, 2 * day, 50 * day, 51 * day, 52 * day].into_iter().enumerate() {
         db.upsert(&record(&format!("c{i}"), RecordPhase::Answered), at).unwrap();
     }
     // at day 93, keep 90 days: c0 (day 1) and c1 (day 2) are too old

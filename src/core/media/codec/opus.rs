@@ -175,7 +175,7 @@ pub fn rtp_ticks(samples_per_channel: usize, rate: Rate) -> u32 {
 fn is_frame_len(samples_per_channel: usize, rate: Rate) -> bool {
     let per_2_5_ms = rate.per_ms() * 5 / 2;
     [1, 2, 4, 8, 16, 24].contains(&(samples_per_channel / per_2_5_ms))
-        && samples_per_channel % per_2_5_ms == 0
+        && samples_per_channel.is_multiple_of(per_2_5_ms)
 }
 
 /// An Opus encoder for one outgoing stream.
@@ -239,7 +239,7 @@ impl OpusEncoder {
     pub fn encode(&mut self, pcm: &[i16]) -> Result<&[u8]> {
         let ch = usize::from(self.config.channels);
         let per_channel = pcm.len() / ch;
-        if pcm.len() % ch != 0 || !is_frame_len(per_channel, self.config.rate) {
+        if !pcm.len().is_multiple_of(ch) || !is_frame_len(per_channel, self.config.rate) {
             return Err(CodecError::BadFrameLen {
                 samples: pcm.len(),
                 rate: self.config.rate.hz(),

@@ -67,8 +67,8 @@ impl Via {
 fn split_protocol(value: &str) -> Result<(String, &str), HeaderError> {
     let mut proto = String::new();
     let mut slashes = 0;
-    let mut chars = value.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
+    let chars = value.char_indices().peekable();
+    for (i, c) in chars {
         if c == '/' {
             slashes += 1;
             proto.push(c);

@@ -163,6 +163,7 @@ impl ClientTx {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one per transaction, never moved after insertion
 enum ServerTx {
     Invite(ServerInvite),
     NonInvite(ServerNonInvite),

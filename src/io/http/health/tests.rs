@@ -540,7 +540,9 @@ mod prom {
         None
     }
 
-    fn parse_labels(s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+    type Labels = Vec<(String, String)>;
+
+    fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
         let mut labels = Vec::new();
         let mut rest = s;
         loop {
