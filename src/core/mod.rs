@@ -14,4 +14,3 @@ pub mod outbound;
 pub mod sdp;
 pub mod sip;
 pub mod timer;
-pub mod update;
