@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use trunkguard::core::media::g711::Law;
 use trunkguard::core::media::prompt::Prompt;
-use trunkguard::sim::{Fault, SimConfig, SimHandle, SimMode, SimProtocol, SimServer};
+use trunkguard_agent_sim::{Fault, SimConfig, SimHandle, SimMode, SimProtocol, SimServer};
 
 const CARRIER_IP: &str = "127.0.0.2";
 /// `[ai] setup_budget_ms` in every test.
@@ -72,7 +72,7 @@ impl Sims {
         format!("ws://{}/media", self.handles[i].addr)
     }
 
-    fn stats(&self, i: usize) -> trunkguard::sim::SimCounters {
+    fn stats(&self, i: usize) -> trunkguard_agent_sim::SimCounters {
         self.handles[i].stats.snapshot()
     }
 }
