@@ -1,24 +1,16 @@
 //! The `trunkguard` command line: `run` the appliance, `check-config` a file, `set-password`
-//! for the status server, `first-boot` on the console, list the latest `calls` and `callbacks`, `bench` the media pipeline, or run the `agent-sim` fake cloud voice
-//! agent.
+//! for the status server, `first-boot` on the console, list the latest `calls` and `callbacks`.
+//! (The benchmarks and the agent simulator are their own binaries: `trunkguard-bench`,
+//! `trunkguard-agent-sim`.)
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use trunkguard::bench::alloc::CountingAlloc;
-use trunkguard::bench::media::{BenchCodec, MediaBenchConfig};
 use trunkguard::config::{Config, ConfigError};
 use trunkguard::io::mgmt::{self, password, AdminPassword};
-use trunkguard::sim::{Fault, SimConfig, SimMode, SimProtocol};
-
-/// The system allocator, able to count live bytes for `bench media` (off otherwise: one
-/// relaxed load of an untouched flag per allocation).
-#[global_allocator]
-static ALLOCATOR: CountingAlloc = CountingAlloc;
 
 /// Exit code for an invalid or unreadable configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -101,68 +93,6 @@ enum Command {
         /// Path to trunkguard.toml.
         path: PathBuf,
     },
-    /// Simulate a cloud AI voice agent (WebSocket server) for tests, demos and drills.
-    AgentSim(AgentSimArgs),
-    /// Benchmarks (one core, the calling thread).
-    Bench {
-        #[command(subcommand)]
-        what: BenchCommand,
-    },
-}
-
-#[derive(Debug, clap::Args)]
-struct AgentSimArgs {
-    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
-    #[arg(long, value_name = "ADDR")]
-    listen: SocketAddr,
-    /// Wire protocol: twilio-media-streams or openai-realtime.
-    #[arg(long, value_name = "PROTOCOL")]
-    protocol: SimProtocol,
-    /// echo (caller audio back after --echo-delay-ms) or prompt (spoken greeting).
-    #[arg(long, default_value = "echo", value_name = "MODE")]
-    mode: SimMode,
-    /// Fault to inject (repeatable): refuse, http503, close-after:N, stall-after:N,
-    /// slow-first-audio:MS.
-    #[arg(long, value_name = "FAULT")]
-    fault: Vec<Fault>,
-    /// Delay before echoing caller audio, in milliseconds.
-    #[arg(long, default_value_t = 200, value_name = "MS")]
-    echo_delay_ms: u64,
-    /// Serve wss:// with this PEM certificate chain (needs --tls-key).
-    #[arg(long, value_name = "PATH", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, value_name = "PATH", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// The per-call media pipeline: capacity vs the bare codec, heap per call, added latency.
-    Media {
-        /// Caller codec (opus: AI side PCM 24 kHz; pcmu: AI side mu-law 8 kHz).
-        #[arg(long, value_enum, default_value_t = CodecArg::Opus)]
-        codec: CodecArg,
-        /// Rough total running time in seconds.
-        #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
-        seconds: f64,
-        /// Calls in the capacity runs.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        calls: u32,
-    },
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum CodecArg {
-    Opus,
-    Pcmu,
-}
-
-fn positive_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 3600.0 => Ok(v),
-        _ => Err(format!("{s}: expected a number of seconds in (0, 3600]")),
-    }
 }
 
 fn main() -> ExitCode {
@@ -174,12 +104,8 @@ fn main() -> ExitCode {
         Command::FirstBoot { config, state_dir, password_file } => {
             first_boot(config, state_dir, password_file)
         }
-        Command::AgentSim(args) => agent_sim(args),
         Command::Calls { json, last, state_dir } => show_calls(json, last, state_dir),
         Command::Callbacks { json, last, state_dir } => show_callbacks(json, last, state_dir),
-        Command::Bench { what: BenchCommand::Media { codec, seconds, calls } } => {
-            bench_media(codec, seconds, calls)
-        }
     }
 }
 
@@ -342,86 +268,6 @@ fn first_boot(
             ExitCode::from(if usage { EXIT_CONFIG } else { EXIT_RUNTIME })
         }
     }
-}
-
-fn agent_sim(args: AgentSimArgs) -> ExitCode {
-    let mut cfg = SimConfig::new(args.listen, args.protocol);
-    cfg.mode = args.mode;
-    cfg.faults = args.fault;
-    cfg.echo_delay = std::time::Duration::from_millis(args.echo_delay_ms);
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let files = trunkguard::io::tls::TlsFiles {
-            cert,
-            key,
-            client_ca: None,
-            require_client_cert: false,
-        };
-        match trunkguard::io::tls::server_config(&files) {
-            Ok(tls) => cfg.tls = Some(tls),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        }
-    }
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    match runtime.block_on(serve_agent_sim(cfg, args.tls_cert.is_some())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: agent-sim: {e}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
-}
-
-fn bench_media(codec: CodecArg, seconds: f64, calls: u32) -> ExitCode {
-    let codec = match codec {
-        CodecArg::Opus => BenchCodec::Opus,
-        CodecArg::Pcmu => BenchCodec::Pcmu,
-    };
-    let config = MediaBenchConfig { codec, seconds, calls: calls as usize };
-    match trunkguard::bench::media::run(config) {
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: bench media: {e}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
-}
-
-/// Binds, prints `agent-sim listening on ADDR` once ready, serves until SIGTERM or Ctrl-C.
-async fn serve_agent_sim(cfg: SimConfig, tls: bool) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let server = trunkguard::sim::SimServer::bind(cfg).await?;
-    let addr = server.local_addr()?;
-    let scheme = if tls { "wss" } else { "ws" };
-    tracing::info!(%addr, %scheme, "agent-sim ready");
-    let mut stdout = std::io::stdout();
-    writeln!(stdout, "agent-sim listening on {addr}")?;
-    stdout.flush()?;
-    server.run(termination()).await
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn termination() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The tokio runtime (at most two worker threads: the box is small), or the exit code.

@@ -1,11 +1,12 @@
-//! The agent simulator over real loopback WebSockets: Twilio echo round trip, OpenAI session
-//! and echo, fault modes, prompt mode, and the `agent-sim` subcommand as a subprocess.
-//! Every wait is bounded by a timeout.
+//! The agent simulator (`trunkguard-agent-sim`, a crate written from the protocols' documents,
+//! independent of the appliance) over real loopback WebSockets: Twilio echo round trip, OpenAI
+//! session and echo, fault modes, prompt mode, and the appliance's own protocol code (the
+//! `core::ai` sessions) interoperating with it. The binary's command line is tested in
+//! `tools/agent-sim/tests/cli.rs`. Every wait is bounded by a timeout.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -22,7 +23,9 @@ use trunkguard::core::ai::{
 };
 use trunkguard::core::media::g711::linear_to_ulaw;
 use trunkguard::core::media::prompt::Prompt;
-use trunkguard::sim::{CreatedItem, Fault, SimConfig, SimHandle, SimMode, SimProtocol, Truncate};
+use trunkguard_agent_sim::{
+    CreatedItem, Fault, SimConfig, SimHandle, SimMode, SimProtocol, Truncate,
+};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -31,7 +34,7 @@ const WAIT: Duration = Duration::from_secs(5);
 async fn start_sim(protocol: SimProtocol, tweak: impl FnOnce(&mut SimConfig)) -> SimHandle {
     let mut cfg = SimConfig::new("127.0.0.1:0".parse().unwrap(), protocol);
     tweak(&mut cfg);
-    let server = trunkguard::sim::SimServer::bind(cfg).await.unwrap();
+    let server = trunkguard_agent_sim::SimServer::bind(cfg).await.unwrap();
     server.spawn().unwrap()
 }
 
@@ -79,7 +82,7 @@ async fn close_code(ws: &mut Client, within: Duration) -> Option<CloseCode> {
 }
 
 /// Polls the stats until `check` holds (bounded).
-async fn eventually(sim: &SimHandle, check: impl Fn(&trunkguard::sim::SimCounters) -> bool) {
+async fn eventually(sim: &SimHandle, check: impl Fn(&trunkguard_agent_sim::SimCounters) -> bool) {
     let deadline = Instant::now() + WAIT;
     while !check(&sim.stats.snapshot()) {
         assert!(Instant::now() < deadline, "stats never matched: {:?}", sim.stats.snapshot());
@@ -444,60 +447,6 @@ async fn openai_prompt_mode_speaks_pcm24k_after_session_update() {
     }
     drop(ws);
     sim.shutdown().await.unwrap();
-}
-
-/// Kills the child if a test fails half way.
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[tokio::test]
-async fn subcommand_prints_listening_serves_and_exits_on_sigterm() {
-    let child = Command::new(env!("CARGO_BIN_EXE_trunkguard"))
-        .args(["agent-sim", "--listen", "127.0.0.1:0", "--protocol", "openai-realtime"])
-        .args(["--fault", "slow-first-audio:10", "--echo-delay-ms", "50"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Reap(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
-        .await
-        .unwrap()
-        .expect("no listening line");
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("agent-sim listening on ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .parse()
-        .unwrap();
-    let mut ws = connect(addr).await;
-    assert_eq!(openai::decode(&next_text(&mut ws, WAIT).await).unwrap(), OaIn::SessionCreated);
-
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    assert_eq!(close_code(&mut ws, WAIT).await, Some(CloseCode::Away));
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(status.success(), "{status:?}");
 }
 
 /// Sends everything the core session queued.

@@ -1,4 +1,4 @@
-//! `trunkguard bench media` end to end with a tiny duration: the output is `name: number`
+//! `trunkguard-bench media` end to end with a tiny duration: the output is `name: number`
 //! lines (comments start with `#`), every expected figure is there and plausible. No timing
 //! assertions.
 
@@ -16,11 +16,11 @@ const FIGURES: [&str; 7] = [
 ];
 
 fn bench(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_trunkguard"))
-        .args(["bench", "media"])
+    Command::new(env!("CARGO_BIN_EXE_trunkguard-bench"))
+        .arg("media")
         .args(args)
         .output()
-        .expect("run trunkguard")
+        .expect("run trunkguard-bench")
 }
 
 /// Every non-comment line as `name: number`.

@@ -1,7 +1,9 @@
 //! End-to-end AI bridge tests against the real `trunkguard` binary: a carrier (raw SIP over
 //! UDP, or SIPp) calls in, a test-owned RTP peer talks and listens, and in-process agent
-//! simulators (`trunkguard::sim`) play the AI agents: echo both ways (cross-correlated),
-//! DTMF to the agent, barge-in `clear`, setup failover to the standby inside the budget,
+//! simulators (`trunkguard-agent-sim`, written from the protocols' documents, independent of
+//! the appliance) play the AI agents: echo both ways (cross-correlated), DTMF to the agent,
+//! barge-in `clear`, barge-in over seconds of bursted agent audio (Twilio `clear`, OpenAI
+//! `speech_started`), setup failover to the standby inside the budget,
 //! mid-call failover with the filler, both agents down (canned prompt), and the breaker.
 //!
 //! Figures for the issue are printed as `name: value` lines (run with `--nocapture`);
@@ -20,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use trunkguard::core::media::g711::Law;
 use trunkguard::core::media::prompt::Prompt;
-use trunkguard::sim::{Fault, SimConfig, SimHandle, SimMode, SimProtocol, SimServer};
+use trunkguard_agent_sim::{
+    AudioMode, Fault, SimConfig, SimHandle, SimMode, SimProtocol, SimServer,
+};
 
 const CARRIER_IP: &str = "127.0.0.2";
 /// `[ai] setup_budget_ms` in every test.
@@ -58,9 +62,21 @@ impl Sims {
 
     /// Starts a simulator on an ephemeral loopback port; returns its index.
     fn start(&mut self, protocol: SimProtocol, mode: SimMode, faults: &[&str]) -> usize {
+        self.start_with(protocol, mode, faults, AudioMode::Paced)
+    }
+
+    /// [`Sims::start`] with an `--audio` mode.
+    fn start_with(
+        &mut self,
+        protocol: SimProtocol,
+        mode: SimMode,
+        faults: &[&str],
+        audio: AudioMode,
+    ) -> usize {
         let mut cfg = SimConfig::new("127.0.0.1:0".parse().unwrap(), protocol);
         cfg.mode = mode;
         cfg.faults = faults.iter().map(|f| f.parse::<Fault>().expect("fault")).collect();
+        cfg.audio = audio;
         let rt = self.rt.as_ref().unwrap();
         let _guard = rt.enter();
         let server = rt.block_on(SimServer::bind(cfg)).expect("bind agent-sim");
@@ -72,7 +88,7 @@ impl Sims {
         format!("ws://{}/media", self.handles[i].addr)
     }
 
-    fn stats(&self, i: usize) -> trunkguard::sim::SimCounters {
+    fn stats(&self, i: usize) -> trunkguard_agent_sim::SimCounters {
         self.handles[i].stats.snapshot()
     }
 }
@@ -775,6 +791,97 @@ fn agent_clear_on_barge_in_stops_the_greeting_at_once() {
     assert!(silence_ms >= 150.0, "audio resumed {silence_ms:.0} ms after the greeting stopped");
     assert!(uac.hang_up(), "no 200 to BYE");
     app.assert_alive();
+}
+
+/// The box holds seconds of agent audio (the agent sent its 4.2 s greeting in one burst) when
+/// the caller talks over it and the agent signals the barge-in (Twilio `clear`, OpenAI
+/// `input_audio_buffer.speech_started`): what the caller hears of the greeting stops within
+/// two 20 ms frames of that message, and once the caller stops, the agent's next turn (the
+/// greeting again, in a new burst) is heard: playout works after the flush.
+fn barge_in_over_a_burst(ports: Ports, protocol: SimProtocol, config_protocol: &str, label: &str) {
+    let _serial = serial();
+    let mut sims = Sims::new();
+    let burst = AudioMode::Burst(Duration::from_secs(5));
+    let a = sims.start_with(protocol, SimMode::Prompt, &[], burst);
+    let config = ai_config(ports, config_protocol, "g711_ulaw", &sims.url(a), None);
+    let mut app = Appliance::start(&config);
+    let peer = RtpPeer::bind(CARRIER_IP, ports.audio(0));
+    let mut uac = Uac::call(ports, 0, peer.addr, label);
+    let answer = uac.answered(Duration::from_secs(5));
+    peer.start(answer.rtp);
+    // half a second of the greeting heard: the box still holds the rest of the burst
+    let greeting = wait_until(Duration::from_secs(4), Duration::from_millis(5), || {
+        peer.received().iter().filter(|p| voiced(p)).count() >= 25
+    });
+    assert!(greeting, "no greeting from the agent ({} packets)", peer.received().len());
+
+    // the caller talks over it: 1.5 s of a steady tone (no pause: the agent waits for its end)
+    let tone: Vec<i16> =
+        (0..12_000).map(|i| (8000.0 * (i as f64 * 2.0 * 0.0549778).sin()) as i16).collect();
+    let mut codes = Vec::new();
+    Law::Ulaw.encode_into(&tone, &mut codes);
+    peer.say(&codes);
+    let barged = wait_until(Duration::from_secs(3), Duration::from_millis(5), || {
+        !sims.stats(a).barge_ins.is_empty()
+    });
+    assert!(barged, "the agent signalled no barge-in: {:?}", sims.stats(a));
+    let barge = sims.stats(a).barge_ins[0];
+    // the tone ends about 1.5 s after the barge-in; the agent speaks again 300 ms later
+    let heard_again = wait_until(Duration::from_secs(4), Duration::from_millis(10), || {
+        let resumed = barge.at + Duration::from_millis(1000);
+        peer.received().iter().filter(|p| p.at > resumed && voiced(p)).count() >= 10
+    });
+    let received = peer.received();
+    assert!(uac.hang_up(), "no 200 to BYE");
+
+    // before the agent may speak again (300 ms of caller silence at the earliest)
+    let window = barge.at + Duration::from_millis(250);
+    let greeting_after: Vec<f64> = received
+        .iter()
+        .filter(|p| p.at >= barge.at && p.at <= window && voiced(p))
+        .map(|p| p.at.duration_since(barge.at).as_secs_f64() * 1000.0)
+        .collect();
+    let last_ms = greeting_after.iter().copied().fold(0.0, f64::max);
+    let resumed_ms = received
+        .iter()
+        .find(|p| p.at > window && voiced(p))
+        .map_or(f64::INFINITY, |p| p.at.duration_since(barge.at).as_secs_f64() * 1000.0);
+    figure(&format!("{label}_barge_in_queued_agent_audio_ms"), barge.ahead.as_millis());
+    figure(&format!("{label}_barge_in_greeting_frames_after"), greeting_after.len());
+    figure(&format!("{label}_barge_in_last_greeting_frame_after_ms"), format!("{last_ms:.1}"));
+    figure(&format!("{label}_barge_in_next_turn_heard_after_ms"), format!("{resumed_ms:.0}"));
+    assert!(
+        barge.ahead >= Duration::from_secs(2),
+        "the box held only {:?} of agent audio at the barge-in",
+        barge.ahead
+    );
+    assert!(
+        greeting_after.len() <= 2,
+        "{} frames of the greeting after the barge-in, the last {last_ms:.0} ms after",
+        greeting_after.len()
+    );
+    assert!(heard_again, "the agent's next turn was not heard after the flush");
+    app.assert_alive();
+}
+
+#[test]
+fn twilio_clear_flushes_seconds_of_queued_agent_audio_within_two_frames() {
+    barge_in_over_a_burst(
+        Ports::new(38200),
+        SimProtocol::TwilioMediaStreams,
+        "twilio-media-streams",
+        "twilio",
+    );
+}
+
+#[test]
+fn openai_speech_started_flushes_seconds_of_queued_agent_audio_within_two_frames() {
+    barge_in_over_a_burst(
+        Ports::new(38400),
+        SimProtocol::OpenAiRealtime,
+        "openai-realtime",
+        "openai",
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 //! The status page in a real browser: the real binary with a probed carrier (SIPp answering
-//! OPTIONS), an inbound-only carrier, an AI endpoint (`trunkguard agent-sim`) and a call in
+//! OPTIONS), an inbound-only carrier, an AI endpoint (the agent simulator, in-process) and a call in
 //! progress whose caller display name is markup. Headless Chromium loads `/`, runs the page's
 //! script, and the test checks what a person would see in the DOM it dumps: the readiness
 //! banner, both carriers, the agent, and the caller's name shown as literal text (no element

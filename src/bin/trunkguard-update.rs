@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use trunkguard::core::update::WatchSettings;
 use trunkguard::update::bundle::make::{self, BundleSpec};
+use trunkguard::update::policy::WatchSettings;
 use trunkguard::update::probe::ReadyUrl;
 use trunkguard::update::run::{self, Done, Options};
 use trunkguard::update::{sign, UpdateError};

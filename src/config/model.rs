@@ -200,7 +200,7 @@ pub struct AiEndpointConfig {
     pub name: String,
     pub role: AiRole,
     pub protocol: AiProtocolName,
-    /// `wss://...`, or `ws://` to a loopback address (tests, agent-sim).
+    /// `wss://...`, or `ws://` to a loopback address (tests, trunkguard-agent-sim).
     pub url: String,
     /// Sent as `Authorization: Bearer <token>`; read from `token_file` or `token_env`.
     pub token: Option<Password>,

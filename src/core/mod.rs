@@ -18,4 +18,3 @@ pub mod outbound;
 pub mod sdp;
 pub mod sip;
 pub mod timer;
-pub mod update;

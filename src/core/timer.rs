@@ -78,14 +78,10 @@ pub enum Timer {
     OutboundProvisional = 32,
     /// Transfer by REFER: no final NOTIFY about the referred call in time.
     ReferWait = 33,
-    /// A/B update: the next `/readyz` probe of the freshly started version.
-    UpdateProbe = 34,
-    /// A/B update: the started version has not become ready in time (switch back).
-    UpdateReady = 35,
 }
 
 impl Timer {
-    pub const COUNT: usize = 36;
+    pub const COUNT: usize = 34;
     pub const ALL: [Timer; Timer::COUNT] = [
         Timer::A,
         Timer::B,
@@ -121,8 +117,6 @@ impl Timer {
         Timer::HumanRing,
         Timer::OutboundProvisional,
         Timer::ReferWait,
-        Timer::UpdateProbe,
-        Timer::UpdateReady,
     ];
 }
 

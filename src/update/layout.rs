@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::manifest::{self, Manifest};
 use super::UpdateError;
-use crate::core::update::Slot;
 use crate::io::mgmt::files;
+use crate::update::policy::Slot;
 
 #[derive(Debug, Clone)]
 pub struct Layout {

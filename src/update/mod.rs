@@ -9,13 +9,15 @@
 //!   switched atomically, the pending marker and the lock of the state directory.
 //! - [`log`]: the JSON-lines update log.
 //! - [`probe`]: the `/readyz` probe (plain HTTP on loopback) and the restart command.
-//! - [`run`]: `install`, `confirm`, `rollback`, `init` and `status`, driving the policy of
-//!   [`crate::core::update`].
+//! - [`policy`]: the A/B update policy, sans-IO (`now` passed in): switch, restart, probe,
+//!   confirm or roll back.
+//! - [`run`]: `install`, `confirm`, `rollback`, `init` and `status`, driving [`policy`].
 
 pub mod bundle;
 pub mod layout;
 pub mod log;
 pub mod manifest;
+pub mod policy;
 pub mod probe;
 pub mod run;
 pub mod sign;

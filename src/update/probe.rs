@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::update::Probe;
+use crate::update::policy::Probe;
 
 /// A parsed `http://HOST:PORT/PATH` (or `https://` to a loopback address) readiness URL.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! - `init`: the first version into slot `a`, `current` pointing at it (image build).
 //! - `install`: checksum, manifest, signature, every entry checked (nothing written yet); the
 //!   inactive slot unpacked through a staging directory and synced; the pending marker; then
-//!   the policy of [`crate::core::update`]: switch, restart, probe `/readyz`, confirm or roll
+//!   the policy of [`crate::update::policy`]: switch, restart, probe `/readyz`, confirm or roll
 //!   back. Every outcome, refusals included, is a line of the update log.
 //! - `confirm`: at boot, a pending marker means the box restarted in the middle of an update:
 //!   watch the slot `current` names and keep it or roll back.
@@ -21,8 +21,8 @@ use super::log::{self, Record};
 use super::probe::{self, ReadyUrl};
 use super::sign::PublicKey;
 use super::UpdateError;
-use crate::core::update::{Action, Outcome, Output, Slot, UpdateWatch, WatchSettings};
 use crate::io::clock;
+use crate::update::policy::{Action, Outcome, Output, Slot, UpdateWatch, WatchSettings};
 
 /// The restart command on the box.
 pub const DEFAULT_RESTART: &str = "systemctl restart trunkguard.service";

@@ -958,33 +958,50 @@ impl Drop for Reap {
     }
 }
 
-/// `trunkguard agent-sim` as a separate process on 127.0.0.1:`port` (Twilio Media Streams,
-/// echo), once it says it listens.
-pub fn spawn_agent_sim(port: u16) -> Reap {
-    use std::io::{BufRead, BufReader};
-    let child = Command::new(appliance_binary())
-        .args([
-            "agent-sim",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--protocol",
-            "twilio-media-streams",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn trunkguard agent-sim");
-    let mut sim = Reap(child);
-    let stdout = sim.0.stdout.take().expect("agent-sim stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(15)).expect("agent-sim did not say it listens");
-    assert!(line.starts_with("agent-sim listening on "), "agent-sim said {line:?}");
-    sim
+/// The agent simulator (`trunkguard-agent-sim`'s library, in this test process on its own
+/// tokio runtime) on 127.0.0.1:`port`: Twilio Media Streams, echo. Dropping it stops it: open
+/// connections are closed and the port no longer accepts. (In-process because a test can only
+/// name binaries of its own package; the simulator is a separate crate.)
+pub struct AgentSim {
+    rt: Option<tokio::runtime::Runtime>,
+    handle: Option<trunkguard_agent_sim::SimHandle>,
+}
+
+impl Drop for AgentSim {
+    fn drop(&mut self) {
+        if let (Some(rt), Some(handle)) = (self.rt.take(), self.handle.take()) {
+            let _ = rt.block_on(tokio::time::timeout(Duration::from_secs(3), handle.shutdown()));
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Starts an [`AgentSim`] on 127.0.0.1:`port` (retrying the bind for up to 5 s).
+pub fn spawn_agent_sim(port: u16) -> AgentSim {
+    use trunkguard_agent_sim::{SimConfig, SimProtocol, SimServer};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("agent-sim runtime");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let server = loop {
+        let cfg = SimConfig::new(addr, SimProtocol::TwilioMediaStreams);
+        match rt.block_on(SimServer::bind(cfg)) {
+            Ok(server) => break server,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("agent-sim: bind {addr}: {e}; retrying");
+                thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("agent-sim: bind {addr}: {e}"),
+        }
+    };
+    let handle = {
+        let _entered = rt.enter();
+        server.spawn().expect("agent-sim spawn")
+    };
+    AgentSim { rt: Some(rt), handle: Some(handle) }
 }
 
 // ---------------------------------------------------------------------------

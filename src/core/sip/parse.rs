@@ -1,5 +1,5 @@
 //! Parsing wire bytes into a [`SipMessage`]: start line, header unfolding, compact-name
-//! expansion, body by Content-Length, and the validation rsip alone does not do.
+//! expansion, body by Content-Length, and the validation the grammar requires.
 //!
 //! Conformance: every message of RFC 4475 and RFC 5118 is classified as the RFCs ask
 //! (see `tests/torture.rs`). Policy rejections of well-formed requests (416, 420, 483, ...)

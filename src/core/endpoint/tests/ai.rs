@@ -369,3 +369,54 @@ fn an_ai_endpoint_out_of_service_gets_no_calls() {
     assert!(connects[0].1.ends_with(":9002/media"), "straight to the standby: {connects:?}");
     assert_eq!(h.ep.status(h.now).admin.ai_endpoints_out_of_service, vec!["primary".to_string()]);
 }
+
+/// PCMU packets sent to the caller so far (RTCP not counted), forgotten with the RTCP.
+fn take_pcmu(h: &mut Harness) -> usize {
+    let mut n = 0;
+    h.out.retain(|o| match o {
+        Output::Transmit(Transmit::Rtp { data, .. }) => {
+            n += usize::from(data.len() > 12 && data[1] & 0x7f == 0);
+            false
+        }
+        _ => true,
+    });
+    n
+}
+
+#[test]
+fn a_clear_with_seconds_of_agent_audio_queued_stops_it_at_the_next_frame() {
+    let mut h = Harness::new(ai_config());
+    let (_, conn, sid) = bridged_call(&mut h);
+    // the agent sends 5 s of audio at once (a burst), then a mark after it
+    for _ in 0..25 {
+        let agent = twilio::encode_agent_media(&sid, &[0x2a; 1600]);
+        ai_in(&mut h, Input::AiText { conn, text: &agent });
+    }
+    ai_in(&mut h, Input::AiText { conn, text: &twilio::encode_agent_mark(&sid, "end") });
+    h.advance(Duration::from_millis(1000));
+    assert_eq!(take_pcmu(&mut h), 50, "played at the caller's pace: 1 s of the 5");
+    take_frames(&mut h);
+    pong(&mut h);
+
+    // barge-in: the agent clears while the box still holds 4 s
+    ai_in(&mut h, Input::AiText { conn, text: &twilio::encode_clear(&sid) });
+    let marks: Vec<Value> = take_frames(&mut h)
+        .into_iter()
+        .filter(|(_, f)| f["event"] == "mark")
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(marks.len(), 1, "the cleared mark goes back to the agent at once: {marks:?}");
+    assert_eq!(marks[0]["mark"]["name"], "end");
+    h.advance(Duration::from_millis(20));
+    assert_eq!(take_pcmu(&mut h), 0, "the next frame carries none of the cleared audio");
+    for _ in 0..40 {
+        h.advance(Duration::from_millis(100));
+        pong(&mut h);
+    }
+    assert_eq!(take_pcmu(&mut h), 0, "the 4 s still queued were dropped, not played later");
+
+    // the agent's next turn plays normally
+    ai_in(&mut h, Input::AiText { conn, text: &twilio::encode_agent_media(&sid, &[0x2a; 800]) });
+    h.advance(Duration::from_millis(200));
+    assert_eq!(take_pcmu(&mut h), 5);
+}

@@ -3,9 +3,8 @@
 //! `scheme:rest` URIs of other schemes (kept verbatim; whether they are supported is a policy
 //! decision made in `validate`).
 //!
-//! rsip 0.4 accepts several malformed URIs and rejects IPv6 hosts, so this grammar is the gate;
-//! a validated [`SipUri`] converts to rsip's typed [`rsip::Uri`] (params typed by rsip) for code
-//! that wants rsip types.
+//! rsip 0.4 accepts several malformed URIs and rejects IPv6 hosts, so this grammar is the gate
+//! (rsip is only a dev-dependency: a test checks that both agree where rsip parses).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -223,34 +222,6 @@ impl SipUri {
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
         self.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_deref())
     }
-
-    /// The same URI as rsip's typed value (rsip types the well-known params).
-    pub fn to_rsip(&self) -> rsip::Uri {
-        let host = match &self.host {
-            Host::Name(n) => rsip::Host::Domain(n.clone().into()),
-            Host::V4(a) => rsip::Host::IpAddr(IpAddr::V4(*a)),
-            Host::V6(a) => rsip::Host::IpAddr(IpAddr::V6(*a)),
-        };
-        let params = self
-            .params
-            .iter()
-            .map(|(k, v)| {
-                rsip::Param::try_from((k.as_str(), v.as_deref())).unwrap_or_else(|_| {
-                    rsip::Param::Other(k.clone().into(), v.clone().map(Into::into))
-                })
-            })
-            .collect();
-        rsip::Uri {
-            scheme: Some(if self.sips { rsip::Scheme::Sips } else { rsip::Scheme::Sip }),
-            auth: self
-                .user
-                .as_ref()
-                .map(|u| rsip::Auth { user: u.clone(), password: self.password.clone() }),
-            host_with_port: rsip::HostWithPort { host, port: self.port.map(Into::into) },
-            params,
-            headers: Vec::new(),
-        }
-    }
 }
 
 fn parse_userinfo(u: &str) -> Result<(String, Option<String>), HeaderError> {
@@ -402,6 +373,34 @@ mod tests {
         }
     }
 
+    /// The same URI as rsip's typed value (rsip types the well-known params).
+    fn to_rsip(uri: &SipUri) -> rsip::Uri {
+        let host = match &uri.host {
+            Host::Name(n) => rsip::Host::Domain(n.clone().into()),
+            Host::V4(a) => rsip::Host::IpAddr(IpAddr::V4(*a)),
+            Host::V6(a) => rsip::Host::IpAddr(IpAddr::V6(*a)),
+        };
+        let params = uri
+            .params
+            .iter()
+            .map(|(k, v)| {
+                rsip::Param::try_from((k.as_str(), v.as_deref())).unwrap_or_else(|_| {
+                    rsip::Param::Other(k.clone().into(), v.clone().map(Into::into))
+                })
+            })
+            .collect();
+        rsip::Uri {
+            scheme: Some(if uri.sips { rsip::Scheme::Sips } else { rsip::Scheme::Sip }),
+            auth: uri
+                .user
+                .as_ref()
+                .map(|u| rsip::Auth { user: u.clone(), password: uri.password.clone() }),
+            host_with_port: rsip::HostWithPort { host, port: uri.port.map(Into::into) },
+            params,
+            headers: Vec::new(),
+        }
+    }
+
     #[test]
     fn agrees_with_rsip_where_rsip_parses() {
         for s in [
@@ -409,14 +408,14 @@ mod tests {
             "sip:192.0.2.1",
             "sips:bob@host.example.net",
         ] {
-            let ours = SipUri::parse(s).unwrap().to_rsip();
+            let ours = to_rsip(&SipUri::parse(s).unwrap());
             let theirs = rsip::Uri::try_from(s).unwrap();
             assert_eq!(ours.host_with_port, theirs.host_with_port, "{s}");
             assert_eq!(ours.auth, theirs.auth, "{s}");
             assert_eq!(ours.params, theirs.params, "{s}");
         }
         // rsip cannot parse IPv6 references; ours converts them.
-        let v6 = SipUri::parse("sip:[2001:db8::9:1]:5060").unwrap().to_rsip();
+        let v6 = to_rsip(&SipUri::parse("sip:[2001:db8::9:1]:5060").unwrap());
         assert_eq!(v6.host_with_port.host, rsip::Host::IpAddr("2001:db8::9:1".parse().unwrap()));
     }
 }

@@ -1,6 +1,6 @@
 //! Heap bytes per live call: `n` calls are created and run for two simulated seconds (so
 //! their buffers have grown to their working size), then the live-bytes counter of the
-//! counting allocator ([`crate::bench::alloc`]) is read again. The difference, divided by
+//! counting allocator ([`crate::alloc`]) is read again. The difference, divided by
 //! `n`, is the Rust heap of one call (the session, its buffers and its entry in the call
 //! list). libopus allocates its encoder and decoder with C `malloc`, which the counter does not
 //! see: their sizes come from `opus_encoder_get_size` / `opus_decoder_get_size` and are
@@ -9,8 +9,8 @@
 
 use std::time::Instant;
 
-use crate::bench::alloc;
-use crate::core::media::session::FRAME;
+use crate::alloc;
+use trunkguard::core::media::session::FRAME;
 
 use super::calls::Calls;
 use super::signal::CallerSignal;

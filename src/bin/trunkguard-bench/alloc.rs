@@ -1,9 +1,9 @@
 //! A counting wrapper around the system allocator, for measuring live heap bytes.
 //!
-//! `main.rs` installs [`CountingAlloc`] as the global allocator. Counting is off until
-//! [`enable`] is called (the `bench` subcommand only), so the appliance itself pays one relaxed
-//! load of a flag nobody writes per allocation and free. When on, every allocation adds its
-//! size to a relaxed atomic counter and every free subtracts it; [`live_bytes`] reads it.
+//! `trunkguard-bench` installs [`CountingAlloc`] as its global allocator; the appliance does not
+//! (it uses the system allocator, unwrapped). Counting is off until [`enable`] is called (by
+//! the memory reading of `bench media`). When on, every allocation adds its size to a relaxed
+//! atomic counter and every free subtracts it; [`live_bytes`] reads it.
 //! Blocks allocated before counting was enabled and freed after make the counter lower than
 //! the true total: only differences between two readings are meaningful.
 //!

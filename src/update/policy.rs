@@ -4,15 +4,15 @@
 //! the previous version and watch it the same way. The outcome says why.
 //!
 //! Phases: (Written →) `Switched` → `Confirmed`, or `Switched` → `RollingBack` → `RolledBack`.
-//! The file and process work (writing slots, the symlink, the restart command, HTTP probes) is
-//! the I/O layer's (`crate::update`): it performs each [`Action`] and reports back with
-//! [`UpdateWatch::restarted`] and [`UpdateWatch::probed`].
+//! Sans-IO like the appliance's core (no clock reads, sleeps or sockets: `now` is passed in),
+//! but it lives beside the updater, not in the appliance's core. The file and process work
+//! (writing slots, the symlink, the restart command, HTTP probes) is the rest of
+//! `crate::update`'s (`run`, `probe`, `layout`): it performs each [`Action`] and reports back
+//! with [`UpdateWatch::restarted`] and [`UpdateWatch::probed`].
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
-
-use super::timer::{Timer, TimerTable};
 
 /// One of the two install slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,13 +122,30 @@ pub enum Phase {
     RolledBack,
 }
 
+/// The watch's two deadlines (its own: the updater is not a call, so it has no place in the
+/// core's per-call timer table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct WatchTimers {
+    /// The next `/readyz` probe of the version being judged.
+    probe: Option<Instant>,
+    /// The version being judged must be ready by then (else switch back, or give up).
+    ready: Option<Instant>,
+}
+
+impl WatchTimers {
+    /// The earlier deadline.
+    fn next(&self) -> Option<Instant> {
+        [self.probe, self.ready].into_iter().flatten().min()
+    }
+}
+
 /// One update being judged: the new slot after a switch, or the previous one after a rollback.
 #[derive(Debug)]
 pub struct UpdateWatch {
     phase: Phase,
     from: Slot,
     settings: WatchSettings,
-    timers: TimerTable,
+    timers: WatchTimers,
     actions: VecDeque<Action>,
     /// Since the switch to the slot now judged.
     started: Instant,
@@ -153,13 +170,13 @@ impl UpdateWatch {
     /// service was started by the boot; watch it (and roll back to `from` if needed).
     pub fn resume(now: Instant, from: Slot, settings: WatchSettings) -> UpdateWatch {
         let mut w = UpdateWatch::new(now, from, settings);
-        w.timers.set(Timer::UpdateProbe, now);
+        w.timers.probe = Some(now);
         w
     }
 
     fn new(now: Instant, from: Slot, settings: WatchSettings) -> UpdateWatch {
-        let mut timers = TimerTable::default();
-        timers.set(Timer::UpdateReady, now + settings.ready_timeout);
+        let mut timers = WatchTimers::default();
+        timers.ready = Some(now + settings.ready_timeout);
         UpdateWatch {
             phase: Phase::Switched,
             from,
@@ -193,7 +210,7 @@ impl UpdateWatch {
         if self.waiting {
             return Output::Waiting;
         }
-        match self.timers.next_timeout() {
+        match self.timers.next() {
             Some(t) => Output::Timeout(t),
             // unreachable while running: the ready deadline is always set
             None => Output::Waiting,
@@ -202,7 +219,7 @@ impl UpdateWatch {
 
     /// The latest moment the I/O layer may spend on a restart or probe.
     pub fn deadline(&self) -> Option<Instant> {
-        self.timers.get(Timer::UpdateReady)
+        self.timers.ready
     }
 
     /// The restart command finished (`Err` with what went wrong).
@@ -214,9 +231,9 @@ impl UpdateWatch {
             }
             Err(why) => {
                 self.last_failure = Some(format!("restart failed: {why}"));
-                self.timers.set(Timer::UpdateProbe, now);
+                self.timers.probe = Some(now);
             }
-            Ok(()) => self.timers.set(Timer::UpdateProbe, now),
+            Ok(()) => self.timers.probe = Some(now),
         }
         self.handle_timeout(now);
     }
@@ -238,7 +255,7 @@ impl UpdateWatch {
             self.finish_ready(now);
             return;
         }
-        self.timers.set(Timer::UpdateProbe, now + self.settings.probe_interval);
+        self.timers.probe = Some(now + self.settings.probe_interval);
         self.handle_timeout(now);
     }
 
@@ -247,13 +264,13 @@ impl UpdateWatch {
         if self.outcome.is_some() || self.waiting {
             return;
         }
-        if self.timers.is_expired(Timer::UpdateReady, now) {
-            self.timers.stop(Timer::UpdateReady);
+        if self.timers.ready.is_some_and(|t| t <= now) {
+            self.timers.ready = None;
             self.deadline_passed(now);
             return;
         }
-        if self.timers.is_expired(Timer::UpdateProbe, now) {
-            self.timers.stop(Timer::UpdateProbe);
+        if self.timers.probe.is_some_and(|t| t <= now) {
+            self.timers.probe = None;
             self.actions.push_back(Action::Probe);
         }
     }
@@ -285,8 +302,8 @@ impl UpdateWatch {
         self.streak = 0;
         self.last_failure = None;
         self.started = now;
-        self.timers.stop_all();
-        self.timers.set(Timer::UpdateReady, now + self.settings.ready_timeout);
+        self.timers = WatchTimers::default();
+        self.timers.ready = Some(now + self.settings.ready_timeout);
         self.actions.clear();
         self.actions.push_back(Action::Switch(self.from));
         self.actions.push_back(Action::Restart);
@@ -311,7 +328,7 @@ impl UpdateWatch {
 
     fn finish(&mut self, phase: Phase, outcome: Outcome) {
         self.phase = phase;
-        self.timers.stop_all();
+        self.timers = WatchTimers::default();
         self.actions.clear();
         self.outcome = Some(outcome);
     }

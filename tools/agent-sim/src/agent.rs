@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::audio::{self, Format};
-use super::player::Player;
-use super::stats::SimStats;
-use super::SimMode;
+use crate::audio::{self, Format};
+use crate::pacing::AudioMode;
+use crate::player::Player;
+use crate::stats::SimStats;
+use crate::SimMode;
 
 /// One connection's protocol logic, driven by the connection loop with an explicit `now`.
 pub trait Agent: Send {
@@ -28,15 +29,35 @@ pub struct AgentCtx {
     pub max_frame: usize,
     pub max_queue: Duration,
     pub first_audio_hold: Option<Duration>,
+    /// How agent audio is timed and sized.
+    pub audio: AudioMode,
+    /// Seed of the `jitter` offsets (mixed with the connection number).
+    pub seed: u64,
     pub stats: Arc<SimStats>,
     /// The greeting at 8 kHz (prompt mode).
     pub greeting: Option<Arc<[i16]>>,
 }
 
 impl AgentCtx {
-    /// A fresh playout queue at `format`'s rate.
-    pub fn player(&self, format: Format) -> Player {
-        Player::new(format.rate(), self.max_queue, self.first_audio_hold)
+    /// A fresh playout queue in `format` for connection `conn`.
+    pub fn player(&self, format: Format, conn: u64) -> Player {
+        let seed = self.seed ^ conn.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Player::new(format, self.max_queue, self.first_audio_hold, self.audio, seed)
+    }
+
+    /// Counts one audio message of `samples` at `format`'s rate.
+    pub fn count_audio_out(&self, format: Format, samples: usize) {
+        let us = samples as u64 * 1_000_000 / u64::from(format.rate());
+        self.stats.update(|s| {
+            s.media_out += 1;
+            s.audio_out_us += us;
+        });
+    }
+
+    /// Records a barge-in signalled at `at`, `ahead` of real time.
+    pub fn record_barge_in(&self, at: Instant, ahead: Duration) {
+        let b = crate::stats::BargeIn { at, ahead };
+        self.stats.update(|s| crate::stats::record(&mut s.barge_ins, b));
     }
 
     /// The greeting converted to `format`'s rate.

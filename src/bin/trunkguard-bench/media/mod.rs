@@ -1,9 +1,9 @@
-//! `trunkguard bench media`: how many calls one core carries through the full per-call media
+//! `trunkguard-bench media`: how many calls one core carries through the full per-call media
 //! pipeline, how close that is to the bare codec cost, the heap per call, and the latency the
 //! engine adds at 80 % load. Everything runs on the calling thread.
 //!
 //! - [`signal`]: the caller's speech (the built-in prompt) in the codec under test, as RTP.
-//! - [`calls`]: benchmark calls (full [`crate::core::media::session::MediaSession`]s) and
+//! - [`calls`]: benchmark calls (full [`trunkguard::core::media::session::MediaSession`]s) and
 //!   their 20 ms step with the caller's audio echoed back as the AI's.
 //! - [`ceiling`]: the bare codec cost (decode + encode per 20 ms).
 //! - [`pipeline`]: capacity on a simulated clock (call-seconds per CPU second).
@@ -25,13 +25,13 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::core::media::codec::opus::{DEFAULT_BITRATE, DEFAULT_COMPLEXITY};
-use crate::core::media::codec::pipeline::AiFormat;
-use crate::core::media::codec::{CodecError, Rate};
-use crate::core::media::g711::Law;
-use crate::core::media::prompt::PromptError;
-use crate::core::media::session::MediaError;
-use crate::core::sdp::Codec;
+use trunkguard::core::media::codec::opus::{DEFAULT_BITRATE, DEFAULT_COMPLEXITY};
+use trunkguard::core::media::codec::pipeline::AiFormat;
+use trunkguard::core::media::codec::{CodecError, Rate};
+use trunkguard::core::media::g711::Law;
+use trunkguard::core::media::prompt::PromptError;
+use trunkguard::core::media::session::MediaError;
+use trunkguard::core::sdp::Codec;
 
 /// Payload type of Opus in the benchmark calls.
 const OPUS_PT: u8 = 111;
@@ -178,7 +178,7 @@ fn ms(d: Duration) -> f64 {
 impl fmt::Display for MediaBenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (c, p, m, l) = (&self.ceiling, &self.pipeline, &self.memory, &self.latency);
-        writeln!(f, "# trunkguard bench media: {}", self.config.codec.describe())?;
+        writeln!(f, "# trunkguard-bench media: {}", self.config.codec.describe())?;
         writeln!(
             f,
             "# one core (the calling thread); caller audio: the built-in prompt's speech, looped"

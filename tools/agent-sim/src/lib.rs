@@ -1,23 +1,33 @@
-//! The agent simulator: a WebSocket server that plays a cloud AI voice agent speaking Twilio
-//! Media Streams or the OpenAI Realtime API, for tests, demos and on-site drills when no
-//! cloud is at hand. This is I/O code (tokio, the clock); the protocol messages come from
-//! [`crate::core::ai`].
+//! `trunkguard-agent-sim`: a WebSocket server that plays a cloud AI voice agent speaking Twilio
+//! Media Streams or the OpenAI Realtime API, for tests, demos and on-site drills when no cloud
+//! is at hand.
+//!
+//! It is written from the protocols' documents and does not depend on the appliance: its
+//! messages, μ-law codec and greeting reader are its own, so tests that drive the appliance
+//! against it check the appliance against the protocols rather than against itself.
 //!
 //! - [`fault`]: the `--fault` modes (refuse, http503, close-after, stall-after, slow-first-audio).
+//! - [`pacing`]: the `--audio` modes (paced, jitter, burst, odd-size, mute).
 //! - [`stats`]: counters and records that in-process tests assert on.
-//! - `audio`, `player`: formats, VAD, and the paced output queue.
-//! - `twilio`, `openai`: the agent side of each protocol; `conn`: one connection's loop.
+//! - [`ulaw`], `audio`, `greeting`: G.711 μ-law, formats and VAD, the prompt-mode greeting.
+//! - `player`: the output queue, timed by the audio mode.
+//! - `twilio_msg`, `twilio`, `openai`: the agent side of each protocol; `conn`: one connection.
 //!
-//! Use [`SimServer::bind`] then [`SimServer::spawn`] (tests) or [`run`] (the CLI).
+//! Use [`SimServer::bind`] then [`SimServer::spawn`] (tests) or [`run`] (the binary).
 
 mod agent;
 mod audio;
 mod conn;
 pub mod fault;
+mod greeting;
 mod openai;
+pub mod pacing;
 mod player;
 pub mod stats;
+pub mod tls;
 mod twilio;
+mod twilio_msg;
+pub mod ulaw;
 
 use std::future::Future;
 use std::io;
@@ -30,11 +40,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::core::ai::DEFAULT_MAX_FRAME;
-use crate::core::media::prompt::Prompt;
-
 pub use fault::{Fault, FaultParseError, Faults};
-pub use stats::{CreatedItem, SimCounters, SimStats, Truncate};
+pub use pacing::{AudioMode, AudioModeParseError};
+pub use stats::{BargeIn, CreatedItem, SimCounters, SimStats, Truncate};
+
+/// Largest WebSocket frame or message accepted by default (256 KiB).
+pub const DEFAULT_MAX_FRAME: usize = 256 * 1024;
 
 use agent::AgentCtx;
 use conn::Shared;
@@ -93,6 +104,10 @@ pub struct SimConfig {
     pub protocol: SimProtocol,
     pub mode: SimMode,
     pub faults: Vec<Fault>,
+    /// How agent audio is timed and sized (`--audio`).
+    pub audio: AudioMode,
+    /// Seed of the `jitter` offsets (`--seed`).
+    pub seed: u64,
     /// Delay before caller audio (and DTMF beeps) are echoed.
     pub echo_delay: Duration,
     /// Serve `wss://` with this configuration.
@@ -106,13 +121,15 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// Echo mode, no faults, 200 ms echo delay, 256 KiB frames, 64 connections, 60 s queue.
+    /// Echo mode, no faults, paced audio, seed 0, 200 ms echo delay, 256 KiB frames, 64 connections, 60 s queue.
     pub fn new(listen: SocketAddr, protocol: SimProtocol) -> SimConfig {
         SimConfig {
             listen,
             protocol,
             mode: SimMode::Echo,
             faults: Vec::new(),
+            audio: AudioMode::Paced,
+            seed: 0,
             echo_delay: Duration::from_millis(200),
             tls: None,
             max_frame: DEFAULT_MAX_FRAME,
@@ -135,9 +152,9 @@ impl SimServer {
     pub async fn bind(cfg: SimConfig) -> io::Result<SimServer> {
         let greeting = match cfg.mode {
             SimMode::Prompt => {
-                let prompt = Prompt::high_demand()
+                let samples = greeting::from_wav(greeting::BUILT_IN)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                Some(Arc::from(prompt.samples()))
+                Some(Arc::from(samples))
             }
             SimMode::Echo => None,
         };
@@ -148,6 +165,8 @@ impl SimServer {
             max_frame: cfg.max_frame,
             max_queue: cfg.max_queue,
             first_audio_hold: faults.slow_first_audio(),
+            audio: cfg.audio,
+            seed: cfg.seed,
             stats: Arc::new(SimStats::default()),
             greeting,
         };

@@ -6,13 +6,15 @@
 
 use std::time::Duration;
 
-use crate::core::media::codec::opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusFmtp, OpusTuning};
-use crate::core::media::codec::pipeline::G711Decoder;
-use crate::core::media::g711::Law;
+use trunkguard::core::media::codec::opus::{
+    OpusConfig, OpusDecoder, OpusEncoder, OpusFmtp, OpusTuning,
+};
+use trunkguard::core::media::codec::pipeline::G711Decoder;
+use trunkguard::core::media::g711::Law;
 
 use super::signal::CallerSignal;
 use super::{BenchCodec, BenchError};
-use crate::bench::cpu::CpuStopwatch;
+use crate::cpu::CpuStopwatch;
 
 /// Rounds run before the stopwatch starts.
 const WARM_UP_ROUNDS: usize = 5;

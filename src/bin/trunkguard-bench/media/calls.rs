@@ -5,10 +5,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use crate::core::media::codec::opus::OpusTuning;
-use crate::core::media::jitter::JitterConfig;
-use crate::core::media::session::{MediaParams, MediaSession};
-use crate::core::sdp::Negotiated;
+use trunkguard::core::media::codec::opus::OpusTuning;
+use trunkguard::core::media::jitter::JitterConfig;
+use trunkguard::core::media::session::{MediaParams, MediaSession};
+use trunkguard::core::sdp::Negotiated;
 
 use super::signal::{CallerSignal, CallerStream};
 use super::{BenchCodec, BenchError};
@@ -61,11 +61,6 @@ impl<'s> Calls<'s> {
         self.calls.len()
     }
 
-    /// True when there are no calls.
-    pub fn is_empty(&self) -> bool {
-        self.calls.is_empty()
-    }
-
     /// Call `i`'s 20 ms step at `now`: its caller's next packet arrives, the session runs what
     /// is due, every datagram is taken (and dropped: no socket), every decoded caller frame
     /// is echoed back as AI audio.
@@ -101,6 +96,7 @@ impl<'s> Calls<'s> {
     }
 
     /// RTP packets sent to the callers over all calls.
+    #[cfg(test)]
     pub fn rtp_sent(&self) -> u64 {
         self.calls.iter().map(|c| c.session.counters().rtp_sent).sum()
     }
@@ -137,7 +133,7 @@ fn params(codec: BenchCodec, i: usize, remote_rtp: SocketAddr) -> MediaParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::media::session::FRAME;
+    use trunkguard::core::media::session::FRAME;
 
     #[test]
     fn echoed_calls_send_one_packet_per_frame_without_concealment() {

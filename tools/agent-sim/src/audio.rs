@@ -1,9 +1,10 @@
-//! Audio helpers of the agent simulator: the two wire formats (μ-law 8 kHz, PCM16 24 kHz),
-//! crude 3x rate conversion between them, a test beep, and a simple energy voice detector.
+//! Audio helpers of the agent simulator: the two wire formats (μ-law 8 kHz, PCM16 24 kHz
+//! little-endian, as the protocols' documents define them), crude 3x rate conversion between
+//! them, a test beep, and a simple energy voice detector.
 
 use std::time::Duration;
 
-use crate::core::media::g711::Law;
+use crate::ulaw;
 
 /// An audio format on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +28,18 @@ impl Format {
         }
     }
 
+    /// Wire bytes per sample.
+    pub fn bytes_per_sample(self) -> usize {
+        match self {
+            Format::Ulaw8k => 1,
+            Format::Pcm24k => 2,
+        }
+    }
+
     /// Wire bytes to linear samples.
     pub fn decode(self, bytes: &[u8]) -> Result<Vec<i16>, OddPcm> {
         match self {
-            Format::Ulaw8k => Ok(Law::Ulaw.decode(bytes)),
+            Format::Ulaw8k => Ok(ulaw::decode_all(bytes)),
             Format::Pcm24k if !bytes.len().is_multiple_of(2) => Err(OddPcm),
             Format::Pcm24k => {
                 Ok(bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect())
@@ -41,11 +50,7 @@ impl Format {
     /// Linear samples to wire bytes.
     pub fn encode(self, samples: &[i16]) -> Vec<u8> {
         match self {
-            Format::Ulaw8k => {
-                let mut out = Vec::with_capacity(samples.len());
-                Law::Ulaw.encode_into(samples, &mut out);
-                out
-            }
+            Format::Ulaw8k => ulaw::encode_all(samples),
             Format::Pcm24k => samples.iter().flat_map(|s| s.to_le_bytes()).collect(),
         }
     }

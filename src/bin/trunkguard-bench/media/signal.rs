@@ -1,10 +1,10 @@
 //! The caller's side of a benchmark call: real speech (the built-in prompt, 8 kHz) encoded
 //! once in the codec under test and looped, and RTP packets written around it.
 
-use crate::core::media::codec::opus::{OpusConfig, OpusEncoder};
-use crate::core::media::codec::{Rate, Resampler};
-use crate::core::media::g711::Law;
-use crate::core::media::prompt::Prompt;
+use trunkguard::core::media::codec::opus::{OpusConfig, OpusEncoder};
+use trunkguard::core::media::codec::{Rate, Resampler};
+use trunkguard::core::media::g711::Law;
+use trunkguard::core::media::prompt::Prompt;
 
 use super::{BenchCodec, BenchError};
 
@@ -52,13 +52,9 @@ impl CallerSignal {
     }
 
     /// Frames in the loop.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.payloads.len()
-    }
-
-    /// True when the loop is empty (never for the built-in prompt).
-    pub fn is_empty(&self) -> bool {
-        self.payloads.is_empty()
     }
 
     /// Payload of frame `n` of the endless loop.
@@ -113,7 +109,7 @@ impl CallerStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::media::rtp::inspect;
+    use trunkguard::core::media::rtp::inspect;
 
     #[test]
     fn pcmu_speech_is_160_byte_frames_in_valid_rtp() {

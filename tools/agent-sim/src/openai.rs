@@ -1,20 +1,22 @@
-//! The simulated agent's side of the OpenAI Realtime API: sends `session.created`, answers
-//! `session.update`, echoes `input_audio_buffer.append` audio (or speaks a greeting) as
-//! `response.output_audio.delta`, runs a simple VAD for `input_audio_buffer.speech_started`,
-//! and records `conversation.item.truncate` / `conversation.item.create`.
+//! The simulated agent's side of the OpenAI Realtime API, written from OpenAI's client- and
+//! server-event references: sends `session.created`, answers `session.update` (GA
+//! `audio.{input,output}.format` objects or the beta `*_audio_format` strings) with
+//! `session.updated`, echoes `input_audio_buffer.append` audio (or speaks a greeting) as
+//! `response.created`, `response.output_audio.delta`s, `response.output_audio.done` and
+//! `response.done`, runs a simple server VAD for `input_audio_buffer.speech_started` /
+//! `speech_stopped`, answers `conversation.item.truncate` with `conversation.item.truncated`
+//! and `conversation.item.create` with `conversation.item.added`, and `error` for the rest.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::core::ai::openai::{self, ClientEvent};
-
-use super::agent::{b64_encode, Agent, AgentCtx};
-use super::audio::{self, Format, Vad, VadEvent};
-use super::player::{Played, Player};
-use super::stats::{record, CreatedItem, Truncate};
-use super::SimMode;
+use crate::agent::{b64_encode, Agent, AgentCtx};
+use crate::audio::{self, Format, Vad, VadEvent};
+use crate::player::{Played, Player};
+use crate::stats::{record, CreatedItem, Truncate};
+use crate::SimMode;
 
 /// The response whose audio is being sent.
 #[derive(Debug)]
@@ -43,7 +45,7 @@ impl OpenAiAgent {
     /// `conn` makes ids unique across connections.
     pub fn new(ctx: Arc<AgentCtx>, conn: u64) -> OpenAiAgent {
         OpenAiAgent {
-            player: ctx.player(Format::Pcm24k),
+            player: ctx.player(Format::Pcm24k, conn),
             vad: Vad::new(Format::Pcm24k.rate()),
             ctx,
             conn,
@@ -114,7 +116,7 @@ impl OpenAiAgent {
         if let Some(Ok(f)) = output {
             if f != self.output {
                 self.output = f;
-                self.player = self.ctx.player(f);
+                self.player = self.ctx.player(f, self.conn);
                 self.response = None;
             }
         }
@@ -172,8 +174,11 @@ impl OpenAiAgent {
                 let body = json!({"audio_start_ms": at_ms, "item_id": item_id});
                 out.push(self.event("input_audio_buffer.speech_started", body));
                 // A real agent cancels its answer when the caller talks over it.
-                if self.ctx.mode == SimMode::Prompt && self.player.clear() {
-                    out.extend(self.finish_response("cancelled"));
+                if self.ctx.mode == SimMode::Prompt {
+                    if let Some(ahead) = self.player.clear(now) {
+                        self.ctx.record_barge_in(now, ahead);
+                        out.extend(self.finish_response("cancelled"));
+                    }
                 }
             }
             VadEvent::SpeechStopped { at_ms } => {
@@ -192,30 +197,39 @@ impl OpenAiAgent {
         out
     }
 
-    fn on_client_event(&mut self, now: Instant, event: ClientEvent) -> Vec<String> {
-        match event {
-            ClientEvent::InputAudioBufferAppend { audio } => self.on_append(now, &audio),
-            ClientEvent::ConversationItemTruncate { item_id, content_index, audio_end_ms } => {
-                let t = Truncate { item_id: item_id.clone(), audio_end_ms };
-                self.ctx.stats.update(|s| record(&mut s.truncates, t));
-                let body = json!({"item_id": item_id, "content_index": content_index,
-                                  "audio_end_ms": audio_end_ms});
-                vec![self.event("conversation.item.truncated", body)]
-            }
-            ClientEvent::ConversationItemCreate { item } => {
-                let text = item.content.first().map(|c| c.text.clone()).unwrap_or_default();
-                let created = CreatedItem { role: item.role.clone(), text };
-                self.ctx.stats.update(|s| record(&mut s.items_created, created));
-                let id = self.id("item");
-                let mut item = serde_json::to_value(&item).unwrap_or(Value::Null);
-                if let Value::Object(map) = &mut item {
-                    map.insert("id".into(), id.into());
-                }
-                vec![self.event("conversation.item.added", json!({ "item": item }))]
-            }
-            // Parsed by `on_text` from the raw value (partial updates are allowed).
-            ClientEvent::SessionUpdate { .. } => Vec::new(),
-        }
+    /// `conversation.item.truncate`: `item_id`, `content_index`, `audio_end_ms`.
+    fn on_truncate(&mut self, value: &Value) -> Vec<String> {
+        let item_id = value.get("item_id").and_then(Value::as_str);
+        let audio_end_ms = value.get("audio_end_ms").and_then(Value::as_u64);
+        let (Some(item_id), Some(audio_end_ms)) = (item_id, audio_end_ms) else {
+            let msg = "conversation.item.truncate needs item_id and audio_end_ms".into();
+            return vec![self.error("missing_required_parameter", msg)];
+        };
+        let content_index = value.get("content_index").and_then(Value::as_u64).unwrap_or(0);
+        let t = Truncate { item_id: item_id.to_owned(), audio_end_ms };
+        self.ctx.stats.update(|s| record(&mut s.truncates, t));
+        let body = json!({"item_id": item_id, "content_index": content_index,
+                          "audio_end_ms": audio_end_ms});
+        vec![self.event("conversation.item.truncated", body)]
+    }
+
+    /// `conversation.item.create`: a message `item` with `role` and `content` parts.
+    fn on_item_create(&mut self, value: &Value) -> Vec<String> {
+        let Some(Value::Object(item)) = value.get("item") else {
+            return vec![self.error("missing_required_parameter", "item is missing".into())];
+        };
+        let role = item.get("role").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let text = item
+            .get("content")
+            .and_then(|c| c.get(0))
+            .and_then(|part| part.get("text"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        self.ctx.stats.update(|s| record(&mut s.items_created, CreatedItem { role, text }));
+        let mut item = item.clone();
+        item.insert("id".into(), self.id("item").into());
+        vec![self.event("conversation.item.added", json!({ "item": item }))]
     }
 
     /// Ends the current response, if any.
@@ -244,7 +258,7 @@ impl OpenAiAgent {
             Some(r) => (r.id.clone(), r.item_id.clone()),
             None => return out,
         };
-        self.ctx.stats.update(|s| s.media_out += 1);
+        self.ctx.count_audio_out(self.output, samples.len());
         let delta = b64_encode(&self.output.encode(samples));
         let body = json!({"response_id": response_id, "item_id": item_id,
                           "output_index": 0, "content_index": 0, "delta": delta});
@@ -272,14 +286,14 @@ impl Agent for OpenAiAgent {
         tracing::debug!(event = %kind, "agent-sim: openai event received");
         match kind.as_str() {
             "session.update" => self.on_session_update(now, &value),
-            "input_audio_buffer.append"
-            | "conversation.item.truncate"
-            | "conversation.item.create" => match openai::parse_client_event(text) {
-                Ok(event) => self.on_client_event(now, event),
-                Err(e) => vec![self.error("invalid_value", e.to_string())],
+            "input_audio_buffer.append" => match value.get("audio").and_then(Value::as_str) {
+                Some(audio) => self.on_append(now, audio),
+                None => vec![self.error("missing_required_parameter", "audio is missing".into())],
             },
+            "conversation.item.truncate" => self.on_truncate(&value),
+            "conversation.item.create" => self.on_item_create(&value),
             "response.cancel" => {
-                self.player.clear();
+                self.player.clear(now);
                 self.finish_response("cancelled")
             }
             "input_audio_buffer.commit" | "input_audio_buffer.clear" | "response.create" => {

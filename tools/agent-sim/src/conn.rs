@@ -18,11 +18,12 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::agent::{Agent, AgentCtx};
-use super::fault::Faults;
-use super::openai::OpenAiAgent;
-use super::twilio::TwilioAgent;
-use super::SimProtocol;
+use crate::agent::{Agent, AgentCtx};
+use crate::fault::Faults;
+use crate::openai::OpenAiAgent;
+use crate::pacing::AudioMode;
+use crate::twilio::TwilioAgent;
+use crate::SimProtocol;
 
 /// Longest a client may take to complete the WebSocket (or TLS) handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,6 +33,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest a stalled connection is held open.
 const MAX_STALL: Duration = Duration::from_secs(600);
+/// How often a `mute` agent pings (its only sign of life).
+pub const MUTE_PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What every connection of one simulator shares.
 #[derive(Debug)]
@@ -91,7 +94,7 @@ pub async fn serve<S>(
     shared.ctx.stats.update(|s| s.connections += 1);
     tracing::info!(%peer, conn, protocol = ?shared.protocol, "agent-sim: connected");
     let agent: Box<dyn Agent> = match shared.protocol {
-        SimProtocol::TwilioMediaStreams => Box::new(TwilioAgent::new(shared.ctx.clone())),
+        SimProtocol::TwilioMediaStreams => Box::new(TwilioAgent::new(shared.ctx.clone(), conn)),
         SimProtocol::OpenAiRealtime => Box::new(OpenAiAgent::new(shared.ctx.clone(), conn)),
     };
     match session(ws, agent, &shared, shutdown).await {
@@ -131,9 +134,20 @@ where
     let close_at = shared.faults.close_after().map(|d| opened + d);
     let stall_at = shared.faults.stall_after().map(|d| opened + d);
     let stats = &shared.ctx.stats;
+    let mute = shared.ctx.audio == AudioMode::Mute;
+    let mut ping_at = mute.then(|| opened + MUTE_PING_INTERVAL);
     let mut replies = agent.on_open(opened);
     loop {
         let now = Instant::now();
+        if ping_at.is_some_and(|t| now >= t) {
+            ping_at = Some(now + MUTE_PING_INTERVAL);
+            stats.update(|s| s.pings_sent += 1);
+            match timeout(SEND_TIMEOUT, ws.send(Message::Ping(Vec::new().into()))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return End::Error(e.to_string()),
+                Err(_) => return End::Error("ping timed out".into()),
+            }
+        }
         if close_at.is_some_and(|t| now >= t) {
             stats.update(|s| s.fault_closes += 1);
             close(&mut ws, CloseCode::Error, "agent-sim fault: close-after").await;
@@ -154,7 +168,7 @@ where
         if let Err(e) = send_all(&mut ws, std::mem::take(&mut replies)).await {
             return End::Error(e);
         }
-        let wake = [agent.next_deadline(), close_at, stall_at].into_iter().flatten().min();
+        let wake = [agent.next_deadline(), close_at, stall_at, ping_at].into_iter().flatten().min();
         tokio::select! {
             _ = shutdown.changed() => {
                 close(&mut ws, CloseCode::Away, "agent-sim shutting down").await;

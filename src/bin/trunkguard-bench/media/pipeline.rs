@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bench::cpu::CpuStopwatch;
-use crate::core::media::session::FRAME;
+use crate::cpu::CpuStopwatch;
+use trunkguard::core::media::session::FRAME;
 
 use super::calls::Calls;
 use super::signal::CallerSignal;

@@ -1,6 +1,7 @@
 //! What the agent simulator saw, for in-process tests and drills to assert on.
 
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Most entries kept in each list of [`SimCounters`]; later ones are only counted.
 pub const MAX_RECORDED: usize = 1000;
@@ -17,6 +18,17 @@ pub struct Truncate {
 pub struct CreatedItem {
     pub role: String,
     pub text: String,
+}
+
+/// A barge-in the simulator signalled: Twilio `clear`, or OpenAI
+/// `input_audio_buffer.speech_started` while the agent was speaking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BargeIn {
+    /// Just before the message was written to the socket.
+    pub at: Instant,
+    /// How far the agent audio already sent was ahead of real time then: what the bridge still
+    /// held to play, if it plays at real time.
+    pub ahead: Duration,
 }
 
 /// Counters and records over all connections of one simulator.
@@ -49,6 +61,12 @@ pub struct SimCounters {
     pub speech_started: u64,
     /// `clear` messages sent on barge-in (Twilio, prompt mode).
     pub clears_sent: u64,
+    /// Every `clear` (Twilio) or `speech_started` over agent speech (OpenAI), in order.
+    pub barge_ins: Vec<BargeIn>,
+    /// Agent audio sent, in microseconds of audio.
+    pub audio_out_us: u64,
+    /// WebSocket pings sent (`mute`).
+    pub pings_sent: u64,
     pub truncates: Vec<Truncate>,
     pub items_created: Vec<CreatedItem>,
     /// Twilio `stop` messages.

@@ -4,13 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::core::ai::twilio::{self, Message};
-
-use super::agent::{Agent, AgentCtx};
-use super::audio::{self, Format, Vad, VadEvent};
-use super::player::{Played, Player};
-use super::stats::record;
-use super::SimMode;
+use crate::agent::{b64_encode, Agent, AgentCtx};
+use crate::audio::{self, Format, Vad, VadEvent};
+use crate::player::{Played, Player};
+use crate::stats::record;
+use crate::twilio_msg::{self as msg, FromBridge, Start};
+use crate::SimMode;
 
 /// Length of the beep answering a DTMF digit.
 const DTMF_BEEP: Duration = Duration::from_millis(200);
@@ -26,9 +25,10 @@ pub struct TwilioAgent {
 }
 
 impl TwilioAgent {
-    pub fn new(ctx: Arc<AgentCtx>) -> TwilioAgent {
+    /// `conn` seeds the connection's jitter.
+    pub fn new(ctx: Arc<AgentCtx>, conn: u64) -> TwilioAgent {
         TwilioAgent {
-            player: ctx.player(Format::Ulaw8k),
+            player: ctx.player(Format::Ulaw8k, conn),
             vad: Vad::new(Format::Ulaw8k.rate()),
             ctx,
             stream_sid: String::new(),
@@ -41,20 +41,16 @@ impl TwilioAgent {
         format!("{what}-{}", self.marks)
     }
 
-    fn on_start(&mut self, now: Instant, start: twilio::StartMsg) {
-        let resumed = start
-            .start
-            .custom_parameters
-            .get("resumed")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    fn on_start(&mut self, now: Instant, start: Start) {
+        let resumed = start.resumed;
         tracing::info!(
             stream_sid = %start.stream_sid,
-            call_sid = %start.start.call_sid,
+            call_sid = %start.call_sid,
             resumed,
             "agent-sim: twilio start"
         );
         self.stream_sid = start.stream_sid;
-        let call_sid = start.start.call_sid;
+        let call_sid = start.call_sid;
         self.ctx.stats.update(|s| {
             s.starts += 1;
             s.resumed += u64::from(resumed);
@@ -73,12 +69,12 @@ impl TwilioAgent {
         }
     }
 
-    fn on_media(&mut self, now: Instant, media: twilio::MediaMsg) -> Vec<String> {
-        let Some(ulaw) = self.ctx.b64(&media.media.payload) else {
+    fn on_media(&mut self, now: Instant, stream_sid: Option<String>, payload: &str) -> Vec<String> {
+        let Some(ulaw) = self.ctx.b64(payload) else {
             return Vec::new();
         };
         if self.stream_sid.is_empty() {
-            self.stream_sid = media.stream_sid.unwrap_or_default();
+            self.stream_sid = stream_sid.unwrap_or_default();
         }
         self.ctx.stats.update(|s| s.media_in += 1);
         let samples = Format::Ulaw8k.decode(&ulaw).unwrap_or_default();
@@ -94,9 +90,12 @@ impl TwilioAgent {
                     let name = self.mark_name("utterance");
                     self.player.push_mark(due, name);
                 }
-                (SimMode::Prompt, VadEvent::SpeechStarted { .. }) if self.player.clear() => {
-                    self.ctx.stats.update(|s| s.clears_sent += 1);
-                    out.push(twilio::encode_clear(&self.stream_sid));
+                (SimMode::Prompt, VadEvent::SpeechStarted { .. }) => {
+                    if let Some(ahead) = self.player.clear(now) {
+                        self.ctx.stats.update(|s| s.clears_sent += 1);
+                        self.ctx.record_barge_in(now, ahead);
+                        out.push(msg::clear(&self.stream_sid));
+                    }
                 }
                 (SimMode::Prompt, VadEvent::SpeechStopped { .. }) => self.queue_greeting(now),
                 _ => {}
@@ -105,8 +104,8 @@ impl TwilioAgent {
         out
     }
 
-    fn on_dtmf(&mut self, now: Instant, dtmf: twilio::DtmfMsg) {
-        let Some(digit) = dtmf.dtmf.digit.chars().next() else {
+    fn on_dtmf(&mut self, now: Instant, digit: &str) {
+        let Some(digit) = digit.chars().next() else {
             self.ctx.stats.update(|s| s.protocol_errors += 1);
             return;
         };
@@ -125,26 +124,31 @@ impl Agent for TwilioAgent {
     }
 
     fn on_text(&mut self, now: Instant, text: &str) -> Vec<String> {
-        let msg = match twilio::parse_message(text, self.ctx.max_frame) {
-            Ok(Some(msg)) => msg,
-            Ok(None) => {
-                tracing::debug!(frame = %text, "agent-sim: twilio event ignored");
-                return Vec::new();
-            }
+        if text.len() > self.ctx.max_frame {
+            self.ctx.stats.update(|s| s.protocol_errors += 1);
+            return Vec::new();
+        }
+        let message = match msg::parse(text) {
+            Ok(m) => m,
             Err(e) => {
                 tracing::debug!(error = %e, "agent-sim: bad twilio frame");
                 self.ctx.stats.update(|s| s.protocol_errors += 1);
                 return Vec::new();
             }
         };
-        tracing::debug!(event = event_name(&msg), "agent-sim: twilio event received");
-        match msg {
-            Message::Start(start) => self.on_start(now, start),
-            Message::Media(media) => return self.on_media(now, media),
-            Message::Dtmf(dtmf) => self.on_dtmf(now, dtmf),
-            Message::Mark(mark) => self.ctx.stats.update(|s| record(&mut s.marks, mark.mark.name)),
-            Message::Stop(_) => self.ctx.stats.update(|s| s.stops += 1),
-            Message::Connected(_) | Message::Clear(_) => {}
+        tracing::debug!(event = message.name(), "agent-sim: twilio event");
+        match message {
+            FromBridge::Start(start) => self.on_start(now, start),
+            FromBridge::Media { stream_sid, payload } => {
+                return self.on_media(now, stream_sid, &payload)
+            }
+            FromBridge::Dtmf { digit } => self.on_dtmf(now, &digit),
+            FromBridge::Mark { name } => self.ctx.stats.update(|s| record(&mut s.marks, name)),
+            FromBridge::Stop => self.ctx.stats.update(|s| s.stops += 1),
+            FromBridge::Connected => {}
+            FromBridge::Other(event) => {
+                tracing::debug!(%event, "agent-sim: twilio event ignored");
+            }
         }
         Vec::new()
     }
@@ -159,31 +163,19 @@ impl Agent for TwilioAgent {
         };
         let frame = match played {
             Played::Audio(samples) => {
-                self.ctx.stats.update(|s| s.media_out += 1);
-                twilio::encode_agent_media(&self.stream_sid, &Format::Ulaw8k.encode(&samples))
+                self.ctx.count_audio_out(Format::Ulaw8k, samples.len());
+                msg::media(&self.stream_sid, &b64_encode(&Format::Ulaw8k.encode(&samples)))
             }
             Played::Mark(name) => {
                 self.ctx.stats.update(|s| s.marks_sent += 1);
-                twilio::encode_agent_mark(&self.stream_sid, &name)
+                msg::mark(&self.stream_sid, &name)
             }
             Played::Drained => {
                 self.ctx.stats.update(|s| s.marks_sent += 1);
                 let name = self.mark_name("burst");
-                twilio::encode_agent_mark(&self.stream_sid, &name)
+                msg::mark(&self.stream_sid, &name)
             }
         };
         vec![frame]
-    }
-}
-
-fn event_name(msg: &Message) -> &'static str {
-    match msg {
-        Message::Connected(_) => "connected",
-        Message::Start(_) => "start",
-        Message::Media(_) => "media",
-        Message::Dtmf(_) => "dtmf",
-        Message::Mark(_) => "mark",
-        Message::Clear(_) => "clear",
-        Message::Stop(_) => "stop",
     }
 }
