@@ -282,10 +282,7 @@ mod tests {
         assert_eq!(cfg.ai.first_audio_timeout_ms, 1500);
         for bad in [100, 60_001] {
             let e = load(&format!("[ai]\nfirst_audio_timeout_ms = {bad}\n")).unwrap_err();
-            assert!(
-                e.contains("ai.first_audio_timeout_ms: must be between 500 and 60000"),
-                "{e}"
-            );
+            assert!(e.contains("ai.first_audio_timeout_ms: must be between 500 and 60000"), "{e}");
         }
     }
 

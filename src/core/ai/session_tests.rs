@@ -568,8 +568,7 @@ fn idle(s: &mut AiSession, t0: Instant, from_ms: u64, to_ms: u64) -> Vec<(u64, A
 fn a_connected_agent_that_only_answers_pings_is_mute_after_the_first_audio_timeout() {
     for protocol in [AiProtocol::Twilio, openai(OpenAiFormat::G711Ulaw)] {
         let t0 = Instant::now();
-        let config =
-            SessionConfig { first_audio_timeout: MS(1500), ..SessionConfig::default() };
+        let config = SessionConfig { first_audio_timeout: MS(1500), ..SessionConfig::default() };
         let mut s = AiSession::new(config, protocol, call(), None, t0);
         s.on_open(t0);
         // frames that are not speech (session.updated, marks, unknown) are not life either

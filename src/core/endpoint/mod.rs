@@ -445,7 +445,7 @@ impl Endpoint {
                         .and_then(|e| self.ai.as_ref().and_then(|h| h.settings(e)))
                         .map(|s| s.name.clone()),
                     media: c.media.stats(),
-                    counters: c.media.counters_at(now),
+                    counters: c.media.counters(),
                 })
                 .collect(),
             recent_failures: self

@@ -8,7 +8,8 @@
 //! sends in real time or faster (a burst ahead of real time is lead, never lateness) and grows
 //! by how much later than its predecessor's audio ran out a chunk arrived; the reference drifts
 //! later at the decay rate, so lateness is forgotten while the agent is steady. The target is the
-//! peak lateness seen, decaying linearly while the agent is steady, plus one frame (the 20 ms
+//! peak lateness seen, decaying linearly with the time the agent spends sending steadily (a
+//! pause between responses is no evidence either way), plus one frame (the 20 ms
 //! clock's granularity), bounded to `[MIN_TARGET, MAX_TARGET]`. It starts at [`START_TARGET`].
 
 use std::time::{Duration, Instant};
@@ -29,9 +30,9 @@ const FRAME: Duration = Duration::from_millis(20);
 pub struct CushionTarget {
     /// Lateness of the last chunk of the current spurt (Lindley recursion).
     lateness: Duration,
-    /// Peak lateness, as of `peak_at` (decays linearly from then on).
+    /// Peak lateness, decayed only by time the agent spent sending (quiet is no evidence
+    /// that it became steady).
     peak: Duration,
-    peak_at: Option<Instant>,
     /// Arrival of the previous chunk of this spurt and the audio it carried.
     last: Option<(Instant, Duration)>,
 }
@@ -41,7 +42,6 @@ impl Default for CushionTarget {
         CushionTarget {
             lateness: Duration::ZERO,
             peak: START_TARGET.saturating_sub(FRAME),
-            peak_at: None,
             last: None,
         }
     }
@@ -57,19 +57,14 @@ impl CushionTarget {
             } else {
                 self.lateness.saturating_sub(dur - gap)
             };
-            // the reference pace drifts later too, so a steady agent is not held to the
-            // earliest instant it ever reached
-            let drift = DECAY_PER_SECOND.mul_f64(gap.as_secs_f64());
-            self.lateness = self.lateness.saturating_sub(drift).min(MAX_TARGET);
+            // the reference pace drifts later at the decay rate, so a steady agent is not
+            // held to the earliest instant it ever reached, and the peak is forgotten as fast
+            let decay = DECAY_PER_SECOND.mul_f64(gap.as_secs_f64());
+            self.lateness = self.lateness.saturating_sub(decay).min(MAX_TARGET);
+            self.peak = self.peak.saturating_sub(decay);
         }
         self.last = Some((now, audio));
-        let current = self.peak_at(now);
-        if self.lateness >= current {
-            self.peak = self.lateness;
-            self.peak_at = Some(now);
-        } else if self.peak_at.is_none() {
-            self.peak_at = Some(now); // start decaying from the first chunk
-        }
+        self.peak = self.peak.max(self.lateness);
     }
 
     /// The agent went quiet (end of a talk spurt, or a flush): the next chunk has no
@@ -80,21 +75,13 @@ impl CushionTarget {
     }
 
     /// The cushion to build before a talk spurt starts playing.
-    pub fn target(&self, now: Instant) -> Duration {
-        (self.peak_at(now) + FRAME).clamp(MIN_TARGET, MAX_TARGET)
+    pub fn target(&self) -> Duration {
+        (self.peak + FRAME).clamp(MIN_TARGET, MAX_TARGET)
     }
 
     /// Lateness of the last chunk (for tests and figures).
     pub fn lateness(&self) -> Duration {
         self.lateness
-    }
-
-    /// The peak lateness decayed to `now`.
-    fn peak_at(&self, now: Instant) -> Duration {
-        let Some(at) = self.peak_at else { return self.peak };
-        let elapsed = now.saturating_duration_since(at);
-        let decay = DECAY_PER_SECOND.mul_f64(elapsed.as_secs_f64());
-        self.peak.saturating_sub(decay)
     }
 }
 
@@ -110,12 +97,12 @@ mod tests {
     fn starts_at_40_ms_and_a_steady_agent_shrinks_it_to_one_frame() {
         let t0 = Instant::now();
         let mut c = CushionTarget::default();
-        assert_eq!(c.target(t0), START_TARGET);
+        assert_eq!(c.target(), START_TARGET);
         for i in 0..250 {
             c.on_chunk(t0 + ms(20) * i, ms(20));
         }
         assert_eq!(c.lateness(), Duration::ZERO);
-        assert_eq!(c.target(t0 + ms(5000)), MIN_TARGET);
+        assert_eq!(c.target(), MIN_TARGET);
     }
 
     #[test]
@@ -130,7 +117,7 @@ mod tests {
             c.on_chunk(t0 + ms(100) + ms(100) * i, ms(100));
         }
         assert_eq!(c.lateness(), Duration::ZERO);
-        assert!(c.target(t0 + ms(2100)) <= START_TARGET);
+        assert!(c.target() <= START_TARGET);
     }
 
     #[test]
@@ -142,15 +129,23 @@ mod tests {
         for t in times {
             c.on_chunk(t0 + ms(t), ms(20));
         }
-        let target = c.target(t0 + ms(130));
+        let target = c.target();
         assert!(target > ms(85) && target <= ms(90), "about 70 ms late + one frame: {target:?}");
         // steady for 5 s: 50 ms forgotten
         for i in 0..250 {
             c.on_chunk(t0 + ms(180) + ms(20) * i, ms(20));
         }
         let t = t0 + ms(180) + ms(20) * 249;
-        assert!(c.target(t) < ms(45), "{:?}", c.target(t));
-        assert_eq!(c.target(t + ms(10_000)), MIN_TARGET);
+        assert!(c.target() < ms(45), "{:?}", c.target());
+        // a pause is no evidence: the target holds
+        c.new_spurt();
+        let held = c.target();
+        c.on_chunk(t0 + ms(60_000), ms(20));
+        assert_eq!(c.target(), held);
+        for i in 1..500 {
+            c.on_chunk(t0 + ms(60_000) + ms(20) * i, ms(20));
+        }
+        assert_eq!(c.target(), MIN_TARGET);
     }
 
     #[test]
@@ -161,7 +156,7 @@ mod tests {
         for i in 0..100 {
             c.on_chunk(t0 + ms(40) * i, ms(20));
         }
-        assert_eq!(c.target(t0 + ms(4000)), MAX_TARGET);
+        assert_eq!(c.target(), MAX_TARGET);
     }
 
     #[test]

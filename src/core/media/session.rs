@@ -666,19 +666,13 @@ impl MediaSession {
     pub fn counters(&self) -> MediaCounters {
         let mut c = self.counters;
         c.ai_underruns = self.playout.stats().underruns;
+        c.ai_cushion_ms = self.playout.target().as_millis() as u64;
         c
     }
 
     /// The agent-audio playout's counters (spurts, underruns, cushion frames).
     pub fn playout_stats(&self) -> PlayoutStats {
         self.playout.stats()
-    }
-
-    /// Counters with the cushion the next talk spurt builds as of `now`.
-    pub fn counters_at(&self, now: Instant) -> MediaCounters {
-        let mut c = self.counters();
-        c.ai_cushion_ms = self.playout.target(now).as_millis() as u64;
-        c
     }
 
     /// Loss, jitter, buffer depth, concealment and the MOS estimate.
