@@ -140,14 +140,19 @@ fn caller_rtp(seq: u16) -> Vec<u8> {
 fn a_call_is_answered_when_the_agent_is_live_and_audio_flows_both_ways() {
     let mut h = Harness::new(ai_config());
     let (_, conn, sid) = bridged_call(&mut h);
-    // no canned prompt when an agent is live
+    // no canned prompt when an agent is live: comfort noise until the agent speaks
     h.advance(Duration::from_millis(200));
-    assert_eq!(h.take_rtp(), 0, "silence until the agent speaks");
-    // the agent speaks: 100 ms of audio reaches the caller as RTP
+    let comfort = |h: &Harness| h.ep.calls.values().next().unwrap().media.counters().comfort_frames;
+    let rtp = h.take_rtp();
+    assert!((10..=11).contains(&rtp), "{rtp}");
+    assert_eq!(comfort(&h), rtp as u64, "nothing said yet");
+    // the agent speaks: 100 ms of audio reaches the caller as RTP (after the cushion)
     let agent = twilio::encode_agent_media(&sid, &[0x2a; 800]);
     ai_in(&mut h, Input::AiText { conn, text: &agent });
+    let before = comfort(&h);
     h.advance(Duration::from_millis(200));
-    assert_eq!(h.take_rtp(), 5);
+    assert_eq!(h.take_rtp(), 10, "the stream goes on at 50 packets/s");
+    assert_eq!(comfort(&h) - before, 5, "5 frames of agent audio among them");
     // the caller speaks: 1 s of RTP becomes ~50 media frames to the agent
     let from: SocketAddr = "127.0.0.2:7000".parse().unwrap();
     for seq in 0..50u16 {
