@@ -310,6 +310,50 @@ fn a_stalled_agent_is_failed_over_while_the_caller_talks() {
 }
 
 #[test]
+fn a_mute_agent_that_answers_pings_gets_the_filler_and_the_standby_after_the_first_audio_timeout() {
+    let mut h = Harness::new(ai_config());
+    let (_, conn, _) = bridged_call(&mut h);
+    let from: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+    let t0 = h.now;
+    h.take_rtp();
+    let (mut failover_at, mut rtp, mut seq) = (None, 0, 0u16);
+    // the caller says hello and waits; the agent answers every ping and never speaks
+    while h.now - t0 < Duration::from_secs(6) {
+        h.ep.handle_input(h.now, Input::Rtp { local_port: 20000, from, data: &caller_rtp(seq) });
+        seq += 1;
+        h.advance(Duration::from_millis(20));
+        pong(&mut h);
+        rtp += h.take_rtp();
+        let closed = h
+            .out
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::AiClose { conn: c }) if *c == conn));
+        if closed && failover_at.is_none() {
+            failover_at = Some(h.now);
+            break;
+        }
+    }
+    let at = failover_at.expect("mute agent detected");
+    // the default first_audio_timeout_ms (4000) after the agent went live, within a frame
+    assert!(at - t0 >= Duration::from_millis(4000), "{:?}", at - t0);
+    assert!(at - t0 <= Duration::from_millis(4040), "{:?}", at - t0);
+    assert_eq!(h.ep.ai.as_ref().unwrap().failovers, 1);
+    let call = h.ep.calls.values().next().unwrap();
+    assert!(call.media.is_playing_prompt(), "the filler at once");
+    // meanwhile the caller got comfort noise: 50 packets/s, never a stopped stream
+    assert!(rtp as u128 + 1 >= (at - t0).as_millis() / 20, "{rtp} packets");
+    let mut next = None;
+    for _ in 0..200 {
+        if let Some(c) = take_connects(&mut h).pop() {
+            next = Some(c);
+            break;
+        }
+        h.advance(Duration::from_millis(5));
+    }
+    assert_eq!(next.expect("re-bridge").1, "ws://127.0.0.1:9002/media", "the standby");
+}
+
+#[test]
 fn five_failures_open_the_primary_breaker_and_later_calls_go_straight_to_the_standby() {
     let mut h = Harness::new(EndpointConfig { rtp_ports: (20000, 20100), ..ai_config() });
     for i in 0..5 {
