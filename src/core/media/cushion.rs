@@ -135,7 +135,6 @@ mod tests {
         for i in 0..250 {
             c.on_chunk(t0 + ms(180) + ms(20) * i, ms(20));
         }
-        let t = t0 + ms(180) + ms(20) * 249;
         assert!(c.target() < ms(45), "{:?}", c.target());
         // a pause is no evidence: the target holds
         c.new_spurt();

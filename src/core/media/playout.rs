@@ -180,7 +180,7 @@ impl PlayoutBuffer {
 
     /// A buffer for mono PCM at `sample_rate` holding at most `capacity` of audio.
     pub fn new(sample_rate: u32, capacity: Duration) -> Result<PlayoutBuffer, PlayoutError> {
-        if sample_rate == 0 || sample_rate % 50 != 0 {
+        if sample_rate == 0 || !sample_rate.is_multiple_of(50) {
             return Err(PlayoutError::BadRate(sample_rate));
         }
         let capacity = (capacity.as_millis() * u128::from(sample_rate) / 1000)

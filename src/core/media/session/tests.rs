@@ -485,11 +485,14 @@ fn run_events(s: &mut MediaSession, to: Instant, sent: &mut Vec<(Instant, Vec<u8
     }
 }
 
+/// What one simulated call gave: (sent packets, underruns, speech frames, cushion delays).
+type CallRun = (Vec<(Instant, Vec<u8>)>, u64, u64, Vec<Duration>);
+
 /// One simulated call against an agent whose 20 ms chunks arrive 0-60 ms late (±30 ms
 /// around a 30 ms mean, in order as over TCP); responses of 1-5 s, pauses of 0.5-3 s, and
 /// a barge-in (flush) in a third of the responses. Returns (sent packets, underruns,
 /// speech frames, cushion delays).
-fn jittery_call(seed: u64, secs: u64) -> (Vec<(Instant, Vec<u8>)>, u64, u64, Vec<Duration>) {
+fn jittery_call(seed: u64, secs: u64) -> CallRun {
     use rand::{Rng, SeedableRng};
     let ms = Duration::from_millis;
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
