@@ -628,6 +628,7 @@ impl AiSession {
                 events.push(AiEvent::Error(format!("agent error {code}: {message}")));
             }
             openai::Inbound::Unknown(_) => self.stats.unknown_in += 1,
+            openai::Inbound::Ignored(kind) if is_speech_sign(&kind) => self.heard_speech(),
             openai::Inbound::SessionCreated
             | openai::Inbound::SessionUpdated
             | openai::Inbound::Ignored(_) => {}
@@ -817,6 +818,15 @@ fn realtime_session(s: &OpenAiSettings) -> RealtimeSession {
             output: AudioOutput { format, voice: s.voice.clone() },
         },
     }
+}
+
+/// OpenAI events that show the agent hearing the caller or answering (not mute), among those
+/// the session otherwise ignores: speech detection, input transcription, a response under way.
+fn is_speech_sign(kind: &str) -> bool {
+    kind.starts_with("input_audio_buffer.speech")
+        || kind.starts_with("conversation.item.input_audio_transcription")
+        || kind.starts_with("response.")
+        || kind.starts_with("output_audio_buffer.")
 }
 
 fn pcm_from_le(bytes: &[u8]) -> Option<Vec<i16>> {

@@ -593,6 +593,16 @@ fn audio_or_a_sign_of_speech_within_the_timeout_is_life() {
     s.on_open(t0);
     s.on_text(t0 + MS(1000), SPEECH_STARTED);
     assert!(idle(&mut s, t0, 0, 6000).is_empty());
+    // OpenAI: a response under way (its audio still to come)
+    let mut s = AiSession::new(config, openai(OpenAiFormat::G711Ulaw), call(), None, t0);
+    s.on_open(t0);
+    s.on_text(t0 + MS(1000), r#"{"type":"response.created","response":{}}"#);
+    assert!(idle(&mut s, t0, 0, 6000).is_empty());
+    // ... but limits and session events are not speech
+    let mut s = AiSession::new(config, openai(OpenAiFormat::G711Ulaw), call(), None, t0);
+    s.on_open(t0);
+    s.on_text(t0 + MS(1000), r#"{"type":"rate_limits.updated","rate_limits":[]}"#);
+    assert_eq!(idle(&mut s, t0, 0, 6000), vec![(1500, AiEvent::Mute)]);
     // OpenAI: audio
     let mut s = AiSession::new(config, openai(OpenAiFormat::G711Ulaw), call(), None, t0);
     s.on_open(t0);
