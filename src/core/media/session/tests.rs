@@ -485,8 +485,9 @@ fn run_events(s: &mut MediaSession, to: Instant, sent: &mut Vec<(Instant, Vec<u8
     }
 }
 
-/// What one simulated call gave: (sent packets, underruns, speech frames, cushion delays).
-type CallRun = (Vec<(Instant, Vec<u8>)>, u64, u64, Vec<Duration>);
+/// What one simulated call gave: (sent packets, underruns, silent frames they put into
+/// speech, speech frames, cushion delays).
+type CallRun = (Vec<(Instant, Vec<u8>)>, u64, u64, u64, Vec<Duration>);
 
 /// One simulated call against an agent whose 20 ms chunks arrive 0-60 ms late (±30 ms
 /// around a 30 ms mean, in order as over TCP); responses of 1-5 s, pauses of 0.5-3 s, and
@@ -534,7 +535,8 @@ fn jittery_call(seed: u64, secs: u64) -> CallRun {
         MediaLatency::AiToRtp(d) => Some(d),
         MediaLatency::RtpToAi(_) => None,
     }));
-    (sent, s.counters().ai_underruns, speech_frames, delays)
+    let holes = s.playout_stats().underrun_frames;
+    (sent, s.counters().ai_underruns, holes, speech_frames, delays)
 }
 
 #[test]
@@ -543,9 +545,11 @@ fn cushion_figures_with_30_ms_of_agent_jitter() {
     // assertions are the stream's shape (50 packets/s, no gap), not timings.
     let (calls, secs) = (100u64, 36u64);
     let (mut packets, mut gaps, mut underruns, mut frames) = (0usize, 0usize, 0u64, 0u64);
+    let mut holes = 0u64;
     let mut delays = Vec::new();
     for seed in 0..calls {
-        let (sent, u, f, d) = jittery_call(seed, secs);
+        let (sent, u, h, f, d) = jittery_call(seed, secs);
+        holes += h;
         assert_eq!(sent.len() as u64, secs * 50 + 1, "call {seed}: 50 packets/s");
         gaps += sent.windows(2).filter(|w| w[1].0 - w[0].0 > Duration::from_millis(40)).count();
         let seqs: Vec<u16> = sent.iter().map(|(_, p)| inspect(p).unwrap().seq).collect();
@@ -568,6 +572,10 @@ fn cushion_figures_with_30_ms_of_agent_jitter() {
     println!(
         "cushion_sim_underrun_share_of_agent_frames_percent: {:.3}",
         underruns as f64 * 100.0 / frames as f64
+    );
+    println!(
+        "cushion_sim_silent_frames_in_speech_percent: {:.3}",
+        holes as f64 * 100.0 / frames as f64
     );
     println!("cushion_added_delay_p50_ms: {}", pct(50));
     println!("cushion_added_delay_p99_ms: {}", pct(99));
