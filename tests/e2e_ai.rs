@@ -766,8 +766,9 @@ fn agent_clear_on_barge_in_stops_the_greeting_at_once() {
     thread::sleep(Duration::from_millis(600));
     let received = peer.received();
 
-    // the greeting's last packet: the end of the run of packets that was playing at the clear
-    let playing: Vec<&RtpPacket> = received.iter().filter(|p| p.at >= talk).collect();
+    // the greeting's last packet: the end of the run of voiced packets that was playing at the
+    // clear (comfort noise goes on around it: the stream never stops)
+    let playing: Vec<&RtpPacket> = received.iter().filter(|p| p.at >= talk && voiced(p)).collect();
     let mut last =
         playing.first().map(|p| p.at).expect("greeting stopped before the caller talked");
     for p in &playing {
@@ -778,7 +779,7 @@ fn agent_clear_on_barge_in_stops_the_greeting_at_once() {
     }
     let stop_after_clear_ms = last.saturating_duration_since(cleared_at).as_secs_f64() * 1000.0
         - cleared_at.saturating_duration_since(last).as_secs_f64() * 1000.0;
-    let silent_until = received.iter().find(|p| p.at > last).map(|p| p.at);
+    let silent_until = received.iter().find(|p| p.at > last && voiced(p)).map(|p| p.at);
     let silence_ms =
         silent_until.map_or(f64::INFINITY, |t| t.duration_since(last).as_secs_f64() * 1000.0);
     figure("clear_to_last_greeting_packet_ms", format!("{stop_after_clear_ms:.1}"));
@@ -1182,5 +1183,156 @@ fn both_agents_down_the_caller_hears_the_canned_prompt_and_the_appliance_hangs_u
     let status = app.status_json();
     assert_eq!(status["ai_fallbacks"], 1, "{status}");
     assert_no_active_calls(&app);
+    app.assert_alive();
+}
+
+// ---------------------------------------------------------------------------
+// 8. The caller-bound stream never stops: barge-ins, pauses, a mute agent
+// ---------------------------------------------------------------------------
+
+/// Inter-arrival figures of the packets heard in `[from, to]`: (packets, packets/s, gaps over
+/// 40 ms, longest gap, sequence holes, timestamp steps other than one frame).
+fn stream_figures(
+    received: &[RtpPacket],
+    from: Instant,
+    to: Instant,
+) -> (usize, f64, usize, Duration, usize, usize) {
+    let window: Vec<&RtpPacket> =
+        received.iter().filter(|p| p.at >= from && p.at <= to && p.payload_type == 0).collect();
+    let gaps: Vec<Duration> = window.windows(2).map(|w| w[1].at - w[0].at).collect();
+    let over = gaps.iter().filter(|g| **g > Duration::from_millis(40)).count();
+    let longest = gaps.iter().copied().max().unwrap_or_default();
+    let holes = window.windows(2).filter(|w| w[1].seq != w[0].seq.wrapping_add(1)).count();
+    let steps =
+        window.windows(2).filter(|w| w[1].timestamp != w[0].timestamp.wrapping_add(160)).count();
+    let span = match (window.first(), window.last()) {
+        (Some(a), Some(b)) => (b.at - a.at).as_secs_f64(),
+        _ => 0.0,
+    };
+    let rate = if span > 0.0 { (window.len() - 1) as f64 / span } else { 0.0 };
+    (window.len(), rate, over, longest, holes, steps)
+}
+
+#[test]
+fn a_caller_who_pauses_and_barges_in_hears_50_packets_a_second_without_gaps() {
+    let _serial = serial();
+    let ports = Ports::new(39800);
+    let mut sims = Sims::new();
+    let a = sims.start(SimProtocol::OpenAiRealtime, SimMode::Echo, &[]);
+    let config = ai_config(ports, "openai-realtime", "g711_ulaw", &sims.url(a), None);
+    let mut app = Appliance::start(&config);
+    let peer = RtpPeer::bind(CARRIER_IP, ports.audio(0));
+    let mut uac = Uac::call(ports, 0, peer.addr, "barge-stream");
+    let answer = uac.answered(Duration::from_secs(5));
+    peer.start(answer.rtp);
+    let t0 = Instant::now();
+    // speech, a pause, speech (barging in on the echo), a pause, speech
+    let speech = caller_speech();
+    for i in 0..3 {
+        if i > 0 {
+            peer.say(&[SILENCE; 160 * 40]);
+        }
+        peer.say(&speech);
+    }
+    assert!(peer.drained(Duration::from_secs(15)), "the peer did not finish talking");
+    thread::sleep(Duration::from_millis(1000));
+    let t1 = Instant::now();
+    let status = app.status_json();
+    assert!(uac.hang_up(), "no 200 to BYE");
+    assert_no_active_calls(&app);
+
+    let received = peer.received();
+    let from = t0 + Duration::from_millis(200);
+    let (n, rate, over, longest, holes, steps) = stream_figures(&received, from, t1);
+    let seen = sims.stats(a);
+    figure("barge_stream_packets", n);
+    figure("barge_stream_packets_per_s", format!("{rate:.2}"));
+    figure("barge_stream_gaps_over_40ms", over);
+    figure(
+        "barge_stream_gaps_over_40ms_share_percent",
+        format!("{:.3}", over as f64 * 100.0 / n.max(1) as f64),
+    );
+    figure("barge_stream_longest_gap_ms", longest.as_millis());
+    figure("barge_stream_speech_started", seen.speech_started);
+    figure("barge_stream_underruns", &status["counters"]["ai_underruns"]);
+    print_latencies(&app, "barge_stream_", &["ai_to_rtp"]);
+    assert!(seen.speech_started >= 3, "the agent saw the caller barge in: {seen:?}");
+    let voiced_heard = received.iter().filter(|p| voiced(p)).count();
+    figure("barge_stream_voiced_packets", voiced_heard);
+    assert!(voiced_heard > 60, "the echo was heard: {voiced_heard} voiced packets");
+    // at the source: one packet per 20 ms slot, sequence and timestamps continuous
+    assert_eq!(holes, 0, "sequence numbers skipped: the stream stopped");
+    assert_eq!(steps, 0, "timestamp jumps: the stream stopped");
+    assert!(rate > 49.0 && rate < 51.0, "{rate:.2} packets/s");
+    // on arrival: the bug left 100-240 ms without a packet at every barge-in
+    assert!(longest < Duration::from_millis(100), "{longest:?} without a packet");
+    app.assert_alive();
+}
+
+#[test]
+fn a_mute_agent_gets_the_filler_then_the_standby_and_the_stream_never_stops() {
+    let _serial = serial();
+    let ports = Ports::new(40000);
+    let mut sims = Sims::new();
+    // the primary connects, answers pings, and holds all audio back for 20 s: mute
+    let p = sims.start(SimProtocol::TwilioMediaStreams, SimMode::Echo, &["slow-first-audio:20000"]);
+    let s = sims.start(SimProtocol::TwilioMediaStreams, SimMode::Echo, &[]);
+    let config = twilio_config(ports, &sims.url(p), Some(&sims.url(s)))
+        .replace("[ai]\n", "[ai]\nfirst_audio_timeout_ms = 1500\n");
+    let mut app = Appliance::start(&config);
+    let peer = RtpPeer::bind(CARRIER_IP, ports.audio(0));
+    let mut uac = Uac::call(ports, 0, peer.addr, "mute");
+    let answer = uac.answered(Duration::from_secs(5));
+    let t0 = Instant::now();
+    peer.start(answer.rtp);
+    let speech = caller_speech();
+    for _ in 0..2 {
+        peer.say(&speech);
+    }
+    let standby_live =
+        wait_until(Duration::from_secs(6), Duration::from_millis(10), || sims.stats(s).starts >= 1);
+    assert!(standby_live, "no failover to the standby: {:?}", sims.stats(p));
+    thread::sleep(Duration::from_millis(2500));
+    let t1 = Instant::now();
+    assert!(uac.hang_up(), "the call did not survive the failover (no 200 to BYE)");
+    assert_no_active_calls(&app);
+
+    let filler_frames: HashSet<Vec<u8>> = {
+        let filler = Prompt::one_moment().expect("filler prompt");
+        let mut codes = Vec::new();
+        Law::Ulaw.encode_into(filler.samples(), &mut codes);
+        codes.chunks(160).filter(|c| c.len() == 160).map(<[u8]>::to_vec).collect()
+    };
+    let received = peer.received();
+    let is_filler = |p: &RtpPacket| filler_frames.contains(&p.payload) && voiced(p);
+    let first_filler = received.iter().find(|p| is_filler(p)).expect("the caller heard no filler");
+    let before: Vec<&RtpPacket> =
+        received.iter().filter(|p| p.at < first_filler.at && voiced(p)).collect();
+    assert!(before.is_empty(), "the mute primary said nothing: {} voiced", before.len());
+    let first_standby = received
+        .iter()
+        .find(|p| p.at > first_filler.at && voiced(p) && !is_filler(p))
+        .expect("no echo from the standby after the filler");
+    let detection = first_filler.at.saturating_duration_since(t0);
+    let (n, rate, over, longest, holes, steps) =
+        stream_figures(&received, t0 + Duration::from_millis(100), t1);
+    figure("mute_filler_after_answer_ms", detection.as_millis());
+    figure(
+        "mute_filler_to_standby_audio_ms",
+        first_standby.at.duration_since(first_filler.at).as_millis(),
+    );
+    figure("mute_stream_packets", n);
+    figure("mute_stream_packets_per_s", format!("{rate:.2}"));
+    figure("mute_stream_gaps_over_40ms", over);
+    figure("mute_stream_longest_gap_ms", longest.as_millis());
+    // first_audio_timeout_ms 1500 after the agent went live (just before the answer)
+    assert!(detection >= Duration::from_millis(1200), "filler after {detection:?}");
+    assert!(detection <= Duration::from_millis(2500), "filler after {detection:?}");
+    assert_eq!(holes, 0, "sequence numbers skipped: the stream stopped");
+    assert_eq!(steps, 0, "timestamp jumps: the stream stopped");
+    assert!(rate > 49.0 && rate < 51.0, "{rate:.2} packets/s");
+    let status = app.status_json();
+    assert_eq!(status["ai_failovers"], 1, "{status}");
+    assert_eq!(sims.stats(s).resumed, 1, "{:?}", sims.stats(s));
     app.assert_alive();
 }

@@ -549,7 +549,9 @@ fn g711_passes_through_the_session_unaltered_both_ways() {
     let ai_bytes: Vec<u8> = ulaw_payloads(&x).concat();
     let t0 = Instant::now();
     let mut s = MediaSession::new(params(Codec::PCMU, AiFormat::G711(Law::Ulaw)), t0).unwrap();
-    s.push_ai_audio(&Law::Ulaw.decode(&ai_bytes)).unwrap();
+    for chunk in Law::Ulaw.decode(&ai_bytes).chunks(160) {
+        s.push_ai_audio(t0, chunk).unwrap();
+    }
     s.start(t0);
     let mut sent = Vec::new();
     let mut now = t0;
@@ -564,7 +566,14 @@ fn g711_passes_through_the_session_unaltered_both_ways() {
         }
         now += Duration::from_millis(1);
     }
-    assert_eq!(sent.len(), n, "one packet per 20 ms of AI audio, nothing after");
+    // one packet per 20 ms of AI audio, then comfort noise: the stream never stops
+    assert_eq!(sent.len(), n + 6, "one packet per 20 ms, all along");
+    for (_, data) in &sent[n..] {
+        let info = inspect(data).unwrap();
+        let payload = &data[info.payload_offset..info.payload_offset + info.payload_len];
+        assert!(!info.marker && Law::Ulaw.decode(payload).iter().all(|s| s.abs() <= 8));
+    }
+    sent.truncate(n);
     let mut rx = Vec::new();
     for (k, (at, data)) in sent.iter().enumerate() {
         let info = inspect(data).unwrap();

@@ -159,6 +159,9 @@ pub struct AiConfig {
     pub breaker_cooldown_s: u64,
     /// No frame from the agent for this long while the caller talks: fail over.
     pub stall_timeout_ms: u64,
+    /// No audio and no sign of speech from a connected agent this long after it went live
+    /// (pongs do not count): fail over.
+    pub first_audio_timeout_ms: u64,
 }
 
 impl Default for AiConfig {
@@ -169,6 +172,7 @@ impl Default for AiConfig {
             breaker_failures: 5,
             breaker_cooldown_s: 30,
             stall_timeout_ms: 500,
+            first_audio_timeout_ms: 4000,
         }
     }
 }

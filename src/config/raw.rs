@@ -69,6 +69,7 @@ pub(crate) struct RawAi {
     pub breaker_failures: Option<u32>,
     pub breaker_cooldown_s: Option<u64>,
     pub stall_timeout_ms: Option<u64>,
+    pub first_audio_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

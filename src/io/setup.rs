@@ -124,6 +124,7 @@ fn ai_hub(config: &Config) -> Option<AiHub> {
         },
         session: SessionConfig {
             stall_timeout: Duration::from_millis(config.ai.stall_timeout_ms),
+            first_audio_timeout: Duration::from_millis(config.ai.first_audio_timeout_ms),
             ..SessionConfig::default()
         },
         format: if pcm { AiFormat::Pcm(Rate::Hz24000) } else { AiFormat::G711(Law::Ulaw) },

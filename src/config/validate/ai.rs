@@ -50,12 +50,19 @@ pub(crate) fn ai(raw: RawAi, path: &FieldPath, c: &mut Checker) -> Option<AiConf
         &path.key("stall_timeout_ms"),
         c,
     );
+    let first_audio = within(
+        raw.first_audio_timeout_ms.unwrap_or(d.first_audio_timeout_ms),
+        (500, 60_000),
+        &path.key("first_audio_timeout_ms"),
+        c,
+    );
     Some(AiConfig {
         setup_budget_ms: budget?,
         connect_timeout_ms: connect?,
         breaker_failures: u32::try_from(failures?).ok()?,
         breaker_cooldown_s: cooldown?,
         stall_timeout_ms: stall?,
+        first_audio_timeout_ms: first_audio?,
     })
 }
 
@@ -266,6 +273,17 @@ mod tests {
         assert_eq!(cfg.ai_endpoints.len(), 2);
         assert_eq!(cfg.ai.setup_budget_ms, 1500);
         assert_eq!(cfg.ai.breaker_failures, 5);
+        assert_eq!(cfg.ai.first_audio_timeout_ms, 4000);
+    }
+
+    #[test]
+    fn the_first_audio_timeout_is_checked_and_named() {
+        let cfg = load("[ai]\nfirst_audio_timeout_ms = 1500\n").unwrap();
+        assert_eq!(cfg.ai.first_audio_timeout_ms, 1500);
+        for bad in [100, 60_001] {
+            let e = load(&format!("[ai]\nfirst_audio_timeout_ms = {bad}\n")).unwrap_err();
+            assert!(e.contains("ai.first_audio_timeout_ms: must be between 500 and 60000"), "{e}");
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! ([`AiSession::on_played`]); it drains outgoing frames ([`AiSession::poll_text`]), WebSocket
 //! pings ([`AiSession::poll_ping`]) and acts on [`AiEvent`]s. The session owns playout
 //! accounting (what the caller really heard) for mark echoes and `conversation.item.truncate`,
-//! stall detection, and a bounded transcript carried into a resumed session.
+//! stall detection (no frame at all while the caller talks), mute detection (no audio and no
+//! sign of speech within the first-audio timeout after open: pongs and other frames are not
+//! life), and a bounded transcript carried into a resumed session.
 //! Resampling and G.711 transcoding stay outside.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -72,6 +74,8 @@ pub struct CallInfo {
 pub struct SessionConfig {
     /// No frame from the agent for this long while the caller talks → `Stalled` (500 ms).
     pub stall_timeout: Duration,
+    /// No audio and no sign of speech from the agent this long after open → `Mute` (4 s).
+    pub first_audio_timeout: Duration,
     /// Caller audio sent within this window means "the caller is talking" (100 ms).
     pub talk_window: Duration,
     /// Quiet this long while the caller talks → ask the I/O layer for a ping (250 ms).
@@ -88,6 +92,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             stall_timeout: Duration::from_millis(500),
+            first_audio_timeout: Duration::from_millis(4000),
             talk_window: Duration::from_millis(100),
             ping_after: Duration::from_millis(250),
             max_frame: DEFAULT_MAX_FRAME,
@@ -195,6 +200,9 @@ pub enum AiEvent {
     Error(String),
     /// No frame for the stall timeout while the caller talks: consider failing over.
     Stalled,
+    /// Connected, but no audio and no sign of speech within the first-audio timeout (pings
+    /// answered or not): fail over as for a dead socket.
+    Mute,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,6 +235,8 @@ pub struct SessionStats {
     pub truncates: u64,
     pub marks_echoed: u64,
     pub stalls: u64,
+    /// Sessions given up for sending no audio and no sign of speech after open.
+    pub mutes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +272,8 @@ pub struct AiSession {
     last_rx: Instant,
     last_caller_audio: Option<Instant>,
     stalled: bool,
+    /// Until the agent's first audio or sign of speech: when it counts as mute.
+    first_audio_deadline: Option<Instant>,
     ping_due: bool,
     ready: bool,
     /// Twilio `sequenceNumber` of the last message sent, and `chunk` of the last media.
@@ -304,6 +316,7 @@ impl AiSession {
             last_rx: now,
             last_caller_audio: None,
             stalled: false,
+            first_audio_deadline: None,
             ping_due: false,
             ready: false,
             seq: 0,
@@ -326,6 +339,7 @@ impl AiSession {
         self.state = State::Open;
         self.opened_at = now;
         self.last_rx = now;
+        self.first_audio_deadline = Some(now + self.config.first_audio_timeout);
         match self.protocol.clone() {
             AiProtocol::Twilio => {
                 self.push(twilio::encode_connected());
@@ -477,11 +491,16 @@ impl AiSession {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_timeout()
+        [self.timers.next_timeout(), self.first_audio_deadline].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<AiEvent> {
         let mut events = Vec::new();
+        if self.first_audio_deadline.is_some_and(|t| t <= now) && self.state == State::Open {
+            self.first_audio_deadline = None;
+            self.stats.mutes += 1;
+            events.push(AiEvent::Mute);
+        }
         for timer in self.timers.take_expired(now) {
             match timer {
                 Timer::AiPing if self.talking(now) => self.ping_due = true,
@@ -512,6 +531,7 @@ impl AiSession {
         }
         self.finish_assistant(false);
         self.state = State::Closed;
+        self.first_audio_deadline = None;
         self.timers.stop_all();
     }
 
@@ -552,6 +572,7 @@ impl AiSession {
         }
         match msg {
             twilio::Inbound::Media { ulaw, .. } => {
+                self.heard_speech();
                 self.queued += ulaw.len() as u64;
                 events.push(AiEvent::Audio(AiAudio::Ulaw8k(ulaw)));
             }
@@ -560,6 +581,7 @@ impl AiSession {
             }
             twilio::Inbound::Mark { name, .. } => self.marks.push_back((name, self.queued)),
             twilio::Inbound::Clear { .. } => {
+                self.heard_speech();
                 self.flush(events);
                 // As Twilio does: marks still pending are echoed when cleared.
                 while let Some((name, _)) = self.marks.pop_front() {
@@ -580,10 +602,12 @@ impl AiSession {
                 self.on_delta(item_id, audio, events)
             }
             openai::Inbound::SpeechStarted { .. } => {
+                self.heard_speech();
                 self.barge_in(events);
                 events.push(AiEvent::SpeechStarted);
             }
             openai::Inbound::AssistantTranscriptDelta { item_id, delta } => {
+                self.heard_speech();
                 if !self.truncated.contains(&item_id) {
                     self.assistant_delta(item_id, &delta, events);
                 }
@@ -595,6 +619,7 @@ impl AiSession {
                 }
             }
             openai::Inbound::UserTranscript { transcript, .. } => {
+                self.heard_speech();
                 self.record(Role::User, &transcript, events);
             }
             openai::Inbound::Error { code, message } => {
@@ -603,6 +628,7 @@ impl AiSession {
                 events.push(AiEvent::Error(format!("agent error {code}: {message}")));
             }
             openai::Inbound::Unknown(_) => self.stats.unknown_in += 1,
+            openai::Inbound::Ignored(kind) if is_speech_sign(&kind) => self.heard_speech(),
             openai::Inbound::SessionCreated
             | openai::Inbound::SessionUpdated
             | openai::Inbound::Ignored(_) => {}
@@ -610,6 +636,7 @@ impl AiSession {
     }
 
     fn on_delta(&mut self, item_id: String, audio: Vec<u8>, events: &mut Vec<AiEvent>) {
+        self.heard_speech();
         if self.truncated.contains(&item_id) {
             return;
         }
@@ -696,6 +723,11 @@ impl AiSession {
         if let Some(last) = self.transcript.entries.back() {
             events.push(AiEvent::Transcript(last.clone()));
         }
+    }
+
+    /// Audio or a sign of speech (the agent heard the caller, or is answering): not mute.
+    fn heard_speech(&mut self) {
+        self.first_audio_deadline = None;
     }
 
     fn echo_mark(&mut self, name: String, events: &mut Vec<AiEvent>) {
@@ -786,6 +818,15 @@ fn realtime_session(s: &OpenAiSettings) -> RealtimeSession {
             output: AudioOutput { format, voice: s.voice.clone() },
         },
     }
+}
+
+/// OpenAI events that show the agent hearing the caller or answering (not mute), among those
+/// the session otherwise ignores: speech detection, input transcription, a response under way.
+fn is_speech_sign(kind: &str) -> bool {
+    kind.starts_with("input_audio_buffer.speech")
+        || kind.starts_with("conversation.item.input_audio_transcription")
+        || kind.starts_with("response.")
+        || kind.starts_with("output_audio_buffer.")
 }
 
 fn pcm_from_le(bytes: &[u8]) -> Option<Vec<i16>> {

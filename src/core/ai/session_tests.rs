@@ -442,13 +442,18 @@ fn talk(s: &mut AiSession, t0: Instant, from_ms: u64, to_ms: u64) -> Vec<(u64, A
     events
 }
 
+/// The stall tests' config: the first-audio timeout far away.
+fn no_mute() -> SessionConfig {
+    SessionConfig { first_audio_timeout: Duration::from_secs(3600), ..SessionConfig::default() }
+}
+
 #[test]
 fn stall_raised_after_500ms_without_frames_while_caller_talks() {
     for protocol in [AiProtocol::Twilio, openai(OpenAiFormat::G711Ulaw)] {
         let t0 = Instant::now();
-        let mut s = AiSession::new(SessionConfig::default(), protocol, call(), None, t0);
+        let mut s = AiSession::new(no_mute(), protocol, call(), None, t0);
         s.on_open(t0);
-        assert_eq!(s.poll_timeout(), None, "no stall clock before the caller talks");
+        assert_eq!(s.poll_timeout(), Some(t0 + MS(3_600_000)), "no stall clock before talk");
         // Caller talks from 1000 ms; the agent answered last at 1200 ms.
         let mut events = talk(&mut s, t0, 1000, 1200);
         s.on_text(t0 + MS(1200), r#"{"type":"session.updated","event":"x"}"#);
@@ -472,14 +477,15 @@ fn stall_raised_after_500ms_without_frames_while_caller_talks() {
 #[test]
 fn no_stall_while_caller_is_silent() {
     let t0 = Instant::now();
-    let mut s = openai_open(t0, OpenAiFormat::G711Ulaw, None);
+    let mut s = AiSession::new(no_mute(), openai(OpenAiFormat::G711Ulaw), call(), None, t0);
+    s.on_open(t0);
     // One burst of 100 ms at 0 ms, then silence: the agent owes nothing.
     let mut events = talk(&mut s, t0, 0, 100);
     for ms in [300, 500, 700, 2000] {
         events.extend(s.handle_timeout(t0 + MS(ms)).into_iter().map(|e| (ms, e)));
     }
     assert!(events.is_empty(), "{events:?}");
-    assert_eq!(s.poll_timeout(), None);
+    assert_eq!(s.poll_timeout(), Some(t0 + MS(3_600_000)), "only the far first-audio clock");
     // Talking resumes at 3000 ms: a fresh 500 ms window.
     let events = talk(&mut s, t0, 3000, 3600);
     assert_eq!(events, vec![(3500, AiEvent::Stalled)]);
@@ -535,4 +541,81 @@ fn random_frames_never_panic_and_keep_accounting_sane() {
             drain(&mut s);
         }
     }
+}
+
+// ---------------------------------------------------------------- mute detection
+
+/// Runs the session's timers from `from_ms` to `to_ms` (ms after `t0`), with `pong` answered
+/// every 100 ms, and returns the events with their times.
+fn idle(s: &mut AiSession, t0: Instant, from_ms: u64, to_ms: u64) -> Vec<(u64, AiEvent)> {
+    let mut events = Vec::new();
+    for ms in (from_ms..to_ms).step_by(10) {
+        let now = t0 + MS(ms);
+        if ms % 100 == 0 {
+            s.on_activity(now); // a pong: not life
+        }
+        while s.poll_timeout().is_some_and(|t| t <= now) {
+            let at = s.poll_timeout().unwrap();
+            for e in s.handle_timeout(at) {
+                events.push(((at - t0).as_millis() as u64, e));
+            }
+        }
+    }
+    events
+}
+
+#[test]
+fn a_connected_agent_that_only_answers_pings_is_mute_after_the_first_audio_timeout() {
+    for protocol in [AiProtocol::Twilio, openai(OpenAiFormat::G711Ulaw)] {
+        let t0 = Instant::now();
+        let config = SessionConfig { first_audio_timeout: MS(1500), ..SessionConfig::default() };
+        let mut s = AiSession::new(config, protocol, call(), None, t0);
+        s.on_open(t0);
+        // frames that are not speech (session.updated, marks, unknown) are not life either
+        s.on_text(t0 + MS(50), r#"{"type":"session.updated","event":"x"}"#);
+        let events = idle(&mut s, t0, 0, 5000);
+        assert_eq!(events, vec![(1500, AiEvent::Mute)], "once, at the timeout");
+        assert_eq!(s.stats().mutes, 1);
+    }
+}
+
+#[test]
+fn audio_or_a_sign_of_speech_within_the_timeout_is_life() {
+    let config = SessionConfig { first_audio_timeout: MS(1500), ..SessionConfig::default() };
+    // Twilio media
+    let t0 = Instant::now();
+    let mut s = AiSession::new(config, AiProtocol::Twilio, call(), None, t0);
+    s.on_open(t0);
+    s.on_text(t0 + MS(1400), &encode_agent_media("MZ1", &[0xFF; 160]));
+    assert!(idle(&mut s, t0, 0, 6000).is_empty());
+    // OpenAI: the agent heard the caller start speaking
+    let mut s = AiSession::new(config, openai(OpenAiFormat::G711Ulaw), call(), None, t0);
+    s.on_open(t0);
+    s.on_text(t0 + MS(1000), SPEECH_STARTED);
+    assert!(idle(&mut s, t0, 0, 6000).is_empty());
+    // OpenAI: a response under way (its audio still to come)
+    let mut s = AiSession::new(config, openai(OpenAiFormat::G711Ulaw), call(), None, t0);
+    s.on_open(t0);
+    s.on_text(t0 + MS(1000), r#"{"type":"response.created","response":{}}"#);
+    assert!(idle(&mut s, t0, 0, 6000).is_empty());
+    // ... but limits and session events are not speech
+    let mut s = AiSession::new(config, openai(OpenAiFormat::G711Ulaw), call(), None, t0);
+    s.on_open(t0);
+    s.on_text(t0 + MS(1000), r#"{"type":"rate_limits.updated","rate_limits":[]}"#);
+    assert_eq!(idle(&mut s, t0, 0, 6000), vec![(1500, AiEvent::Mute)]);
+    // OpenAI: audio
+    let mut s = AiSession::new(config, openai(OpenAiFormat::G711Ulaw), call(), None, t0);
+    s.on_open(t0);
+    s.on_text(t0 + MS(1499), &delta("item_1", &[0xFF; 160]));
+    assert!(idle(&mut s, t0, 0, 6000).is_empty());
+    assert_eq!(s.stats().mutes, 0);
+}
+
+#[test]
+fn the_default_first_audio_timeout_is_four_seconds() {
+    let t0 = Instant::now();
+    let mut s = twilio_open(t0, None);
+    assert_eq!(s.poll_timeout(), Some(t0 + MS(4000)));
+    assert_eq!(s.handle_timeout(t0 + MS(3999)), vec![]);
+    assert_eq!(s.handle_timeout(t0 + MS(4000)), vec![AiEvent::Mute]);
 }

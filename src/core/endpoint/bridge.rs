@@ -323,7 +323,10 @@ impl Bridge {
         rng: &mut impl RngCore,
         out: &mut Vec<BridgeOutput>,
     ) {
-        let stalled = events.iter().any(|e| matches!(e, AiEvent::Stalled));
+        let stalled = events.iter().any(|e| matches!(e, AiEvent::Stalled | AiEvent::Mute));
+        if events.contains(&AiEvent::Mute) {
+            tracing::warn!("AI agent mute: no audio and no sign of speech since it went live");
+        }
         self.on_events(now, events, hub, out);
         self.drain(out);
         if stalled {
@@ -364,7 +367,8 @@ impl Bridge {
                 | AiEvent::Mark(_)
                 | AiEvent::SpeechStarted
                 | AiEvent::Transcript(_)
-                | AiEvent::Stalled => {}
+                | AiEvent::Stalled
+                | AiEvent::Mute => {}
             }
         }
     }

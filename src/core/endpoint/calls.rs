@@ -374,6 +374,7 @@ impl Endpoint {
                 data: t.data,
             }));
         }
+        self.counters.ai_underruns += call.media.take_new_underruns();
         for latency in call.media.take_latencies() {
             match latency {
                 MediaLatency::RtpToAi(d) => self.latencies.rtp_to_ai.record(d),

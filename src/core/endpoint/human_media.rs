@@ -34,7 +34,7 @@ impl Endpoint {
     }
 
     /// Sends what the human leg's media queued and hands the human's audio to the caller.
-    pub(super) fn drain_human(&mut self, _now: Instant, id: u64) {
+    pub(super) fn drain_human(&mut self, now: Instant, id: u64) {
         let Some(h) = self.human.legs.get_mut(&id) else { return };
         let (Some(c), Some(port)) = (h.connected.as_mut(), h.port) else { return };
         while let Some(t) = c.media.poll_transmit() {
@@ -50,7 +50,7 @@ impl Endpoint {
         match caller {
             Some(call) => {
                 while let Some(pcm) = c.media.poll_caller_audio() {
-                    if let Err(e) = call.media.push_ai_audio(&pcm) {
+                    if let Err(e) = call.media.push_ai_audio(now, &pcm) {
                         tracing::debug!(error = %e, "human audio dropped");
                     }
                 }
@@ -74,7 +74,7 @@ impl Endpoint {
         }
         let Some(call) = self.calls.get_mut(&id) else { return };
         while let Some(pcm) = call.media.poll_caller_audio() {
-            if let Err(e) = c.media.push_ai_audio(&pcm) {
+            if let Err(e) = c.media.push_ai_audio(now, &pcm) {
                 tracing::debug!(error = %e, "caller audio for the human dropped");
             }
         }

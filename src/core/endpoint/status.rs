@@ -24,6 +24,8 @@ pub struct Counters {
     pub shed_calls: u64,
     /// Requests refused by the per-source rate limit.
     pub rate_limited: u64,
+    /// Agent audio that ran out mid-speech and came back (a gap the caller heard), all calls.
+    pub ai_underruns: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -10,10 +10,13 @@
 //! - [`dtmf`]: RFC 4733 telephone-events, received (one event per key press) and sent.
 //! - [`rtcp`]: RTCP sender/receiver reports per call (RFC 3550), loss, jitter and RTT.
 //! - [`stats`]: per-call media statistics and the E-model (ITU-T G.107) MOS estimate.
-//! - [`playout`]: the playout buffer for bursty audio from the AI (barge-in flush, marks).
+//! - [`cushion`]: the playout cushion's target from the agent's measured arrival jitter.
+//! - [`playout`]: the playout buffer for bursty audio from the AI (cushion, talk spurts,
+//!   underruns, barge-in flush, marks).
 //! - [`session`]: one call's media, tying all of the above to a 20 ms clock.
 
 pub mod codec;
+pub mod cushion;
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;

@@ -38,6 +38,15 @@ impl RtpOut {
         self.packet_at(self.payload_type, payload, timestamp, false)
     }
 
+    /// As [`Self::packet`], never marked and leaving a pending talk-spurt start for the next
+    /// marked packet (comfort noise between spurts).
+    pub fn packet_unmarked(&mut self, payload: &[u8], duration_ticks: u32) -> Vec<u8> {
+        let pending = std::mem::take(&mut self.start_of_spurt);
+        let packet = self.packet(payload, duration_ticks);
+        self.start_of_spurt = pending;
+        packet
+    }
+
     /// A packet with an explicit payload type, timestamp and marker (telephone-events reuse the
     /// stream's SSRC and sequence space but keep their event's timestamp).
     pub fn packet_at(
@@ -115,5 +124,15 @@ mod tests {
         assert_eq!(out.sent_octets(), 320);
         out.mark_spurt();
         assert!(inspect(&out.packet(&[1; 10], 160)).unwrap().marker);
+    }
+
+    #[test]
+    fn unmarked_packets_keep_the_pending_spurt_start_for_the_next_one() {
+        let mut out = RtpOut::new(0, 1, 10, 1000);
+        let cn = inspect(&out.packet_unmarked(&[0xff; 160], 160)).unwrap();
+        let speech = inspect(&out.packet(&[1; 160], 160)).unwrap();
+        assert!(!cn.marker && speech.marker);
+        assert_eq!((cn.seq, speech.seq), (10, 11));
+        assert_eq!((cn.timestamp, speech.timestamp), (1000, 1160));
     }
 }

@@ -1,7 +1,13 @@
 //! One call's media, sans-IO: received RTP goes through the adaptive jitter buffer and the
 //! decoder (with concealment) towards the AI side; what the caller hears (the canned prompt, or
-//! audio from the AI through the playout buffer) is encoded in the negotiated codec and sent on
-//! a 20 ms clock; telephone-events both ways; RTCP reports; symmetric RTP.
+//! audio from the AI through the playout buffer and its cushion) is encoded in the negotiated
+//! codec and sent on a 20 ms clock; telephone-events both ways; RTCP reports; symmetric RTP.
+//!
+//! The caller-bound stream never stops while the session is started: when there is nothing to
+//! say (between responses, after a barge-in flush, while the ladder waits for a key, while an
+//! agent connects) a low-level comfort-noise frame goes out in the call's codec, with
+//! continuous sequence numbers and timestamps; the marker bit is set only on the first packet
+//! of a real talk spurt (a prompt, or agent audio starting after quiet).
 //!
 //! Drive it like the endpoint: `on_rtp` / `on_rtcp` / `handle_timeout(now)`, then drain
 //! `poll_transmit` and `poll_event`; `poll_timeout` says when to come back.
@@ -19,7 +25,7 @@ use super::codec::{CodecError, Rate};
 use super::dtmf::{DtmfEvent, DtmfReceiver, DtmfSender};
 use super::g711::Law;
 use super::jitter::{Frame, JitterBuffer, JitterConfig};
-use super::playout::{PlayoutBuffer, PlayoutError};
+use super::playout::{PlayoutBuffer, PlayoutError, PlayoutStats};
 use super::prompt::Prompt;
 use super::rtcp::{RtcpConfig, RtcpSession};
 use super::rtp::inspect;
@@ -99,6 +105,12 @@ pub struct MediaCounters {
     pub rtcp_received: u64,
     pub rtcp_invalid: u64,
     pub dtmf_received: u64,
+    /// Agent audio ran out mid-speech and came back: the caller heard a gap (per call).
+    pub ai_underruns: u64,
+    /// 20 ms frames of comfort noise sent because there was nothing to say.
+    pub comfort_frames: u64,
+    /// The agent-audio cushion the next talk spurt builds, in ms (from the agent's jitter).
+    pub ai_cushion_ms: u64,
 }
 
 /// Arrival times of the last received packets, by sequence number (for latency).
@@ -172,6 +184,10 @@ pub struct MediaSession {
     /// Agent audio pushes not yet started playing: (first sample's position, when pushed).
     ai_pushes: VecDeque<(u64, Instant)>,
     ai_pushed: u64,
+    /// Underruns already reported by [`MediaSession::take_new_underruns`].
+    underruns_reported: u64,
+    /// Seeded generator of the comfort noise.
+    noise: u32,
     latencies: Vec<MediaLatency>,
     counters: MediaCounters,
     scratch_pcm: Vec<i16>,
@@ -215,6 +231,8 @@ impl MediaSession {
             arrivals: Box::new([None; ARRIVALS]),
             ai_pushes: VecDeque::new(),
             ai_pushed: 0,
+            underruns_reported: 0,
+            noise: (p.seed as u32) | 1,
             latencies: Vec::new(),
             counters: MediaCounters::default(),
             scratch_pcm: Vec::with_capacity(PROMPT_FRAME),
@@ -246,9 +264,10 @@ impl MediaSession {
         self.prompt.is_some()
     }
 
-    /// Audio from the AI side, in the session's AI format, queued for the caller.
-    pub fn push_ai_audio(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
-        self.playout.push(pcm)?;
+    /// Audio from the AI side (or a bridged human), in the session's AI format, arrived at
+    /// `now`, queued for the caller behind the cushion.
+    pub fn push_ai_audio(&mut self, now: Instant, pcm: &[i16]) -> Result<(), MediaError> {
+        self.playout.push(now, pcm)?;
         self.ai_pushed += pcm.len() as u64;
         Ok(())
     }
@@ -257,7 +276,7 @@ impl MediaSession {
     pub fn push_ai_audio_at(&mut self, now: Instant, pcm: &[i16]) -> Result<(), MediaError> {
         // positions count samples pushed since the last flush realigned them with `played`
         let start = self.ai_pushed.max(self.playout.played_samples());
-        self.push_ai_audio(pcm)?;
+        self.push_ai_audio(now, pcm)?;
         if self.ai_pushes.len() < 1024 {
             self.ai_pushes.push_back((start, now));
         }
@@ -280,6 +299,14 @@ impl MediaSession {
     /// Samples of AI audio the caller has really been sent.
     pub fn ai_samples_played(&self) -> u64 {
         self.playout.played_samples()
+    }
+
+    /// Underruns of the agent audio since the last call (for the endpoint's totals).
+    pub fn take_new_underruns(&mut self) -> u64 {
+        let total = self.playout.stats().underruns;
+        let new = total - self.underruns_reported;
+        self.underruns_reported = total;
+        new
     }
 
     /// Sends `digits` (0-9, *, #, A-D) as RFC 4733 events; false when the peer has no
@@ -495,18 +522,44 @@ impl MediaSession {
         }
         let mut payload = std::mem::take(&mut self.scratch_payload);
         payload.clear();
-        let encoded = self.next_audio_payload(now, &mut payload);
-        if encoded {
-            let packet = self.rtp_out.packet(&payload, self.frame_ticks);
-            self.sent_packet(now, payload.len(), packet);
-        } else {
-            // nothing to say: keep the timestamp running so the next spurt lines up
-            self.rtp_out.skip(self.frame_ticks);
+        let packet = match self.next_audio_payload(now, &mut payload) {
+            Some(Said::Speech) => Some(self.rtp_out.packet(&payload, self.frame_ticks)),
+            Some(Said::Comfort) => Some(self.rtp_out.packet_unmarked(&payload, self.frame_ticks)),
+            // the codec refused: keep the timestamp running so the next packet lines up
+            None => None,
+        };
+        match packet {
+            Some(packet) => self.sent_packet(now, payload.len(), packet),
+            None => self.rtp_out.skip(self.frame_ticks),
         }
         self.scratch_payload = payload;
     }
 
-    fn next_audio_payload(&mut self, now: Instant, payload: &mut Vec<u8>) -> bool {
+    /// The payload of the next frame: the prompt, else agent audio, else comfort noise.
+    fn next_audio_payload(&mut self, now: Instant, payload: &mut Vec<u8>) -> Option<Said> {
+        if self.prompt.is_some() {
+            if let Some(encoded) = self.prompt_payload(payload) {
+                return encoded.then_some(Said::Speech);
+            }
+        }
+        let frame = self.playout.next_frame(now);
+        if frame.spurt_start {
+            self.rtp_out.mark_spurt();
+        }
+        if frame.is_silence() {
+            return self.comfort_noise(payload).then_some(Said::Comfort);
+        }
+        let after = self.playout.played_samples();
+        while self.ai_pushes.front().is_some_and(|(pos, _)| *pos < after) {
+            if let Some((_, at)) = self.ai_pushes.pop_front() {
+                self.latencies.push(MediaLatency::AiToRtp(now.saturating_duration_since(at)));
+            }
+        }
+        self.transcoder.ai_to_caller_into(&frame.samples, payload).is_ok().then_some(Said::Speech)
+    }
+
+    /// The next prompt frame: `Some(encoded)` while it plays, `None` once it has finished.
+    fn prompt_payload(&mut self, payload: &mut Vec<u8>) -> Option<bool> {
         if let Some(cursor) = self.prompt.as_mut() {
             let mut pcm = std::mem::take(&mut self.scratch_pcm);
             let more = cursor.next_frame(&mut pcm);
@@ -517,22 +570,30 @@ impl MediaSession {
             };
             self.scratch_pcm = pcm;
             if more {
-                return result;
+                return Some(result);
             }
             self.prompt = None;
             self.events.push_back(MediaEvent::PromptFinished);
         }
-        if self.playout.is_empty() {
-            return false;
+        None
+    }
+
+    /// One frame of low-level noise (about -78 dBov) at the AI rate, through the same encoder
+    /// path as agent audio so the resampler stays continuous; never marked.
+    fn comfort_noise(&mut self, payload: &mut Vec<u8>) -> bool {
+        self.counters.comfort_frames += 1;
+        let mut pcm = std::mem::take(&mut self.scratch_pcm);
+        pcm.clear();
+        for _ in 0..self.playout.frame_samples() {
+            // xorshift32: cheap, seeded, never zero
+            self.noise ^= self.noise << 13;
+            self.noise ^= self.noise >> 17;
+            self.noise ^= self.noise << 5;
+            pcm.push((self.noise % 9) as i16 - 4);
         }
-        let frame = self.playout.next_frame(now);
-        let after = self.playout.played_samples();
-        while self.ai_pushes.front().is_some_and(|(pos, _)| *pos < after) {
-            if let Some((_, at)) = self.ai_pushes.pop_front() {
-                self.latencies.push(MediaLatency::AiToRtp(now.saturating_duration_since(at)));
-            }
-        }
-        self.transcoder.ai_to_caller_into(&frame.samples, payload).is_ok()
+        let ok = self.transcoder.ai_to_caller_into(&pcm, payload).is_ok();
+        self.scratch_pcm = pcm;
+        ok
     }
 
     fn send_dtmf(&mut self, now: Instant) -> bool {
@@ -603,7 +664,15 @@ impl MediaSession {
     }
 
     pub fn counters(&self) -> MediaCounters {
-        self.counters
+        let mut c = self.counters;
+        c.ai_underruns = self.playout.stats().underruns;
+        c.ai_cushion_ms = self.playout.target().as_millis() as u64;
+        c
+    }
+
+    /// The agent-audio playout's counters (spurts, underruns, cushion frames).
+    pub fn playout_stats(&self) -> PlayoutStats {
+        self.playout.stats()
     }
 
     /// Loss, jitter, buffer depth, concealment and the MOS estimate.
@@ -632,6 +701,15 @@ impl std::fmt::Debug for MediaSession {
             .field("counters", &self.counters)
             .finish_non_exhaustive()
     }
+}
+
+/// What a frame's payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Said {
+    /// A prompt or agent audio: a talk spurt may start with it (marker bit).
+    Speech,
+    /// Comfort noise: nothing to say, never marked.
+    Comfort,
 }
 
 /// PCM at the AI rate as a frame in the AI side's format.

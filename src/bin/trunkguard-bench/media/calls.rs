@@ -72,7 +72,7 @@ impl<'s> Calls<'s> {
         let mut out = StepOutput::default();
         while let Some(frame) = call.session.poll_caller_audio() {
             out.caller_frames += 1;
-            if call.session.push_ai_audio(&frame).is_err() {
+            if call.session.push_ai_audio(now, &frame).is_err() {
                 self.push_errors += 1;
             }
         }

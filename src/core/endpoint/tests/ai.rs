@@ -140,14 +140,19 @@ fn caller_rtp(seq: u16) -> Vec<u8> {
 fn a_call_is_answered_when_the_agent_is_live_and_audio_flows_both_ways() {
     let mut h = Harness::new(ai_config());
     let (_, conn, sid) = bridged_call(&mut h);
-    // no canned prompt when an agent is live
+    // no canned prompt when an agent is live: comfort noise until the agent speaks
     h.advance(Duration::from_millis(200));
-    assert_eq!(h.take_rtp(), 0, "silence until the agent speaks");
-    // the agent speaks: 100 ms of audio reaches the caller as RTP
+    let comfort = |h: &Harness| h.ep.calls.values().next().unwrap().media.counters().comfort_frames;
+    let rtp = h.take_rtp();
+    assert!((10..=11).contains(&rtp), "{rtp}");
+    assert_eq!(comfort(&h), rtp as u64, "nothing said yet");
+    // the agent speaks: 100 ms of audio reaches the caller as RTP (after the cushion)
     let agent = twilio::encode_agent_media(&sid, &[0x2a; 800]);
     ai_in(&mut h, Input::AiText { conn, text: &agent });
+    let before = comfort(&h);
     h.advance(Duration::from_millis(200));
-    assert_eq!(h.take_rtp(), 5);
+    assert_eq!(h.take_rtp(), 10, "the stream goes on at 50 packets/s");
+    assert_eq!(comfort(&h) - before, 5, "5 frames of agent audio among them");
     // the caller speaks: 1 s of RTP becomes ~50 media frames to the agent
     let from: SocketAddr = "127.0.0.2:7000".parse().unwrap();
     for seq in 0..50u16 {
@@ -302,6 +307,50 @@ fn a_stalled_agent_is_failed_over_while_the_caller_talks() {
     // the jitter buffer holds the first frames ~40 ms, then 500 ms of silence from the agent
     assert!(at - t0 <= Duration::from_millis(800), "detected after {:?}", at - t0);
     assert!(!take_connects(&mut h).is_empty() || h.ep.ai.as_ref().unwrap().failovers == 1);
+}
+
+#[test]
+fn a_mute_agent_that_answers_pings_gets_the_filler_and_the_standby_after_the_first_audio_timeout() {
+    let mut h = Harness::new(ai_config());
+    let (_, conn, _) = bridged_call(&mut h);
+    let from: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+    let t0 = h.now;
+    h.take_rtp();
+    let (mut failover_at, mut rtp, mut seq) = (None, 0, 0u16);
+    // the caller says hello and waits; the agent answers every ping and never speaks
+    while h.now - t0 < Duration::from_secs(6) {
+        h.ep.handle_input(h.now, Input::Rtp { local_port: 20000, from, data: &caller_rtp(seq) });
+        seq += 1;
+        h.advance(Duration::from_millis(20));
+        pong(&mut h);
+        rtp += h.take_rtp();
+        let closed = h
+            .out
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::AiClose { conn: c }) if *c == conn));
+        if closed && failover_at.is_none() {
+            failover_at = Some(h.now);
+            break;
+        }
+    }
+    let at = failover_at.expect("mute agent detected");
+    // the default first_audio_timeout_ms (4000) after the agent went live, within a frame
+    assert!(at - t0 >= Duration::from_millis(4000), "{:?}", at - t0);
+    assert!(at - t0 <= Duration::from_millis(4040), "{:?}", at - t0);
+    assert_eq!(h.ep.ai.as_ref().unwrap().failovers, 1);
+    let call = h.ep.calls.values().next().unwrap();
+    assert!(call.media.is_playing_prompt(), "the filler at once");
+    // meanwhile the caller got comfort noise: 50 packets/s, never a stopped stream
+    assert!(rtp as u128 + 1 >= (at - t0).as_millis() / 20, "{rtp} packets");
+    let mut next = None;
+    for _ in 0..200 {
+        if let Some(c) = take_connects(&mut h).pop() {
+            next = Some(c);
+            break;
+        }
+        h.advance(Duration::from_millis(5));
+    }
+    assert_eq!(next.expect("re-bridge").1, "ws://127.0.0.1:9002/media", "the standby");
 }
 
 #[test]

@@ -88,15 +88,21 @@ fn run_collecting(
 ) -> Vec<Instant> {
     let mut sent = Vec::new();
     let end = h.now + limit;
+    let comfort =
+        |h: &Harness| h.ep.calls.values().next().map(|c| c.media.counters().comfort_frames);
     while h.now < end {
+        let before = comfort(h);
         h.advance(Duration::from_millis(20));
-        // audio only: RTCP goes out from the port above
-        let audio = h
+        // prompt audio only: RTCP goes out from the port above, and comfort noise (the
+        // stream never stops) is not something said
+        let packets = h
             .out
             .iter()
-            .any(|o| matches!(o, Output::Transmit(Transmit::Rtp { local_port: 20000, .. })));
+            .filter(|o| matches!(o, Output::Transmit(Transmit::Rtp { local_port: 20000, .. })))
+            .count() as u64;
+        let noise = comfort(h).zip(before).map_or(0, |(a, b)| a - b);
         h.take_rtp();
-        if audio {
+        if packets > noise {
             sent.push(h.now);
         }
         if until(h) {
@@ -234,6 +240,28 @@ fn no_key_replays_the_menu_then_a_callback_and_only_the_callers_turns_are_silent
         );
     }
     assert_eq!(last_record(&h).ladder, vec![Rung::Prompt, Rung::Menu, Rung::Callback]);
+}
+
+#[test]
+fn rtp_never_stops_during_the_menu_wait_comfort_noise_fills_the_callers_turn() {
+    let mut h = Harness::new(ladder_config(false));
+    confirmed(&mut h);
+    // 3 s prompt, 0.8 s menu, then the 2 s wait for a key: 50 packets every second
+    h.take_rtp(); // the first packet, sent at the ACK
+    let mut per_step = Vec::new();
+    for _ in 0..300 {
+        h.advance(Duration::from_millis(20));
+        let n = h
+            .out
+            .iter()
+            .filter(|o| matches!(o, Output::Transmit(Transmit::Rtp { local_port: 20000, .. })))
+            .count();
+        h.take_rtp();
+        per_step.push(n);
+    }
+    assert!(per_step.iter().all(|n| *n == 1), "one packet every 20 ms: {per_step:?}");
+    let call = h.ep.calls.values().next().unwrap();
+    assert!(call.media.counters().comfort_frames >= 90, "{:?}", call.media.counters());
 }
 
 #[test]

@@ -363,6 +363,12 @@ fn wire_metrics(r: &mut Registry, s: &EndpointStatus) {
     counter(r, "rtp_received", "RTP packets received", c.rtp_received);
     counter(r, "rtp_sent", "RTP packets sent", c.rtp_sent);
     counter(r, "rtp_invalid", "RTP packets dropped as invalid", c.rtp_invalid);
+    counter(
+        r,
+        "ai_playout_underruns",
+        "Agent audio that ran out mid-speech and came back (a gap the caller heard)",
+        c.ai_underruns,
+    );
 }
 
 /// The state database writers: call records, and callback requests with their deliveries
