@@ -175,8 +175,8 @@ impl UpdateWatch {
     }
 
     fn new(now: Instant, from: Slot, settings: WatchSettings) -> UpdateWatch {
-        let mut timers = WatchTimers::default();
-        timers.ready = Some(now + settings.ready_timeout);
+        let timers =
+            WatchTimers { ready: Some(now + settings.ready_timeout), ..Default::default() };
         UpdateWatch {
             phase: Phase::Switched,
             from,

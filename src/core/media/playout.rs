@@ -800,20 +800,22 @@ mod tests {
     fn a_burst_of_seconds_is_flushed_whole_between_two_ticks() {
         let t0 = Instant::now();
         let mut b = buf();
-        // 5 s arrive at once (a bursty agent), then 1 s is played on the 20 ms clock
-        b.push(&[7; FRAME * 250]).unwrap();
+        // 5 s arrive at once (a bursty agent), then about 1 s is played on the 20 ms clock
+        // (the cushion may hold the first frames back)
+        b.push(t0, &[7; FRAME * 250]).unwrap();
         b.push_mark("turn").unwrap();
-        for i in 0..50 {
-            assert_eq!(b.next_frame(tick(t0, i)).kind, FrameKind::Audio);
-        }
-        assert_eq!(b.buffered_ms(), 4000);
+        let audio = (0..50).filter(|&i| b.next_frame(tick(t0, i)).kind == FrameKind::Audio).count();
+        assert!(audio >= 45, "{audio} audio frames of 50");
+        let played = b.played_ms();
+        assert_eq!(played, audio as u64 * 20);
+        assert_eq!(b.buffered_ms(), 5000 - played);
         // the clear arrives between two ticks: the very next frame is silence
         let report = b.flush();
-        assert_eq!(report.dropped_samples, FRAME * 200);
+        assert_eq!(report.dropped_samples, FRAME * (250 - audio));
         assert_eq!(report.dropped_marks, vec!["turn"]);
         for i in 50..250 {
             assert!(b.next_frame(tick(t0, i)).is_silence(), "frame {i} after the flush");
         }
-        assert_eq!(b.played_ms(), 1000, "what the caller heard, for the agent's truncate");
+        assert_eq!(b.played_ms(), played, "what the caller heard, for the agent's truncate");
     }
 }
