@@ -144,6 +144,9 @@ fn classify(e: &WsError) -> FailureKind {
     match e {
         WsError::Http(resp) => FailureKind::HttpStatus(resp.status().as_u16()),
         WsError::Tls(_) => FailureKind::Tls,
+        WsError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            FailureKind::Refused
+        }
         WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed => FailureKind::Dropped,
         _ => FailureKind::Protocol,
     }

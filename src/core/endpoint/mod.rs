@@ -357,6 +357,7 @@ impl Endpoint {
             self.drain_media(now, id);
         }
         self.bridge_timeouts(now);
+        self.breaker_timeouts(now);
         self.probe_timeouts(now);
         self.human_timeouts(now);
         self.pump(now);
@@ -388,6 +389,7 @@ impl Endpoint {
         calls
             .chain(carriers)
             .chain(probes)
+            .chain(self.breaker_poll_timeout())
             .chain(self.tx.poll_timeout())
             .chain(self.human_poll_timeout())
             .min()
