@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::ai_probe::{AiEndpointStatus, AiProbe, ProbeAction, PROBE_CONN_BASE};
+use super::ai_probe::{AiEndpointStatus, AiProbe, ProbeAction, ProbeStyle, PROBE_CONN_BASE};
 use super::bridge::{AiHub, Bridge, BridgeNote, BridgeOutput};
 use super::{CallState, Endpoint, Event, Input, Output, RecordPhase, Transmit};
 use crate::core::ai::session::AiProtocol;
@@ -37,10 +37,14 @@ pub(super) fn probes_for(
     ];
     for (i, (endpoint, settings)) in endpoints.into_iter().enumerate() {
         if let Some(s) = settings {
-            let openai = matches!(s.protocol, AiProtocol::OpenAi(_));
+            let style = match (&s.health_url, &s.protocol) {
+                (Some(_), _) => ProbeStyle::Http,
+                (None, AiProtocol::OpenAi(_)) => ProbeStyle::OpenAi,
+                (None, AiProtocol::Twilio) => ProbeStyle::Twilio,
+            };
             probes.push((
                 endpoint,
-                AiProbe::new(now, i as u64, PROBE_INTERVAL, PROBE_TIMEOUT, openai),
+                AiProbe::new(now, i as u64, PROBE_INTERVAL, PROBE_TIMEOUT, style),
             ));
         }
     }
@@ -359,6 +363,21 @@ impl Endpoint {
                             deadline,
                         }));
                     }
+                }
+                ProbeAction::HttpGet { conn, deadline } => {
+                    let url = endpoint
+                        .and_then(|e| self.ai.as_ref().and_then(|h| h.settings(e)))
+                        .and_then(|s| s.health_url.clone());
+                    if let Some(url) = url {
+                        self.out.push_back(Output::Event(Event::AiHealthGet {
+                            conn,
+                            url,
+                            deadline,
+                        }));
+                    }
+                }
+                ProbeAction::Text { conn, text } => {
+                    self.out.push_back(Output::Transmit(Transmit::AiText { conn, text }))
                 }
                 ProbeAction::Close { conn } => {
                     self.out.push_back(Output::Event(Event::AiClose { conn }))

@@ -31,6 +31,8 @@ pub struct AiEndpointSettings {
     pub url: String,
     /// Extra HTTP headers for the upgrade (credentials included; never logged).
     pub headers: Vec<(String, String)>,
+    /// When set, the health probe is an HTTP GET of this URL instead of a WebSocket.
+    pub health_url: Option<String>,
 }
 
 impl std::fmt::Debug for AiEndpointSettings {
@@ -41,6 +43,7 @@ impl std::fmt::Debug for AiEndpointSettings {
             .field("protocol", &self.protocol)
             .field("url", &self.url)
             .field("headers", &names)
+            .field("health_url", &self.health_url)
             .finish()
     }
 }
@@ -601,6 +604,7 @@ mod tests {
             protocol: AiProtocol::Twilio,
             url: "wss://agent.example/media".into(),
             headers: vec![("Authorization".into(), "Bearer sk-secret".into())],
+            health_url: None,
         };
         let shown = format!("{s:?}");
         assert!(shown.contains("Authorization") && !shown.contains("sk-secret"), "{shown}");

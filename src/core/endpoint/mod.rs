@@ -202,6 +202,13 @@ pub enum Event {
     AiClose {
         conn: u64,
     },
+    /// A health probe: HTTP GET `url`; report a 2xx as `AiOpened`, anything else (or nothing
+    /// by `deadline`) as `AiClosed`.
+    AiHealthGet {
+        conn: u64,
+        url: String,
+        deadline: Instant,
+    },
 }
 
 /// What a client transaction was started for.

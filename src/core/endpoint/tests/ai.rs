@@ -17,6 +17,7 @@ fn hub() -> AiHub {
         protocol: AiProtocol::Twilio,
         url: format!("ws://127.0.0.1:{port}/media"),
         headers: vec![("Authorization".into(), "Bearer secret".into())],
+        health_url: None,
     };
     AiHub {
         primary: settings("primary", 9001),
