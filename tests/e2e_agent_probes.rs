@@ -1,0 +1,215 @@
+//! Agent health probes against the real binary, seen from the agent's side.
+//!
+//! A *strict agent* (a small WebSocket server in this test, written from the Twilio Media
+//! Streams documents) logs an error whenever a client leaves without completing the stream:
+//! `connected`, then `start`, then `stop`, then a clean close (our close frame answered, the
+//! peer's close frame before the TCP close). A Pipecat agent behind a box whose probe only
+//! opened and dropped the socket logged exactly such an error every 5 s. Here the appliance
+//! probes the strict agent several times and the agent must count zero errors; every probe's
+//! `start` carries the probe marker (`customParameters.trunkguard_probe = "1"`, SIDs beginning
+//! `MZtrunkguardprobe` / `CAtrunkguardprobe`), so an agent can tell it from a call.
+//!
+//! The standby endpoint is configured with a `health_url`: its probes are HTTP GETs of that
+//! URL (answered 200 by a tiny HTTP server here) and its WebSocket sees no connection at all.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+const PORTS: Ports = Ports::new(39000);
+/// The appliance probes every 5 s: three clean probes need about 10 s.
+const PROBES: usize = 3;
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What the strict agent saw.
+#[derive(Default)]
+struct AgentLog {
+    /// Streams completed with the whole handshake.
+    clean: usize,
+    /// Every protocol error, as a Pipecat-style agent would log it.
+    errors: Vec<String>,
+    /// `start` messages received (to check the probe marker).
+    starts: Vec<serde_json::Value>,
+}
+
+/// A WebSocket server that accepts connections until the test ends (bounded by `WAIT`).
+fn strict_agent(port: u16) -> Arc<Mutex<AgentLog>> {
+    let log = Arc::new(Mutex::new(AgentLog::default()));
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the strict agent");
+    let shared = log.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten().take(50) {
+            let log = shared.clone();
+            thread::spawn(move || serve_stream(stream, &log));
+        }
+    });
+    log
+}
+
+/// One connection: the Media Streams sequence, then the closing handshake.
+fn serve_stream(stream: TcpStream, log: &Mutex<AgentLog>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut ws = match tungstenite::accept(stream) {
+        Ok(ws) => ws,
+        Err(e) => return log.lock().unwrap().errors.push(format!("upgrade failed: {e}")),
+    };
+    let mut events: Vec<String> = Vec::new();
+    let mut closed_by_client = false;
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                let v: serde_json::Value = match serde_json::from_str(t.as_str()) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        log.lock().unwrap().errors.push(format!("bad JSON {t}: {e}"));
+                        continue;
+                    }
+                };
+                let event = v["event"].as_str().unwrap_or("?").to_string();
+                if event == "start" {
+                    log.lock().unwrap().starts.push(v.clone());
+                }
+                events.push(event);
+            }
+            Ok(Message::Close(_)) => {
+                closed_by_client = true;
+                if events != ["connected", "start", "stop"] {
+                    log.lock().unwrap().errors.push(format!(
+                        "client closed after {events:?}, not after connected, start, stop"
+                    ));
+                }
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed) if closed_by_client => {
+                log.lock().unwrap().clean += 1;
+                return;
+            }
+            Err(e) => {
+                log.lock().unwrap().errors.push(format!(
+                    "connection lost without the closing handshake after {events:?}: {e}"
+                ));
+                return;
+            }
+        }
+    }
+}
+
+/// Answers `GET /healthz` with 200 and counts the GETs (and anything else, as errors).
+fn health_server(port: u16) -> (Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+    let gets = Arc::new(AtomicUsize::new(0));
+    let other = Arc::new(Mutex::new(Vec::new()));
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the health server");
+    let (g, o) = (gets.clone(), other.clone());
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten().take(50) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).map_or(true, |n| n == 0) || header == "\r\n" {
+                    break;
+                }
+            }
+            if line.starts_with("GET /healthz ") {
+                g.fetch_add(1, Ordering::SeqCst);
+            } else {
+                o.lock().unwrap().push(line.trim().to_string());
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (gets, other)
+}
+
+/// Counts WebSocket (TCP) connections on a port that must never see one.
+fn unused_agent(port: u16) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the unused agent");
+    let c = count.clone();
+    thread::spawn(move || {
+        for _ in listener.incoming().flatten().take(50) {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    count
+}
+
+fn config(strict: u16, unused: u16, health: u16) -> String {
+    format!(
+        "{base}{carrier}\
+         [[ai_endpoint]]\n\
+         name = \"strict-agent\"\n\
+         role = \"primary\"\n\
+         protocol = \"twilio-media-streams\"\n\
+         url = \"ws://127.0.0.1:{strict}/media\"\n\n\
+         [[ai_endpoint]]\n\
+         name = \"http-checked\"\n\
+         role = \"standby\"\n\
+         protocol = \"twilio-media-streams\"\n\
+         url = \"ws://127.0.0.1:{unused}/media\"\n\
+         health_url = \"http://127.0.0.1:{health}/healthz\"\n",
+        base = base_config(PORTS),
+        carrier = inbound_carrier("carrier", "127.0.0.2"),
+    )
+}
+
+fn endpoint(app: &Appliance, role: &str) -> serde_json::Value {
+    let status = app.status_json();
+    let eps = status["ai_endpoints"].as_array().cloned().unwrap_or_default();
+    eps.into_iter().find(|e| e["role"] == role).unwrap_or_else(|| panic!("no {role}: {status}"))
+}
+
+#[test]
+fn a_strict_agent_sees_complete_probe_streams_and_a_health_url_replaces_the_websocket() {
+    let (strict, unused, health) = (PORTS.peer(0), PORTS.peer(1), PORTS.peer(2));
+    let agent = strict_agent(strict);
+    let ws_connections = unused_agent(unused);
+    let (gets, other_requests) = health_server(health);
+    let mut app = Appliance::start(&config(strict, unused, health));
+
+    let done = wait_until(WAIT, Duration::from_millis(200), || {
+        agent.lock().unwrap().clean >= PROBES && gets.load(Ordering::SeqCst) >= PROBES
+    });
+    app.assert_alive();
+    let log = agent.lock().unwrap();
+    assert!(
+        done,
+        "{} clean probe streams and {} health GETs within {WAIT:?}; agent errors: {:?}",
+        log.clean,
+        gets.load(Ordering::SeqCst),
+        log.errors
+    );
+    assert!(log.errors.is_empty(), "the strict agent logged errors: {:#?}", log.errors);
+    for start in &log.starts {
+        assert_eq!(start["start"]["customParameters"]["trunkguard_probe"], "1", "{start}");
+        let sid = start["streamSid"].as_str().unwrap_or_default();
+        assert!(sid.starts_with("MZtrunkguardprobe"), "a probe's streamSid: {start}");
+        let call = start["start"]["callSid"].as_str().unwrap_or_default();
+        assert!(call.starts_with("CAtrunkguardprobe"), "a probe's callSid: {start}");
+    }
+    println!("strict agent: {} clean probe streams, 0 errors", log.clean);
+    drop(log);
+
+    assert_eq!(ws_connections.load(Ordering::SeqCst), 0, "health_url: no WebSocket probe");
+    assert!(other_requests.lock().unwrap().is_empty(), "{:?}", other_requests.lock().unwrap());
+    let primary = endpoint(&app, "primary");
+    let standby = endpoint(&app, "standby");
+    assert!(primary["probe_successes"].as_u64() >= Some(PROBES as u64), "{primary}");
+    assert_eq!(primary["probe_failures"], 0, "{primary}");
+    assert!(standby["probe_successes"].as_u64() >= Some(PROBES as u64), "{standby}");
+    assert_eq!(standby["probe_failures"], 0, "{standby}");
+    app.kill_hard();
+}
