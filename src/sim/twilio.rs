@@ -1,5 +1,7 @@
 //! The simulated agent's side of Twilio Media Streams: reads `connected`/`start`/`media`/
 //! `dtmf`/`mark`/`stop`, answers with agent `media` (echo or greeting), `mark` and `clear`.
+//! A stream whose `start` carries `customParameters.trunkguard_probe = "1"` is a health probe:
+//! it is counted as a probe (not a start) and gets no greeting.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +25,8 @@ pub struct TwilioAgent {
     vad: Vad,
     stream_sid: String,
     marks: u64,
+    /// This stream is a trunkguard health probe.
+    probe: bool,
 }
 
 impl TwilioAgent {
@@ -33,6 +37,7 @@ impl TwilioAgent {
             ctx,
             stream_sid: String::new(),
             marks: 0,
+            probe: false,
         }
     }
 
@@ -42,6 +47,12 @@ impl TwilioAgent {
     }
 
     fn on_start(&mut self, now: Instant, start: twilio::StartMsg) {
+        self.probe =
+            start.start.custom_parameters.get("trunkguard_probe").is_some_and(|v| v == "1");
+        if self.probe {
+            self.ctx.stats.update(|s| s.probes += 1);
+            return;
+        }
         let resumed = start
             .start
             .custom_parameters
@@ -143,6 +154,7 @@ impl Agent for TwilioAgent {
             Message::Media(media) => return self.on_media(now, media),
             Message::Dtmf(dtmf) => self.on_dtmf(now, dtmf),
             Message::Mark(mark) => self.ctx.stats.update(|s| record(&mut s.marks, mark.mark.name)),
+            Message::Stop(_) if self.probe => {}
             Message::Stop(_) => self.ctx.stats.update(|s| s.stops += 1),
             Message::Connected(_) | Message::Clear(_) => {}
         }
