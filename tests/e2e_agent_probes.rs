@@ -11,6 +11,12 @@
 //!
 //! The standby endpoint is configured with a `health_url`: its probes are HTTP GETs of that
 //! URL (answered 200 by a tiny HTTP server here) and its WebSocket sees no connection at all.
+//!
+//! The operator's view (second test): a primary whose port refuses connections and a standby
+//! (`trunkguard agent-sim`); a SIPp call is refused by the primary at setup and bridged to the
+//! standby. The appliance's log has a WARN naming the call, the endpoint and "connection
+//! refused by <endpoint>" with the attempt's duration, and an INFO for the switch; the status
+//! page's recent failures say the same (not "Dropped").
 
 mod common;
 
@@ -211,5 +217,94 @@ fn a_strict_agent_sees_complete_probe_streams_and_a_health_url_replaces_the_webs
     assert_eq!(primary["probe_failures"], 0, "{primary}");
     assert!(standby["probe_successes"].as_u64() >= Some(PROBES as u64), "{standby}");
     assert_eq!(standby["probe_failures"], 0, "{standby}");
+    app.kill_hard();
+}
+
+const REFUSED_PORTS: Ports = Ports::new(39400);
+const CARRIER_IP: &str = "127.0.0.2";
+
+#[test]
+fn a_primary_refusing_at_setup_is_logged_and_listed_with_its_name_and_cause() {
+    let ports = REFUSED_PORTS;
+    let refusing = ports.peer(3); // nothing listens there
+    let sim_port = ports.base + 95;
+    let _sim = spawn_agent_sim(sim_port);
+    let config = format!(
+        "{base}{carrier}\
+         [[ai_endpoint]]\nname = \"refusing-agent\"\nrole = \"primary\"\n\
+         protocol = \"twilio-media-streams\"\nurl = \"ws://127.0.0.1:{refusing}/media\"\n\n\
+         [[ai_endpoint]]\nname = \"sim-agent\"\nrole = \"standby\"\n\
+         protocol = \"twilio-media-streams\"\nurl = \"ws://127.0.0.1:{sim_port}/media\"\n",
+        base = base_config(ports),
+        carrier = inbound_carrier("carrier-a", CARRIER_IP),
+    );
+    let mut app = Appliance::start(&config);
+    let _sink = RtpSink::bind_talking(CARRIER_IP, ports.audio(0));
+    let (target, peer, media, audio) = (
+        sip_addr(ports).to_string(),
+        ports.peer(1).to_string(),
+        ports.sipp_media(0).to_string(),
+        ports.audio(0).to_string(),
+    );
+    let mut sipp = Sipp::spawn(
+        "uac_pcmu",
+        ports.sipp_control(0),
+        &[
+            "-sf",
+            &scenario("uac_pcmu.xml"),
+            &target,
+            "-i",
+            CARRIER_IP,
+            "-p",
+            &peer,
+            "-mi",
+            CARRIER_IP,
+            "-mp",
+            &media,
+            "-key",
+            "audio_port",
+            &audio,
+            "-m",
+            "1",
+        ],
+    );
+    assert!(sipp.wait_success(Duration::from_secs(25)), "the call failed\n{}", sipp.diagnostics());
+    app.assert_alive();
+
+    let log = app.log();
+    let refused = log
+        .lines()
+        .find(|l| l.contains("agent connection refused at call setup"))
+        .unwrap_or_else(|| panic!("no refused-setup line in the log:\n{log}"));
+    assert!(refused.contains(" WARN "), "{refused}");
+    for field in [
+        "call_id=",
+        "endpoint=refusing-agent",
+        "cause=connection refused by refusing-agent",
+        "attempt_ms=",
+        "call_ms=",
+    ] {
+        assert!(refused.contains(field), "{field} missing: {refused}");
+    }
+    let switch = log
+        .lines()
+        .find(|l| l.contains("failing over to the other agent endpoint"))
+        .unwrap_or_else(|| panic!("no switch line in the log:\n{log}"));
+    assert!(
+        switch.contains(" INFO ")
+            && switch.contains("from=refusing-agent")
+            && switch.contains("endpoint=sim-agent"),
+        "{switch}"
+    );
+    println!("{refused}\n{switch}");
+    let status = app.status_json();
+    let failures = status["recent_failures"].as_array().cloned().unwrap_or_default();
+    let connect = failures
+        .iter()
+        .find(|f| f["kind"] == "agent-connect")
+        .unwrap_or_else(|| panic!("no agent-connect failure: {status}"));
+    let detail = connect["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("connection refused by refusing-agent (call "), "{detail}");
+    assert!(!failures.iter().any(|f| f["detail"].as_str().is_some_and(|d| d.contains("Dropped"))));
     app.kill_hard();
 }
