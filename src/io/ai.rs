@@ -210,6 +210,15 @@ fn refused(e: &reqwest::Error) -> bool {
     false
 }
 
+/// Reads (and drops) frames until the agent's close frame or the end of the stream.
+async fn close_reply(stream: &mut futures_util::stream::SplitStream<Ws>) {
+    while let Some(Ok(m)) = stream.next().await {
+        if m.is_close() {
+            break;
+        }
+    }
+}
+
 fn classify(e: &WsError) -> FailureKind {
     match e {
         WsError::Http(resp) => FailureKind::HttpStatus(resp.status().as_u16()),
@@ -242,10 +251,7 @@ async fn run_connection(conn: u64, ws: Ws, events: NetTx) {
                     let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
                     let _ = sink.send(Message::Close(Some(frame))).await;
                     // the closing handshake: wait (bounded) for the agent's close frame
-                    let reply = async { while let Some(Ok(m)) = stream.next().await {
-                        if m.is_close() { break; }
-                    } };
-                    let _ = tokio::time::timeout(CLOSE_WAIT, reply).await;
+                    let _ = tokio::time::timeout(CLOSE_WAIT, close_reply(&mut stream)).await;
                     let _ = sink.close().await;
                     return; // we closed it: nothing to report
                 }

@@ -302,7 +302,8 @@ mod tests {
 
     #[test]
     fn health_url_is_an_http_url_and_errors_name_it() {
-        let ep = "[[ai_endpoint]]\nname = \"p\"\nrole = \"primary\"\nprotocol = \"twilio-media-streams\"\nurl = \"wss://a.example/x\"\n";
+        let ep = "[[ai_endpoint]]\nname = \"p\"\nrole = \"primary\"\n\
+                  protocol = \"twilio-media-streams\"\nurl = \"wss://a.example/x\"\n";
         let cfg = load(&format!("{ep}health_url = \"https://a.example/healthz\"\n")).unwrap();
         assert_eq!(cfg.ai_endpoints[0].health_url.as_deref(), Some("https://a.example/healthz"));
         assert_eq!(load(ep).unwrap().ai_endpoints[0].health_url, None, "off by default");

@@ -253,7 +253,10 @@ impl Endpoint {
             }
             BridgeNote::Switch { from, to } => {
                 let (from, to) = (self.endpoint_name(from), self.endpoint_name(to));
-                tracing::info!(%call_id, %from, endpoint = %to, call_ms, "failing over to the other agent endpoint");
+                tracing::info!(
+                    %call_id, %from, endpoint = %to, call_ms,
+                    "failing over to the other agent endpoint"
+                );
             }
             BridgeNote::Lost { endpoint, kind, live_for } => {
                 let name = self.endpoint_name(endpoint);
@@ -264,7 +267,8 @@ impl Endpoint {
                     "agent lost mid-call: filler, failing over"
                 );
                 let detail = format!(
-                    "{cause} mid-call (call {call_id}, {call_ms} ms into the call): filler, re-bridging"
+                    "{cause} mid-call (call {call_id}, {call_ms} ms into the call): \
+                     filler, re-bridging"
                 );
                 self.note_failure(now, "agent-failover", detail);
             }
@@ -284,14 +288,23 @@ impl Endpoint {
             let name = self.endpoint_name(endpoint);
             let cause = change.cause.describe(&name);
             let (from, to) = (breaker_word(change.from), breaker_word(change.to));
-            let held_ms = change.from_since.map(|t| ms(now.saturating_duration_since(t)));
+            // how long the breaker was in `from` ("-": closed since the start)
+            let held_ms = change
+                .from_since
+                .map_or("-".to_string(), |t| ms(now.saturating_duration_since(t)).to_string());
             let call_id = call_id.unwrap_or("-");
             if change.to == BreakerState::Open {
-                tracing::warn!(%call_id, endpoint = %name, from, to, %cause, ?held_ms, "agent breaker opened");
+                tracing::warn!(
+                    %call_id, endpoint = %name, from, to, %cause, %held_ms,
+                    "agent breaker opened"
+                );
                 let detail = format!("breaker of {name} {from} -> {to}: {cause}");
                 self.note_failure(now, "agent-breaker", detail);
             } else {
-                tracing::info!(%call_id, endpoint = %name, from, to, %cause, ?held_ms, "agent breaker changed");
+                tracing::info!(
+                    %call_id, endpoint = %name, from, to, %cause, %held_ms,
+                    "agent breaker changed"
+                );
             }
         }
     }
@@ -469,7 +482,8 @@ impl Endpoint {
             "no AI agent within the budget: fallback to the ladder"
         );
         let detail = format!(
-            "no agent within the budget for call {call_id} after {attempts} attempt(s), {call_ms} ms: {cause}"
+            "no agent within the budget for call {call_id} after {attempts} attempt(s), \
+             {call_ms} ms: {cause}"
         );
         self.note_failure(now, "fallback", detail);
         let Some(call) = self.calls.get_mut(&id) else { return };
