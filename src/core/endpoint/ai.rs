@@ -251,10 +251,11 @@ impl Endpoint {
                 let detail = format!("{cause} (call {call_id}, attempt of {attempt_ms} ms)");
                 self.note_failure(now, "agent-connect", detail);
             }
-            BridgeNote::Switch { from, to } => {
+            BridgeNote::Switch { from, to, kind } => {
                 let (from, to) = (self.endpoint_name(from), self.endpoint_name(to));
+                let cause = kind.describe(&from);
                 tracing::info!(
-                    %call_id, %from, endpoint = %to, call_ms,
+                    %call_id, %from, endpoint = %to, %cause, call_ms,
                     "failing over to the other agent endpoint"
                 );
             }
@@ -473,12 +474,13 @@ impl Endpoint {
         attempts: u32,
     ) {
         let (call_id, call_ms) = self.call_clock(now, id);
+        let endpoint = last.map(|(e, _)| self.endpoint_name(e)).unwrap_or_else(|| "-".into());
         let cause = match last {
-            Some((endpoint, kind)) => kind.describe(&self.endpoint_name(endpoint)),
+            Some((_, kind)) => kind.describe(&endpoint),
             None => "no agent endpoint admitted a connection (breakers open)".to_string(),
         };
         tracing::warn!(
-            %call_id, %cause, attempts, call_ms,
+            %call_id, %endpoint, %cause, attempts, call_ms,
             "no AI agent within the budget: fallback to the ladder"
         );
         let detail = format!(

@@ -109,8 +109,8 @@ pub enum BridgeOutput {
 pub enum BridgeNote {
     /// A setup attempt to `endpoint` failed (refused, timed out, an HTTP error) after `took`.
     AttemptFailed { endpoint: Endpoint, kind: FailureKind, took: Duration },
-    /// Setup moves on to the other endpoint because `from` just failed.
-    Switch { from: Endpoint, to: Endpoint },
+    /// Setup moves on to the other endpoint because `from` just failed (how: `kind`).
+    Switch { from: Endpoint, to: Endpoint, kind: FailureKind },
     /// The live agent at `endpoint` was lost after `live_for`: filler, then re-bridging.
     Lost { endpoint: Endpoint, kind: FailureKind, live_for: Duration },
 }
@@ -213,8 +213,9 @@ impl Bridge {
                 self.next_conn += 1;
                 self.attempts += 1;
                 let conn = self.conn_base + self.next_conn;
-                if let Some((from, _)) = self.last_failure.filter(|(from, _)| *from != endpoint) {
-                    out.push(BridgeOutput::Note(BridgeNote::Switch { from, to: endpoint }));
+                if let Some((from, kind)) = self.last_failure.filter(|(from, _)| *from != endpoint)
+                {
+                    out.push(BridgeOutput::Note(BridgeNote::Switch { from, to: endpoint, kind }));
                 }
                 if let Phase::Setup { in_flight, .. } = &mut self.phase {
                     *in_flight = Some(InFlight { conn, id, endpoint, started: now });

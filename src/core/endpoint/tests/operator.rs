@@ -76,7 +76,13 @@ fn a_primary_refused_at_setup_is_a_warning_naming_call_endpoint_cause_and_timing
         &log,
         "INFO",
         "failing over to the other agent endpoint",
-        &["call_id=c1", "from=primary", "endpoint=standby", "call_ms="],
+        &[
+            "call_id=c1",
+            "from=primary",
+            "endpoint=standby",
+            "cause=connection refused by primary",
+            "call_ms=",
+        ],
     );
     line(&log, "INFO", "agent live", &["call_id=c1", "endpoint=standby", "call_ms="]);
     let failure = &status.recent_failures[0];
@@ -130,7 +136,7 @@ fn a_fallback_names_the_last_cause_and_the_time_spent() {
         &log,
         "WARN",
         "no AI agent within the budget",
-        &["call_id=c1", "answered with HTTP 503", "attempts=", "call_ms=1"],
+        &["call_id=c1", "endpoint=", "answered with HTTP 503", "attempts=", "call_ms=1"],
     );
     let fallback = status.recent_failures.iter().find(|f| f.kind == "fallback").unwrap();
     assert!(fallback.detail.contains("answered with HTTP 503"), "{fallback:?}");
