@@ -17,6 +17,9 @@
 //! standby. The appliance's log has a WARN naming the call, the endpoint and "connection
 //! refused by <endpoint>" with the attempt's duration, and an INFO for the switch; the status
 //! page's recent failures say the same (not "Dropped").
+//!
+//! An OpenAI Realtime agent (third test) sees each probe wait for its `session.created`, send
+//! nothing, and close cleanly.
 
 mod common;
 
@@ -306,5 +309,78 @@ fn a_primary_refusing_at_setup_is_logged_and_listed_with_its_name_and_cause() {
     let detail = connect["detail"].as_str().unwrap_or_default();
     assert!(detail.starts_with("connection refused by refusing-agent (call "), "{detail}");
     assert!(!failures.iter().any(|f| f["detail"].as_str().is_some_and(|d| d.contains("Dropped"))));
+    app.kill_hard();
+}
+
+const OPENAI_PORTS: Ports = Ports::new(39600);
+
+/// An OpenAI Realtime server that greets with `session.created` and logs an error for any
+/// client that leaves without the closing handshake (or sends anything: a probe must not).
+fn strict_openai_agent(port: u16) -> Arc<Mutex<AgentLog>> {
+    let log = Arc::new(Mutex::new(AgentLog::default()));
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the OpenAI agent");
+    let shared = log.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten().take(50) {
+            let log = shared.clone();
+            thread::spawn(move || serve_openai(stream, &log));
+        }
+    });
+    log
+}
+
+fn serve_openai(stream: TcpStream, log: &Mutex<AgentLog>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut ws = match tungstenite::accept(stream) {
+        Ok(ws) => ws,
+        Err(e) => return log.lock().unwrap().errors.push(format!("upgrade failed: {e}")),
+    };
+    let created = r#"{"type":"session.created","event_id":"event_1","session":{"id":"sess_1"}}"#;
+    if let Err(e) = ws.send(Message::text(created)) {
+        return log.lock().unwrap().errors.push(format!("cannot send session.created: {e}"));
+    }
+    let mut closed_by_client = false;
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                log.lock().unwrap().errors.push(format!("a probe sent {t}"));
+            }
+            Ok(Message::Close(_)) => closed_by_client = true,
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed) if closed_by_client => {
+                log.lock().unwrap().clean += 1;
+                return;
+            }
+            Err(e) => {
+                let error = format!("connection lost without the closing handshake: {e}");
+                log.lock().unwrap().errors.push(error);
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn an_openai_agent_sees_probes_wait_for_session_created_then_close_cleanly() {
+    let ports = OPENAI_PORTS;
+    let agent_port = ports.peer(0);
+    let agent = strict_openai_agent(agent_port);
+    let config = format!(
+        "{base}{carrier}\
+         [[ai_endpoint]]\nname = \"realtime\"\nrole = \"primary\"\n\
+         protocol = \"openai-realtime\"\nurl = \"ws://127.0.0.1:{agent_port}/v1/realtime\"\n",
+        base = base_config(ports),
+        carrier = inbound_carrier("carrier", CARRIER_IP),
+    );
+    let mut app = Appliance::start(&config);
+    let done = wait_until(WAIT, Duration::from_millis(200), || agent.lock().unwrap().clean >= 2);
+    app.assert_alive();
+    let log = agent.lock().unwrap();
+    assert!(done, "{} clean probes within {WAIT:?}; errors: {:?}", log.clean, log.errors);
+    assert!(log.errors.is_empty(), "the OpenAI agent logged errors: {:#?}", log.errors);
+    drop(log);
+    let primary = endpoint(&app, "primary");
+    assert!(primary["probe_successes"].as_u64() >= Some(2), "{primary}");
+    assert_eq!(primary["probe_failures"], 0, "{primary}");
     app.kill_hard();
 }
