@@ -601,3 +601,19 @@ async fn serves_wss_with_tls() {
     drop(ws);
     sim.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_trunkguard_probe_stream_is_counted_as_a_probe_and_gets_no_greeting() {
+    let sim = start_sim(SimProtocol::TwilioMediaStreams, |c| c.mode = SimMode::Prompt).await;
+    let mut ws = connect(sim.addr).await;
+    let mut info = start_info(false);
+    info.custom_parameters.insert("trunkguard_probe".into(), "1".into());
+    send(&mut ws, twilio::encode_connected()).await;
+    send(&mut ws, twilio::encode_start(1, &info)).await;
+    send(&mut ws, twilio::encode_stop(2, "MZsim", "ACsim", "CA1")).await;
+    eventually(&sim, |s| s.probes == 1).await;
+    timeout(WAIT, ws.close(None)).await.unwrap().unwrap();
+    let s = sim.stats.snapshot();
+    assert_eq!((s.starts, s.stops, s.media_out), (0, 0, 0), "a probe is not a call: {s:?}");
+    sim.shutdown().await.unwrap();
+}

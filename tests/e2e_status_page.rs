@@ -10,6 +10,12 @@
 //! the card drives is run over plain HTTP against the real binary (headless `--dump-dom` cannot
 //! click): login, CSRF token, drain, an INVITE refused with 503, carrier out of service, logout.
 //!
+//! Layout (third test): the page at 1280x800 and at 390x844 (a phone), driven over the
+//! DevTools protocol so the test can measure what the browser laid out: no element outside a
+//! scroll container wider than the viewport, the page itself never scrolls sideways, the calls
+//! table wholly visible at 1280 px and on the phone visible or scrollable inside its own
+//! container (which fits the screen). Screenshots of both go to `target/test-artifacts/`.
+//!
 //! Needs Debian's `chromium` (CI installs it); without it the test fails, it does not skip.
 //! `TRUNKGUARD_CHROMIUM=/path/to/chrome` picks another browser binary.
 
@@ -85,18 +91,18 @@ fn config(sim_port: u16) -> String {
 }
 
 /// The call from carrier B whose display name is markup (tests/sipp/uac_named_caller.xml).
-fn named_call(target: SocketAddr) -> (Sipp, RtpSink) {
-    let sink = RtpSink::bind_talking(CARRIER_B_IP, PORTS.audio(0));
+fn named_call(ports: Ports, target: SocketAddr) -> (Sipp, RtpSink) {
+    let sink = RtpSink::bind_talking(CARRIER_B_IP, ports.audio(0));
     let (target, peer, media, audio, hold) = (
         target.to_string(),
-        PORTS.peer(1).to_string(),
-        PORTS.sipp_media(1).to_string(),
-        PORTS.audio(0).to_string(),
+        ports.peer(1).to_string(),
+        ports.sipp_media(1).to_string(),
+        ports.audio(0).to_string(),
         HOLD_MS.to_string(),
     );
     let sipp = Sipp::spawn_with_timeout(
         "uac_named_caller",
-        PORTS.sipp_control(1),
+        ports.sipp_control(1),
         60,
         &[
             "-sf",
@@ -201,7 +207,7 @@ fn status_page_shows_readiness_carriers_agent_and_a_hostile_caller_as_text() {
     });
     assert!(ready, "never ready: {:?}\n{}", http_get(app.http, "/readyz"), app.log());
 
-    let (mut caller, _sink) = named_call(sip_addr(PORTS));
+    let (mut caller, _sink) = named_call(PORTS, sip_addr(PORTS));
     let in_call = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
         let s = app.status_json();
         s["active_calls"].as_array().is_some_and(|calls| {
@@ -255,7 +261,7 @@ fn status_page_shows_readiness_carriers_agent_and_a_hostile_caller_as_text() {
     );
     assert!(calls.contains("sip:+15550100@127.0.0.42"), "caller number missing: {calls}");
     assert!(
-        calls.contains("<td>carrier-b</td><td>agent-sim</td><td>PCMU</td>"),
+        calls.contains("<td>carrier-b</td><td>agent-sim</td><td class=\"opt\">PCMU</td>"),
         "call row (carrier, agent, codec): {calls}"
     );
     // nothing the caller sent became markup, and no handler ran
@@ -549,5 +555,232 @@ fn operator_logs_in_drains_and_new_calls_get_503() {
         401,
         "the session ended"
     );
+    app.assert_alive();
+}
+
+// ---------------------------------------------------------------------------
+// Layout at 1280 px and on a phone, measured in the browser
+// ---------------------------------------------------------------------------
+
+const LAYOUT_PORTS: Ports = Ports::new(39200);
+
+/// carrier B (inbound, the named caller) and the agent simulator.
+fn layout_config(sim_port: u16) -> String {
+    format!(
+        "{base}{carrier}\
+         [[ai_endpoint]]\n\
+         name = \"agent-sim\"\n\
+         role = \"primary\"\n\
+         protocol = \"twilio-media-streams\"\n\
+         url = \"ws://127.0.0.1:{sim_port}/media\"\n",
+        base = base_config(LAYOUT_PORTS),
+        carrier = inbound_carrier("carrier-b", CARRIER_B_IP),
+    )
+}
+
+/// A headless Chromium driven over the DevTools protocol (one page, one WebSocket).
+struct DevTools {
+    _browser: Reap,
+    ws: tokio_tungstenite::tungstenite::WebSocket<TcpStream>,
+    next_id: u64,
+}
+
+impl DevTools {
+    fn launch(profile: &Path, port: u16) -> DevTools {
+        let child = Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--remote-debugging-port={port}"))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        let browser = Reap(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut page = None;
+        let found = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+            let Some(body) = devtools_list(addr) else { return false };
+            let targets: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            page = targets.as_array().into_iter().flatten().find_map(|t| {
+                (t["type"] == "page")
+                    .then(|| t["webSocketDebuggerUrl"].as_str().map(String::from))?
+            });
+            page.is_some()
+        });
+        assert!(found, "chromium's DevTools did not come up on port {port}");
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (ws, _) = tokio_tungstenite::tungstenite::client(page.unwrap().as_str(), stream)
+            .expect("DevTools WebSocket");
+        DevTools { _browser: browser, ws, next_id: 0 }
+    }
+
+    /// One DevTools command; its `result` (events in between are skipped, at most 1000).
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use tokio_tungstenite::tungstenite::Message;
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = serde_json::json!({ "id": id, "method": method, "params": params });
+        self.ws.send(Message::text(msg.to_string())).expect("send to DevTools");
+        for _ in 0..1000 {
+            let reply = self.ws.read().expect("DevTools answer");
+            let Message::Text(text) = reply else { continue };
+            let v: serde_json::Value = serde_json::from_str(text.as_str()).expect("JSON");
+            if v["id"] == id {
+                assert!(v.get("error").is_none(), "{method} failed: {v}");
+                return v["result"].clone();
+            }
+        }
+        panic!("no answer to {method}");
+    }
+
+    /// The value of a JavaScript expression in the page.
+    fn eval(&mut self, expression: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": expression, "returnByValue": true }),
+        );
+        r["result"]["value"].clone()
+    }
+}
+
+/// DevTools' target list (its HTTP server keeps the connection open: read by Content-Length).
+fn devtools_list(addr: SocketAddr) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET /json/list HTTP/1.1\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..1000 {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+            })?;
+            if body.len() >= length {
+                return Some(body.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// What the browser laid out: page and viewport widths, elements poking out of the viewport
+/// (outside scroll containers), and the calls table against its scroll container.
+const MEASURE: &str = r##"(function () {
+  var vw = document.documentElement.clientWidth;
+  var outside = [];
+  document.querySelectorAll("body *").forEach(function (e) {
+    if (e.parentElement && e.parentElement.closest(".scroll")) return;
+    var r = e.getBoundingClientRect();
+    if (r.width > 0 && (r.right > vw + 0.5 || r.left < -0.5)) {
+      outside.push(e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + " " +
+        Math.round(r.left) + ".." + Math.round(r.right));
+    }
+  });
+  var table = document.getElementById("calls");
+  var box = table.parentElement;
+  var b = box.getBoundingClientRect();
+  var shown = [];
+  table.querySelectorAll("thead th").forEach(function (th) {
+    if (getComputedStyle(th).display !== "none") shown.push(th.textContent);
+  });
+  return JSON.stringify({
+    viewport: vw,
+    page_width: document.documentElement.scrollWidth,
+    outside: outside,
+    table_width: table.scrollWidth,
+    box_width: box.clientWidth,
+    box_left: b.left,
+    box_right: b.right,
+    box_overflow_x: getComputedStyle(box).overflowX,
+    shown_columns: shown,
+    rows: table.querySelectorAll("tbody td.caller").length
+  });
+})()"##;
+
+#[test]
+fn status_page_fits_1280_px_and_a_phone_with_the_calls_table_visible_or_scrollable() {
+    let _ = chromium();
+    let sim_port = LAYOUT_PORTS.base + 95;
+    let _sim = spawn_agent_sim(sim_port);
+    let mut app = Appliance::start(&layout_config(sim_port));
+    let (mut caller, _sink) = named_call(LAYOUT_PORTS, sip_addr(LAYOUT_PORTS));
+    let in_call = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let s = app.status_json();
+        s["active_calls"].as_array().is_some_and(|c| c.iter().any(|c| c["state"] == "Confirmed"))
+    });
+    assert!(in_call, "no call in progress: {}\n{}", app.status_json(), caller.diagnostics());
+
+    let work = tempfile::Builder::new().prefix("trunkguard-devtools-").tempdir().expect("tempdir");
+    let mut chrome = DevTools::launch(&work.path().join("profile"), LAYOUT_PORTS.peer(5));
+    let url = format!("http://{}/", app.http);
+    let dir = artifacts_dir();
+    for (width, height, mobile) in [(1280, 800, false), (390, 844, true)] {
+        chrome.call(
+            "Emulation.setDeviceMetricsOverride",
+            serde_json::json!({
+                "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile
+            }),
+        );
+        chrome.call("Page.navigate", serde_json::json!({ "url": url }));
+        let mut m = serde_json::Value::Null;
+        let rendered = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+            let text = chrome.eval(MEASURE);
+            m = serde_json::from_str(text.as_str().unwrap_or("null")).unwrap_or_default();
+            m["rows"].as_u64() >= Some(1)
+        });
+        assert!(rendered, "{width}x{height}: the call never showed: {m}");
+        println!("layout {width}x{height}: {m}");
+
+        let shot = chrome.call("Page.captureScreenshot", serde_json::json!({ "format": "png" }));
+        use base64::Engine as _;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or_default())
+            .expect("base64 screenshot");
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        let path = dir.join(format!("status-page-{width}x{height}.png"));
+        fs::write(&path, &png).expect("write screenshot");
+        println!("status page screenshot: {}", path.display());
+
+        let viewport = m["viewport"].as_f64().unwrap();
+        // the layout width: the window less a vertical scrollbar, if the browser shows one
+        let window = f64::from(width);
+        assert!(viewport <= window && viewport >= window - 20.0, "{m}");
+        assert!(m["page_width"].as_f64() <= Some(viewport), "the page scrolls sideways: {m}");
+        assert_eq!(m["outside"], serde_json::json!([]), "elements wider than the viewport: {m}");
+        let (table, boxw) = (m["table_width"].as_f64().unwrap(), m["box_width"].as_f64().unwrap());
+        assert!(m["box_left"].as_f64() >= Some(0.0), "{m}");
+        assert!(m["box_right"].as_f64() <= Some(viewport), "the table's container is cut: {m}");
+        if mobile {
+            let scrolls = matches!(m["box_overflow_x"].as_str(), Some("auto" | "scroll"));
+            assert!(table <= boxw || scrolls, "table cut off, not scrollable: {m}");
+            let shown = m["shown_columns"].as_array().unwrap();
+            for column in ["Caller", "Agent", "Duration", "MOS"] {
+                assert!(shown.iter().any(|c| c == column), "{column} hidden on a phone: {m}");
+            }
+        } else {
+            assert!(table <= boxw, "the calls table is cut off at {width} px: {m}");
+            assert_eq!(m["shown_columns"].as_array().map(Vec::len), Some(8), "{m}");
+        }
+    }
+    drop(chrome);
+    caller.kill();
     app.assert_alive();
 }

@@ -215,6 +215,8 @@ pub struct AiEndpointConfig {
     /// Extra CA certificates (PEM) trusted for this endpoint, beside the system's.
     pub ca_bundle: Option<PathBuf>,
     pub audio_format: AiAudioFormat,
+    /// When set, the health probe is an HTTP GET of this URL (2xx healthy), not a WebSocket.
+    pub health_url: Option<String>,
     pub model: Option<String>,
     pub instructions: Option<String>,
     pub voice: Option<String>,

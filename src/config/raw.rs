@@ -85,6 +85,7 @@ pub(crate) struct RawAiEndpoint {
     pub custom_parameters: Option<std::collections::BTreeMap<String, String>>,
     pub ca_bundle: Option<String>,
     pub audio_format: Option<String>,
+    pub health_url: Option<String>,
     pub model: Option<String>,
     pub instructions: Option<String>,
     pub voice: Option<String>,

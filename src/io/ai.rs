@@ -1,6 +1,9 @@
 //! WebSocket connections to the AI agents (tokio-tungstenite over rustls): one task per
 //! connection, opened when the core asks, with its outcome, frames and closing reported back
-//! as [`NetEvent`]s. Credentials travel in the upgrade headers and are never logged.
+//! as [`NetEvent`]s. Credentials travel in the upgrade headers and are never logged. We close
+//! cleanly: our close frame, then the agent's reply awaited (bounded) before the TCP close.
+//! Health probes of endpoints with a `health_url` are plain HTTP GETs (reqwest), reported as
+//! `AiHealthy` (2xx) or `AiClosed`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +26,8 @@ use crate::core::ai::{FailureKind, DEFAULT_MAX_FRAME};
 
 /// Frames queued toward one agent before new ones are dropped.
 const WRITE_QUEUE: usize = 1024;
+/// How long we wait for the agent's close frame after sending ours.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the drive loop asks of one connection.
 #[derive(Debug)]
@@ -35,6 +40,8 @@ pub enum WsCommand {
 /// Every agent connection of the appliance.
 pub struct AiConnections {
     tls: Arc<ClientConfig>,
+    /// For `health_url` probes (`None` if it could not be built: those probes then fail).
+    http: Option<reqwest::Client>,
     tasks: HashMap<u64, JoinHandle<()>>,
     writers: HashMap<u64, mpsc::Sender<WsCommand>>,
 }
@@ -43,7 +50,46 @@ impl AiConnections {
     /// Trusts the system's CA certificates, plus `ca_bundle` when given (PEM).
     pub fn new(ca_bundles: &[&Path]) -> Result<Self, rustls::Error> {
         let tls = super::tls::client_config(ca_bundles)?;
-        Ok(AiConnections { tls: Arc::new(tls), tasks: HashMap::new(), writers: HashMap::new() })
+        let http = match health_client(tls.clone()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no HTTP client for agent health URLs");
+                None
+            }
+        };
+        Ok(AiConnections {
+            tls: Arc::new(tls),
+            http,
+            tasks: HashMap::new(),
+            writers: HashMap::new(),
+        })
+    }
+
+    /// One health probe: GET `url`, 2xx by `deadline` is healthy.
+    pub fn health_get(&mut self, conn: u64, url: String, deadline: Instant, events: NetTx) {
+        let client = self.http.clone();
+        let task = tokio::spawn(async move {
+            let outcome = match client {
+                Some(c) => {
+                    let get = c.get(&url).send();
+                    match tokio::time::timeout_at(deadline.into(), get).await {
+                        Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+                        Ok(Ok(resp)) => Err(FailureKind::HttpStatus(resp.status().as_u16())),
+                        Ok(Err(e)) if e.is_connect() && refused(&e) => Err(FailureKind::Refused),
+                        Ok(Err(e)) if e.is_timeout() => Err(FailureKind::ConnectTimeout),
+                        Ok(Err(_)) => Err(FailureKind::Dropped),
+                        Err(_) => Err(FailureKind::ConnectTimeout),
+                    }
+                }
+                None => Err(FailureKind::Protocol),
+            };
+            let ev = match outcome {
+                Ok(()) => NetEvent::AiHealthy { conn },
+                Err(kind) => NetEvent::AiClosed { conn, kind },
+            };
+            let _ = events.send(ev).await;
+        });
+        self.tasks.insert(conn, task);
     }
 
     /// Opens connection `conn`; the outcome arrives as `AiOpened` or `AiClosed`.
@@ -140,10 +186,46 @@ async fn open(
     }
 }
 
+/// The HTTP client of `health_url` probes: rustls as for the WebSockets, no redirects, no
+/// proxy, no credentials sent.
+fn health_client(mut tls: ClientConfig) -> Result<reqwest::Client, reqwest::Error> {
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("trunkguard/", env!("CARGO_PKG_VERSION"), " health-probe"))
+        .build()
+}
+
+/// Whether a reqwest error was a refused TCP connection.
+fn refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Reads (and drops) frames until the agent's close frame or the end of the stream.
+async fn close_reply(stream: &mut futures_util::stream::SplitStream<Ws>) {
+    while let Some(Ok(m)) = stream.next().await {
+        if m.is_close() {
+            break;
+        }
+    }
+}
+
 fn classify(e: &WsError) -> FailureKind {
     match e {
         WsError::Http(resp) => FailureKind::HttpStatus(resp.status().as_u16()),
         WsError::Tls(_) => FailureKind::Tls,
+        WsError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            FailureKind::Refused
+        }
         WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed => FailureKind::Dropped,
         _ => FailureKind::Protocol,
     }
@@ -168,6 +250,8 @@ async fn run_connection(conn: u64, ws: Ws, events: NetTx) {
                 Some(WsCommand::Close) | None => {
                     let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
                     let _ = sink.send(Message::Close(Some(frame))).await;
+                    // the closing handshake: wait (bounded) for the agent's close frame
+                    let _ = tokio::time::timeout(CLOSE_WAIT, close_reply(&mut stream)).await;
                     let _ = sink.close().await;
                     return; // we closed it: nothing to report
                 }

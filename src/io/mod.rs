@@ -306,6 +306,9 @@ impl Shell {
                 self.ai.opened(conn, writer);
                 self.endpoint.handle_input(now, Input::AiOpened { conn });
             }
+            NetEvent::AiHealthy { conn } => {
+                self.endpoint.handle_input(now, Input::AiOpened { conn })
+            }
             NetEvent::AiClosed { conn, kind } => {
                 self.ai.closed(conn);
                 self.endpoint.handle_input(now, Input::AiClosed { conn, kind });
@@ -356,6 +359,9 @@ impl Shell {
                 self.ai.connect(conn, url, headers, deadline, self.events.clone());
             }
             Event::AiClose { conn } => self.ai.close(conn),
+            Event::AiHealthGet { conn, url, deadline } => {
+                self.ai.health_get(conn, url, deadline, self.events.clone())
+            }
             Event::CallAnswered { call_id, carrier } => {
                 tracing::info!(%call_id, %carrier, "call answered")
             }

@@ -36,6 +36,10 @@ pub enum NetEvent {
         conn: u64,
         writer: mpsc::Sender<super::ai::WsCommand>,
     },
+    /// An agent's `health_url` answered 2xx (a health probe).
+    AiHealthy {
+        conn: u64,
+    },
     /// An agent WebSocket failed to open or closed.
     AiClosed {
         conn: u64,

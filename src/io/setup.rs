@@ -151,7 +151,13 @@ fn ai_endpoint(e: &AiEndpointConfig) -> AiEndpointSettings {
     if let Some(token) = &e.token {
         headers.push(("Authorization".to_string(), format!("Bearer {}", token.expose())));
     }
-    AiEndpointSettings { name: e.name.clone(), protocol, url: e.url.clone(), headers }
+    AiEndpointSettings {
+        name: e.name.clone(),
+        protocol,
+        url: e.url.clone(),
+        headers,
+        health_url: e.health_url.clone(),
+    }
 }
 
 /// Extra CA bundles named by the AI endpoints.

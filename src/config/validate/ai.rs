@@ -181,6 +181,10 @@ fn endpoint(raw: RawAiEndpoint, path: &FieldPath, c: &mut Checker) -> Option<AiE
         Some(p) => readable_file(&p, &path.key("ca_bundle"), c).map(Some),
         None => Some(None),
     };
+    let health_url = match raw.health_url {
+        Some(u) => health_url(&u, &path.key("health_url"), c).map(Some),
+        None => Some(None),
+    };
     Some(AiEndpointConfig {
         name: name?,
         role: role?,
@@ -191,6 +195,7 @@ fn endpoint(raw: RawAiEndpoint, path: &FieldPath, c: &mut Checker) -> Option<AiE
         custom_parameters: raw.custom_parameters.unwrap_or_default(),
         ca_bundle: ca_bundle?,
         audio_format: audio_format?,
+        health_url: health_url?,
         model: raw.model,
         instructions: raw.instructions,
         voice: raw.voice,
@@ -227,6 +232,20 @@ fn url(text: &str, path: &FieldPath, c: &mut Checker) -> Option<String> {
             None
         }
     }
+}
+
+/// `health_url`: http:// or https:// with a host, no credentials in it (the probe sends none).
+fn health_url(text: &str, path: &FieldPath, c: &mut Checker) -> Option<String> {
+    let Some(rest) = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://")) else {
+        c.error(path, format!("{text:?}: expected an http:// or https:// URL"));
+        return None;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') || text.contains(char::is_whitespace) {
+        c.error(path, format!("{text:?}: the URL needs a host (and no credentials or spaces)"));
+        return None;
+    }
+    Some(text.to_string())
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -297,6 +316,20 @@ mod tests {
         assert!(e.contains("needs a primary"), "{e}");
         let e = load("[[ai_endpoint]]\nname = \"p\"\nrole = \"primary\"\nprotocol = \"twilio-media-streams\"\nurl = \"wss://a.example/x\"\naudio_format = \"pcm16\"\n").unwrap_err();
         assert!(e.contains("ai_endpoint[0].audio_format"), "{e}");
+    }
+
+    #[test]
+    fn health_url_is_an_http_url_and_errors_name_it() {
+        let ep = "[[ai_endpoint]]\nname = \"p\"\nrole = \"primary\"\n\
+                  protocol = \"twilio-media-streams\"\nurl = \"wss://a.example/x\"\n";
+        let cfg = load(&format!("{ep}health_url = \"https://a.example/healthz\"\n")).unwrap();
+        assert_eq!(cfg.ai_endpoints[0].health_url.as_deref(), Some("https://a.example/healthz"));
+        assert_eq!(load(ep).unwrap().ai_endpoints[0].health_url, None, "off by default");
+        for bad in ["wss://a.example/healthz", "http://", "https://user:pw@a.example/h", "healthz"]
+        {
+            let e = load(&format!("{ep}health_url = \"{bad}\"\n")).unwrap_err();
+            assert!(e.contains("t.toml:9: ai_endpoint[0].health_url:"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! closes the breaker, its failure reopens it for a new cooldown. A trial that never reports
 //! (a lost task) is presumed failed after `trial_timeout`, so the breaker cannot stick.
 //! Outcomes are judged by [`FailureKind::verdict`]: a clean close (1000) is not a failure.
+//! Every change of state is kept as a [`BreakerChange`] (with its cause) until the owner takes
+//! it with [`CircuitBreaker::take_changes`] to log it under the endpoint's name.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +54,54 @@ enum Inner {
     },
 }
 
+/// Why a breaker changed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeCause {
+    /// `count` failures in a row tripped it; `last` is the last one (when known).
+    Failures { count: u32, last: Option<FailureKind> },
+    /// The cooldown is over: one trial may go through.
+    CooldownOver,
+    /// The half-open trial succeeded.
+    TrialSucceeded,
+    /// The half-open trial failed (how, when known).
+    TrialFailed(Option<FailureKind>),
+    /// The half-open trial never reported within the trial timeout.
+    TrialUnreported,
+}
+
+impl ChangeCause {
+    /// The cause in words, naming the endpoint.
+    pub fn describe(self, endpoint: &str) -> String {
+        let last = |k: Option<FailureKind>| k.map(|k| k.describe(endpoint));
+        match self {
+            ChangeCause::Failures { count, last: l } => match last(l) {
+                Some(l) => format!("{count} failures in a row, the last: {l}"),
+                None => format!("{count} failures in a row"),
+            },
+            ChangeCause::CooldownOver => "cooldown over: one trial admitted".to_string(),
+            ChangeCause::TrialSucceeded => "the trial connection succeeded".to_string(),
+            ChangeCause::TrialFailed(k) => match last(k) {
+                Some(l) => format!("the trial failed: {l}"),
+                None => "the trial failed".to_string(),
+            },
+            ChangeCause::TrialUnreported => "the trial never reported".to_string(),
+        }
+    }
+}
+
+/// One change of state, kept until taken by [`CircuitBreaker::take_changes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerChange {
+    pub from: BreakerState,
+    pub to: BreakerState,
+    pub cause: ChangeCause,
+    /// When the breaker entered `from` (`None`: closed since it was made).
+    pub from_since: Option<Instant>,
+}
+
+/// Changes kept when nobody takes them (the oldest are dropped).
+const MAX_CHANGES: usize = 16;
+
 /// Counters for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BreakerStats {
@@ -73,6 +123,9 @@ pub struct CircuitBreaker {
     stats: BreakerStats,
     /// Taken out of service by an operator: refuses every attempt until put back.
     out_of_service: bool,
+    /// When the current state was entered (`None`: closed since it was made).
+    since: Option<Instant>,
+    changes: Vec<BreakerChange>,
 }
 
 impl CircuitBreaker {
@@ -93,6 +146,8 @@ impl CircuitBreaker {
             timers: TimerTable::default(),
             stats: BreakerStats::default(),
             out_of_service: false,
+            since: None,
+            changes: Vec::new(),
         }
     }
 
@@ -140,8 +195,11 @@ impl CircuitBreaker {
         }
         self.timers.stop(Timer::BreakerCooldown);
         match self.inner {
-            Inner::Open { .. } => self.inner = Inner::HalfOpen { trial: None },
-            Inner::HalfOpen { trial: Some(_) } => self.trip(now),
+            Inner::Open { .. } => {
+                self.inner = Inner::HalfOpen { trial: None };
+                self.note(Some(now), BreakerState::Open, ChangeCause::CooldownOver);
+            }
+            Inner::HalfOpen { trial: Some(_) } => self.trip(now, ChangeCause::TrialUnreported),
             Inner::Closed | Inner::HalfOpen { trial: None } => {}
         }
     }
@@ -153,33 +211,48 @@ impl CircuitBreaker {
             Err(kind) => kind.verdict(),
         };
         self.handle_timeout(now);
-        match verdict {
-            Verdict::Success => self.on_success(),
-            Verdict::Failure => self.on_failure(now),
-            Verdict::Neutral => self.on_neutral(),
+        match (verdict, outcome) {
+            (Verdict::Success, _) => self.succeeded(Some(now)),
+            (Verdict::Failure, Err(kind)) => self.failed(now, Some(kind)),
+            (Verdict::Failure, Ok(())) => self.failed(now, None),
+            (Verdict::Neutral, _) => self.on_neutral(),
         }
     }
 
     pub fn on_success(&mut self) {
+        self.succeeded(None);
+    }
+
+    pub fn on_failure(&mut self, now: Instant) {
+        self.failed(now, None);
+    }
+
+    /// The changes of state since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Vec<BreakerChange> {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn succeeded(&mut self, now: Option<Instant>) {
         self.stats.successes += 1;
         match self.inner {
             Inner::Closed => self.consecutive_failures = 0,
-            Inner::HalfOpen { .. } => self.close(),
+            Inner::HalfOpen { .. } => self.close(now),
             // A late success from before the trip: the cooldown stands.
             Inner::Open { .. } => {}
         }
     }
 
-    pub fn on_failure(&mut self, now: Instant) {
+    fn failed(&mut self, now: Instant, kind: Option<FailureKind>) {
         self.stats.failures += 1;
         match self.inner {
             Inner::Closed => {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-                if self.consecutive_failures >= self.config.failure_threshold.max(1) {
-                    self.trip(now);
+                let count = self.consecutive_failures;
+                if count >= self.config.failure_threshold.max(1) {
+                    self.trip(now, ChangeCause::Failures { count, last: kind });
                 }
             }
-            Inner::HalfOpen { .. } => self.trip(now),
+            Inner::HalfOpen { .. } => self.trip(now, ChangeCause::TrialFailed(kind)),
             Inner::Open { .. } => {}
         }
     }
@@ -204,17 +277,38 @@ impl CircuitBreaker {
         &self.config
     }
 
-    fn trip(&mut self, now: Instant) {
+    fn trip(&mut self, now: Instant, cause: ChangeCause) {
+        let from = match self.inner {
+            Inner::Closed => BreakerState::Closed,
+            Inner::Open { .. } => BreakerState::Open,
+            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
+        };
         let until = now + self.config.cooldown;
         self.inner = Inner::Open { until };
         self.timers.set(Timer::BreakerCooldown, until);
         self.stats.trips += 1;
+        self.note(Some(now), from, cause);
     }
 
-    fn close(&mut self) {
+    fn close(&mut self, now: Option<Instant>) {
         self.inner = Inner::Closed;
         self.consecutive_failures = 0;
         self.timers.stop(Timer::BreakerCooldown);
+        self.note(now, BreakerState::HalfOpen, ChangeCause::TrialSucceeded);
+    }
+
+    /// Keeps a change into the current state; `now` (when known) starts the new state.
+    fn note(&mut self, now: Option<Instant>, from: BreakerState, cause: ChangeCause) {
+        let to = match self.inner {
+            Inner::Closed => BreakerState::Closed,
+            Inner::Open { .. } => BreakerState::Open,
+            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
+        };
+        if self.changes.len() == MAX_CHANGES {
+            self.changes.remove(0);
+        }
+        self.changes.push(BreakerChange { from, to, cause, from_since: self.since });
+        self.since = now;
     }
 }
 
@@ -357,5 +451,49 @@ mod tests {
         b.handle_timeout(t0 + S(30));
         assert_eq!(b.poll_timeout(), None);
         assert_eq!(b.state(t0 + S(30)), BreakerState::HalfOpen);
+    }
+
+    #[test]
+    fn every_change_of_state_is_kept_with_its_cause_and_start() {
+        let t0 = Instant::now();
+        let mut b = CircuitBreaker::default();
+        for _ in 0..4 {
+            b.record(t0, Err(FailureKind::Refused));
+        }
+        assert!(b.take_changes().is_empty(), "still closed");
+        b.record(t0 + MS(10), Err(FailureKind::Refused));
+        let trip = BreakerChange {
+            from: BreakerState::Closed,
+            to: BreakerState::Open,
+            cause: ChangeCause::Failures { count: 5, last: Some(FailureKind::Refused) },
+            from_since: None,
+        };
+        assert_eq!(b.take_changes(), vec![trip]);
+        assert_eq!(
+            trip.cause.describe("eu"),
+            "5 failures in a row, the last: connection refused by eu"
+        );
+        // the cooldown ends by the timer alone
+        b.handle_timeout(t0 + MS(10) + S(30));
+        let half = b.take_changes();
+        assert_eq!(half.len(), 1);
+        assert_eq!((half[0].from, half[0].to), (BreakerState::Open, BreakerState::HalfOpen));
+        assert_eq!(half[0].cause, ChangeCause::CooldownOver);
+        assert_eq!(half[0].from_since, Some(t0 + MS(10)));
+        // the trial fails: open again
+        assert!(b.try_acquire(t0 + S(31)));
+        b.record(t0 + S(31), Err(FailureKind::HttpStatus(503)));
+        let again = b.take_changes();
+        assert_eq!((again[0].from, again[0].to), (BreakerState::HalfOpen, BreakerState::Open));
+        assert_eq!(again[0].cause, ChangeCause::TrialFailed(Some(FailureKind::HttpStatus(503))));
+        // the next trial succeeds: closed
+        b.handle_timeout(t0 + S(62));
+        assert!(b.try_acquire(t0 + S(62)));
+        b.record(t0 + S(62), Ok(()));
+        let changes = b.take_changes();
+        let last = changes.last().unwrap();
+        assert_eq!((last.from, last.to), (BreakerState::HalfOpen, BreakerState::Closed));
+        assert_eq!(last.cause, ChangeCause::TrialSucceeded);
+        assert_eq!(last.from_since, Some(t0 + S(62)));
     }
 }

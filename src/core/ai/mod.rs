@@ -17,7 +17,7 @@ pub mod selector;
 pub mod session;
 pub mod twilio;
 
-pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use breaker::{BreakerChange, BreakerConfig, BreakerState, ChangeCause, CircuitBreaker};
 pub use selector::{Action, AiBreakers, AttemptId, Endpoint, SelectorConfig, SetupAttempt};
 pub use session::{
     AiAudio, AiEvent, AiProtocol, AiSession, CallInfo, OpenAiFormat, OpenAiSettings, Role,
@@ -32,6 +32,8 @@ pub const DEFAULT_MAX_FRAME: usize = 256 * 1024;
 pub enum FailureKind {
     /// TCP or WebSocket handshake did not complete in time.
     ConnectTimeout,
+    /// The TCP connection was refused (nothing listens there).
+    Refused,
     /// TLS handshake or certificate failure.
     Tls,
     /// The WebSocket upgrade was answered with this HTTP status.
@@ -40,6 +42,8 @@ pub enum FailureKind {
     Protocol,
     /// The connection dropped without a close handshake, or closed with an error code.
     Dropped,
+    /// The live agent stopped answering (no audio, marks or pongs within the stall timeout).
+    Stalled,
     /// A clean WebSocket close (code 1000): not a failure of the endpoint.
     CleanClose,
 }
@@ -64,9 +68,28 @@ impl FailureKind {
             FailureKind::HttpStatus(s) if s == 429 || (500..=599).contains(&s) => Verdict::Failure,
             FailureKind::HttpStatus(_) => Verdict::Neutral,
             FailureKind::ConnectTimeout
+            | FailureKind::Refused
+            | FailureKind::Stalled
             | FailureKind::Tls
             | FailureKind::Protocol
             | FailureKind::Dropped => Verdict::Failure,
+        }
+    }
+}
+
+impl FailureKind {
+    /// What happened, naming the endpoint (its configured name): for the log and the status
+    /// page's recent failures.
+    pub fn describe(self, endpoint: &str) -> String {
+        match self {
+            FailureKind::ConnectTimeout => format!("no connection to {endpoint} in time"),
+            FailureKind::Refused => format!("connection refused by {endpoint}"),
+            FailureKind::Tls => format!("TLS handshake with {endpoint} failed"),
+            FailureKind::HttpStatus(s) => format!("{endpoint} answered with HTTP {s}"),
+            FailureKind::Protocol => format!("{endpoint} broke the protocol"),
+            FailureKind::Dropped => format!("connection to {endpoint} dropped"),
+            FailureKind::Stalled => format!("{endpoint} stopped answering"),
+            FailureKind::CleanClose => format!("{endpoint} closed the stream cleanly"),
         }
     }
 }
@@ -149,6 +172,15 @@ mod tests {
         assert_eq!(FailureKind::HttpStatus(401).verdict(), Verdict::Neutral);
         assert_eq!(FailureKind::Dropped.verdict(), Verdict::Failure);
         assert_eq!(FailureKind::Tls.verdict(), Verdict::Failure);
+        assert_eq!(FailureKind::Refused.verdict(), Verdict::Failure);
+        assert_eq!(FailureKind::Stalled.verdict(), Verdict::Failure);
+    }
+
+    #[test]
+    fn descriptions_name_the_endpoint_and_the_cause() {
+        assert_eq!(FailureKind::Refused.describe("eu-agent"), "connection refused by eu-agent");
+        assert_eq!(FailureKind::HttpStatus(503).describe("b"), "b answered with HTTP 503");
+        assert_eq!(FailureKind::ConnectTimeout.describe("b"), "no connection to b in time");
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The endpoint's side of the AI bridge: starting a call's bridge, feeding it caller audio,
 //! digits and playout progress, routing WebSocket input to the right call, and carrying out
 //! what the bridge asks (answer, play agent audio, flush, filler, fallback, hang up).
+//! It also writes the operator's view of the bridge: every refused attempt, switch of endpoint,
+//! mid-call loss, fallback and breaker change is logged (INFO or WARN) with the call id, the
+//! endpoint's configured name, the cause and the timing, and kept for the status page.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::ai_probe::{AiEndpointStatus, AiProbe, ProbeAction, PROBE_CONN_BASE};
-use super::bridge::{AiHub, Bridge, BridgeOutput};
+use super::ai_probe::{AiEndpointStatus, AiProbe, ProbeAction, ProbeStyle, PROBE_CONN_BASE};
+use super::bridge::{AiHub, Bridge, BridgeNote, BridgeOutput};
 use super::{CallState, Endpoint, Event, Input, Output, RecordPhase, Transmit};
 use crate::core::ai::session::AiProtocol;
 use crate::core::ai::session::CallInfo;
@@ -34,10 +37,14 @@ pub(super) fn probes_for(
     ];
     for (i, (endpoint, settings)) in endpoints.into_iter().enumerate() {
         if let Some(s) = settings {
-            let openai = matches!(s.protocol, AiProtocol::OpenAi(_));
+            let style = match (&s.health_url, &s.protocol) {
+                (Some(_), _) => ProbeStyle::Http,
+                (None, AiProtocol::OpenAi(_)) => ProbeStyle::OpenAi,
+                (None, AiProtocol::Twilio) => ProbeStyle::Twilio,
+            };
             probes.push((
                 endpoint,
-                AiProbe::new(now, i as u64, PROBE_INTERVAL, PROBE_TIMEOUT, openai),
+                AiProbe::new(now, i as u64, PROBE_INTERVAL, PROBE_TIMEOUT, style),
             ));
         }
     }
@@ -86,13 +93,6 @@ impl Endpoint {
             }
             return;
         };
-        if let Input::AiClosed { kind, .. } = &input {
-            if *kind != crate::core::ai::FailureKind::CleanClose {
-                let call_id =
-                    self.calls.get(&id).map(|c| c.dialog.call_id.clone()).unwrap_or_default();
-                self.note_failure(now, "agent", format!("{kind:?} (call {call_id})"));
-            }
-        }
         let (Some(hub), Some(call)) = (self.ai.as_mut(), self.calls.get_mut(&id)) else { return };
         let Some(bridge) = call.bridge.as_mut() else { return };
         let rng = &mut self.rng;
@@ -200,11 +200,6 @@ impl Endpoint {
                     }
                 }
                 BridgeOutput::Filler => {
-                    self.note_failure(
-                        now,
-                        "agent-failover",
-                        "agent lost mid-call: filler, re-bridging".to_string(),
-                    );
                     let filler = self.cfg.filler.clone();
                     if let Some(call) = self.calls.get_mut(&id) {
                         call.media.flush_ai_audio();
@@ -213,10 +208,123 @@ impl Endpoint {
                     }
                     self.record(id, RecordPhase::Failover, None);
                 }
-                BridgeOutput::Fallback => self.on_fallback(now, id),
+                BridgeOutput::Fallback { last, attempts } => {
+                    self.on_fallback(now, id, last, attempts)
+                }
+                BridgeOutput::Note(note) => self.on_bridge_note(now, id, note),
                 BridgeOutput::AgentDone => self.hang_up(now, id, "agent finished"),
             }
         }
+        let call_id = self.calls.get(&id).map(|c| c.dialog.call_id.clone());
+        self.log_breaker_changes(now, call_id.as_deref());
+    }
+
+    /// The configured name of `endpoint` (empty when it is not configured).
+    fn endpoint_name(&self, endpoint: crate::core::ai::Endpoint) -> String {
+        self.ai
+            .as_ref()
+            .and_then(|h| h.settings(endpoint))
+            .map(|s| s.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// The call's SIP Call-ID and the milliseconds since it arrived.
+    fn call_clock(&self, now: Instant, id: u64) -> (String, u64) {
+        self.calls
+            .get(&id)
+            .map(|c| (c.dialog.call_id.clone(), ms(now.saturating_duration_since(c.started))))
+            .unwrap_or_default()
+    }
+
+    /// Logs what the bridge reported and keeps the failures for the status page.
+    fn on_bridge_note(&mut self, now: Instant, id: u64, note: BridgeNote) {
+        let (call_id, call_ms) = self.call_clock(now, id);
+        match note {
+            BridgeNote::AttemptFailed { endpoint, kind, took } => {
+                let name = self.endpoint_name(endpoint);
+                let cause = kind.describe(&name);
+                let attempt_ms = ms(took);
+                tracing::warn!(
+                    %call_id, endpoint = %name, %cause, attempt_ms, call_ms,
+                    "agent connection refused at call setup"
+                );
+                let detail = format!("{cause} (call {call_id}, attempt of {attempt_ms} ms)");
+                self.note_failure(now, "agent-connect", detail);
+            }
+            BridgeNote::Switch { from, to, kind } => {
+                let (from, to) = (self.endpoint_name(from), self.endpoint_name(to));
+                let cause = kind.describe(&from);
+                tracing::info!(
+                    %call_id, %from, endpoint = %to, %cause, call_ms,
+                    "failing over to the other agent endpoint"
+                );
+            }
+            BridgeNote::Lost { endpoint, kind, live_for } => {
+                let name = self.endpoint_name(endpoint);
+                let cause = kind.describe(&name);
+                let live_ms = ms(live_for);
+                tracing::warn!(
+                    %call_id, endpoint = %name, %cause, live_ms, call_ms,
+                    "agent lost mid-call: filler, failing over"
+                );
+                let detail = format!(
+                    "{cause} mid-call (call {call_id}, {call_ms} ms into the call): \
+                     filler, re-bridging"
+                );
+                self.note_failure(now, "agent-failover", detail);
+            }
+        }
+    }
+
+    /// Logs the breakers' changes of state (`call_id`: the call whose attempt caused them).
+    pub(super) fn log_breaker_changes(&mut self, now: Instant, call_id: Option<&str>) {
+        let Some(hub) = self.ai.as_mut() else { return };
+        let mut changes = Vec::new();
+        for endpoint in [crate::core::ai::Endpoint::Primary, crate::core::ai::Endpoint::Standby] {
+            if let Some(b) = hub.breakers.get_mut(endpoint) {
+                changes.extend(b.take_changes().into_iter().map(|c| (endpoint, c)));
+            }
+        }
+        for (endpoint, change) in changes {
+            let name = self.endpoint_name(endpoint);
+            let cause = change.cause.describe(&name);
+            let (from, to) = (breaker_word(change.from), breaker_word(change.to));
+            // how long the breaker was in `from` ("-": closed since the start)
+            let held_ms = change
+                .from_since
+                .map_or("-".to_string(), |t| ms(now.saturating_duration_since(t)).to_string());
+            let call_id = call_id.unwrap_or("-");
+            if change.to == BreakerState::Open {
+                tracing::warn!(
+                    %call_id, endpoint = %name, from, to, %cause, %held_ms,
+                    "agent breaker opened"
+                );
+                let detail = format!("breaker of {name} {from} -> {to}: {cause}");
+                self.note_failure(now, "agent-breaker", detail);
+            } else {
+                tracing::info!(
+                    %call_id, endpoint = %name, from, to, %cause, %held_ms,
+                    "agent breaker changed"
+                );
+            }
+        }
+    }
+
+    /// The breakers' own timers: a cooldown ends (open -> half-open) even when no call asks.
+    pub(super) fn breaker_timeouts(&mut self, now: Instant) {
+        let Some(hub) = self.ai.as_mut() else { return };
+        hub.breakers.primary.handle_timeout(now);
+        if let Some(b) = hub.breakers.standby.as_mut() {
+            b.handle_timeout(now);
+        }
+        self.log_breaker_changes(now, None);
+    }
+
+    /// The next instant a breaker changes state by itself.
+    pub(super) fn breaker_poll_timeout(&self) -> Option<Instant> {
+        let hub = self.ai.as_ref()?;
+        let standby = hub.breakers.standby.as_ref().and_then(|b| b.poll_timeout());
+        [hub.breakers.primary.poll_timeout(), standby].into_iter().flatten().min()
     }
 
     /// Input for a health probe's connection; true when it was one.
@@ -270,6 +378,21 @@ impl Endpoint {
                         }));
                     }
                 }
+                ProbeAction::HttpGet { conn, deadline } => {
+                    let url = endpoint
+                        .and_then(|e| self.ai.as_ref().and_then(|h| h.settings(e)))
+                        .and_then(|s| s.health_url.clone());
+                    if let Some(url) = url {
+                        self.out.push_back(Output::Event(Event::AiHealthGet {
+                            conn,
+                            url,
+                            deadline,
+                        }));
+                    }
+                }
+                ProbeAction::Text { conn, text } => {
+                    self.out.push_back(Output::Transmit(Transmit::AiText { conn, text }))
+                }
                 ProbeAction::Close { conn } => {
                     self.out.push_back(Output::Event(Event::AiClose { conn }))
                 }
@@ -300,11 +423,7 @@ impl Endpoint {
                         crate::core::ai::Endpoint::Primary => "primary",
                         crate::core::ai::Endpoint::Standby => "standby",
                     },
-                    breaker: match breaker.state(now) {
-                        BreakerState::Closed => "closed",
-                        BreakerState::Open => "open",
-                        BreakerState::HalfOpen => "half-open",
-                    },
+                    breaker: breaker_word(breaker.state(now)),
                     breaker_trips: breaker.stats().trips,
                     last_probe_ok_ms_ago: probe
                         .last_success
@@ -324,10 +443,11 @@ impl Endpoint {
         endpoint: crate::core::ai::Endpoint,
         resumed: bool,
     ) {
-        let name = self.ai.as_ref().and_then(|h| h.settings(endpoint)).map(|s| s.name.clone());
+        let name = self.endpoint_name(endpoint);
+        let (call_id, call_ms) = self.call_clock(now, id);
         let Some(call) = self.calls.get_mut(&id) else { return };
-        tracing::info!(call_id = %call.dialog.call_id, ?endpoint, resumed, "agent live");
-        call.record.ai_endpoint = name;
+        tracing::info!(%call_id, endpoint = %name, resumed, call_ms, "agent live");
+        call.record.ai_endpoint = Some(name);
         if call.state == CallState::Ringing {
             self.answer_call(now, id); // its record names the agent
         } else {
@@ -346,10 +466,27 @@ impl Endpoint {
 
     /// No agent: answer (if still ringing) and let the ladder start at the ACK; mid-call, the
     /// ladder starts now (the canned prompt, then the menu).
-    fn on_fallback(&mut self, now: Instant, id: u64) {
-        let Some(call) = self.calls.get_mut(&id) else { return };
-        tracing::warn!(call_id = %call.dialog.call_id, "no AI agent within the budget: canned prompt");
-        let detail = format!("no agent within the budget for call {}", call.dialog.call_id);
+    fn on_fallback(
+        &mut self,
+        now: Instant,
+        id: u64,
+        last: Option<(crate::core::ai::Endpoint, crate::core::ai::FailureKind)>,
+        attempts: u32,
+    ) {
+        let (call_id, call_ms) = self.call_clock(now, id);
+        let endpoint = last.map(|(e, _)| self.endpoint_name(e)).unwrap_or_else(|| "-".into());
+        let cause = match last {
+            Some((_, kind)) => kind.describe(&endpoint),
+            None => "no agent endpoint admitted a connection (breakers open)".to_string(),
+        };
+        tracing::warn!(
+            %call_id, %endpoint, %cause, attempts, call_ms,
+            "no AI agent within the budget: fallback to the ladder"
+        );
+        let detail = format!(
+            "no agent within the budget for call {call_id} after {attempts} attempt(s), \
+             {call_ms} ms: {cause}"
+        );
         self.note_failure(now, "fallback", detail);
         let Some(call) = self.calls.get_mut(&id) else { return };
         call.record.fallback_reason = Some(FALLBACK_REASON.to_string());
@@ -359,5 +496,17 @@ impl Endpoint {
             CallState::Answered => self.record(id, RecordPhase::Fallback, None),
             CallState::Ending => {}
         }
+    }
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn breaker_word(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open => "open",
+        BreakerState::HalfOpen => "half-open",
     }
 }

@@ -1,9 +1,12 @@
 //! One call's bridge to the AI agent: setup (primary, else standby, retries inside the budget,
 //! else fallback), the live session, and mid-call failover with the conversation carried over.
 //! It speaks in [`BridgeOutput`]s; the endpoint turns them into WebSocket work for the shell
-//! and into media actions (play, flush, filler, fallback) for the call.
+//! and into media actions (play, flush, filler, fallback) for the call. What the operator must
+//! read about (a refused attempt, a switch of endpoint, an agent lost mid-call) comes out as
+//! [`BridgeNote`]s with the cause and the timing; the endpoint logs them under the call id and
+//! the endpoint's configured name.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
@@ -28,6 +31,8 @@ pub struct AiEndpointSettings {
     pub url: String,
     /// Extra HTTP headers for the upgrade (credentials included; never logged).
     pub headers: Vec<(String, String)>,
+    /// When set, the health probe is an HTTP GET of this URL instead of a WebSocket.
+    pub health_url: Option<String>,
 }
 
 impl std::fmt::Debug for AiEndpointSettings {
@@ -38,6 +43,7 @@ impl std::fmt::Debug for AiEndpointSettings {
             .field("protocol", &self.protocol)
             .field("url", &self.url)
             .field("headers", &names)
+            .field("health_url", &self.health_url)
             .finish()
     }
 }
@@ -88,16 +94,40 @@ pub enum BridgeOutput {
     /// The first audio of a live agent: how long after it went live, and (after a failover)
     /// how long after the failure was detected.
     FirstAudio { after_live: std::time::Duration, after_failure: Option<std::time::Duration> },
-    /// No agent within the budget: the fallback ladder takes the call.
-    Fallback,
+    /// No agent within the budget: the fallback ladder takes the call. `last` is the last
+    /// failed attempt (`None`: no endpoint admitted one, every breaker open); `attempts` counts
+    /// the connections tried.
+    Fallback { last: Option<(Endpoint, FailureKind)>, attempts: u32 },
+    /// Something for the operator's log and the status page.
+    Note(BridgeNote),
     /// The agent closed cleanly: it has finished with the call.
     AgentDone,
 }
 
+/// What the operator should read about a call's bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeNote {
+    /// A setup attempt to `endpoint` failed (refused, timed out, an HTTP error) after `took`.
+    AttemptFailed { endpoint: Endpoint, kind: FailureKind, took: Duration },
+    /// Setup moves on to the other endpoint because `from` just failed (how: `kind`).
+    Switch { from: Endpoint, to: Endpoint, kind: FailureKind },
+    /// The live agent at `endpoint` was lost after `live_for`: filler, then re-bridging.
+    Lost { endpoint: Endpoint, kind: FailureKind, live_for: Duration },
+}
+
+/// A connection being opened during setup.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    conn: u64,
+    id: AttemptId,
+    endpoint: Endpoint,
+    started: Instant,
+}
+
 #[allow(clippy::large_enum_variant)] // one per call, moved rarely: boxing buys nothing
 enum Phase {
-    Setup { attempt: SetupAttempt, in_flight: Option<(u64, AttemptId, Endpoint)> },
-    Live { endpoint: Endpoint, conn: u64, session: AiSession },
+    Setup { attempt: SetupAttempt, in_flight: Option<InFlight> },
+    Live { endpoint: Endpoint, conn: u64, session: AiSession, since: Instant },
     Fallback,
     Closed,
 }
@@ -113,6 +143,10 @@ pub struct Bridge {
     pub failover_detected_at: Option<Instant>,
     /// When the current agent went live, until its first audio.
     live_at: Option<Instant>,
+    /// The last failed attempt or lost agent, and how (for the switch and fallback causes).
+    last_failure: Option<(Endpoint, FailureKind)>,
+    /// Connections tried since the last setup began.
+    attempts: u32,
 }
 
 impl Bridge {
@@ -133,6 +167,8 @@ impl Bridge {
             conn_base,
             failover_detected_at: None,
             live_at: None,
+            last_failure: None,
+            attempts: 0,
         };
         let mut out = Vec::new();
         bridge.poll_setup(now, hub, rng, &mut out);
@@ -163,30 +199,64 @@ impl Bridge {
         out: &mut Vec<BridgeOutput>,
     ) {
         let Phase::Setup { attempt, in_flight } = &mut self.phase else { return };
-        match attempt.poll(now, &mut hub.breakers, rng) {
+        let action = attempt.poll(now, &mut hub.breakers, rng);
+        let stale = match action {
+            Action::Connect { .. } | Action::Fallback => in_flight.take(),
+            Action::Wait(_) | Action::Connected(_) => None,
+        };
+        if let Some(old) = stale {
+            // the selector gave up on it (its deadline, or the budget's end): drop it
+            out.push(BridgeOutput::Close { conn: old.conn });
+            self.attempt_failed(now, old, FailureKind::ConnectTimeout, out);
+        }
+        match action {
             Action::Connect { id, endpoint, deadline } => {
-                if let Some((old, ..)) = in_flight.take() {
-                    out.push(BridgeOutput::Close { conn: old }); // timed out: drop it
-                }
                 self.next_conn += 1;
+                self.attempts += 1;
                 let conn = self.conn_base + self.next_conn;
-                *in_flight = Some((conn, id, endpoint));
+                if let Some((from, kind)) = self.last_failure.filter(|(from, _)| *from != endpoint)
+                {
+                    out.push(BridgeOutput::Note(BridgeNote::Switch { from, to: endpoint, kind }));
+                }
+                if let Phase::Setup { in_flight, .. } = &mut self.phase {
+                    *in_flight = Some(InFlight { conn, id, endpoint, started: now });
+                }
                 out.push(BridgeOutput::Connect { conn, endpoint, deadline });
             }
             Action::Wait(_) => {}
             Action::Connected(endpoint) => {
-                let conn = in_flight.map(|(c, ..)| c).unwrap_or_default();
+                let conn = match &self.phase {
+                    Phase::Setup { in_flight: Some(f), .. } => f.conn,
+                    _ => 0,
+                };
                 self.go_live(now, endpoint, conn, hub, out);
             }
             Action::Fallback => {
-                if let Some((old, ..)) = in_flight.take() {
-                    out.push(BridgeOutput::Close { conn: old });
-                }
                 hub.fallbacks += 1;
                 self.phase = Phase::Fallback;
-                out.push(BridgeOutput::Fallback);
+                out.push(BridgeOutput::Fallback {
+                    last: self.last_failure,
+                    attempts: self.attempts,
+                });
             }
         }
+    }
+
+    /// Notes a failed setup attempt and remembers it for the next switch or the fallback.
+    fn attempt_failed(
+        &mut self,
+        now: Instant,
+        f: InFlight,
+        kind: FailureKind,
+        out: &mut Vec<BridgeOutput>,
+    ) {
+        self.last_failure = Some((f.endpoint, kind));
+        let took = now.saturating_duration_since(f.started);
+        out.push(BridgeOutput::Note(BridgeNote::AttemptFailed {
+            endpoint: f.endpoint,
+            kind,
+            took,
+        }));
     }
 
     fn go_live(
@@ -209,7 +279,8 @@ impl Bridge {
         let events = session.on_open(now);
         self.played = 0;
         self.live_at = Some(now);
-        self.phase = Phase::Live { endpoint, conn, session };
+        self.last_failure = None;
+        self.phase = Phase::Live { endpoint, conn, session, since: now };
         out.push(BridgeOutput::Live { endpoint, resumed });
         self.on_events(now, events, hub, out);
         self.drain(out);
@@ -224,9 +295,9 @@ impl Bridge {
         rng: &mut impl RngCore,
     ) -> Vec<BridgeOutput> {
         let mut out = Vec::new();
-        if let Phase::Setup { attempt, in_flight: Some((c, id, _)) } = &mut self.phase {
-            if *c == conn {
-                attempt.on_connect_result(now, *id, Ok(()), &mut hub.breakers, rng);
+        if let Phase::Setup { attempt, in_flight: Some(f) } = &mut self.phase {
+            if f.conn == conn {
+                attempt.on_connect_result(now, f.id, Ok(()), &mut hub.breakers, rng);
                 self.poll_setup(now, hub, rng, &mut out);
                 return out;
             }
@@ -246,9 +317,10 @@ impl Bridge {
     ) -> Vec<BridgeOutput> {
         let mut out = Vec::new();
         match &mut self.phase {
-            Phase::Setup { attempt, in_flight } if in_flight.is_some_and(|(c, ..)| c == conn) => {
-                if let Some((_, id, _)) = in_flight.take() {
-                    attempt.on_connect_result(now, id, Err(kind), &mut hub.breakers, rng);
+            Phase::Setup { attempt, in_flight } if in_flight.is_some_and(|f| f.conn == conn) => {
+                if let Some(f) = in_flight.take() {
+                    attempt.on_connect_result(now, f.id, Err(kind), &mut hub.breakers, rng);
+                    self.attempt_failed(now, f, kind, &mut out);
                 }
                 self.poll_setup(now, hub, rng, &mut out);
             }
@@ -261,7 +333,7 @@ impl Bridge {
                     if let Some(b) = hub.breakers.get_mut(endpoint) {
                         b.record(now, Err(kind));
                     }
-                    self.fail_over(now, hub, rng, &mut out);
+                    self.fail_over(now, kind, hub, rng, &mut out);
                 }
             }
             _ => {}
@@ -330,7 +402,7 @@ impl Bridge {
         self.on_events(now, events, hub, out);
         self.drain(out);
         if stalled {
-            self.fail_over(now, hub, rng, out);
+            self.fail_over(now, FailureKind::Stalled, hub, rng, out);
         }
     }
 
@@ -389,26 +461,30 @@ impl Bridge {
     fn fail_over(
         &mut self,
         now: Instant,
+        kind: FailureKind,
         hub: &mut AiHub,
         rng: &mut impl RngCore,
         out: &mut Vec<BridgeOutput>,
     ) {
         let old = std::mem::replace(&mut self.phase, Phase::Closed);
         let mut failed = None;
-        if let Phase::Live { conn, mut session, endpoint } = old {
+        if let Phase::Live { conn, mut session, endpoint, since } = old {
             failed = Some(endpoint);
             session.close(now);
             if let Some(b) = hub.breakers.get_mut(endpoint) {
                 if matches!(b.state(now), crate::core::ai::BreakerState::Closed) {
-                    b.record(now, Err(FailureKind::Dropped));
+                    b.record(now, Err(kind));
                 }
             }
             out.push(BridgeOutput::Close { conn });
             self.resume = Some(session.into_transcript());
+            let live_for = now.saturating_duration_since(since);
+            out.push(BridgeOutput::Note(BridgeNote::Lost { endpoint, kind, live_for }));
+            self.last_failure = Some((endpoint, kind));
         }
         hub.failovers += 1;
         self.failover_detected_at = Some(now);
-        tracing::warn!("AI agent lost mid-call: failing over");
+        self.attempts = 0;
         out.push(BridgeOutput::Filler);
         let mut attempt = SetupAttempt::new(now, hub.selector);
         if let Some(endpoint) = failed {
@@ -478,8 +554,8 @@ impl Bridge {
             }
             Phase::Setup { mut attempt, in_flight } => {
                 attempt.abandon(now, &mut hub.breakers);
-                if let Some((conn, ..)) = in_flight {
-                    out.push(BridgeOutput::Close { conn });
+                if let Some(f) = in_flight {
+                    out.push(BridgeOutput::Close { conn: f.conn });
                 }
             }
             Phase::Fallback | Phase::Closed => {}
@@ -534,6 +610,7 @@ mod tests {
             protocol: AiProtocol::Twilio,
             url: "wss://agent.example/media".into(),
             headers: vec![("Authorization".into(), "Bearer sk-secret".into())],
+            health_url: None,
         };
         let shown = format!("{s:?}");
         assert!(shown.contains("Authorization") && !shown.contains("sk-secret"), "{shown}");

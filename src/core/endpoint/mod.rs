@@ -203,6 +203,13 @@ pub enum Event {
     AiClose {
         conn: u64,
     },
+    /// A health probe: HTTP GET `url`; report a 2xx as `AiOpened`, anything else (or nothing
+    /// by `deadline`) as `AiClosed`.
+    AiHealthGet {
+        conn: u64,
+        url: String,
+        deadline: Instant,
+    },
 }
 
 /// What a client transaction was started for.
@@ -358,6 +365,7 @@ impl Endpoint {
             self.drain_media(now, id);
         }
         self.bridge_timeouts(now);
+        self.breaker_timeouts(now);
         self.probe_timeouts(now);
         self.human_timeouts(now);
         self.pump(now);
@@ -389,6 +397,7 @@ impl Endpoint {
         calls
             .chain(carriers)
             .chain(probes)
+            .chain(self.breaker_poll_timeout())
             .chain(self.tx.poll_timeout())
             .chain(self.human_poll_timeout())
             .min()

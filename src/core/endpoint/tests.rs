@@ -9,6 +9,7 @@ use super::*;
 mod ai;
 mod human;
 mod ladder;
+mod operator;
 mod records;
 use crate::core::carrier::probe::ProbeSettings;
 use crate::core::ladder::{NoAnswer, PromptId};

@@ -41,8 +41,10 @@ pub struct SimCounters {
     /// Connections turned away: `refuse`, `http503`, over the connection limit, failed
     /// handshakes.
     pub rejected: u64,
-    /// Twilio `start` messages, or OpenAI `session.update` events.
+    /// Twilio `start` messages, or OpenAI `session.update` events (health probes excluded).
     pub starts: u64,
+    /// Twilio probe streams (`customParameters.trunkguard_probe = "1"`).
+    pub probes: u64,
     /// Starts that carried `customParameters.resumed` = `true`.
     pub resumed: u64,
     /// Twilio call SIDs from `start`.

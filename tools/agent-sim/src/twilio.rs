@@ -1,5 +1,7 @@
 //! The simulated agent's side of Twilio Media Streams: reads `connected`/`start`/`media`/
 //! `dtmf`/`mark`/`stop`, answers with agent `media` (echo or greeting), `mark` and `clear`.
+//! A stream whose `start` carries `customParameters.trunkguard_probe = "1"` is a health probe:
+//! it is counted as a probe (not a start) and gets no greeting.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +24,8 @@ pub struct TwilioAgent {
     vad: Vad,
     stream_sid: String,
     marks: u64,
+    /// This stream is a trunkguard health probe.
+    probe: bool,
 }
 
 impl TwilioAgent {
@@ -33,6 +37,7 @@ impl TwilioAgent {
             ctx,
             stream_sid: String::new(),
             marks: 0,
+            probe: false,
         }
     }
 
@@ -42,6 +47,11 @@ impl TwilioAgent {
     }
 
     fn on_start(&mut self, now: Instant, start: Start) {
+        self.probe = start.probe;
+        if self.probe {
+            self.ctx.stats.update(|s| s.probes += 1);
+            return;
+        }
         let resumed = start.resumed;
         tracing::info!(
             stream_sid = %start.stream_sid,
@@ -144,6 +154,7 @@ impl Agent for TwilioAgent {
             }
             FromBridge::Dtmf { digit } => self.on_dtmf(now, &digit),
             FromBridge::Mark { name } => self.ctx.stats.update(|s| record(&mut s.marks, name)),
+            FromBridge::Stop if self.probe => {}
             FromBridge::Stop => self.ctx.stats.update(|s| s.stops += 1),
             FromBridge::Connected => {}
             FromBridge::Other(event) => {

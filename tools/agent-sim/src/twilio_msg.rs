@@ -53,6 +53,8 @@ pub struct Start {
     pub call_sid: String,
     /// `customParameters.resumed` is `true` or `1`: the bridge resumes a call after failover.
     pub resumed: bool,
+    /// `customParameters.trunkguard_probe` is `1`: a health probe, not a call.
+    pub probe: bool,
 }
 
 /// Why a frame is not a usable message.
@@ -95,7 +97,11 @@ fn start(v: &Value, top_sid: Option<String>) -> Result<Start, TwilioParseError> 
         .pointer("/start/customParameters/resumed")
         .and_then(Value::as_str)
         .is_some_and(|r| r.eq_ignore_ascii_case("true") || r == "1");
-    Ok(Start { stream_sid, call_sid, resumed })
+    let probe = v
+        .pointer("/start/customParameters/trunkguard_probe")
+        .and_then(Value::as_str)
+        .is_some_and(|p| p == "1");
+    Ok(Start { stream_sid, call_sid, resumed, probe })
 }
 
 fn text_at(
@@ -137,7 +143,8 @@ mod tests {
             "streamSid":"MZ1","callSid":"CA1","tracks":["inbound"],"customParameters":
             {"resumed":"true"},"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,
             "channels":1}},"streamSid":"MZ1"}"#;
-        let want = Start { stream_sid: "MZ1".into(), call_sid: "CA1".into(), resumed: true };
+        let want =
+            Start { stream_sid: "MZ1".into(), call_sid: "CA1".into(), resumed: true, probe: false };
         assert_eq!(parse(start), Ok(FromBridge::Start(want)));
         let media = r#"{"event":"media","sequenceNumber":"3","media":{"track":"inbound",
             "chunk":"1","timestamp":"5","payload":"/////w=="},"streamSid":"MZ1"}"#;

@@ -87,7 +87,7 @@
         ago(c.last_probe_ok_ms_ago) + " (every " + (c.probe_interval_ms / 1000) + " s)";
       const state = out.has(c.name) ? "out-of-service" : c.state;
       const rtt = c.last_probe_rtt_ms === null || c.last_probe_rtt_ms === undefined ? "–" : c.last_probe_rtt_ms + " ms";
-      return [cell(c.name), cell(pill(state, stateKind(state))), cell(probe), cell(rtt), cell(reg)];
+      return [cell(c.name), cell(pill(state, stateKind(state))), cell(probe), cell(rtt, "opt"), cell(reg)];
     });
     fill("carriers", rows, "no carrier configured", 5);
   }
@@ -103,7 +103,7 @@
         cell(e.name + " (" + e.role + ")"),
         cell(breaker),
         cell(ago(e.last_probe_ok_ms_ago)),
-        cell(e.last_probe_rtt_ms === null ? "–" : e.last_probe_rtt_ms + " ms"),
+        cell(e.last_probe_rtt_ms === null ? "–" : e.last_probe_rtt_ms + " ms", "opt"),
         cell(e.probe_successes + " / " + e.probe_failures),
       ];
     });
@@ -126,11 +126,11 @@
         cell(who, "caller"),
         cell(c.carrier),
         cell(c.ai_endpoint || "–"),
-        cell(c.codec),
+        cell(c.codec, "opt"),
         cell(duration(c.duration_ms)),
         cell(pill(mos.toFixed(2), mosKind)),
-        cell(c.media.jitter_ms.toFixed(1) + " ms"),
-        cell(c.state),
+        cell(c.media.jitter_ms.toFixed(1) + " ms", "opt"),
+        cell(c.state, "opt"),
       ];
     });
     fill("calls", rows, "no call in progress", 8);
@@ -138,7 +138,7 @@
 
   function renderFailures(s) {
     const rows = (s.recent_failures || []).map(function (f) {
-      return [cell(ago(f.ms_ago)), cell(pill(f.kind, "bad")), cell(f.detail)];
+      return [cell(ago(f.ms_ago)), cell(pill(f.kind, "bad")), cell(f.detail, "detail")];
     });
     fill("failures", rows, "nothing has failed since the start", 3);
   }
