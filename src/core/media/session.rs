@@ -91,7 +91,8 @@ pub struct MediaCounters {
     pub rtp_unknown_payload_type: u64,
     pub decode_errors: u64,
     pub concealed_frames: u64,
-    /// Lost Opus frames rebuilt from the next packet's in-band FEC (also counted as concealed).
+    /// Lost Opus frames rebuilt from the next packet's in-band FEC (also counted as
+    /// concealed): only when that packet really carries FEC data (its LBRR flag).
     pub fec_recovered: u64,
     pub caller_frames: u64,
     pub caller_frames_unconsumed: u64,
@@ -397,49 +398,47 @@ impl MediaSession {
         let mut released = 0;
         while let Some(frame) = self.jitter.poll_frame(now) {
             released += 1;
-            if let Frame::Lost { timestamp } = &frame {
-                // Opus: the packet after the gap carries the lost frame as in-band FEC
-                let next_ts = timestamp.wrapping_add(self.frame_ticks);
-                let next = self
-                    .jitter
-                    .peek_next()
-                    .filter(|(ts, _)| *ts == next_ts)
-                    .map(|(_, p)| p.to_vec());
-                if let Some(next) = next.filter(|_| self.codec_name == CodecName::Opus) {
-                    self.counters.concealed_frames += 1;
-                    self.counters.fec_recovered += 1;
-                    let ai = self.transcoder.ai_format();
-                    match self
-                        .transcoder
-                        .caller_to_ai_lost(Some(&next))
-                        .ok()
-                        .map(|p| to_caller_frame(ai, p))
-                    {
-                        Some(out) => self.queue_caller_audio(out, released),
-                        None => self.counters.decode_errors += 1,
-                    }
+            let (seq, payload) = match frame {
+                Frame::Lost { timestamp } => {
+                    self.conceal_lost(timestamp, released);
                     continue;
                 }
-            }
-            let payload = match &frame {
-                Frame::Audio { payload, seq, .. } => {
-                    if let Some((s, at)) = self.arrivals[usize::from(*seq) % ARRIVALS] {
-                        if s == *seq {
-                            self.latencies
-                                .push(MediaLatency::RtpToAi(now.saturating_duration_since(at)));
-                        }
-                    }
-                    Some(payload.as_slice())
-                }
-                Frame::Lost { .. } => {
-                    self.counters.concealed_frames += 1;
-                    None
-                }
+                Frame::Audio { seq, payload, .. } => (seq, payload),
             };
-            match self.decode_for_ai(payload) {
+            if let Some((s, at)) = self.arrivals[usize::from(seq) % ARRIVALS] {
+                if s == seq {
+                    self.latencies.push(MediaLatency::RtpToAi(now.saturating_duration_since(at)));
+                }
+            }
+            match self.decode_for_ai(Some(&payload)) {
                 Some(out) => self.queue_caller_audio(out, released),
                 None => self.counters.decode_errors += 1,
             }
+        }
+    }
+
+    /// A lost frame: when the packet after it already waits in the buffer, Opus rebuilds the
+    /// frame from that packet's in-band FEC and G.711 interpolates towards it; else plain
+    /// concealment.
+    fn conceal_lost(&mut self, timestamp: u32, released: usize) {
+        self.counters.concealed_frames += 1;
+        let next_ts = timestamp.wrapping_add(self.frame_ticks);
+        let next =
+            self.jitter.peek_next().filter(|(ts, _)| *ts == next_ts).map(|(_, p)| p.to_vec());
+        let fec = self.codec_name == CodecName::Opus
+            && next.as_deref().is_some_and(super::codec::opus::OpusDecoder::has_fec);
+        let ai = self.transcoder.ai_format();
+        match self
+            .transcoder
+            .caller_to_ai_lost(next.as_deref())
+            .ok()
+            .map(|p| to_caller_frame(ai, p))
+        {
+            Some(out) => {
+                self.counters.fec_recovered += u64::from(fec);
+                self.queue_caller_audio(out, released);
+            }
+            None => self.counters.decode_errors += 1,
         }
     }
 
