@@ -321,7 +321,7 @@ fn heard(packets: &[RtpPacket]) -> Vec<i16> {
     let mut out = Vec::new();
     for p in &audio {
         let offset = p.timestamp.wrapping_sub(first.timestamp) as i32;
-        if offset < 0 || offset > 8000 * 60 {
+        if !(0..=8000 * 60).contains(&offset) {
             continue;
         }
         let start = offset as usize;
