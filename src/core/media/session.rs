@@ -323,6 +323,9 @@ impl MediaSession {
         if Some(info.payload_type) == self.dtmf_payload_type {
             self.latch(from);
             self.counters.rtp_received += 1;
+            // a key press replaces audio: not loss, nothing to conceal
+            self.rtcp.on_event_received(&info);
+            self.jitter.note_event(info.timestamp);
             match self.dtmf_rx.on_packet(now, &info, payload) {
                 Ok(Some(ev)) => self.dtmf_event(ev),
                 Ok(None) => {}

@@ -458,3 +458,37 @@ fn a_lost_g711_frame_is_interpolated_into_the_waiting_next_packet() {
     let r = ab / (aa * bb).sqrt();
     assert!(r > 0.3, "concealed frame correlation {r:.2}");
 }
+
+#[test]
+fn a_key_press_is_neither_loss_nor_concealed() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.start(t0);
+    let from: SocketAddr = CARRIER.parse().unwrap();
+    let mut now = t0;
+    // audio 0..20, a key press in place of packets 20..26 (same SSRC, sequence numbers go
+    // on, the event's timestamp is its start), audio again from 26 with the marker bit
+    for i in 0..50u16 {
+        let ts = u32::from(i) * 160;
+        let packet = if (20..26).contains(&i) {
+            let duration = (i - 19) * 160;
+            let end = if i == 25 { 0x80 } else { 0 };
+            let mut p = vec![5u8, end | 10];
+            p.extend_from_slice(&duration.to_be_bytes());
+            let mut out = RtpOut::new(101, 0xcafe, i, 20 * 160);
+            out.packet_at(101, &p, 20 * 160, i == 20)
+        } else {
+            let mut out = RtpOut::new(0, 0xcafe, i, ts);
+            out.packet_at(0, &[0x55; 160], ts, i == 26)
+        };
+        s.on_rtp(now, from, &packet);
+        run(&mut s, now, now + Duration::from_millis(19));
+        now += Duration::from_millis(20);
+    }
+    let c = s.counters();
+    assert_eq!(c.dtmf_received, 1, "{c:?}");
+    assert_eq!(c.concealed_frames, 0, "the key press was concealed: {c:?}");
+    let stats = s.stats();
+    assert_eq!(stats.packets_lost, 0, "{stats:?}");
+    assert_eq!(stats.loss_percent, 0.0, "{stats:?}");
+}
