@@ -455,7 +455,7 @@ fn pcmu_trace(trace: &Trace, x8k: &[i16]) -> (Run, Figures) {
         max_delay_ms: percentile(&delays, 1.0),
         late: run.stats.packets_late,
         target_ms: run.stats.jitter_buffer_target_ms,
-        mos: run.stats.mos,
+        mos: run.stats.mos_inbound.unwrap_or(0.0),
         loss_percent: run.stats.loss_percent,
         dropped_at_ai_queue: run.dropped.iter().filter(|d| d.0 < n).count(),
         corr_in_concealed: mean(&corr_in),
@@ -631,7 +631,7 @@ fn report_transcoded(tag: &str, title: &str, rate: Rate, lag: i64, corr: f64, ru
     eprintln!(
         "{tag}.jitter_buffer_delay_mean: {mean:.1} ms (send -> AI side, incl. 10 ms network)"
     );
-    eprintln!("{tag}.mos: {:.2}", run.stats.mos);
+    eprintln!("{tag}.mos: {:.2}", run.stats.mos_inbound.unwrap_or(0.0));
     eprintln!("== end {title} ==");
 }
 
@@ -653,7 +653,7 @@ fn opus_caller_to_24k_ai_keeps_the_speech() {
     let off = lag as usize + 120;
     let c_off = ncc(&reference, &y[off..]);
     assert!(c_off < 0.5, "correlation {c_off} 5 ms off the best lag");
-    assert!(run.stats.mos > 4.0, "{:?}", run.stats);
+    assert!(run.stats.mos_inbound.unwrap_or(0.0) > 4.0, "{:?}", run.stats);
 }
 
 #[test]
@@ -684,7 +684,7 @@ fn trace_no_impairment_baseline() {
     // Constant 10 ms network delay: the buffer settles near its 20 ms floor.
     assert!(f.mean_delay_ms < 60.0 && f.p95_delay_ms < 60.0, "{f:?}");
     assert!(f.target_ms <= 30, "{f:?}");
-    assert!(run.stats.mos > 4.3, "{:?}", run.stats);
+    assert!(run.stats.mos_inbound.unwrap_or(0.0) > 4.3, "{:?}", run.stats);
 }
 
 #[test]
@@ -861,7 +861,7 @@ fn trace_silence_suppression_loses_nothing() {
     eprintln!("dtx.frames_concealed: {concealed}");
     eprintln!("dtx.packets_lost: {}", run.stats.packets_lost);
     eprintln!("dtx.heard_loss: {:.2} %", run.stats.loss_percent);
-    eprintln!("dtx.mos: {:.2}", run.stats.mos);
+    eprintln!("dtx.mos: {:.2}", run.stats.mos_inbound.unwrap_or(0.0));
     eprintln!("dtx.jitter_buffer_target_end: {} ms", run.stats.jitter_buffer_target_ms);
     eprintln!("dtx.correlation_with_sent_audio: {corr:.4}");
     eprintln!("== end silence suppression ==");

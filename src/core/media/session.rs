@@ -24,7 +24,7 @@ use super::prompt::Prompt;
 use super::rtcp::{RtcpConfig, RtcpSession};
 use super::rtp::inspect;
 use super::rtp_out::RtpOut;
-use super::stats::{CallMediaStats, MosCodec};
+use super::stats::{CallMediaStats, MosCodec, SendUnderruns};
 use crate::core::sdp::{CodecName, Negotiated};
 use crate::core::timer::{Timer, TimerTable};
 
@@ -175,6 +175,7 @@ pub struct MediaSession {
     ai_pushed: u64,
     latencies: Vec<MediaLatency>,
     counters: MediaCounters,
+    underruns: SendUnderruns,
     scratch_pcm: Vec<i16>,
     scratch_payload: Vec<u8>,
 }
@@ -218,6 +219,7 @@ impl MediaSession {
             ai_pushed: 0,
             latencies: Vec::new(),
             counters: MediaCounters::default(),
+            underruns: SendUnderruns::default(),
             scratch_pcm: Vec::with_capacity(PROMPT_FRAME),
             scratch_payload: Vec::with_capacity(512),
         })
@@ -273,6 +275,7 @@ impl MediaSession {
     /// Barge-in: drops queued AI audio at once; returns the samples dropped.
     pub fn flush_ai_audio(&mut self) -> usize {
         self.ai_pushes.clear();
+        self.underruns.flushed();
         let dropped = self.playout.flush().dropped_samples;
         self.ai_pushed = self.playout.played_samples();
         dropped
@@ -497,6 +500,7 @@ impl MediaSession {
         }
         let mut payload = std::mem::take(&mut self.scratch_payload);
         payload.clear();
+        self.underruns.slot(self.prompt.is_none() && !self.playout.is_empty());
         let encoded = self.next_audio_payload(now, &mut payload);
         if encoded {
             let packet = self.rtp_out.packet(&payload, self.frame_ticks);
@@ -608,14 +612,15 @@ impl MediaSession {
         self.counters
     }
 
-    /// Loss, jitter, buffer depth, concealment and the MOS estimate.
+    /// Loss, jitter, buffer depth, concealment and the MOS estimate per direction.
     pub fn stats(&self) -> CallMediaStats {
         let codec = match self.codec_name {
             CodecName::Opus => MosCodec::Opus,
             _ => MosCodec::G711,
         };
         let concealed_ms = self.counters.concealed_frames * 20;
-        CallMediaStats::collect(codec, &self.jitter.stats(), &self.rtcp.stats(), concealed_ms)
+        let (jitter, rtcp) = (self.jitter.stats(), self.rtcp.stats());
+        CallMediaStats::collect(codec, &jitter, &rtcp, concealed_ms, self.underruns.frames())
     }
 
     /// The AI-side rate of this session.

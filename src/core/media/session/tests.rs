@@ -150,7 +150,7 @@ fn received_rtp_goes_through_the_jitter_buffer_to_the_ai_side() {
     let stats = s.stats();
     assert_eq!(stats.packets_received, 50);
     assert_eq!(stats.concealed_ms, 0, "{stats:?}");
-    assert!(stats.mos > 4.0, "clean G.711 call: {stats:?}");
+    assert!(stats.mos.is_some_and(|m| m > 4.0), "clean G.711 call: {stats:?}");
     run(&mut s, now, now + Duration::from_millis(300));
     let c = s.counters();
     assert_eq!(c.rtp_received, 50);
@@ -491,4 +491,62 @@ fn a_key_press_is_neither_loss_nor_concealed() {
     let stats = s.stats();
     assert_eq!(stats.packets_lost, 0, "{stats:?}");
     assert_eq!(stats.loss_percent, 0.0, "{stats:?}");
+}
+
+#[test]
+fn a_call_without_media_has_no_mos() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.start(t0);
+    run(&mut s, t0, t0 + Duration::from_secs(2));
+    let stats = s.stats();
+    assert_eq!(stats.media, crate::core::media::stats::MediaFlow::None, "{stats:?}");
+    assert_eq!((stats.mos, stats.mos_inbound, stats.mos_outbound), (None, None, None));
+    // the box plays a prompt, the caller still sends nothing: only box -> caller is scored
+    s.play_prompt(Prompt::high_demand().unwrap());
+    let t1 = t0 + Duration::from_secs(2);
+    run(&mut s, t1, t1 + Duration::from_millis(500));
+    let stats = s.stats();
+    assert_eq!(stats.media, crate::core::media::stats::MediaFlow::OutboundOnly);
+    assert_eq!(stats.mos_inbound, None);
+    assert!(stats.mos.is_some() && stats.mos == stats.mos_outbound, "{stats:?}");
+}
+
+#[test]
+fn agent_audio_arriving_late_counts_as_send_underruns() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.start(t0);
+    let frame = vec![3000i16; 160];
+    let mut now = t0;
+    // 10 frames, a hole of 60 ms (the next chunk comes late), 10 frames
+    for _ in 0..10 {
+        s.push_ai_audio(&frame).unwrap();
+    }
+    let mut out = run(&mut s, now, now + Duration::from_millis(259));
+    now += Duration::from_millis(260);
+    for _ in 0..10 {
+        s.push_ai_audio(&frame).unwrap();
+    }
+    out.extend(run(&mut s, now, now + Duration::from_millis(400)));
+    let stats = s.stats();
+    assert!((1..=5).contains(&stats.send_underrun_frames), "{stats:?}");
+    assert!(stats.outbound_loss_percent > 5.0, "{stats:?}");
+    assert!(stats.mos_outbound.unwrap() < 4.0, "{stats:?}");
+    assert_eq!(stats.mos, stats.mos_outbound);
+    // a barge-in flush is not an underrun
+    let before = stats.send_underrun_frames;
+    now += Duration::from_millis(401);
+    for _ in 0..5 {
+        s.push_ai_audio(&frame).unwrap();
+    }
+    run(&mut s, now, now + Duration::from_millis(40));
+    s.flush_ai_audio();
+    now += Duration::from_millis(41);
+    run(&mut s, now, now + Duration::from_millis(60));
+    now += Duration::from_millis(61);
+    s.push_ai_audio(&frame).unwrap();
+    run(&mut s, now, now + Duration::from_millis(60));
+    assert_eq!(s.stats().send_underrun_frames, before, "{:?}", s.stats());
+    assert!(!out.is_empty());
 }
