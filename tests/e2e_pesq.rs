@@ -340,10 +340,12 @@ struct Heard {
     pcm: Vec<i16>,
     dropped: usize,
     return_gaps: usize,
+    /// The call's `media` object from `/api/status` just before the hang-up.
+    media: serde_json::Value,
 }
 
 /// One echo call with the caller → box leg impaired; returns what the caller heard.
-fn echo_call(ports: Ports, n: u16, frames: &[Vec<u8>], imp: Impairment) -> Heard {
+fn echo_call(app: &Appliance, ports: Ports, n: u16, frames: &[Vec<u8>], imp: Impairment) -> Heard {
     let sip = RawSip::bind(CARRIER_IP, ports.peer(n));
     let target = sip_addr(ports);
     let caller = UdpSocket::bind((CARRIER_IP, ports.audio(2 * n))).expect("bind caller RTP");
@@ -358,11 +360,17 @@ fn echo_call(ports: Ports, n: u16, frames: &[Vec<u8>], imp: Impairment) -> Heard
     stream(&caller, relay.addr, frames);
     // the echo: 200 ms behind, plus the buffers on the way
     thread::sleep(Duration::from_millis(1500));
+    let status = app.status_json();
+    let media = status["active_calls"]
+        .as_array()
+        .and_then(|calls| calls.iter().find(|c| c["call_id"] == call_id.as_str()))
+        .map(|c| c["media"].clone())
+        .unwrap_or_default();
     in_dialog(&sip, target, &call_id, &from, &to, "BYE", 2);
     stop.store(true, Ordering::Relaxed);
     let packets = recorder.join().expect("recorder");
     let dropped = *relay.dropped.lock().unwrap();
-    Heard { pcm: heard(&packets), dropped, return_gaps: return_gaps(&packets) }
+    Heard { pcm: heard(&packets), dropped, return_gaps: return_gaps(&packets), media }
 }
 
 #[test]
@@ -390,7 +398,7 @@ fn speech_through_the_box_scores_pesq_under_loss_and_jitter() {
     ];
     let mut scores = Vec::new();
     for (n, (name, imp)) in cases.iter().enumerate() {
-        let heard = echo_call(ports, n as u16, &frames, *imp);
+        let heard = echo_call(&app, ports, n as u16, &frames, *imp);
         let got = heard.pcm.len();
         assert!(got > sent.len() / 2, "{name}: heard only {got} samples\n{}", app.log());
         let degraded = aligned(&sent, &heard.pcm, 8000 * 2);
@@ -398,6 +406,10 @@ fn speech_through_the_box_scores_pesq_under_loss_and_jitter() {
         println!("{name}_dropped_packets: {} of {}", heard.dropped, frames.len());
         println!("{name}_return_gaps: {}", heard.return_gaps);
         println!("{name}: {score:.2}");
+        // the box's own estimate for the same call, per direction
+        for key in ["mos", "mos_inbound", "mos_outbound", "loss_percent", "send_underrun_frames"] {
+            println!("{name}_status_{key}: {}", heard.media[key]);
+        }
         scores.push(score);
     }
     let state = app.dir().join("trunkguard-state");
