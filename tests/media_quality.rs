@@ -712,10 +712,12 @@ fn trace_5_percent_loss_is_concealed() {
     // (noise or a wrong phase would score about 0, zero-filling scores 0) at its level.
     assert!(f.corr_in_concealed > 0.25, "{f:?}");
     assert!((0.5..=1.6).contains(&f.energy_ratio_in_concealed), "{f:?}");
-    // Over the whole signal, waveform correlation cannot favour it: PLC beats zero-filling
-    // there only if it correlates above about 0.5 inside the gaps (it adds its own energy).
-    // What it keeps is the loudness contour, which zero-filling punches holes in.
-    assert!(f.corr_plc > f.corr_zero_fill - 0.02, "{f:?}");
+    // With the next packet at hand the lost frame is interpolated between both sides
+    // (extrapolation alone followed the lost speech at 0.43): above about 0.5 inside the gaps,
+    // concealment beats zero-filling on waveform correlation over the whole signal too.
+    assert!(f.corr_in_concealed > 0.55, "{f:?}");
+    assert!(f.corr_plc > f.corr_zero_fill + 0.005, "{f:?}");
+    // It also keeps the loudness contour, which zero-filling punches holes in.
     assert!(f.env_plc > f.env_zero_fill + 0.04, "{f:?}");
     // No loss means no added delay: the buffer stays as for a clean stream.
     assert!(f.mean_delay_ms < clean.mean_delay_ms + 5.0, "{f:?} vs {clean:?}");
