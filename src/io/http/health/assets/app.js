@@ -138,7 +138,7 @@
         cell(c.codec),
         cell(duration(c.duration_ms)),
         cell(mosPill),
-        cell(c.media.jitter_ms.toFixed(1) + " ms"),
+        cell(c.media.mos_inbound == null ? "–" : c.media.jitter_ms.toFixed(1) + " ms"),
         cell(c.state),
       ];
     });
