@@ -224,7 +224,9 @@ impl JitterBuffer {
 
     /// The source sends a telephone-event (RFC 4733, started at RTP `timestamp`) instead of
     /// audio: once the audio queued before it has played, the clock pauses without `Lost`
-    /// frames, and restarts (a talk-spurt boundary) with the next audio packet.
+    /// frames, and restarts (a talk-spurt boundary) with the next audio packet. A source that
+    /// keeps sending audio during the event plays on as usual (audio from after the event's
+    /// start ends the pause).
     pub fn note_event(&mut self, timestamp: u32) {
         self.event_at = Some(timestamp);
     }
@@ -453,6 +455,11 @@ impl JitterBuffer {
         }
         self.played_mask |= 1;
         self.last_played = Some((seq, q.ts));
+        if self.event_at.is_some_and(|e| (q.ts as u32).wrapping_sub(e) as i32 >= 0) {
+            // audio from after the event's start: this source sends audio alongside its
+            // events, a gap in it is loss again
+            self.event_at = None;
+        }
         self.next_ts = q.ts + self.step;
         self.started = true;
         self.empty_run = 0;
@@ -640,6 +647,21 @@ mod tests {
                 assert!(!lost.is_empty(), "without the event the gap is concealed");
             }
         }
+    }
+
+    #[test]
+    fn audio_sent_alongside_an_event_is_still_concealed_when_lost() {
+        let t0 = Instant::now();
+        let mut buf = JitterBuffer::default();
+        // audio never stops; a key press starts at packet 10; packet 30 is lost
+        let mut all = stream(t0, 0..50, SSRC, 100, 0, |_| 5 * MS);
+        all.remove(30);
+        let (before, after): (Vec<Arrival>, Vec<Arrival>) =
+            all.into_iter().partition(|a| a.at < t0 + 205 * MS);
+        let mut out = run(&mut buf, before, t0 + 205 * MS);
+        buf.note_event(10 * 160);
+        out.extend(run(&mut buf, after, t0 + 2000 * MS));
+        assert_eq!(lost_inside(&out), vec![30 * 160], "the lost packet is concealed in place");
     }
 
     fn audio_seqs(out: &[Out]) -> Vec<u16> {
