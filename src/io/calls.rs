@@ -265,7 +265,7 @@ impl CallDb {
                     i64::from(r.failovers),
                     r.fallback_reason,
                     end.map(|e| e.reason),
-                    end.map(|e| e.quality.mos),
+                    end.and_then(|e| e.quality.mos),
                     end.map(|e| e.quality.loss_percent),
                     end.map(|e| e.quality.jitter_ms),
                     end.map(|e| e.quality.concealed_ms as i64),

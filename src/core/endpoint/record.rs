@@ -67,11 +67,12 @@ impl RecordPhase {
     }
 }
 
-/// Voice quality of the caller's stream over the whole call.
+/// Voice quality of the call over its whole length.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CallQuality {
-    /// E-model MOS estimate, 1 to 4.5.
-    pub mos: f64,
+    /// E-model MOS estimate, 1 to 4.5, of the worse direction; `None` for a call without
+    /// media.
+    pub mos: Option<f64>,
     /// Loss heard by the listener, percent.
     pub loss_percent: f64,
     /// RFC 3550 interarrival jitter, ms.
@@ -185,7 +186,7 @@ impl Endpoint {
             duration_ms: now.saturating_duration_since(answered).as_millis() as u64,
             reason,
             quality: CallQuality {
-                mos: finite(stats.mos),
+                mos: stats.mos.map(finite),
                 loss_percent: finite(stats.loss_percent),
                 jitter_ms: finite(stats.jitter_ms),
                 concealed_ms: stats.concealed_ms,

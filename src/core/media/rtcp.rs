@@ -388,6 +388,23 @@ impl RtcpSession {
         }
     }
 
+    /// Records one telephone-event packet (RFC 4733) of the remote source: it takes a sequence
+    /// number of the stream, so it counts as received (not as a gap of lost audio), but its
+    /// timestamp is the event's start, so it stays out of the interarrival jitter.
+    pub fn on_event_received(&mut self, info: &RtpInfo) {
+        match &mut self.source {
+            Some(s) if s.ssrc == info.ssrc => {
+                s.update_seq(info.seq);
+            }
+            Some(_) => {}
+            None => {
+                let mut src = Source::new(info.ssrc, info.seq);
+                src.update_seq(info.seq);
+                self.source = Some(src);
+            }
+        }
+    }
+
     /// A compound report (SR or RR, then SDES CNAME) if one is due at `now`.
     pub fn poll_report(&mut self, now: Instant) -> Option<Vec<u8>> {
         if !self.timers.is_expired(Timer::RtcpReport, now) {

@@ -30,7 +30,7 @@ use super::prompt::Prompt;
 use super::rtcp::{RtcpConfig, RtcpSession};
 use super::rtp::inspect;
 use super::rtp_out::RtpOut;
-use super::stats::{CallMediaStats, MosCodec};
+use super::stats::{CallMediaStats, MosCodec, SendUnderruns};
 use crate::core::sdp::{CodecName, Negotiated};
 use crate::core::timer::{Timer, TimerTable};
 
@@ -97,7 +97,8 @@ pub struct MediaCounters {
     pub rtp_unknown_payload_type: u64,
     pub decode_errors: u64,
     pub concealed_frames: u64,
-    /// Lost Opus frames rebuilt from the next packet's in-band FEC (also counted as concealed).
+    /// Lost Opus frames rebuilt from the next packet's in-band FEC (also counted as
+    /// concealed): only when that packet really carries FEC data (its LBRR flag).
     pub fec_recovered: u64,
     pub caller_frames: u64,
     pub caller_frames_unconsumed: u64,
@@ -190,6 +191,7 @@ pub struct MediaSession {
     noise: u32,
     latencies: Vec<MediaLatency>,
     counters: MediaCounters,
+    underruns: SendUnderruns,
     scratch_pcm: Vec<i16>,
     scratch_payload: Vec<u8>,
 }
@@ -235,6 +237,7 @@ impl MediaSession {
             noise: (p.seed as u32) | 1,
             latencies: Vec::new(),
             counters: MediaCounters::default(),
+            underruns: SendUnderruns::default(),
             scratch_pcm: Vec::with_capacity(PROMPT_FRAME),
             scratch_payload: Vec::with_capacity(512),
         })
@@ -291,6 +294,7 @@ impl MediaSession {
     /// Barge-in: drops queued AI audio at once; returns the samples dropped.
     pub fn flush_ai_audio(&mut self) -> usize {
         self.ai_pushes.clear();
+        self.underruns.flushed();
         let dropped = self.playout.flush().dropped_samples;
         self.ai_pushed = self.playout.played_samples();
         dropped
@@ -349,6 +353,9 @@ impl MediaSession {
         if Some(info.payload_type) == self.dtmf_payload_type {
             self.latch(from);
             self.counters.rtp_received += 1;
+            // a key press replaces audio: not loss, nothing to conceal
+            self.rtcp.on_event_received(&info);
+            self.jitter.note_event(info.timestamp);
             match self.dtmf_rx.on_packet(now, &info, payload) {
                 Ok(Some(ev)) => self.dtmf_event(ev),
                 Ok(None) => {}
@@ -424,49 +431,47 @@ impl MediaSession {
         let mut released = 0;
         while let Some(frame) = self.jitter.poll_frame(now) {
             released += 1;
-            if let Frame::Lost { timestamp } = &frame {
-                // Opus: the packet after the gap carries the lost frame as in-band FEC
-                let next_ts = timestamp.wrapping_add(self.frame_ticks);
-                let next = self
-                    .jitter
-                    .peek_next()
-                    .filter(|(ts, _)| *ts == next_ts)
-                    .map(|(_, p)| p.to_vec());
-                if let Some(next) = next.filter(|_| self.codec_name == CodecName::Opus) {
-                    self.counters.concealed_frames += 1;
-                    self.counters.fec_recovered += 1;
-                    let ai = self.transcoder.ai_format();
-                    match self
-                        .transcoder
-                        .caller_to_ai_lost(Some(&next))
-                        .ok()
-                        .map(|p| to_caller_frame(ai, p))
-                    {
-                        Some(out) => self.queue_caller_audio(out, released),
-                        None => self.counters.decode_errors += 1,
-                    }
+            let (seq, payload) = match frame {
+                Frame::Lost { timestamp } => {
+                    self.conceal_lost(timestamp, released);
                     continue;
                 }
-            }
-            let payload = match &frame {
-                Frame::Audio { payload, seq, .. } => {
-                    if let Some((s, at)) = self.arrivals[usize::from(*seq) % ARRIVALS] {
-                        if s == *seq {
-                            self.latencies
-                                .push(MediaLatency::RtpToAi(now.saturating_duration_since(at)));
-                        }
-                    }
-                    Some(payload.as_slice())
-                }
-                Frame::Lost { .. } => {
-                    self.counters.concealed_frames += 1;
-                    None
-                }
+                Frame::Audio { seq, payload, .. } => (seq, payload),
             };
-            match self.decode_for_ai(payload) {
+            if let Some((s, at)) = self.arrivals[usize::from(seq) % ARRIVALS] {
+                if s == seq {
+                    self.latencies.push(MediaLatency::RtpToAi(now.saturating_duration_since(at)));
+                }
+            }
+            match self.decode_for_ai(Some(&payload)) {
                 Some(out) => self.queue_caller_audio(out, released),
                 None => self.counters.decode_errors += 1,
             }
+        }
+    }
+
+    /// A lost frame: when the packet after it already waits in the buffer, Opus rebuilds the
+    /// frame from that packet's in-band FEC and G.711 interpolates towards it; else plain
+    /// concealment.
+    fn conceal_lost(&mut self, timestamp: u32, released: usize) {
+        self.counters.concealed_frames += 1;
+        let next_ts = timestamp.wrapping_add(self.frame_ticks);
+        let next =
+            self.jitter.peek_next().filter(|(ts, _)| *ts == next_ts).map(|(_, p)| p.to_vec());
+        let fec = self.codec_name == CodecName::Opus
+            && next.as_deref().is_some_and(super::codec::opus::OpusDecoder::has_fec);
+        let ai = self.transcoder.ai_format();
+        match self
+            .transcoder
+            .caller_to_ai_lost(next.as_deref())
+            .ok()
+            .map(|p| to_caller_frame(ai, p))
+        {
+            Some(out) => {
+                self.counters.fec_recovered += u64::from(fec);
+                self.queue_caller_audio(out, released);
+            }
+            None => self.counters.decode_errors += 1,
         }
     }
 
@@ -522,7 +527,10 @@ impl MediaSession {
         }
         let mut payload = std::mem::take(&mut self.scratch_payload);
         payload.clear();
-        let packet = match self.next_audio_payload(now, &mut payload) {
+        let said = self.next_audio_payload(now, &mut payload);
+        // a frame from the playout (no prompt left) that carried agent speech, or a hole
+        self.underruns.slot(self.prompt.is_none() && said == Some(Said::Speech));
+        let packet = match said {
             Some(Said::Speech) => Some(self.rtp_out.packet(&payload, self.frame_ticks)),
             Some(Said::Comfort) => Some(self.rtp_out.packet_unmarked(&payload, self.frame_ticks)),
             // the codec refused: keep the timestamp running so the next packet lines up
@@ -675,14 +683,15 @@ impl MediaSession {
         self.playout.stats()
     }
 
-    /// Loss, jitter, buffer depth, concealment and the MOS estimate.
+    /// Loss, jitter, buffer depth, concealment and the MOS estimate per direction.
     pub fn stats(&self) -> CallMediaStats {
         let codec = match self.codec_name {
             CodecName::Opus => MosCodec::Opus,
             _ => MosCodec::G711,
         };
         let concealed_ms = self.counters.concealed_frames * 20;
-        CallMediaStats::collect(codec, &self.jitter.stats(), &self.rtcp.stats(), concealed_ms)
+        let (jitter, rtcp) = (self.jitter.stats(), self.rtcp.stats());
+        CallMediaStats::collect(codec, &jitter, &rtcp, concealed_ms, self.underruns.frames())
     }
 
     /// The AI-side rate of this session.
@@ -704,6 +713,7 @@ impl std::fmt::Debug for MediaSession {
 }
 
 /// What a frame's payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Said {
     /// A prompt or agent audio: a talk spurt may start with it (marker bit).

@@ -23,9 +23,24 @@
 //! | G.711 without PLC | 0 | 4.3 | G.113 Appendix I (random loss) |
 //! | Opus | 5 | 20 | our choice: G.113 has no Opus row; narrowband-equivalent, a small base impairment for the transcoding on the telephone leg and typical PLC without FEC |
 //!
-//! The one-way delay used is `RTT/2 + jitter-buffer target + 20 ms` packetization (network
-//! delay 0 until an RTT is known). The loss is what the listener hears: frames the jitter
-//! buffer concealed over frames due.
+//! # Two directions
+//!
+//! A call is scored per direction, and the worse one is the call's `mos` (the headline in
+//! `/api/status`, the status page, `/metrics` and the call records):
+//!
+//! - **Inbound** (caller → box, `mos_inbound`), from the RTP the box receives: loss is what
+//!   the network lost (RTCP sequence-number count; RFC 4733 key presses take sequence numbers
+//!   and are counted as received) plus packets too late to play; the one-way delay is
+//!   `RTT/2 + jitter-buffer target + 20 ms` packetization (network delay 0 until an RTT is
+//!   known).
+//! - **Outbound** (box → caller, `mos_outbound`), from the carrier's RTCP receiver reports
+//!   (the share of our packets it lost, cumulative) plus the box's own send underruns: 20 ms
+//!   slots inside the agent's speech that had no audio to send in time
+//!   ([`SendUnderruns`]), over the frames sent; the one-way delay is `RTT/2 + 20 ms`.
+//!
+//! A direction without media has no score (`None`, `null` in JSON): no RTP received, or
+//! none sent. `media` says which directions carried any ([`MediaFlow`]); a call with no
+//! media at all has no `mos`.
 
 use serde::Serialize;
 
@@ -107,6 +122,72 @@ pub fn e_model(codec: MosCodec, loss_percent: f64, one_way_delay_ms: f64) -> EMo
     EModel { r, mos: mos_from_r(r) }
 }
 
+/// Which directions of a call carried RTP audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaFlow {
+    /// No RTP either way.
+    None,
+    /// Only caller → box.
+    InboundOnly,
+    /// Only box → caller.
+    OutboundOnly,
+    /// Both ways.
+    Both,
+}
+
+impl MediaFlow {
+    fn of(inbound: bool, outbound: bool) -> MediaFlow {
+        match (inbound, outbound) {
+            (false, false) => MediaFlow::None,
+            (true, false) => MediaFlow::InboundOnly,
+            (false, true) => MediaFlow::OutboundOnly,
+            (true, true) => MediaFlow::Both,
+        }
+    }
+}
+
+/// Longest run of empty send slots inside the agent's speech counted as an underrun (100 ms);
+/// a longer one is a pause of the agent.
+pub const MAX_UNDERRUN_FRAMES: u32 = 5;
+
+/// Counts the box's send underruns: 20 ms slots without agent audio between two slots with
+/// it (at most [`MAX_UNDERRUN_FRAMES`] in a row, no barge-in flush in between). The caller
+/// heard a hole (or comfort noise) where the agent was speaking.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendUnderruns {
+    /// Empty slots since the last slot with agent audio (None before any, or after a flush).
+    pending: Option<u32>,
+    frames: u64,
+}
+
+impl SendUnderruns {
+    /// One send slot; `agent_audio`: whether it carried audio from the agent.
+    pub fn slot(&mut self, agent_audio: bool) {
+        match (agent_audio, self.pending) {
+            (true, Some(gap)) => {
+                if (1..=MAX_UNDERRUN_FRAMES).contains(&gap) {
+                    self.frames += u64::from(gap);
+                }
+                self.pending = Some(0);
+            }
+            (true, None) => self.pending = Some(0),
+            (false, Some(gap)) => self.pending = Some(gap.saturating_add(1)),
+            (false, None) => {}
+        }
+    }
+
+    /// The agent's audio was flushed (barge-in): the silence that follows is not an underrun.
+    pub fn flushed(&mut self) {
+        self.pending = None;
+    }
+
+    /// Frames missed so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+}
+
 /// A snapshot of a call's media quality, for logs and the HTTP API.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallMediaStats {
@@ -140,24 +221,44 @@ pub struct CallMediaStats {
     pub loss_percent: f64,
     /// One-way delay estimate used by the E-model, ms.
     pub one_way_delay_ms: f64,
-    /// E-model R factor.
+    /// E-model R factor of the inbound direction (caller → box).
     pub r_factor: f64,
-    /// E-model MOS estimate, 1 to 4.5.
-    pub mos: f64,
+    /// Which directions carried RTP audio.
+    pub media: MediaFlow,
+    /// The call's MOS: the worse of the two directions; `None` without any media.
+    pub mos: Option<f64>,
+    /// E-model MOS of caller → box (the RTP the box receives); `None` before any arrived.
+    pub mos_inbound: Option<f64>,
+    /// E-model MOS of box → caller (the carrier's receiver reports and the box's send
+    /// underruns); `None` while nothing was sent.
+    pub mos_outbound: Option<f64>,
+    /// Loss on box → caller: our packets the carrier reports lost plus send underruns, percent.
+    pub outbound_loss_percent: f64,
+    /// 20 ms slots inside the agent's speech with no audio ready to send.
+    pub send_underrun_frames: u64,
 }
 
 impl CallMediaStats {
-    /// Builds the snapshot from the jitter buffer and RTCP counters, and the concealed time.
+    /// Builds the snapshot from the jitter buffer and RTCP counters, the concealed time and
+    /// the send underruns.
     pub fn collect(
         codec: MosCodec,
         jitter: &JitterStats,
         rtcp: &RtcpStats,
         concealed_ms: u64,
+        send_underrun_frames: u64,
     ) -> CallMediaStats {
         let rtt_ms = rtcp.rtt.map(|d| d.as_secs_f64() * 1000.0);
         let loss_percent = effective_loss_percent(jitter, rtcp);
         let one_way_delay_ms = rtt_ms.unwrap_or(0.0) / 2.0 + f64::from(jitter.target_ms) + FRAME_MS;
         let em = e_model(codec, loss_percent, one_way_delay_ms);
+        let inbound = jitter.received.max(rtcp.packets_received) > 0;
+        let outbound = rtcp.packets_sent > 0;
+        let outbound_loss = outbound_loss_percent(rtcp, send_underrun_frames);
+        let out_delay_ms = rtt_ms.unwrap_or(0.0) / 2.0 + FRAME_MS;
+        let mos_inbound = inbound.then(|| round2(em.mos));
+        let mos_outbound =
+            outbound.then(|| round2(e_model(codec, outbound_loss, out_delay_ms).mos));
         CallMediaStats {
             codec,
             packets_received: jitter.received.max(rtcp.packets_received),
@@ -175,9 +276,26 @@ impl CallMediaStats {
             loss_percent: round2(loss_percent),
             one_way_delay_ms: round2(one_way_delay_ms),
             r_factor: round2(em.r),
-            mos: round2(em.mos),
+            media: MediaFlow::of(inbound, outbound),
+            mos: [mos_inbound, mos_outbound].into_iter().flatten().reduce(f64::min),
+            mos_inbound,
+            mos_outbound,
+            outbound_loss_percent: round2(outbound_loss),
+            send_underrun_frames,
         }
     }
+}
+
+/// Loss on box → caller, percent: the packets the carrier's receiver reports say it lost
+/// (cumulative, over what we sent), plus the slots the box had nothing to send in time.
+fn outbound_loss_percent(r: &RtcpStats, underrun_frames: u64) -> f64 {
+    let sent = r.packets_sent;
+    let reported = r.remote.map_or(0, |rr| rr.cumulative_lost.max(0) as u64).min(sent);
+    let due = sent + underrun_frames;
+    if due == 0 {
+        return 0.0;
+    }
+    ((reported + underrun_frames) as f64 * 100.0 / due as f64).min(100.0)
 }
 
 /// The E-model's effective packet loss: packets the network lost (RTCP's sequence-number
@@ -301,7 +419,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let s = CallMediaStats::collect(MosCodec::G711, &jitter, &rtcp, 500);
+        let s = CallMediaStats::collect(MosCodec::G711, &jitter, &rtcp, 500, 0);
         assert_eq!((s.packets_received, s.packets_sent, s.packets_lost), (1000, 990, 15));
         assert_eq!((s.packets_late, s.duplicates, s.concealed_ms), (10, 5, 500));
         assert_eq!((s.jitter_buffer_depth_ms, s.jitter_buffer_target_ms), (40, 60));
@@ -311,13 +429,20 @@ mod tests {
         assert_eq!(s.loss_percent, 2.5, "25 concealed of 975 played + 25");
         assert_eq!(s.one_way_delay_ms, 120.0, "40 + 60 + 20");
         let expect = e_model(MosCodec::G711, 2.5, 120.0);
-        assert_eq!(s.mos, round2(expect.mos));
-        assert!(s.mos > 3.9 && s.mos < 4.3, "{}", s.mos);
+        assert_eq!(s.mos_inbound, Some(round2(expect.mos)));
+        // outbound: 3 of our 990 packets reported lost, 40 + 20 ms one way
+        let out = e_model(MosCodec::G711, 300.0 / 990.0, 60.0);
+        assert_eq!(s.mos_outbound, Some(round2(out.mos)));
+        assert_eq!(s.mos, s.mos_inbound, "the worse direction is the headline");
+        assert_eq!(s.media, MediaFlow::Both);
+        let mos = s.mos.unwrap();
+        assert!(mos > 3.9 && mos < 4.3, "{mos}");
 
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["codec"], "g711");
         assert_eq!(json["rtt_ms"], 80.0);
-        assert_eq!(json["mos"], s.mos);
+        assert_eq!(json["mos"], mos);
+        assert_eq!(json["media"], "both");
 
         // Nothing yet: no loss, no RTT, a MOS for the buffer delay alone.
         let empty = CallMediaStats::collect(
@@ -325,8 +450,93 @@ mod tests {
             &JitterStats::default(),
             &RtcpStats::default(),
             0,
+            0,
         );
         assert_eq!((empty.loss_percent, empty.rtt_ms, empty.packets_lost), (0.0, None, 0));
         assert_eq!(serde_json::to_value(&empty).unwrap()["rtt_ms"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_call_without_media_has_no_score() {
+        let none = CallMediaStats::collect(
+            MosCodec::G711,
+            &JitterStats::default(),
+            &RtcpStats::default(),
+            0,
+            0,
+        );
+        assert_eq!((none.mos, none.mos_inbound, none.mos_outbound), (None, None, None));
+        assert_eq!(none.media, MediaFlow::None);
+        let json = serde_json::to_value(&none).unwrap();
+        assert_eq!(json["mos"], serde_json::Value::Null);
+        assert_eq!(json["media"], "none");
+        // the box talks, the caller sends nothing: only the outbound direction is scored
+        let sending = RtcpStats { packets_sent: 500, ..Default::default() };
+        let one_way =
+            CallMediaStats::collect(MosCodec::G711, &JitterStats::default(), &sending, 0, 0);
+        assert_eq!(one_way.media, MediaFlow::OutboundOnly);
+        assert_eq!(one_way.mos_inbound, None);
+        assert_eq!(one_way.mos, one_way.mos_outbound);
+        assert!(one_way.mos.is_some());
+    }
+
+    #[test]
+    fn the_worse_direction_is_the_headline() {
+        let jitter = JitterStats { received: 1000, target_ms: 40, ..Default::default() };
+        let clean = RtcpStats {
+            packets_sent: 1000,
+            packets_received: 1000,
+            packets_expected: 1000,
+            ..Default::default()
+        };
+        let good = CallMediaStats::collect(MosCodec::G711, &jitter, &clean, 0, 0);
+        assert!(good.mos_outbound > good.mos_inbound, "no buffer delay on the way out");
+        assert_eq!(good.mos, good.mos_inbound);
+        // 50 underrun frames against 1000 sent: about 4.8 % outbound loss
+        let starved = CallMediaStats::collect(MosCodec::G711, &jitter, &clean, 0, 50);
+        assert!((starved.outbound_loss_percent - 4.76).abs() < 0.01, "{starved:?}");
+        assert!(starved.mos_outbound < starved.mos_inbound);
+        assert_eq!(starved.mos, starved.mos_outbound);
+        assert!(starved.mos.unwrap() < 4.0, "{starved:?}");
+        // the carrier reports 8 % of our packets lost
+        let reported = RtcpStats {
+            remote: Some(RemoteReport {
+                fraction_lost: 0.1,
+                cumulative_lost: 80,
+                highest_seq: 1000,
+                jitter_ms: 4.0,
+                at: Instant::now(),
+            }),
+            ..clean
+        };
+        let lossy = CallMediaStats::collect(MosCodec::G711, &jitter, &reported, 0, 0);
+        assert_eq!(lossy.outbound_loss_percent, 8.0);
+        assert_eq!(lossy.mos, lossy.mos_outbound);
+    }
+
+    #[test]
+    fn send_underruns_count_holes_inside_speech_only() {
+        let mut u = SendUnderruns::default();
+        let slots = |u: &mut SendUnderruns, pattern: &str| {
+            for c in pattern.chars() {
+                u.slot(c == 'a');
+            }
+        };
+        // silence before the agent speaks is no underrun
+        slots(&mut u, "....aaaa");
+        assert_eq!(u.frames(), 0);
+        // holes of 1 and 3 frames inside speech
+        slots(&mut u, ".aa...aa");
+        assert_eq!(u.frames(), 4);
+        // a pause longer than 100 ms is the agent pausing
+        slots(&mut u, "......aa");
+        assert_eq!(u.frames(), 4);
+        // a barge-in flush: the silence after it is expected
+        u.flushed();
+        slots(&mut u, "..aa");
+        assert_eq!(u.frames(), 4);
+        // a trailing hole never resumed is not counted
+        slots(&mut u, "...");
+        assert_eq!(u.frames(), 4);
     }
 }

@@ -27,7 +27,12 @@ fn ended(call_id: &str) -> CallRecord {
     r.end = Some(CallEnd {
         duration_ms: 4200,
         reason: "remote BYE",
-        quality: CallQuality { mos: 4.3, loss_percent: 0.5, jitter_ms: 3.25, concealed_ms: 40 },
+        quality: CallQuality {
+            mos: Some(4.3),
+            loss_percent: 0.5,
+            jitter_ms: 3.25,
+            concealed_ms: 40,
+        },
     });
     r
 }

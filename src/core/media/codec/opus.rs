@@ -320,10 +320,40 @@ impl OpusDecoder {
         Ok(self.interleaved(n))
     }
 
+    /// Whether `payload` carries in-band FEC (SILK LBRR data) for the frame before it, so
+    /// [`Self::decode_fec`] really rebuilds that frame instead of falling back to PLC.
+    pub fn has_fec(payload: &[u8]) -> bool {
+        has_lbrr(payload)
+    }
+
     fn interleaved(&self, per_channel: usize) -> &[i16] {
         let len = (per_channel * usize::from(self.channels)).min(self.pcm.len());
         &self.pcm[..len]
     }
+}
+
+/// RFC 6716: whether the first Opus frame of `packet` has its LBRR flag set. Only SILK and
+/// hybrid configurations (TOC config 0-15) carry LBRR. Their range-coded data starts with one
+/// VAD flag per 20 ms SILK frame and then the LBRR flag, each coded with probability one half,
+/// so they are the leading bits of the frame's first byte. Packets of 2 or more frames with
+/// explicit lengths (codes 2 and 3) are not parsed and count as carrying none.
+fn has_lbrr(packet: &[u8]) -> bool {
+    let Some(&toc) = packet.first() else { return false };
+    let config = toc >> 3;
+    if config >= 16 {
+        return false; // CELT only
+    }
+    if toc & 0x3 >= 2 {
+        return false;
+    }
+    let Some(&first) = packet.get(1) else { return false };
+    // SILK frames per Opus frame: 10/20 ms -> 1, 40 ms -> 2, 60 ms -> 3 (hybrid: 10/20 ms)
+    let silk_frames = match config & 0x3 {
+        2 if config < 12 => 2,
+        3 if config < 12 => 3,
+        _ => 1,
+    };
+    first & (0x80 >> silk_frames) != 0
 }
 
 #[cfg(test)]
@@ -489,6 +519,34 @@ pub(crate) mod tests {
         let concealed = dec.conceal().unwrap();
         assert_eq!(concealed.len(), rate.frame_len());
         assert!(rms(concealed) > 1000.0, "concealed rms {}", rms(concealed));
+    }
+
+    #[test]
+    fn lbrr_flag_is_read_from_the_packet() {
+        // CELT-only, empty, too short and multi-frame packets carry no FEC
+        assert!(!has_lbrr(&[]));
+        assert!(!has_lbrr(&[0x08]));
+        assert!(!has_lbrr(&[0xF8, 0xFF]));
+        assert!(!has_lbrr(&[0x0A, 0xFF, 0xFF]));
+        // SILK 20 ms (config 1), one frame: VAD bit then LBRR bit
+        assert!(has_lbrr(&[0x08, 0b0100_0000]));
+        assert!(!has_lbrr(&[0x08, 0b1000_0000]));
+        // SILK 40 ms (config 2): two VAD bits, then LBRR
+        assert!(has_lbrr(&[0x10, 0b0010_0000]));
+        assert!(!has_lbrr(&[0x10, 0b0100_0000]));
+        // hybrid FB 10 ms (config 14): one SILK frame
+        assert!(has_lbrr(&[14 << 3, 0b0100_0000]));
+        // a real encoder with FEC on and loss expected sets it once speech runs, never without
+        let p = Prompt::high_demand().unwrap();
+        let speech = p.samples();
+        let flagged = |fec: bool| {
+            let cfg = OpusConfig { rate: Rate::Hz8000, fec, ..OpusConfig::default() };
+            let mut enc = OpusEncoder::new(cfg).unwrap();
+            enc.set_loss_percent(10).unwrap();
+            speech.chunks_exact(160).filter(|f| has_lbrr(enc.encode(f).unwrap())).count()
+        };
+        assert!(flagged(true) > 20, "FEC on: {} packets with LBRR", flagged(true));
+        assert_eq!(flagged(false), 0);
     }
 
     #[test]

@@ -84,6 +84,17 @@ impl G711Decoder {
         self.plc.conceal(&mut self.pcm);
         &self.pcm
     }
+
+    /// Conceals one lost frame that `next` (the following payload, already received)
+    /// continues: interpolated between both sides, so `next` is then decoded untouched.
+    pub fn conceal_before(&mut self, next: &[u8]) -> &[i16] {
+        let table = law_table(self.law);
+        let next: Vec<i16> = next.iter().map(|&c| table[usize::from(c)]).collect();
+        self.pcm.clear();
+        self.pcm.resize(self.last_len, 0);
+        self.plc.conceal_before(&mut self.pcm, &next);
+        &self.pcm
+    }
 }
 
 /// Caller payload -> PCM at the codec's rate.
@@ -131,11 +142,15 @@ impl Decoder {
         }
     }
 
-    /// Conceals one lost frame. With Opus and the `next` payload at hand, the frame is
-    /// recovered from that packet's FEC (decode `next` itself afterwards, as usual).
+    /// Conceals one lost frame. With the `next` payload at hand, Opus recovers the frame
+    /// from that packet's FEC and G.711 interpolates towards it (decode `next` itself
+    /// afterwards, as usual).
     pub fn conceal(&mut self, next: Option<&[u8]>) -> Result<&[i16]> {
         match self {
-            Decoder::G711(d) => Ok(d.conceal()),
+            Decoder::G711(d) => match next {
+                Some(next) if !next.is_empty() => Ok(d.conceal_before(next)),
+                _ => Ok(d.conceal()),
+            },
             Decoder::Opus(d) => match next {
                 Some(next) if !next.is_empty() => d.decode_fec(next),
                 _ => d.conceal(),

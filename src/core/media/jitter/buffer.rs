@@ -147,6 +147,9 @@ pub struct JitterBuffer {
     seen_step: i64,
     /// Consecutive `Lost` frames released with nothing queued.
     empty_run: u32,
+    /// RTP timestamp of a telephone-event (RFC 4733) the source sends instead of audio: the
+    /// slots it covers are not lost audio, the clock pauses until audio resumes.
+    event_at: Option<u32>,
     /// Target delay (s).
     target: f64,
     /// Applied clock offset (s): a slot is due at its timestamp position plus this.
@@ -183,6 +186,7 @@ impl JitterBuffer {
             step,
             seen_step: 0,
             empty_run: 0,
+            event_at: None,
             target: cfg.initial_delay.as_secs_f64(),
             offset: 0.0,
             estimator: DelayEstimator::new(cfg.window, cfg.k),
@@ -216,6 +220,15 @@ impl JitterBuffer {
         let frame = self.next_frame(now);
         self.rearm();
         frame
+    }
+
+    /// The source sends a telephone-event (RFC 4733, started at RTP `timestamp`) instead of
+    /// audio: once the audio queued before it has played, the clock pauses without `Lost`
+    /// frames, and restarts (a talk-spurt boundary) with the next audio packet. A source that
+    /// keeps sending audio during the event plays on as usual (audio from after the event's
+    /// start ends the pause).
+    pub fn note_event(&mut self, timestamp: u32) {
+        self.event_at = Some(timestamp);
     }
 
     /// When the next frame is due; `None` while nothing is queued and the clock is stopped.
@@ -369,12 +382,17 @@ impl JitterBuffer {
             self.boundary_seq = Some(seq);
             self.running = true;
             self.empty_run = 0;
+            self.event_at = None;
             self.boundary();
         }
         let half = self.step / 2;
         loop {
             let head = self.queue.first_key_value().map(|(&s, q)| (s, q.ts, q.marker));
             let Some((seq, ts, marker)) = head else {
+                if self.event_at.is_some() {
+                    self.running = false;
+                    return None;
+                }
                 return Some(self.lost_in_silence());
             };
             if ts < self.next_ts - half {
@@ -400,7 +418,7 @@ impl JitterBuffer {
     /// The head packet is later than the next slot: conceal, or pause on a long gap.
     fn gap(&mut self, head_ts: i64) -> Option<Frame> {
         let gap = (head_ts - self.next_ts) as f64 / self.rate;
-        if gap > self.cfg.max_delay.as_secs_f64() {
+        if gap > self.cfg.max_delay.as_secs_f64() || self.event_at.is_some() {
             self.running = false;
             return None;
         }
@@ -437,6 +455,11 @@ impl JitterBuffer {
         }
         self.played_mask |= 1;
         self.last_played = Some((seq, q.ts));
+        if self.event_at.is_some_and(|e| (q.ts as u32).wrapping_sub(e) as i32 >= 0) {
+            // audio from after the event's start: this source sends audio alongside its
+            // events, a gap in it is loss again
+            self.event_at = None;
+        }
         self.next_ts = q.ts + self.step;
         self.started = true;
         self.empty_run = 0;
@@ -597,6 +620,48 @@ mod tests {
             }
         }
         panic!("simulation did not settle");
+    }
+
+    #[test]
+    fn a_telephone_event_pauses_the_clock_without_lost_frames() {
+        for note in [true, false] {
+            let t0 = Instant::now();
+            let mut buf = JitterBuffer::default();
+            // audio 0..10, a key press in place of packets 10..15, audio again from 15
+            let before = stream(t0, 0..10, SSRC, 100, 0, |_| 5 * MS);
+            let mut after = stream(t0, 15..40, SSRC, 100, 0, |_| 5 * MS);
+            after[0].info.marker = true;
+            let mut out = run(&mut buf, before, t0 + 205 * MS);
+            if note {
+                buf.note_event(10 * 160);
+            }
+            out.extend(run(&mut buf, after, t0 + 2000 * MS));
+            let lost = lost_inside(&out);
+            let mut seqs = audio_seqs(&out);
+            seqs.dedup();
+            assert_eq!(seqs.len(), 35, "every audio packet plays");
+            if note {
+                assert!(lost.is_empty(), "the key press was concealed: {lost:?}");
+                assert_eq!(buf.stats().lost, 3, "only the tail after the stream ends");
+            } else {
+                assert!(!lost.is_empty(), "without the event the gap is concealed");
+            }
+        }
+    }
+
+    #[test]
+    fn audio_sent_alongside_an_event_is_still_concealed_when_lost() {
+        let t0 = Instant::now();
+        let mut buf = JitterBuffer::default();
+        // audio never stops; a key press starts at packet 10; packet 30 is lost
+        let mut all = stream(t0, 0..50, SSRC, 100, 0, |_| 5 * MS);
+        all.remove(30);
+        let (before, after): (Vec<Arrival>, Vec<Arrival>) =
+            all.into_iter().partition(|a| a.at < t0 + 205 * MS);
+        let mut out = run(&mut buf, before, t0 + 205 * MS);
+        buf.note_event(10 * 160);
+        out.extend(run(&mut buf, after, t0 + 2000 * MS));
+        assert_eq!(lost_inside(&out), vec![30 * 160], "the lost packet is concealed in place");
     }
 
     fn audio_seqs(out: &[Out]) -> Vec<u16> {

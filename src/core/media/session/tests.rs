@@ -223,7 +223,7 @@ fn received_rtp_goes_through_the_jitter_buffer_to_the_ai_side() {
     let stats = s.stats();
     assert_eq!(stats.packets_received, 50);
     assert_eq!(stats.concealed_ms, 0, "{stats:?}");
-    assert!(stats.mos > 4.0, "clean G.711 call: {stats:?}");
+    assert!(stats.mos.is_some_and(|m| m > 4.0), "clean G.711 call: {stats:?}");
     run(&mut s, now, now + Duration::from_millis(300));
     let c = s.counters();
     assert_eq!(c.rtp_received, 50);
@@ -442,15 +442,15 @@ fn latencies_are_measured_both_ways() {
     assert!(ai[0] >= Duration::from_millis(40) && ai[0] <= Duration::from_millis(60), "{ai:?}");
 }
 
-#[test]
-fn a_lost_opus_frame_is_rebuilt_from_the_next_packets_fec() {
+/// An Opus call losing packet 20 of 40 (speech); counters afterwards.
+fn opus_call_losing_one_packet(fec: bool) -> MediaCounters {
     use crate::core::media::codec::opus::{OpusConfig, OpusEncoder};
     let t0 = Instant::now();
     let mut s =
         MediaSession::new(params(Codec::opus(111), AiFormat::Pcm(Rate::Hz24000)), t0).unwrap();
     s.start(t0);
     let mut enc =
-        OpusEncoder::new(OpusConfig { rate: Rate::Hz48000, ..OpusConfig::default() }).unwrap();
+        OpusEncoder::new(OpusConfig { rate: Rate::Hz48000, fec, ..OpusConfig::default() }).unwrap();
     let speech = Prompt::high_demand().unwrap();
     let from: SocketAddr = CARRIER.parse().unwrap();
     let mut now = t0;
@@ -467,7 +467,12 @@ fn a_lost_opus_frame_is_rebuilt_from_the_next_packets_fec() {
         run(&mut s, now, now + Duration::from_millis(19));
         now += Duration::from_millis(20);
     }
-    let c = s.counters();
+    s.counters()
+}
+
+#[test]
+fn a_lost_opus_frame_is_rebuilt_from_the_next_packets_fec() {
+    let c = opus_call_losing_one_packet(true);
     assert_eq!(c.fec_recovered, 1, "{c:?}");
     assert_eq!(c.concealed_frames, 1);
 }
@@ -580,4 +585,156 @@ fn cushion_figures_with_30_ms_of_agent_jitter() {
     println!("cushion_added_delay_p50_ms: {}", pct(50));
     println!("cushion_added_delay_p99_ms: {}", pct(99));
     assert_eq!(gaps, 0);
+
+#[test]
+fn a_lost_opus_frame_without_fec_data_is_concealed_not_counted_as_recovered() {
+    let c = opus_call_losing_one_packet(false);
+    assert_eq!(c.fec_recovered, 0, "{c:?}");
+    assert_eq!(c.concealed_frames, 1);
+}
+
+#[test]
+fn a_lost_g711_frame_is_interpolated_into_the_waiting_next_packet() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.start(t0);
+    let speech = Prompt::high_demand().unwrap();
+    let samples = speech.samples();
+    // a voiced stretch of the prompt
+    let start = (0..samples.len() / 160 - 40)
+        .map(|f| f * 160)
+        .max_by_key(|&o| {
+            samples[o + 3200..o + 3520].iter().map(|x| i64::from(*x).abs()).sum::<i64>()
+        })
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = samples[start..start + 30 * 160]
+        .chunks_exact(160)
+        .map(|f| {
+            let mut p = Vec::new();
+            Law::Ulaw.encode_into(f, &mut p);
+            p
+        })
+        .collect();
+    let from: SocketAddr = CARRIER.parse().unwrap();
+    let mut now = t0;
+    let mut heard = Vec::new();
+    for (i, p) in payloads.iter().enumerate() {
+        if i != 20 {
+            s.on_rtp(now, from, &caller_packet(i as u16, i as u32 * 160, 0, p));
+        }
+        run(&mut s, now, now + Duration::from_millis(19));
+        while let Some(CallerFrame::G711(_, codes)) = s.poll_caller_frame() {
+            heard.push(codes);
+        }
+        now += Duration::from_millis(20);
+    }
+    assert_eq!(s.counters().concealed_frames, 1);
+    assert!(heard.len() >= 25, "{} frames", heard.len());
+    // frames line up one to one; the one after the gap is played bit-exact (no recovery
+    // cross-fade is needed: the concealment already ends where it begins)
+    assert_eq!(heard[21], payloads[21]);
+    assert_eq!(heard[19], payloads[19]);
+    let truth = Law::Ulaw.decode(&payloads[20]);
+    let concealed = Law::Ulaw.decode(&heard[20]);
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in truth.iter().zip(&concealed) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    let r = ab / (aa * bb).sqrt();
+    assert!(r > 0.3, "concealed frame correlation {r:.2}");
+}
+
+#[test]
+fn a_key_press_is_neither_loss_nor_concealed() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.start(t0);
+    let from: SocketAddr = CARRIER.parse().unwrap();
+    let mut now = t0;
+    // audio 0..20, a key press in place of packets 20..26 (same SSRC, sequence numbers go
+    // on, the event's timestamp is its start), audio again from 26 with the marker bit
+    for i in 0..50u16 {
+        let ts = u32::from(i) * 160;
+        let packet = if (20..26).contains(&i) {
+            let duration = (i - 19) * 160;
+            let end = if i == 25 { 0x80 } else { 0 };
+            let mut p = vec![5u8, end | 10];
+            p.extend_from_slice(&duration.to_be_bytes());
+            let mut out = RtpOut::new(101, 0xcafe, i, 20 * 160);
+            out.packet_at(101, &p, 20 * 160, i == 20)
+        } else {
+            let mut out = RtpOut::new(0, 0xcafe, i, ts);
+            out.packet_at(0, &[0x55; 160], ts, i == 26)
+        };
+        s.on_rtp(now, from, &packet);
+        run(&mut s, now, now + Duration::from_millis(19));
+        now += Duration::from_millis(20);
+    }
+    let c = s.counters();
+    assert_eq!(c.dtmf_received, 1, "{c:?}");
+    assert_eq!(c.concealed_frames, 0, "the key press was concealed: {c:?}");
+    let stats = s.stats();
+    assert_eq!(stats.packets_lost, 0, "{stats:?}");
+    assert_eq!(stats.loss_percent, 0.0, "{stats:?}");
+}
+
+#[test]
+fn a_call_without_media_has_no_mos() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.start(t0);
+    run(&mut s, t0, t0 + Duration::from_secs(2));
+    let stats = s.stats();
+    assert_eq!(stats.media, crate::core::media::stats::MediaFlow::None, "{stats:?}");
+    assert_eq!((stats.mos, stats.mos_inbound, stats.mos_outbound), (None, None, None));
+    // the box plays a prompt, the caller still sends nothing: only box -> caller is scored
+    s.play_prompt(Prompt::high_demand().unwrap());
+    let t1 = t0 + Duration::from_secs(2);
+    run(&mut s, t1, t1 + Duration::from_millis(500));
+    let stats = s.stats();
+    assert_eq!(stats.media, crate::core::media::stats::MediaFlow::OutboundOnly);
+    assert_eq!(stats.mos_inbound, None);
+    assert!(stats.mos.is_some() && stats.mos == stats.mos_outbound, "{stats:?}");
+}
+
+#[test]
+fn agent_audio_arriving_late_counts_as_send_underruns() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.start(t0);
+    let frame = vec![3000i16; 160];
+    let mut now = t0;
+    // 10 frames, a hole of 60 ms (the next chunk comes late), 10 frames
+    for _ in 0..10 {
+        s.push_ai_audio(&frame).unwrap();
+    }
+    let mut out = run(&mut s, now, now + Duration::from_millis(259));
+    now += Duration::from_millis(260);
+    for _ in 0..10 {
+        s.push_ai_audio(&frame).unwrap();
+    }
+    out.extend(run(&mut s, now, now + Duration::from_millis(400)));
+    let stats = s.stats();
+    assert!((1..=5).contains(&stats.send_underrun_frames), "{stats:?}");
+    assert!(stats.outbound_loss_percent > 5.0, "{stats:?}");
+    assert!(stats.mos_outbound.unwrap() < 4.0, "{stats:?}");
+    assert_eq!(stats.mos, stats.mos_outbound);
+    // a barge-in flush is not an underrun
+    let before = stats.send_underrun_frames;
+    now += Duration::from_millis(401);
+    for _ in 0..5 {
+        s.push_ai_audio(&frame).unwrap();
+    }
+    run(&mut s, now, now + Duration::from_millis(40));
+    s.flush_ai_audio();
+    now += Duration::from_millis(41);
+    run(&mut s, now, now + Duration::from_millis(60));
+    now += Duration::from_millis(61);
+    s.push_ai_audio(&frame).unwrap();
+    run(&mut s, now, now + Duration::from_millis(60));
+    assert_eq!(s.stats().send_underrun_frames, before, "{:?}", s.stats());
+    assert!(!out.is_empty());
 }

@@ -303,16 +303,22 @@ fn media_metrics(r: &mut Registry, s: &EndpointStatus) {
     }
     let n = calls.len() as f64;
     let media = calls.iter().map(|c| &c.media);
-    let mos_min = media.clone().map(|m| m.mos).fold(f64::INFINITY, f64::min);
-    let mos_avg = media.clone().map(|m| m.mos).sum::<f64>() / n;
+    // calls without media have no MOS and stay out of both
+    let scored: Vec<f64> = media.clone().filter_map(|m| m.mos).collect();
+    let mos_min = scored.iter().copied().fold(f64::INFINITY, f64::min);
+    let mos_avg = scored.iter().sum::<f64>() / scored.len().max(1) as f64;
     let jitter_max = media.clone().map(|m| m.jitter_ms).fold(0.0, f64::max);
     let depth_avg = media.clone().map(|m| m.jitter_buffer_depth_ms as f64).sum::<f64>() / n;
     let depth_max = media.clone().map(|m| m.jitter_buffer_depth_ms as f64).fold(0.0, f64::max);
     let loss_max = media.clone().map(|m| m.loss_percent).fold(0.0, f64::max);
     let lost: u64 = media.clone().map(|m| m.packets_lost).sum();
     let concealed: u64 = media.map(|m| m.concealed_ms).sum();
-    gauge_f(r, "media_mos_min", "Lowest E-model MOS among calls in progress", mos_min);
-    gauge_f(r, "media_mos_avg", "Average E-model MOS over calls in progress", mos_avg);
+    if !scored.is_empty() {
+        let help = "Lowest E-model MOS (worse direction) among calls in progress with media";
+        gauge_f(r, "media_mos_min", help, mos_min);
+        let help = "Average E-model MOS (worse direction) over calls in progress with media";
+        gauge_f(r, "media_mos_avg", help, mos_avg);
+    }
     gauge_f(
         r,
         "media_jitter_max_seconds",

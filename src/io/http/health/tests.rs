@@ -207,7 +207,12 @@ fn call(id: &str, carrier: &str, mos: f64, jitter_ms: f64) -> ActiveCall {
             loss_percent: 0.4,
             one_way_delay_ms: 80.0,
             r_factor: 90.0,
-            mos,
+            media: crate::core::media::stats::MediaFlow::Both,
+            mos: Some(mos),
+            mos_inbound: Some(mos),
+            mos_outbound: Some(4.4),
+            outbound_loss_percent: 0.0,
+            send_underrun_frames: 0,
         },
         counters: Default::default(),
     }
@@ -322,6 +327,33 @@ async fn metrics_parse_as_prometheus_text_with_bounded_labels() {
         }
     }
     assert!(!body.contains("c1@x"));
+}
+
+#[tokio::test]
+async fn calls_without_media_stay_out_of_the_mos_aggregates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut silent = call("c-silent", "local", 4.0, 0.0);
+    silent.media.mos = None;
+    silent.media.mos_inbound = None;
+    silent.media.mos_outbound = None;
+    silent.media.media = crate::core::media::stats::MediaFlow::None;
+    let mut s = status(vec![carrier("local", "unprobed", None, None)], vec![], true);
+    s.active_calls = vec![call("c-1", "local", 3.7, 2.0), silent.clone()];
+    let shared = shared_with(s, tmp.path());
+    let (_, _, body) = get(&shared, "/metrics").await;
+    let families = prom::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    assert_eq!(prom::value(&families, "trunkguard_media_mos_min", &[]), Some(3.7));
+    assert_eq!(prom::value(&families, "trunkguard_media_mos_avg", &[]), Some(3.7));
+    // only calls without media: no MOS aggregate at all
+    let mut s = status(vec![carrier("local", "unprobed", None, None)], vec![], true);
+    s.active_calls = vec![silent];
+    let shared = shared_with(s, tmp.path());
+    let (_, _, body) = get(&shared, "/metrics").await;
+    let families = prom::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    assert!(!families.contains_key("trunkguard_media_mos_min"), "{body}");
+    let (_, _, json) = get(&shared, "/api/status").await;
+    assert!(json.contains("\"mos\":null"), "{json}");
+    assert!(json.contains("\"media\":\"none\""), "{json}");
 }
 
 #[tokio::test]

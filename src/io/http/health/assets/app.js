@@ -110,6 +110,10 @@
     fill("ai", rows, "no AI endpoint configured: callers hear the canned prompt", 5);
   }
 
+  function fmtMos(m) {
+    return m == null ? "none" : m.toFixed(2);
+  }
+
   function renderCalls(s) {
     document.getElementById("calls-count").textContent = String(s.active_calls.length);
     const rows = s.active_calls.map(function (c) {
@@ -120,16 +124,21 @@
       }
       who.appendChild(el("span", c.caller, "muted"));
       who.title = "Call-ID " + c.call_id;
+      // the worse direction; null when no media flowed (say so, never a made-up score)
       const mos = c.media.mos;
-      const mosKind = mos >= 4.0 ? "good" : (mos >= 3.6 ? "meh" : "bad");
+      const mosKind = mos == null ? "bad" : (mos >= 4.0 ? "good" : (mos >= 3.6 ? "meh" : "bad"));
+      const mosText = mos == null ? "no media" : mos.toFixed(2);
+      const dirs = "in " + fmtMos(c.media.mos_inbound) + " / out " + fmtMos(c.media.mos_outbound);
+      const mosPill = pill(mosText, mosKind);
+      mosPill.title = "MOS caller → box / box → caller: " + dirs;
       return [
         cell(who, "caller"),
         cell(c.carrier),
         cell(c.ai_endpoint || "–"),
         cell(c.codec, "opt"),
         cell(duration(c.duration_ms)),
-        cell(pill(mos.toFixed(2), mosKind)),
-        cell(c.media.jitter_ms.toFixed(1) + " ms", "opt"),
+        cell(mosPill),
+        cell(c.media.mos_inbound == null ? "–" : c.media.jitter_ms.toFixed(1) + " ms", "opt"),
         cell(c.state, "opt"),
       ];
     });
