@@ -691,7 +691,12 @@ impl MediaSession {
         };
         let concealed_ms = self.counters.concealed_frames * 20;
         let (jitter, rtcp) = (self.jitter.stats(), self.rtcp.stats());
-        CallMediaStats::collect(codec, &jitter, &rtcp, concealed_ms, self.underruns.frames())
+        let stats =
+            CallMediaStats::collect(codec, &jitter, &rtcp, concealed_ms, self.underruns.frames());
+        if rtcp.packets_sent <= self.counters.comfort_frames {
+            return stats.without_outbound_audio();
+        }
+        stats
     }
 
     /// The AI-side rate of this session.
@@ -713,7 +718,6 @@ impl std::fmt::Debug for MediaSession {
 }
 
 /// What a frame's payload is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Said {
     /// A prompt or agent audio: a talk spurt may start with it (marker bit).

@@ -239,6 +239,16 @@ pub struct CallMediaStats {
 }
 
 impl CallMediaStats {
+    /// The box sent only comfort noise (no prompt, no agent or human audio): the caller heard
+    /// nothing to score, so box -> caller has no MOS and the flow says so.
+    pub fn without_outbound_audio(mut self) -> CallMediaStats {
+        let inbound = self.mos_inbound.is_some();
+        self.mos_outbound = None;
+        self.mos = self.mos_inbound;
+        self.media = MediaFlow::of(inbound, false);
+        self
+    }
+
     /// Builds the snapshot from the jitter buffer and RTCP counters, the concealed time and
     /// the send underruns.
     pub fn collect(

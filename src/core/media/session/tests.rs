@@ -477,115 +477,6 @@ fn a_lost_opus_frame_is_rebuilt_from_the_next_packets_fec() {
     assert_eq!(c.concealed_frames, 1);
 }
 
-/// Drives the session event by event (its own timers) up to `to`, collecting RTP packets with
-/// the instant they left.
-fn run_events(s: &mut MediaSession, to: Instant, sent: &mut Vec<(Instant, Vec<u8>)>) {
-    while let Some(t) = s.poll_timeout().filter(|t| *t <= to) {
-        s.handle_timeout(t);
-        while let Some(tx) = s.poll_transmit() {
-            if !tx.rtcp {
-                sent.push((t, tx.data));
-            }
-        }
-    }
-}
-
-/// What one simulated call gave: (sent packets, underruns, silent frames they put into
-/// speech, speech frames, cushion delays).
-type CallRun = (Vec<(Instant, Vec<u8>)>, u64, u64, u64, Vec<Duration>);
-
-/// One simulated call against an agent whose 20 ms chunks arrive 0-60 ms late (±30 ms
-/// around a 30 ms mean, in order as over TCP); responses of 1-5 s, pauses of 0.5-3 s, and
-/// a barge-in (flush) in a third of the responses. Returns (sent packets, underruns,
-/// speech frames, cushion delays).
-fn jittery_call(seed: u64, secs: u64) -> CallRun {
-    use rand::{Rng, SeedableRng};
-    let ms = Duration::from_millis;
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
-    let t0 = Instant::now();
-    let mut s = pcmu_session(t0);
-    s.start(t0);
-    let end = t0 + Duration::from_secs(secs);
-    let speech: Vec<i16> = (0..160).map(|i| ((i as f32 * 0.3).sin() * 6000.0) as i16).collect();
-    let mut sent = Vec::new();
-    let mut delays = Vec::new();
-    let mut speech_frames = 0;
-    let mut at = t0 + ms(rng.gen_range(200..1000));
-    while at < end {
-        let chunks = rng.gen_range(50..250u32);
-        let barge = rng.gen_bool(0.33).then(|| rng.gen_range(10..chunks));
-        let mut last = at;
-        for k in 0..chunks {
-            if barge == Some(k) {
-                run_events(&mut s, last, &mut sent);
-                s.flush_ai_audio();
-                break;
-            }
-            let arrival = (at + ms(20) * k + ms(rng.gen_range(0..=60))).max(last);
-            run_events(&mut s, arrival, &mut sent);
-            s.push_ai_audio_at(arrival, &speech).unwrap();
-            speech_frames += 1;
-            last = arrival;
-        }
-        run_events(&mut s, last, &mut sent);
-        delays.extend(s.take_latencies().into_iter().filter_map(|l| match l {
-            MediaLatency::AiToRtp(d) => Some(d),
-            MediaLatency::RtpToAi(_) => None,
-        }));
-        at = last + ms(rng.gen_range(500..3000));
-    }
-    run_events(&mut s, end, &mut sent);
-    sent.retain(|(t, _)| *t <= end); // the last response may run past the end
-    delays.extend(s.take_latencies().into_iter().filter_map(|l| match l {
-        MediaLatency::AiToRtp(d) => Some(d),
-        MediaLatency::RtpToAi(_) => None,
-    }));
-    let holes = s.playout_stats().underrun_frames;
-    (sent, s.counters().ai_underruns, holes, speech_frames, delays)
-}
-
-#[test]
-fn cushion_figures_with_30_ms_of_agent_jitter() {
-    // 100 seeded calls of 36 s: one call-hour. Figures printed as `name: value`; the
-    // assertions are the stream's shape (50 packets/s, no gap), not timings.
-    let (calls, secs) = (100u64, 36u64);
-    let (mut packets, mut gaps, mut underruns, mut frames) = (0usize, 0usize, 0u64, 0u64);
-    let mut holes = 0u64;
-    let mut delays = Vec::new();
-    for seed in 0..calls {
-        let (sent, u, h, f, d) = jittery_call(seed, secs);
-        holes += h;
-        assert_eq!(sent.len() as u64, secs * 50 + 1, "call {seed}: 50 packets/s");
-        gaps += sent.windows(2).filter(|w| w[1].0 - w[0].0 > Duration::from_millis(40)).count();
-        let seqs: Vec<u16> = sent.iter().map(|(_, p)| inspect(p).unwrap().seq).collect();
-        assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "call {seed}");
-        packets += sent.len();
-        underruns += u;
-        frames += f;
-        delays.extend(d);
-    }
-    delays.sort();
-    let pct = |p: usize| delays[(delays.len() - 1) * p / 100].as_millis();
-    let hours = (calls * secs) as f64 / 3600.0;
-    println!("cushion_sim_calls: {calls}");
-    println!("cushion_sim_caller_packets: {packets}");
-    println!(
-        "cushion_sim_gap_over_40ms_share_percent: {:.4}",
-        gaps as f64 * 100.0 / packets as f64
-    );
-    println!("cushion_sim_underruns_per_call_hour: {:.1}", underruns as f64 / hours);
-    println!(
-        "cushion_sim_underrun_share_of_agent_frames_percent: {:.3}",
-        underruns as f64 * 100.0 / frames as f64
-    );
-    println!(
-        "cushion_sim_silent_frames_in_speech_percent: {:.3}",
-        holes as f64 * 100.0 / frames as f64
-    );
-    println!("cushion_added_delay_p50_ms: {}", pct(50));
-    println!("cushion_added_delay_p99_ms: {}", pct(99));
-    assert_eq!(gaps, 0);
-
 #[test]
 fn a_lost_opus_frame_without_fec_data_is_concealed_not_counted_as_recovered() {
     let c = opus_call_losing_one_packet(false);
@@ -709,12 +600,12 @@ fn agent_audio_arriving_late_counts_as_send_underruns() {
     let mut now = t0;
     // 10 frames, a hole of 60 ms (the next chunk comes late), 10 frames
     for _ in 0..10 {
-        s.push_ai_audio(&frame).unwrap();
+        s.push_ai_audio(now, &frame).unwrap();
     }
     let mut out = run(&mut s, now, now + Duration::from_millis(259));
     now += Duration::from_millis(260);
     for _ in 0..10 {
-        s.push_ai_audio(&frame).unwrap();
+        s.push_ai_audio(now, &frame).unwrap();
     }
     out.extend(run(&mut s, now, now + Duration::from_millis(400)));
     let stats = s.stats();
@@ -726,15 +617,125 @@ fn agent_audio_arriving_late_counts_as_send_underruns() {
     let before = stats.send_underrun_frames;
     now += Duration::from_millis(401);
     for _ in 0..5 {
-        s.push_ai_audio(&frame).unwrap();
+        s.push_ai_audio(now, &frame).unwrap();
     }
     run(&mut s, now, now + Duration::from_millis(40));
     s.flush_ai_audio();
     now += Duration::from_millis(41);
     run(&mut s, now, now + Duration::from_millis(60));
     now += Duration::from_millis(61);
-    s.push_ai_audio(&frame).unwrap();
+    s.push_ai_audio(now, &frame).unwrap();
     run(&mut s, now, now + Duration::from_millis(60));
     assert_eq!(s.stats().send_underrun_frames, before, "{:?}", s.stats());
     assert!(!out.is_empty());
+}
+
+/// Drives the session event by event (its own timers) up to `to`, collecting RTP packets with
+/// the instant they left.
+fn run_events(s: &mut MediaSession, to: Instant, sent: &mut Vec<(Instant, Vec<u8>)>) {
+    while let Some(t) = s.poll_timeout().filter(|t| *t <= to) {
+        s.handle_timeout(t);
+        while let Some(tx) = s.poll_transmit() {
+            if !tx.rtcp {
+                sent.push((t, tx.data));
+            }
+        }
+    }
+}
+
+/// What one simulated call gave: (sent packets, underruns, silent frames they put into
+/// speech, speech frames, cushion delays).
+type CallRun = (Vec<(Instant, Vec<u8>)>, u64, u64, u64, Vec<Duration>);
+
+/// One simulated call against an agent whose 20 ms chunks arrive 0-60 ms late (±30 ms
+/// around a 30 ms mean, in order as over TCP); responses of 1-5 s, pauses of 0.5-3 s, and
+/// a barge-in (flush) in a third of the responses. Returns (sent packets, underruns,
+/// speech frames, cushion delays).
+fn jittery_call(seed: u64, secs: u64) -> CallRun {
+    use rand::{Rng, SeedableRng};
+    let ms = Duration::from_millis;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.start(t0);
+    let end = t0 + Duration::from_secs(secs);
+    let speech: Vec<i16> = (0..160).map(|i| ((i as f32 * 0.3).sin() * 6000.0) as i16).collect();
+    let mut sent = Vec::new();
+    let mut delays = Vec::new();
+    let mut speech_frames = 0;
+    let mut at = t0 + ms(rng.gen_range(200..1000));
+    while at < end {
+        let chunks = rng.gen_range(50..250u32);
+        let barge = rng.gen_bool(0.33).then(|| rng.gen_range(10..chunks));
+        let mut last = at;
+        for k in 0..chunks {
+            if barge == Some(k) {
+                run_events(&mut s, last, &mut sent);
+                s.flush_ai_audio();
+                break;
+            }
+            let arrival = (at + ms(20) * k + ms(rng.gen_range(0..=60))).max(last);
+            run_events(&mut s, arrival, &mut sent);
+            s.push_ai_audio_at(arrival, &speech).unwrap();
+            speech_frames += 1;
+            last = arrival;
+        }
+        run_events(&mut s, last, &mut sent);
+        delays.extend(s.take_latencies().into_iter().filter_map(|l| match l {
+            MediaLatency::AiToRtp(d) => Some(d),
+            MediaLatency::RtpToAi(_) => None,
+        }));
+        at = last + ms(rng.gen_range(500..3000));
+    }
+    run_events(&mut s, end, &mut sent);
+    sent.retain(|(t, _)| *t <= end); // the last response may run past the end
+    delays.extend(s.take_latencies().into_iter().filter_map(|l| match l {
+        MediaLatency::AiToRtp(d) => Some(d),
+        MediaLatency::RtpToAi(_) => None,
+    }));
+    let holes = s.playout_stats().underrun_frames;
+    (sent, s.counters().ai_underruns, holes, speech_frames, delays)
+}
+
+#[test]
+fn cushion_figures_with_30_ms_of_agent_jitter() {
+    // 100 seeded calls of 36 s: one call-hour. Figures printed as `name: value`; the
+    // assertions are the stream's shape (50 packets/s, no gap), not timings.
+    let (calls, secs) = (100u64, 36u64);
+    let (mut packets, mut gaps, mut underruns, mut frames) = (0usize, 0usize, 0u64, 0u64);
+    let mut holes = 0u64;
+    let mut delays = Vec::new();
+    for seed in 0..calls {
+        let (sent, u, h, f, d) = jittery_call(seed, secs);
+        holes += h;
+        assert_eq!(sent.len() as u64, secs * 50 + 1, "call {seed}: 50 packets/s");
+        gaps += sent.windows(2).filter(|w| w[1].0 - w[0].0 > Duration::from_millis(40)).count();
+        let seqs: Vec<u16> = sent.iter().map(|(_, p)| inspect(p).unwrap().seq).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "call {seed}");
+        packets += sent.len();
+        underruns += u;
+        frames += f;
+        delays.extend(d);
+    }
+    delays.sort();
+    let pct = |p: usize| delays[(delays.len() - 1) * p / 100].as_millis();
+    let hours = (calls * secs) as f64 / 3600.0;
+    println!("cushion_sim_calls: {calls}");
+    println!("cushion_sim_caller_packets: {packets}");
+    println!(
+        "cushion_sim_gap_over_40ms_share_percent: {:.4}",
+        gaps as f64 * 100.0 / packets as f64
+    );
+    println!("cushion_sim_underruns_per_call_hour: {:.1}", underruns as f64 / hours);
+    println!(
+        "cushion_sim_underrun_share_of_agent_frames_percent: {:.3}",
+        underruns as f64 * 100.0 / frames as f64
+    );
+    println!(
+        "cushion_sim_silent_frames_in_speech_percent: {:.3}",
+        holes as f64 * 100.0 / frames as f64
+    );
+    println!("cushion_added_delay_p50_ms: {}", pct(50));
+    println!("cushion_added_delay_p99_ms: {}", pct(99));
+    assert_eq!(gaps, 0);
 }
