@@ -552,8 +552,9 @@ impl Endpoint {
         }
         let after = call.media.counters();
         self.counters.rtp_received += after.rtp_received - before.rtp_received;
+        self.counters.media_refused_source += (after.rtp_wrong_source - before.rtp_wrong_source)
+            + (after.rtcp_wrong_source - before.rtcp_wrong_source);
         self.counters.rtp_invalid += (after.rtp_invalid - before.rtp_invalid)
-            + (after.rtp_wrong_source - before.rtp_wrong_source)
             + (after.rtp_unknown_payload_type - before.rtp_unknown_payload_type)
             + (after.rtcp_invalid - before.rtcp_invalid);
         let id = call.id;

@@ -24,6 +24,8 @@ pub struct Counters {
     pub shed_calls: u64,
     /// Requests refused by the per-source rate limit.
     pub rate_limited: u64,
+    /// RTP and RTCP packets refused because of their source address (strict source).
+    pub media_refused_source: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

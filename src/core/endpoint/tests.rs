@@ -95,7 +95,7 @@ fn config() -> EndpointConfig {
         listen: vec![(Transport::Udp, "127.0.0.1:5060".parse().unwrap())],
         user_agent: "trunkguard-test".into(),
         media_ip: "127.0.0.1".parse().unwrap(),
-        rtp_ports: (20000, 20010),
+        rtp_ports: (20000, 20003), // two ports: the first call gets 20000, the next 20002
         carriers: vec![
             carrier("carrier-a", "127.0.0.2/32", None),
             carrier("carrier-b", "127.0.0.3/32", None),
@@ -438,7 +438,7 @@ fn no_common_codec_gets_488_and_frees_the_port() {
     h.send(CARRIER_A, &invite("c1", "z9hG4bK-inv1", &offer));
     assert_eq!(h.statuses(), vec![488]);
     assert_eq!(h.ep.status(h.now).calls.active, 0);
-    assert_eq!(h.ep.ports.available(), 5);
+    assert_eq!(h.ep.ports.available(), 2);
 }
 
 #[test]
@@ -488,6 +488,40 @@ fn rtp_is_counted_and_symmetric() {
         !dests.is_empty() && dests.iter().all(|d| *d == from),
         "RTP follows the source: {dests:?}"
     );
+}
+
+#[test]
+fn media_from_outside_the_carrier_is_refused_counted_and_never_answered() {
+    let mut h = Harness::new(config());
+    let tag = answered(&mut h, "c1");
+    h.send(CARRIER_A, &in_dialog("ACK", "c1", &tag, 1, "z9hG4bK-ack"));
+    let mut pkt = vec![0x80, 0x00, 0x00, 0x01, 0, 0, 0, 160, 0, 0, 0, 42];
+    pkt.extend_from_slice(&[0xff; 160]);
+    let attacker: SocketAddr = "198.51.100.66:7000".parse().unwrap();
+    let rr = [0x80, 201, 0, 1, 0, 0, 0, 9];
+    h.out.clear();
+    for _ in 0..3 {
+        h.ep.handle_input(h.now, Input::Rtp { local_port: 20000, from: attacker, data: &pkt });
+    }
+    h.ep.handle_input(h.now, Input::Rtp { local_port: 20001, from: attacker, data: &rr });
+    let carrier: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+    h.ep.handle_input(h.now, Input::Rtp { local_port: 20000, from: carrier, data: &pkt });
+    let status = h.ep.status(h.now);
+    assert_eq!(status.counters.media_refused_source, 4);
+    assert_eq!(status.counters.rtp_received, 1);
+    assert_eq!(status.active_calls[0].counters.rtp_wrong_source, 3);
+    assert_eq!(status.active_calls[0].counters.rtcp_wrong_source, 1);
+    h.advance(Duration::from_secs(6));
+    let dests: Vec<SocketAddr> = h
+        .out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transmit(Transmit::Rtp { to, .. }) => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert!(!dests.is_empty());
+    assert!(dests.iter().all(|d| d.ip() == carrier.ip()), "nothing to the attacker: {dests:?}");
 }
 
 #[test]

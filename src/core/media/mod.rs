@@ -11,6 +11,7 @@
 //! - [`rtcp`]: RTCP sender/receiver reports per call (RFC 3550), loss, jitter and RTT.
 //! - [`stats`]: per-call media statistics and the E-model (ITU-T G.107) MOS estimate.
 //! - [`playout`]: the playout buffer for bursty audio from the AI (barge-in flush, marks).
+//! - [`source`]: strict media source rules: accept the SDP's address or latch once, then fixed.
 //! - [`session`]: one call's media, tying all of the above to a 20 ms clock.
 
 pub mod codec;
@@ -24,4 +25,5 @@ pub mod rtcp;
 pub mod rtp;
 pub mod rtp_out;
 pub mod session;
+pub mod source;
 pub mod stats;

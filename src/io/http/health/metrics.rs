@@ -363,6 +363,12 @@ fn wire_metrics(r: &mut Registry, s: &EndpointStatus) {
     counter(r, "rtp_received", "RTP packets received", c.rtp_received);
     counter(r, "rtp_sent", "RTP packets sent", c.rtp_sent);
     counter(r, "rtp_invalid", "RTP packets dropped as invalid", c.rtp_invalid);
+    counter(
+        r,
+        "media_refused_source",
+        "RTP and RTCP packets refused: not from the SDP's or the latched address",
+        c.media_refused_source,
+    );
 }
 
 /// The state database writers: call records, and callback requests with their deliveries
