@@ -105,6 +105,7 @@ impl Config {
             fallback: Default::default(),
             callback: Default::default(),
             outbound: Default::default(),
+            connections: Default::default(),
             state: StateConfig {
                 dir: state_dir(),
                 keep_days: STATE_KEEP_DAYS,

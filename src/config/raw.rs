@@ -19,6 +19,7 @@ pub(crate) struct RawConfig {
     pub fallback: RawFallback,
     pub callback: RawCallback,
     pub outbound: RawOutbound,
+    pub connections: RawConnections,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +51,21 @@ pub(crate) struct RawOutbound {
     pub preferred_carrier: Option<String>,
     pub breaker_failures: Option<u64>,
     pub breaker_cooldown_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawConnections {
+    pub sip_max: Option<u64>,
+    pub sip_max_per_source: Option<u64>,
+    pub sip_reserved_percent: Option<u64>,
+    pub http_max: Option<u64>,
+    pub http_max_per_source: Option<u64>,
+    pub http_reserved_percent: Option<u64>,
+    pub head_timeout_ms: Option<u64>,
+    pub idle_timeout_s: Option<u64>,
+    pub http_idle_timeout_s: Option<u64>,
+    pub tls_handshake_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
