@@ -137,14 +137,25 @@ impl Default for OutboundConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitsConfig {
     pub max_calls: u64,
+    /// Out-of-dialog requests other than INVITE, per second and source.
     pub requests_per_second: u64,
     pub burst: u64,
+    /// New INVITEs per second and source, from their own budget.
+    pub invites_per_second: u64,
+    pub invite_burst: u64,
     pub retry_after_s: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_calls: 100, requests_per_second: 200, burst: 400, retry_after_s: 30 }
+        LimitsConfig {
+            max_calls: 100,
+            requests_per_second: 200,
+            burst: 400,
+            invites_per_second: 100,
+            invite_burst: 200,
+            retry_after_s: 30,
+        }
     }
 }
 

@@ -74,6 +74,8 @@ pub(crate) struct RawLimits {
     pub max_calls: Option<u64>,
     pub requests_per_second: Option<u64>,
     pub burst: Option<u64>,
+    pub invites_per_second: Option<u64>,
+    pub invite_burst: Option<u64>,
     pub retry_after_s: Option<u64>,
 }
 
@@ -111,6 +113,7 @@ pub(crate) struct RawSip {
     pub listen: Option<Vec<String>>,
     pub tls: Option<RawTls>,
     pub user_agent: Option<String>,
+    pub user_agent_version: Option<bool>,
     pub domain: Option<String>,
 }
 

@@ -622,9 +622,15 @@ fn over_max_calls_new_invites_get_503_with_retry_after_and_calls_go_on() {
 
 #[test]
 fn a_flooding_source_is_rate_limited_but_calls_in_progress_are_not() {
-    let limits = Limits { requests_per_second: 1.0, burst: 3.0, ..Limits::default() };
+    let limits = Limits {
+        requests_per_second: 1.0,
+        burst: 3.0,
+        invites_per_second: 1.0,
+        invite_burst: 1.0,
+        ..Limits::default()
+    };
     let mut h = Harness::new(EndpointConfig { limits, ..config() });
-    let tag = answered(&mut h, "c1"); // one token
+    let tag = answered(&mut h, "c1"); // the INVITE's one token
     h.send(CARRIER_A, &in_dialog("ACK", "c1", &tag, 1, "z9hG4bK-ack"));
     for i in 0..5 {
         h.send(
@@ -633,11 +639,35 @@ fn a_flooding_source_is_rate_limited_but_calls_in_progress_are_not() {
                 .replace(";tag=x", ""),
         );
     }
-    assert_eq!(h.statuses(), vec![200, 200], "two more tokens in the burst, then nothing");
+    assert_eq!(h.statuses(), vec![200, 200, 200], "the burst of three, then nothing");
     h.send(CARRIER_A, &invite("c2", "z9hG4bK-c2", PCMU_OFFER));
     assert_eq!(h.statuses(), vec![503], "an INVITE over the limit is told to go elsewhere");
     // in-dialog requests of the call in progress still work
     h.send(CARRIER_A, &in_dialog("BYE", "c1", &tag, 2, "z9hG4bK-bye"));
     assert_eq!(h.statuses(), vec![200]);
-    assert_eq!(h.ep.status(h.now).counters.rate_limited, 4);
+    assert_eq!(h.ep.status(h.now).counters.rate_limited, 3);
+}
+
+#[test]
+fn an_options_flood_leaves_the_same_carriers_invites_answered() {
+    let limits = Limits {
+        requests_per_second: 1.0,
+        burst: 3.0,
+        invites_per_second: 1.0,
+        invite_burst: 2.0,
+        ..Limits::default()
+    };
+    let mut h = Harness::new(EndpointConfig { limits, ..config() });
+    for i in 0..50 {
+        h.send(
+            CARRIER_A,
+            &in_dialog("OPTIONS", &format!("o{i}"), "x", 1, &format!("z9hG4bK-o{i}"))
+                .replace(";tag=x", ""),
+        );
+    }
+    assert_eq!(h.statuses().len(), 3, "the OPTIONS burst, then dropped");
+    h.send(CARRIER_A, &invite("c1", "z9hG4bK-c1", PCMU_OFFER));
+    let statuses = h.statuses();
+    assert!(!statuses.contains(&503), "the INVITE has its own budget: {statuses:?}");
+    assert_eq!(h.ep.status(h.now).calls.active, 1);
 }
