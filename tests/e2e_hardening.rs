@@ -1,0 +1,481 @@
+//! Hostile networks against the real binary (issue 14), on loopback with several 127.0.0.x
+//! addresses: 127.0.0.1 is the carrier (its `inbound_from`), 127.0.0.66 an attacker outside it,
+//! 127.0.0.2 a host inside a carrier's range that misbehaves.
+//!
+//! - the hijack race plus a spray of the whole RTP range leave the call's audio identical to an
+//!   undisturbed call, and nothing reaches the attacker;
+//! - idle connections and slowloris (SIP over TCP and the status server) leave `/livez` and a
+//!   carrier call working; figures: RSS before / after (`name: value`);
+//! - a carrier's OPTIONS flood leaves its INVITEs answered;
+//! - `Server` carries no version.
+//!
+//! Every loop is bounded in count and time; every process is killed on drop.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CARRIER_IP: &str = "127.0.0.1";
+const ATTACKER_IP: &str = "127.0.0.66";
+
+// ---------------------------------------------------------------------------
+// helpers
+// ---------------------------------------------------------------------------
+
+/// Sends an INVITE from `sip` offering `rtp`, waits for its 200, ACKs it; the 200's text.
+fn place_call(sip: &RawSip, to: SocketAddr, call_id: &str, rtp: SocketAddr) -> Option<String> {
+    let invite = invite_request("UDP", sip.local, to, call_id, rtp);
+    sip.send(to, invite.as_bytes());
+    let (got, ok) = sip.recv_until(Duration::from_secs(8), |m| {
+        status_code(m) == Some(200) && call_id_of(m).as_deref() == Some(call_id)
+    });
+    if !ok {
+        return None;
+    }
+    let ok200 = got.last()?.clone();
+    let from = header(&invite, "From", Some("f"))?;
+    let to_hdr = header(&ok200, "To", Some("t"))?;
+    let ack = format!(
+        "ACK sip:agent@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch={}\r\nMax-Forwards: 70\r\n\
+         From: {from}\r\nTo: {to_hdr}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        sip.local,
+        branch()
+    );
+    sip.send(to, ack.as_bytes());
+    Some(ok200)
+}
+
+/// The appliance's RTP port named in an SDP answer.
+fn answered_port(ok200: &str) -> Option<u16> {
+    body_of(ok200)
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+}
+
+/// Payloads (PCMU) by position from the first packet, from what a sink received.
+fn audio_by_position(sink: &RtpSink) -> BTreeMap<u16, Vec<u8>> {
+    let packets: Vec<RtpPacket> =
+        sink.packets().into_iter().filter(|p| p.payload_type == 0).collect();
+    let Some(first) = packets.first().map(|p| p.seq) else { return BTreeMap::new() };
+    packets.iter().map(|p| (p.seq.wrapping_sub(first), p.payload.clone())).collect()
+}
+
+/// An RTP packet (PCMU or a telephone-event for key 1) from the attacker.
+fn attack_rtp(seq: u16, event: bool) -> Vec<u8> {
+    let pt = if event { 101 } else { 0 };
+    let mut p = vec![0x80, pt, (seq >> 8) as u8, seq as u8];
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&0x0bad_f00du32.to_be_bytes());
+    if event {
+        p.extend_from_slice(&[1, 0x0a, 0x03, 0x20]); // key 1, volume 10, 800 ticks
+    } else {
+        p.extend_from_slice(&[0x11; 160]);
+    }
+    p
+}
+
+/// Sprays every port of `range` (RTP, telephone-events and RTCP) from `socket` until `stop`,
+/// at most `max`; returns datagrams sent.
+fn spray(socket: &UdpSocket, range: (u16, u16), stop: &AtomicBool, max: Duration) -> usize {
+    let started = Instant::now();
+    let rr = [0x80, 201, 0, 1, 0x0b, 0xad, 0xf0, 0x0d];
+    let mut sent = 0;
+    let mut seq = 0u16;
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < max {
+        for port in (range.0..=range.1).step_by(2) {
+            let rtp = SocketAddr::from(([127, 0, 0, 1], port));
+            let rtcp = SocketAddr::from(([127, 0, 0, 1], port + 1));
+            let _ = socket.send_to(&attack_rtp(seq, seq % 2 == 1), rtp);
+            let _ = socket.send_to(&rr, rtcp);
+            sent += 2;
+        }
+        seq = seq.wrapping_add(1);
+        thread::sleep(Duration::from_millis(10));
+    }
+    sent
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn nofile_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    lim.rlim_cur
+}
+
+/// Whether this machine can bind 127.0.0.66 (all of 127/8 is loopback on Linux).
+fn attacker_address_usable() -> bool {
+    UdpSocket::bind((ATTACKER_IP, 0)).is_ok()
+}
+
+fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED: {test}: {why}");
+}
+
+// ---------------------------------------------------------------------------
+// audio hijack
+// ---------------------------------------------------------------------------
+
+/// One call from the carrier; its audio as received by the carrier's talking sink for 3 s.
+fn carrier_call(
+    app: &Appliance,
+    sip: &RawSip,
+    ports: Ports,
+    i: u16,
+) -> (BTreeMap<u16, Vec<u8>>, u16, serde_json::Value) {
+    let sink = RtpSink::bind_talking(CARRIER_IP, ports.audio(i));
+    let call_id = format!("hijack-{i}-{}", std::process::id());
+    let ok = place_call(sip, sip_addr(ports), &call_id, sink.addr)
+        .unwrap_or_else(|| panic!("call {i} not answered\n{}", app.log()));
+    let port = answered_port(&ok).expect("m=audio in the 200");
+    thread::sleep(Duration::from_secs(3));
+    let status = app.status_json();
+    let call = status["active_calls"]
+        .as_array()
+        .and_then(|calls| calls.iter().find(|c| c["call_id"] == call_id.as_str()).cloned())
+        .unwrap_or_else(|| panic!("call {call_id} not in /status: {status}"));
+    (audio_by_position(&sink), port, call)
+}
+
+#[test]
+fn a_hijack_race_and_a_port_spray_leave_the_call_audio_identical() {
+    let test = "a_hijack_race_and_a_port_spray_leave_the_call_audio_identical";
+    if !attacker_address_usable() {
+        return skip(test, "cannot bind 127.0.0.66");
+    }
+    let ports = Ports::new(36400);
+    let config = format!("{}{}", base_config(ports), inbound_carrier("carrier", CARRIER_IP));
+    let app = Appliance::start(&config);
+    let sip = RawSip::bind(CARRIER_IP, ports.peer(0));
+
+    // the undisturbed call
+    let (quiet, _, quiet_call) = carrier_call(&app, &sip, ports, 0);
+    assert!(quiet.len() >= 100, "the undisturbed call got {} packets", quiet.len());
+
+    // the attacked call: the spray starts before the INVITE, so it wins every race
+    let attacker = Arc::new(UdpSocket::bind((ATTACKER_IP, ports.audio(10))).expect("bind"));
+    attacker.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let range = (ports.base + 100, ports.base + 199);
+    let sprayer = {
+        let (socket, stop) = (attacker.clone(), stop.clone());
+        thread::spawn(move || spray(&socket, range, &stop, Duration::from_secs(20)))
+    };
+    let heard = Arc::new(AtomicUsize::new(0));
+    let listener = {
+        let (socket, stop, heard) = (attacker.clone(), stop.clone(), heard.clone());
+        thread::spawn(move || {
+            let started = Instant::now();
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(20) {
+                if socket.recv_from(&mut buf).is_ok() {
+                    heard.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(200));
+    let (attacked, port, attacked_call) = carrier_call(&app, &sip, ports, 1);
+    stop.store(true, Ordering::Relaxed);
+    let sprayed = sprayer.join().unwrap();
+    listener.join().unwrap();
+
+    let common: Vec<u16> = quiet.keys().filter(|k| attacked.contains_key(k)).copied().collect();
+    assert!(
+        common.len() >= 100,
+        "the attacked call's audio went elsewhere: {} of {} packets reached the carrier",
+        attacked.len(),
+        quiet.len()
+    );
+    let differ = common.iter().filter(|k| quiet[k] != attacked[k]).count();
+    assert_eq!(differ, 0, "audio differs from the undisturbed call in {differ} packets");
+    assert_eq!(heard.load(Ordering::Relaxed), 0, "the box sent media or RTCP to the attacker");
+    let counters = &attacked_call["counters"];
+    assert!(
+        counters["rtp_wrong_source"].as_u64().unwrap_or(0) > 0,
+        "the spray reached port {port} and was refused: {counters}"
+    );
+    assert_eq!(counters["dtmf_received"], 0, "the attacker's keys were heard: {counters}");
+    let metrics = http_get(app.http, "/metrics").expect("/metrics").1;
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("trunkguard_media_refused_source_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(refused > 0, "refused packets in /metrics");
+    let quiet_received = quiet_call["counters"]["rtp_received"].as_u64().unwrap_or(0);
+    let attacked_received = counters["rtp_received"].as_u64().unwrap_or(0);
+    println!("hijack_sprayed_datagrams: {sprayed}");
+    println!("hijack_media_refused_source_total: {refused}");
+    println!("hijack_audio_packets_compared: {}", common.len());
+    println!("hijack_rtp_received_quiet_vs_attacked: {quiet_received} {attacked_received}");
+    assert!(attacked_received > 0, "the carrier's own audio was accepted");
+}
+
+// ---------------------------------------------------------------------------
+// connections
+// ---------------------------------------------------------------------------
+
+/// Whether the server closed `s` (read gives 0 or an error) within `within`.
+fn closed_within(s: &TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 256];
+    let mut r = s;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+/// A TCP connection from `from_ip` to `to` (tokio lets the test pick the source address).
+fn connect_from(rt: &tokio::runtime::Runtime, from_ip: &str, to: SocketAddr) -> Option<TcpStream> {
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind(SocketAddr::new(from_ip.parse().ok()?, 0)).ok()?;
+        let stream =
+            tokio::time::timeout(Duration::from_secs(2), socket.connect(to)).await.ok()?.ok()?;
+        stream.into_std().ok()
+    })
+    .inspect(|s| {
+        let _ = s.set_nonblocking(false);
+    })
+}
+
+/// A carrier's OPTIONS over TCP answered 200.
+fn tcp_options_ok(to: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) else { return false };
+    let local = s.local_addr().unwrap();
+    let msg = options_request(local, to, "tcp-options").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    if s.write_all(msg.as_bytes()).is_err() {
+        return false;
+    }
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 4096];
+    matches!(s.read(&mut buf), Ok(n) if n > 0 && buf[..n].starts_with(b"SIP/2.0 200"))
+}
+
+#[test]
+fn idle_connections_and_slowloris_leave_livez_and_a_carrier_call_working() {
+    let test = "idle_connections_and_slowloris_leave_livez_and_a_carrier_call_working";
+    if !attacker_address_usable() {
+        return skip(test, "cannot bind 127.0.0.66");
+    }
+    let ports = Ports::new(36600);
+    let config = format!(
+        "{}{}[[carrier]]\nname = \"wide\"\ninbound_from = [\"127.0.0.2/32\"]\n\n\
+         [connections]\nsip_max = 64\nsip_max_per_source = 8\nhttp_max = 32\n\
+         http_max_per_source = 8\nhead_timeout_ms = 1500\nidle_timeout_s = 30\n",
+        base_config(ports),
+        inbound_carrier("carrier", CARRIER_IP)
+    );
+    let app = Appliance::start(&config);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sip_tcp = sip_addr(ports);
+    let rss_before = rss_kb(app.pid());
+
+    // N connections from a non-carrier address: every one closed at once, unanswered
+    let n = (nofile_limit().saturating_sub(200) / 2).min(3000) as usize;
+    let mut closed = 0;
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let Some(s) = connect_from(&rt, ATTACKER_IP, sip_tcp) else { continue };
+        held.push(s);
+    }
+    for s in held.iter_mut() {
+        if closed_within(s, Duration::from_millis(500)) {
+            closed += 1;
+        }
+    }
+    println!("non_carrier_sip_connections_opened: {}", held.len());
+    println!("non_carrier_sip_connections_closed_unanswered: {closed}");
+    assert_eq!(closed, held.len(), "every non-carrier SIP connection is closed at once");
+    drop(held);
+
+    // a host inside a carrier's range: at most 8 connections held, and slowloris is cut
+    let slow_from = "127.0.0.2";
+    let mut loris: Vec<TcpStream> =
+        (0..20).filter_map(|_| connect_from(&rt, slow_from, sip_tcp)).collect();
+    let started = Instant::now();
+    for s in loris.iter_mut() {
+        let _ = s.write_all(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP ");
+    }
+    // HTTP: idle and slow heads from the attacker (the status server cannot be silent)
+    let http = app.http;
+    let http_idle: Vec<TcpStream> =
+        (0..100).filter_map(|_| connect_from(&rt, ATTACKER_IP, http)).collect();
+    let mut http_loris: Vec<TcpStream> =
+        (0..4).filter_map(|_| connect_from(&rt, ATTACKER_IP, http)).collect();
+    for s in http_loris.iter_mut() {
+        let _ = s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n");
+    }
+    // trickle one byte a connection every 300 ms for 6 s; the head timeout is 1.5 s
+    let mut alive_at_end = 0;
+    for _ in 0..20 {
+        thread::sleep(Duration::from_millis(300));
+        for s in loris.iter_mut().chain(http_loris.iter_mut()) {
+            let _ = s.write_all(b"a");
+        }
+        // meanwhile the operator and the carrier are served
+        assert!(matches!(http_get(http, "/livez"), Ok((200, _))), "/livez under attack");
+    }
+    for s in loris.iter_mut().chain(http_loris.iter_mut()) {
+        if !closed_within(s, Duration::from_millis(100)) {
+            alive_at_end += 1;
+        }
+    }
+    println!("slowloris_connections_open_after_6s: {alive_at_end}");
+    assert_eq!(alive_at_end, 0, "slow heads are cut after the head timeout");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let idle_refused =
+        http_idle.iter().filter(|s| closed_within(s, Duration::from_millis(200))).count();
+    println!("http_idle_connections_refused_over_cap: {idle_refused} of {}", http_idle.len());
+    assert!(idle_refused >= http_idle.len() - 8, "per-source cap on the status server");
+
+    assert!(tcp_options_ok(sip_tcp), "a carrier's OPTIONS over TCP still answered");
+    let sip = RawSip::bind(CARRIER_IP, ports.peer(0));
+    let sink = RtpSink::bind_talking(CARRIER_IP, ports.audio(0));
+    assert!(
+        place_call(&sip, sip_addr(ports), "after-flood", sink.addr).is_some(),
+        "a carrier call is answered\n{}",
+        app.log()
+    );
+    drop(http_idle);
+    drop(loris);
+    drop(http_loris);
+    thread::sleep(Duration::from_millis(500));
+    let metrics = http_get(http, "/metrics").expect("/metrics").1;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    println!("rss_before_kb: {rss_before}");
+    println!("rss_after_kb: {}", rss_kb(app.pid()));
+    println!(
+        "sip_stream_refused_source_total: {}",
+        value("trunkguard_sip_stream_refused_source_total")
+    );
+    println!("sip_stream_timeouts_total: {}", value("trunkguard_sip_stream_timeouts_total"));
+    println!("http_refused_cap_total: {}", value("trunkguard_http_refused_cap_total"));
+    assert!(value("trunkguard_sip_stream_refused_source_total") >= closed as f64);
+    assert!(value("trunkguard_sip_stream_timeouts_total") >= 1.0);
+}
+
+// ---------------------------------------------------------------------------
+// budgets
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_carriers_options_flood_leaves_its_invites_answered() {
+    let ports = Ports::new(36800);
+    let config = format!(
+        "{}{}[limits]\nrequests_per_second = 20\nburst = 20\ninvites_per_second = 5\ninvite_burst = 10\n",
+        base_config(ports),
+        inbound_carrier("carrier", CARRIER_IP)
+    );
+    let app = Appliance::start(&config);
+    let to = sip_addr(ports);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        let sock = RawSip::bind(CARRIER_IP, ports.peer(1));
+        thread::spawn(move || {
+            let started = Instant::now();
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
+                for _ in 0..20 {
+                    let msg = options_request(sock.local, to, &format!("flood-{sent}"));
+                    sock.send(to, msg.as_bytes());
+                    sent += 1;
+                }
+                thread::sleep(Duration::from_millis(10)); // ~2000 a second
+            }
+            sock.sock.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+            let mut answered = 0;
+            let mut buf = [0u8; 4096];
+            while sock.sock.recv_from(&mut buf).is_ok() {
+                answered += 1;
+            }
+            (sent, answered)
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    let sip = RawSip::bind(CARRIER_IP, ports.peer(0));
+    let mut answered = 0;
+    let mut refused = 0;
+    for i in 0..10 {
+        let call_id = format!("flood-call-{i}-{}", std::process::id());
+        let sink = RtpSink::bind(CARRIER_IP, ports.audio(i));
+        let invite = invite_request("UDP", sip.local, to, &call_id, sink.addr);
+        sip.send(to, invite.as_bytes());
+        let (got, _) = sip.recv_until(Duration::from_secs(5), |m| {
+            call_id_of(m).as_deref() == Some(call_id.as_str())
+                && status_code(m).is_some_and(|c| c >= 200)
+        });
+        match got.iter().rev().find_map(|m| status_code(m).filter(|c| *c >= 200)) {
+            Some(200) => answered += 1,
+            _ => refused += 1,
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (sent, options_answered) = flood.join().unwrap();
+    println!("options_flood_sent: {sent}");
+    println!("options_flood_answered: {options_answered}");
+    println!("invites_answered_during_flood: {answered} of 10");
+    assert!(sent > 1000, "the flood ran ({sent})");
+    assert!(options_answered < sent / 4, "the OPTIONS flood was throttled");
+    assert_eq!((answered, refused), (10, 0), "every INVITE answered during the flood");
+    let status = app.status_json();
+    assert!(status["counters"]["rate_limited"].as_u64().unwrap_or(0) > 0, "{status}");
+}
+
+// ---------------------------------------------------------------------------
+// headers
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_server_header_tells_no_version() {
+    let ports = Ports::new(37000);
+    let config = format!("{}{}", base_config(ports), inbound_carrier("carrier", CARRIER_IP));
+    let _app = Appliance::start(&config);
+    let sip = RawSip::bind(CARRIER_IP, ports.peer(0));
+    let to = sip_addr(ports);
+    sip.send(to, options_request(sip.local, to, "server-header").as_bytes());
+    let (got, ok) = sip.recv_until(Duration::from_secs(5), |m| status_code(m) == Some(200));
+    assert!(ok, "OPTIONS answered");
+    let server = header(got.last().unwrap(), "Server", None);
+    assert_eq!(server.as_deref(), Some("trunkguard"), "no version unless asked for");
+}
