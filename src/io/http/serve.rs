@@ -1,8 +1,8 @@
 //! The status server's accept loop (instead of `axum::serve`, which has no caps or timeouts):
-//! connections are admitted by the connection table (loopback keeps a reserved share, so the
-//! operator on the box and local health checks always get in), TLS handshakes are bounded in
-//! time, a request head must arrive within the head timeout (hyper's header read timeout), and
-//! a connection with no bytes either way for the idle timeout is closed. Each connection's slot
+//! connections are admitted by the connection table (`127.0.0.1` and `::1` keep a reserved
+//! share, so the operator on the box and local health checks always get in), TLS handshakes
+//! are bounded in time, a request head must arrive within the head timeout (hyper's header read
+//! timeout), and a connection with no bytes either way for the idle timeout is closed. Each connection's slot
 //! is given back when its task ends. Under HTTPS every response carries HSTS.
 
 use std::future::Future;
@@ -54,7 +54,7 @@ pub async fn serve(
             }
         };
         let ip = canonical(from.ip());
-        let class = if ip.is_loopback() { ConnClass::Privileged } else { ConnClass::Ordinary };
+        let class = if is_local(ip) { ConnClass::Privileged } else { ConnClass::Ordinary };
         let Some(slot) = conns.admit(ip, class) else { continue };
         let (app, tls, conns) = (app.clone(), tls.clone(), conns.clone());
         tokio::spawn(async move {
@@ -94,6 +94,12 @@ where
         }
         tracing::debug!(%from, error = %e, "status server connection ended");
     }
+}
+
+/// The box's own clients (the operator's browser on the console, local health checks) connect
+/// from `127.0.0.1` or `::1`; they keep the reserved share.
+fn is_local(ip: IpAddr) -> bool {
+    ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
