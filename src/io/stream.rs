@@ -257,3 +257,62 @@ async fn read_loop<R: AsyncRead + Unpin>(
 fn has_partial(framer: &StreamFramer) -> bool {
     framer.buffered() > 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeouts(head_ms: u64, idle_ms: u64) -> Timeouts {
+        Timeouts {
+            head: Duration::from_millis(head_ms),
+            idle: Duration::from_millis(idle_ms),
+            http_idle: Duration::from_secs(60),
+            handshake: Duration::from_secs(5),
+        }
+    }
+
+    fn peer() -> Peer {
+        Peer { transport: Transport::Tcp, addr: "127.0.0.2:5060".parse().unwrap() }
+    }
+
+    const OPTIONS: &[u8] = b"OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_message_head_that_does_not_complete_in_time_closes_the_stream() {
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let (tx, mut rx) = mpsc::channel(8);
+        let reader =
+            tokio::spawn(
+                async move { read_loop(&mut server, peer(), &tx, timeouts(200, 5000)).await },
+            );
+        client.write_all(OPTIONS).await.unwrap();
+        client.write_all(b"OPTIONS sip:a@example.com SIP/2.0\r\nVia: ").await.unwrap();
+        // a byte every 50 ms keeps the stream busy but the head never completes
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if client.write_all(b"x").await.is_err() || reader.is_finished() {
+                break;
+            }
+        }
+        let end = tokio::time::timeout(Duration::from_secs(2), reader).await.unwrap().unwrap();
+        assert_eq!(end, End::TimedOut);
+        assert!(matches!(rx.recv().await, Some(NetEvent::Sip { .. })), "the whole one went on");
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_is_closed_and_keepalives_count_as_traffic() {
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let (tx, _rx) = mpsc::channel(8);
+        let reader =
+            tokio::spawn(
+                async move { read_loop(&mut server, peer(), &tx, timeouts(5000, 300)).await },
+            );
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            client.write_all(b"\r\n\r\n").await.unwrap();
+        }
+        assert!(!reader.is_finished(), "CRLF keep-alives keep it open");
+        let end = tokio::time::timeout(Duration::from_secs(2), reader).await.unwrap().unwrap();
+        assert_eq!(end, End::TimedOut);
+    }
+}
