@@ -86,15 +86,21 @@ fn attack_rtp(seq: u16, event: bool) -> Vec<u8> {
 
 /// Sprays every port of `range` (RTP, telephone-events and RTCP) from `socket` until `stop`,
 /// at most `max`; returns datagrams sent.
-fn spray(socket: &UdpSocket, range: (u16, u16), stop: &AtomicBool, max: Duration) -> usize {
+fn spray(
+    socket: &UdpSocket,
+    target: std::net::IpAddr,
+    range: (u16, u16),
+    stop: &AtomicBool,
+    max: Duration,
+) -> usize {
     let started = Instant::now();
     let rr = [0x80, 201, 0, 1, 0x0b, 0xad, 0xf0, 0x0d];
     let mut sent = 0;
     let mut seq = 0u16;
     while !stop.load(Ordering::Relaxed) && started.elapsed() < max {
         for port in (range.0..=range.1).step_by(2) {
-            let rtp = SocketAddr::from(([127, 0, 0, 1], port));
-            let rtcp = SocketAddr::from(([127, 0, 0, 1], port + 1));
+            let rtp = SocketAddr::new(target, port);
+            let rtcp = SocketAddr::new(target, port + 1);
             let _ = socket.send_to(&attack_rtp(seq, seq % 2 == 1), rtp);
             let _ = socket.send_to(&rr, rtcp);
             sent += 2;
@@ -145,9 +151,19 @@ fn carrier_call(
     ports: Ports,
     i: u16,
 ) -> (BTreeMap<u16, Vec<u8>>, u16, serde_json::Value) {
+    carrier_call_to(app, sip, sip_addr(ports), ports, i)
+}
+
+fn carrier_call_to(
+    app: &Appliance,
+    sip: &RawSip,
+    box_sip: SocketAddr,
+    ports: Ports,
+    i: u16,
+) -> (BTreeMap<u16, Vec<u8>>, u16, serde_json::Value) {
     let sink = RtpSink::bind_talking(CARRIER_IP, ports.audio(i));
     let call_id = format!("hijack-{i}-{}", std::process::id());
-    let ok = place_call(sip, sip_addr(ports), &call_id, sink.addr)
+    let ok = place_call(sip, box_sip, &call_id, sink.addr)
         .unwrap_or_else(|| panic!("call {i} not answered\n{}", app.log()));
     let port = answered_port(&ok).expect("m=audio in the 200");
     thread::sleep(Duration::from_secs(3));
@@ -181,7 +197,8 @@ fn a_hijack_race_and_a_port_spray_leave_the_call_audio_identical() {
     let range = (ports.base + 100, ports.base + 199);
     let sprayer = {
         let (socket, stop) = (attacker.clone(), stop.clone());
-        thread::spawn(move || spray(&socket, range, &stop, Duration::from_secs(20)))
+        let target = CARRIER_IP.parse().unwrap();
+        thread::spawn(move || spray(&socket, target, range, &stop, Duration::from_secs(20)))
     };
     let heard = Arc::new(AtomicUsize::new(0));
     let listener = {
@@ -232,6 +249,171 @@ fn a_hijack_race_and_a_port_spray_leave_the_call_audio_identical() {
     println!("hijack_audio_packets_compared: {}", common.len());
     println!("hijack_rtp_received_quiet_vs_attacked: {quiet_received} {attacked_received}");
     assert!(attacked_received > 0, "the carrier's own audio was accepted");
+}
+
+// ---------------------------------------------------------------------------
+// the same race from another network namespace
+// ---------------------------------------------------------------------------
+
+/// A network namespace holding the attacker, joined to the host by a veth pair (a /30 out of
+/// 198.51.100.0/24 picked from the process id). Removed on drop, even after a failed assert.
+struct AttackerNet {
+    ns: String,
+    host_if: String,
+    host_ip: String,
+    attacker_ip: String,
+}
+
+impl AttackerNet {
+    fn create() -> Result<AttackerNet, String> {
+        let pid = std::process::id();
+        let k = pid % 60;
+        let net = AttackerNet {
+            ns: format!("tgh-{pid}"),
+            host_if: format!("tgh0{}", pid % 100_000),
+            host_ip: format!("198.51.100.{}", 4 * k + 1),
+            attacker_ip: format!("198.51.100.{}", 4 * k + 2),
+        };
+        let ns_if = format!("tgh1{}", pid % 100_000);
+        let host_cidr = format!("{}/30", net.host_ip);
+        let att_cidr = format!("{}/30", net.attacker_ip);
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", &net.ns],
+            vec!["link", "add", &net.host_if, "type", "veth", "peer", "name", &ns_if],
+            vec!["link", "set", &ns_if, "netns", &net.ns],
+            vec!["addr", "add", &host_cidr, "dev", &net.host_if],
+            vec!["link", "set", &net.host_if, "up"],
+            vec!["-n", &net.ns, "addr", "add", &att_cidr, "dev", &ns_if],
+            vec!["-n", &net.ns, "link", "set", &ns_if, "up"],
+            vec!["-n", &net.ns, "link", "set", "lo", "up"],
+        ];
+        for args in steps {
+            let out = std::process::Command::new("ip")
+                .args(&args)
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(net)
+    }
+}
+
+impl Drop for AttackerNet {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_if]).output();
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+/// Not a test on its own: the attacker process the namespace test starts inside its namespace
+/// (`TG_ATTACK=target_ip,first_port,last_port,seconds,bind_ip`). Without the variable it does
+/// nothing.
+#[test]
+fn netns_attacker_helper() {
+    let Ok(spec) = std::env::var("TG_ATTACK") else { return };
+    let f: Vec<&str> = spec.split(',').collect();
+    let target: std::net::IpAddr = f[0].parse().unwrap();
+    let range = (f[1].parse().unwrap(), f[2].parse().unwrap());
+    let secs: u64 = f[3].parse().unwrap();
+    let socket = Arc::new(UdpSocket::bind((f[4], 0)).expect("attacker bind"));
+    socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let heard = {
+        let (socket, stop) = (socket.clone(), stop.clone());
+        thread::spawn(move || {
+            let mut n = 0usize;
+            let mut buf = [0u8; 2048];
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+                if socket.recv_from(&mut buf).is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        })
+    };
+    let sent = spray(&socket, target, range, &AtomicBool::new(false), Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    let heard = heard.join().unwrap();
+    println!("TG_ATTACKER sent={sent} heard={heard}");
+}
+
+#[test]
+fn from_another_network_namespace_the_race_and_spray_leave_the_audio_identical() {
+    let test = "from_another_network_namespace_the_race_and_spray_leave_the_audio_identical";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip(test, "needs root for ip netns / veth");
+    }
+    let net = match AttackerNet::create() {
+        Ok(n) => n,
+        Err(e) => return skip(test, &format!("cannot build the namespaces: {e}")),
+    };
+    let ports = Ports::new(37200);
+    let box_sip = SocketAddr::new(net.host_ip.parse().unwrap(), ports.sip());
+    let config = format!(
+        "[sip]\nlisten = [\"udp:{box_sip}\"]\n\n[media]\nbind = \"{}\"\nrtp_ports = \"{}\"\n\n\
+         [status]\nlisten = \"127.0.0.1:{}\"\n\n{}",
+        net.host_ip,
+        ports.rtp_range(),
+        ports.http(),
+        inbound_carrier("carrier", CARRIER_IP)
+    );
+    let app = Appliance::start(&config);
+    let sip = RawSip::bind(CARRIER_IP, ports.peer(0));
+    let (quiet, _, _) = carrier_call_to(&app, &sip, box_sip, ports, 0);
+    assert!(quiet.len() >= 100, "the undisturbed call got {} packets", quiet.len());
+
+    let spec =
+        format!("{},{},{},8,{}", net.host_ip, ports.base + 100, ports.base + 199, net.attacker_ip);
+    let attacker = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.ns])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "netns_attacker_helper", "--nocapture", "--test-threads=1"])
+        .env("TG_ATTACK", &spec)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the attacker in its namespace");
+    let attacker = Reap(attacker);
+    thread::sleep(Duration::from_millis(500));
+    let (attacked, port, call) = carrier_call_to(&app, &sip, box_sip, ports, 1);
+    let mut attacker = attacker;
+    let mut out = String::new();
+    if let Some(mut stdout) = attacker.0.stdout.take() {
+        let _ = stdout.read_to_string(&mut out); // the helper ends after its 8 s
+    }
+    let line = out
+        .lines()
+        .find_map(|l| l.find("TG_ATTACKER").map(|at| l[at..].to_string()))
+        .unwrap_or_default();
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("attacker output: {out}"))
+    };
+    let (sent, heard) = (field("sent="), field("heard="));
+    let common: Vec<u16> = quiet.keys().filter(|k| attacked.contains_key(k)).copied().collect();
+    println!("netns_attacker_sent: {sent}");
+    println!("netns_attacker_heard: {heard}");
+    println!("netns_audio_packets_compared: {}", common.len());
+    assert!(sent > 1000, "the attacker sprayed ({sent})");
+    assert!(common.len() >= 100, "the attacked call's audio went elsewhere");
+    let differ = common.iter().filter(|k| quiet[k] != attacked[k]).count();
+    assert_eq!(differ, 0, "audio differs from the undisturbed call in {differ} packets");
+    assert_eq!(heard, 0, "the box sent media or RTCP to the attacker's namespace");
+    assert!(
+        call["counters"]["rtp_wrong_source"].as_u64().unwrap_or(0) > 0,
+        "the spray reached port {port} and was refused: {call}"
+    );
+    drop(net);
 }
 
 // ---------------------------------------------------------------------------
