@@ -404,6 +404,7 @@ fn from_another_network_namespace_the_race_and_spray_leave_the_audio_identical()
     println!("netns_attacker_sent: {sent}");
     println!("netns_attacker_heard: {heard}");
     println!("netns_audio_packets_compared: {}", common.len());
+    println!("netns_call_counters: {}", call["counters"]);
     assert!(sent > 1000, "the attacker sprayed ({sent})");
     assert!(common.len() >= 100, "the attacked call's audio went elsewhere");
     let differ = common.iter().filter(|k| quiet[k] != attacked[k]).count();
