@@ -525,6 +525,45 @@ fn media_from_outside_the_carrier_is_refused_counted_and_never_answered() {
 }
 
 #[test]
+fn the_media_source_is_fixed_until_a_re_invite_moves_it() {
+    let mut h = Harness::new(config());
+    let tag = answered(&mut h, "c1");
+    h.send(CARRIER_A, &in_dialog("ACK", "c1", &tag, 1, "z9hG4bK-ack"));
+    let mut pkt = vec![0x80, 0x00, 0x00, 0x01, 0, 0, 0, 160, 0, 0, 0, 42];
+    pkt.extend_from_slice(&[0xff; 160]);
+    let rtp = |h: &mut Harness, from: &str| {
+        let from: SocketAddr = from.parse().unwrap();
+        h.ep.handle_input(h.now, Input::Rtp { local_port: 20000, from, data: &pkt });
+    };
+    rtp(&mut h, "127.0.0.2:7000"); // NAT rewrote the port: latched
+    rtp(&mut h, "127.0.0.2:6000"); // the SDP address, too late: refused
+    assert_eq!(h.ep.status(h.now).counters.media_refused_source, 1);
+    let body = PCMU_OFFER.replace("6000", "6002").replace('\n', "\r\n");
+    let reinvite = in_dialog("INVITE", "c1", &tag, 2, "z9hG4bK-re").replace(
+        "Content-Length: 0",
+        &format!("Content-Type: application/sdp\nContent-Length: {}", body.len()),
+    ) + &body.replace("\r\n", "\n");
+    h.send(CARRIER_A, &reinvite);
+    h.out.clear();
+    rtp(&mut h, "127.0.0.2:6002"); // the new offer's address latches
+    rtp(&mut h, "127.0.0.2:7000"); // the old source is refused now
+    let status = h.ep.status(h.now);
+    assert_eq!(status.counters.media_refused_source, 2);
+    assert_eq!(status.counters.rtp_received, 2);
+    h.advance(Duration::from_millis(100));
+    let dests: Vec<SocketAddr> = h
+        .out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transmit(Transmit::Rtp { local_port: 20000, to, .. }) => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert!(!dests.is_empty());
+    assert!(dests.iter().all(|d| *d == "127.0.0.2:6002".parse().unwrap()), "{dests:?}");
+}
+
+#[test]
 fn carrier_probing_marks_down_then_up() {
     let mut cfg = config();
     cfg.carriers[0] = carrier("carrier-a", "127.0.0.2/32", Some(CARRIER_A));

@@ -11,8 +11,7 @@
 //!   `X-CSRF-Token` header (or, for `/logout`, a `csrf_token` form field). `/login` instead
 //!   requires `Origin` (or `Referer`) to be this server when the client sends one.
 //! - Failed logins slow down and lock out per client, and only slow down globally; loopback is
-//!   never locked out ([`Lockout`]); every refusal
-//!   says the same [`LOGIN_FAILED`].
+//!   never locked out ([`Lockout`]); every refusal says the same [`LOGIN_FAILED`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
