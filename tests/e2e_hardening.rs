@@ -664,3 +664,77 @@ fn the_server_header_tells_no_version() {
     let server = header(got.last().unwrap(), "Server", None);
     assert_eq!(server.as_deref(), Some("trunkguard"), "no version unless asked for");
 }
+
+// ---------------------------------------------------------------------------
+// TLS handshakes
+// ---------------------------------------------------------------------------
+
+/// Waits until the server closes `s`; the time it took, or `None` after `max`. Panics if the
+/// server sent a single byte.
+fn time_to_close(s: &TcpStream, max: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut r = s;
+    let mut buf = [0u8; 1024];
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    while started.elapsed() < max {
+        match r.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(n) => panic!("the server answered {n} bytes"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+#[test]
+fn tls_strangers_get_nothing_and_a_silent_handshake_is_dropped() {
+    let test = "tls_strangers_get_nothing_and_a_silent_handshake_is_dropped";
+    if !attacker_address_usable() {
+        return skip(test, "cannot bind 127.0.0.66");
+    }
+    let ports = Ports::new(37600);
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let config = format!(
+        "[sip]\nlisten = [\"udp:127.0.0.1:{sip}\", \"tls:127.0.0.1:{tls}\"]\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}\n\n\
+         [media]\nbind = \"127.0.0.1\"\nrtp_ports = \"{}\"\n\n[status]\nlisten = \"127.0.0.1:{}\"\n\n\
+         {}[connections]\ntls_handshake_timeout_ms = 1000\n",
+        cert_path.display(),
+        key_path.display(),
+        ports.rtp_range(),
+        ports.http(),
+        inbound_carrier("carrier", CARRIER_IP),
+        sip = ports.sip(),
+        tls = ports.tls(),
+    );
+    let _app = Appliance::start(&config);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let tls_addr = SocketAddr::from(([127, 0, 0, 1], ports.tls()));
+
+    // a stranger's ClientHello-looking bytes get no byte back, and the stream is closed at once
+    let mut stranger = connect_from(&rt, ATTACKER_IP, tls_addr).expect("connect");
+    let _ = stranger.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0]);
+    let closed = time_to_close(&stranger, Duration::from_secs(5));
+    println!("tls_stranger_closed_after_ms: {:?}", closed.map(|d| d.as_millis()));
+    assert!(closed.is_some(), "a stranger's TLS connection is closed unanswered");
+
+    // the carrier's address opening a connection and saying nothing: dropped at the timeout
+    let silent = connect_from(&rt, CARRIER_IP, tls_addr).expect("connect");
+    let dropped = time_to_close(&silent, Duration::from_secs(8));
+    println!("tls_silent_handshake_dropped_after_ms: {:?}", dropped.map(|d| d.as_millis()));
+    assert!(dropped.is_some(), "a silent handshake is dropped (tls_handshake_timeout_ms = 1000)");
+    assert!(dropped.unwrap() >= Duration::from_millis(500), "not before its timeout");
+}
