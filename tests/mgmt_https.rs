@@ -127,7 +127,12 @@ fn self_signed_https_serves_livez_and_secure_cookies() {
         "GET /livez over HTTPS failed: {}",
         show_log()
     );
-    assert_eq!(livez.unwrap().1, "ok\n");
+    let (livez_head, livez_body) = livez.unwrap();
+    assert_eq!(livez_body, "ok\n");
+    assert!(
+        livez_head.to_ascii_lowercase().contains("strict-transport-security: max-age=31536000"),
+        "HSTS under HTTPS: {livez_head}"
+    );
 
     // plain HTTP gets no answer from the TLS port
     assert!(!matches!(common::http_get(http, "/livez"), Ok((200, _))));

@@ -14,7 +14,11 @@ use super::model::{
 };
 use crate::core::sip::Transport;
 
-pub const USER_AGENT: &str = concat!("trunkguard/", env!("CARGO_PKG_VERSION"));
+/// `Server` / `User-Agent` by default: the product without its version (a version tells an
+/// attacker which flaws to try).
+pub const USER_AGENT: &str = "trunkguard";
+/// With `[sip] user_agent_version = true`.
+pub const USER_AGENT_VERSIONED: &str = concat!("trunkguard/", env!("CARGO_PKG_VERSION"));
 pub const SIP_LISTEN: [&str; 2] = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"];
 pub const MEDIA_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const RTP_PORTS: PortRange = PortRange { start: 20000, end: 20999 };
@@ -105,6 +109,7 @@ impl Config {
             fallback: Default::default(),
             callback: Default::default(),
             outbound: Default::default(),
+            connections: Default::default(),
             state: StateConfig {
                 dir: state_dir(),
                 keep_days: STATE_KEEP_DAYS,

@@ -27,12 +27,12 @@ pub use addr::{
 };
 pub use defaults::EMBEDDED_DEFAULT_TOML;
 pub use error::{ConfigError, Diagnostic, FieldPath, Segment};
-pub use model::CallbackConfig;
 pub use model::{
     AiAudioFormat, AiConfig, AiEndpointConfig, AiProtocolName, AiRole, CallConfig, CarrierConfig,
     Config, LimitsConfig, MediaConfig, NoAnswerAction, Password, ProbeConfig, PromptsConfig,
     RegisterConfig, SipConfig, StateConfig, StatusConfig, StatusTls, TlsConfig, TransferMode,
 };
+pub use model::{CallbackConfig, ConnectionsConfig};
 
 use locate::SourceMap;
 use raw::RawConfig;

@@ -35,6 +35,8 @@ pub struct Config {
     pub callback: CallbackConfig,
     /// `[outbound]`: outbound INVITEs (the human leg) and carrier failover by SIP cause.
     pub outbound: OutboundConfig,
+    /// `[connections]`: caps and timeouts for SIP over TCP/TLS and the status server.
+    pub connections: ConnectionsConfig,
 }
 
 /// What the ladder does when the caller presses nothing at the menu.
@@ -135,14 +137,67 @@ impl Default for OutboundConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitsConfig {
     pub max_calls: u64,
+    /// Out-of-dialog requests other than INVITE, per second and source.
     pub requests_per_second: u64,
     pub burst: u64,
+    /// New INVITEs per second and source, from their own budget.
+    pub invites_per_second: u64,
+    pub invite_burst: u64,
     pub retry_after_s: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_calls: 100, requests_per_second: 200, burst: 400, retry_after_s: 30 }
+        LimitsConfig {
+            max_calls: 100,
+            requests_per_second: 200,
+            burst: 400,
+            invites_per_second: 100,
+            invite_burst: 200,
+            retry_after_s: 30,
+        }
+    }
+}
+
+/// `[connections]`: caps and timeouts for stream connections (docs/config.md, docs/security.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionsConfig {
+    /// SIP TCP/TLS connections open at once.
+    pub sip_max: u64,
+    /// SIP connections open at once from one source that is not a carrier's proxy.
+    pub sip_max_per_source: u64,
+    /// Percent of `sip_max` only carriers' proxies (and our own outbound connections) may use.
+    pub sip_reserved_percent: u64,
+    /// Status server connections open at once.
+    pub http_max: u64,
+    /// Status server connections open at once from one non-loopback source.
+    pub http_max_per_source: u64,
+    /// Percent of `http_max` only loopback clients (the operator on the box) may use.
+    pub http_reserved_percent: u64,
+    /// A SIP message or an HTTP request head must arrive completely within this.
+    pub head_timeout_ms: u64,
+    /// A SIP connection with nothing received for this long is closed.
+    pub idle_timeout_s: u64,
+    /// A status server connection with no bytes either way for this long is closed.
+    pub http_idle_timeout_s: u64,
+    /// A TLS handshake (SIP or HTTPS) not finished within this is dropped.
+    pub tls_handshake_timeout_ms: u64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            sip_max: 1024,
+            sip_max_per_source: 64,
+            sip_reserved_percent: 25,
+            http_max: 128,
+            http_max_per_source: 16,
+            http_reserved_percent: 25,
+            head_timeout_ms: 5000,
+            idle_timeout_s: 300,
+            http_idle_timeout_s: 60,
+            tls_handshake_timeout_ms: 5000,
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub(crate) struct RawConfig {
     pub fallback: RawFallback,
     pub callback: RawCallback,
     pub outbound: RawOutbound,
+    pub connections: RawConnections,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,10 +55,27 @@ pub(crate) struct RawOutbound {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub(crate) struct RawConnections {
+    pub sip_max: Option<u64>,
+    pub sip_max_per_source: Option<u64>,
+    pub sip_reserved_percent: Option<u64>,
+    pub http_max: Option<u64>,
+    pub http_max_per_source: Option<u64>,
+    pub http_reserved_percent: Option<u64>,
+    pub head_timeout_ms: Option<u64>,
+    pub idle_timeout_s: Option<u64>,
+    pub http_idle_timeout_s: Option<u64>,
+    pub tls_handshake_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub(crate) struct RawLimits {
     pub max_calls: Option<u64>,
     pub requests_per_second: Option<u64>,
     pub burst: Option<u64>,
+    pub invites_per_second: Option<u64>,
+    pub invite_burst: Option<u64>,
     pub retry_after_s: Option<u64>,
 }
 
@@ -97,6 +115,7 @@ pub(crate) struct RawSip {
     pub listen: Option<Vec<String>>,
     pub tls: Option<RawTls>,
     pub user_agent: Option<String>,
+    pub user_agent_version: Option<bool>,
     pub domain: Option<String>,
 }
 

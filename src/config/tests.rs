@@ -93,7 +93,7 @@ fn defaults_apply_when_sections_are_omitted() {
         PromptsConfig { dir: None, high_demand: "high-demand.wav".into(), files: Vec::new() }
     );
     assert_eq!(c.prompts.high_demand_path(), None);
-    assert!(c.sip.user_agent.starts_with("trunkguard/"));
+    assert_eq!(c.sip.user_agent, "trunkguard", "no version unless asked for");
     assert_eq!(c.call.max_duration(), Duration::from_secs(3600));
 }
 
@@ -109,6 +109,35 @@ fn sip_section() {
     );
     assert_eq!(c.sip.user_agent, "tg 1");
     assert_eq!(c.sip.domain.as_deref(), Some("pbx.example.com"));
+}
+
+#[test]
+fn the_version_is_told_only_when_asked_for() {
+    let c = parse(&with_carrier("[sip]\nuser_agent_version = true"));
+    assert_eq!(c.sip.user_agent, concat!("trunkguard/", env!("CARGO_PKG_VERSION")));
+    let c = parse(&with_carrier("[sip]\nuser_agent_version = false"));
+    assert_eq!(c.sip.user_agent, "trunkguard");
+}
+
+#[test]
+fn connections_defaults_and_ranges_name_the_field() {
+    let c = parse(&with_carrier(""));
+    assert_eq!(c.connections, crate::config::ConnectionsConfig::default());
+    let c = parse(&with_carrier("[connections]\nsip_max = 100\nsip_max_per_source = 10"));
+    assert_eq!((c.connections.sip_max, c.connections.sip_max_per_source), (100, 10));
+    for (text, field) in [
+        ("[connections]\nsip_max = 1", "connections.sip_max"),
+        ("[connections]\nhead_timeout_ms = 100000", "connections.head_timeout_ms"),
+        (
+            "[connections]\nhttp_max = 10\nhttp_max_per_source = 11",
+            "connections.http_max_per_source",
+        ),
+        ("[connections]\nsip_reserved_percent = 95", "connections.sip_reserved_percent"),
+        ("[limits]\ninvites_per_second = 0", "limits.invites_per_second"),
+    ] {
+        let err = Config::from_toml_str(&with_carrier(text), "t.toml").unwrap_err().to_string();
+        assert!(err.contains(field), "{text}: {err}");
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@
 pub mod ai;
 pub mod callback;
 pub mod carrier;
+pub mod conn_table;
 pub mod endpoint;
 pub mod ladder;
 pub mod limits;

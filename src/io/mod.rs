@@ -10,6 +10,7 @@ mod ai;
 pub mod callbacks;
 pub mod calls;
 pub mod clock;
+pub mod conns;
 pub mod http;
 mod media;
 pub mod mgmt;
@@ -72,7 +73,8 @@ pub async fn run_with(config: Config, management: mgmt::Management) -> Result<()
     let started = clock::now();
     let ep_cfg = endpoint_config(&config)?;
     let (events_tx, mut events_rx) = mpsc::channel::<NetEvent>(EVENT_QUEUE);
-    let udp = bind_sip(&config, &events_tx).await?;
+    let stream_policy = stream_policy(&config);
+    let udp = bind_sip(&config, &events_tx, &stream_policy).await?;
     let (commands_tx, mut commands_rx) = mpsc::channel::<http::CommandRequest>(16);
     let shared = http::Shared::with_commands(started, commands_tx);
     let (status_tx, mut status_rx) =
@@ -85,7 +87,11 @@ pub async fn run_with(config: Config, management: mgmt::Management) -> Result<()
         call_log: call_log.as_ref().map(|l| l.counters().clone()),
         callbacks: callbacks.as_ref().map(|c| c.counters().clone()),
     });
-    serve_http(config.status.listen, shared.clone(), &management).await?;
+    shared.set_connections(http::ConnCounters {
+        sip: stream_policy.conns.clone(),
+        http: conns::Conns::http(&config.connections),
+    });
+    serve_http(&config, shared.clone(), &management).await?;
     let mut shell = Shell {
         endpoint: Endpoint::new(ep_cfg.clone(), started, rand::random()),
         udp,
@@ -94,6 +100,7 @@ pub async fn run_with(config: Config, management: mgmt::Management) -> Result<()
         ai: ai::AiConnections::new(&setup::ca_bundles(&config))
             .map_err(tls::TlsSetupError::Rustls)?,
         events: events_tx,
+        stream_policy,
         call_log,
         callbacks,
     };
@@ -198,10 +205,25 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Who may hold a SIP stream connection: carriers' sources, their proxies privileged.
+fn stream_policy(config: &Config) -> stream::StreamPolicy {
+    let acl = crate::core::carrier::acl::InboundAcl::new(
+        config.carriers.iter().enumerate().map(|(i, c)| (i, c.inbound_from.clone())),
+    );
+    let proxies = config.carriers.iter().filter_map(|c| c.proxy.map(|p| p.addr.ip())).collect();
+    stream::StreamPolicy {
+        acl: Arc::new(acl),
+        proxies: Arc::new(proxies),
+        conns: conns::Conns::sip(&config.connections),
+        timeouts: conns::Timeouts::of(&config.connections),
+    }
+}
+
 /// Binds every `[sip] listen` address and starts its reader or acceptor.
 async fn bind_sip(
     config: &Config,
     events: &NetTx,
+    policy: &stream::StreamPolicy,
 ) -> Result<HashMap<SocketAddr, Arc<UdpSocket>>, RunError> {
     let mut udp = HashMap::new();
     let acceptor = match &config.sip.tls {
@@ -224,12 +246,14 @@ async fn bind_sip(
             }
             Transport::Tcp => {
                 let l = TcpListener::bind(addr).await.map_err(bind_err)?;
-                stream::spawn_tcp_acceptor(l, events.clone());
+                stream::spawn_tcp_acceptor(l, events.clone(), policy.clone());
             }
             Transport::Tls => {
                 let l = TcpListener::bind(addr).await.map_err(bind_err)?;
                 match &acceptor {
-                    Some(a) => stream::spawn_tls_acceptor(l, a.clone(), events.clone()),
+                    Some(a) => {
+                        stream::spawn_tls_acceptor(l, a.clone(), events.clone(), policy.clone())
+                    }
                     None => return Err(SetupError::TlsWithoutCert.into()),
                 }
             }
@@ -238,34 +262,30 @@ async fn bind_sip(
     Ok(udp)
 }
 
-/// The status server, over HTTPS when `[status] tls` is set; handlers see the client address.
+/// The status server, over HTTPS (with HSTS) when `[status] tls` is set; handlers see the
+/// client address. Connections are capped and timed out ([`http::serve`]).
 async fn serve_http(
-    addr: SocketAddr,
+    config: &Config,
     shared: Arc<http::Shared>,
     management: &mgmt::Management,
 ) -> Result<(), RunError> {
+    let addr = config.status.listen;
     let listener = TcpListener::bind(addr).await.map_err(|source| RunError::Bind {
         what: "HTTP",
         addr,
         source,
     })?;
-    let app = http::auth::with_auth(http::app(shared), management.auth())
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let served = match &management.tls {
-        None => tokio::spawn(async move { axum::serve(listener, app).await }),
-        Some(tls) => {
-            let tls = mgmt::https::TlsListener::new(listener, TlsAcceptor::from(tls.clone()))
-                .map_err(RunError::Http)?;
-            // tap_io: axum's ConnectInfo<SocketAddr> for listeners other than TcpListener
-            let tls = axum::serve::ListenerExt::tap_io(tls, |_| ());
-            tokio::spawn(async move { axum::serve(tls, app).await })
-        }
-    };
-    tokio::spawn(async move {
-        if let Ok(Err(e)) = served.await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    let mut app = http::auth::with_auth(http::app(shared.clone()), management.auth());
+    let tls = management.tls.as_ref().map(|tls| TlsAcceptor::from(tls.clone()));
+    if tls.is_some() {
+        app = http::serve::with_hsts(app);
+    }
+    let conns = shared
+        .connections()
+        .map(|c| c.http.clone())
+        .unwrap_or_else(|| conns::Conns::http(&config.connections));
+    let timeouts = conns::Timeouts::of(&config.connections);
+    tokio::spawn(http::serve::serve(listener, app, tls, conns, timeouts));
     Ok(())
 }
 
@@ -277,6 +297,8 @@ struct Shell {
     media: MediaSockets,
     ai: ai::AiConnections,
     events: NetTx,
+    /// Who may hold a SIP stream connection (outbound connections count too).
+    stream_policy: stream::StreamPolicy,
     /// The call-record writer thread (`None` if it could not be started).
     call_log: Option<calls::CallLog>,
     /// Callback requests: writer thread and webhook worker (`None` if it could not be started).
@@ -403,7 +425,8 @@ impl Shell {
                     }
                 }
                 None if peer.transport == Transport::Tcp => {
-                    stream::spawn_tcp_connect(peer.addr, data, self.events.clone());
+                    let policy = self.stream_policy.clone();
+                    stream::spawn_tcp_connect(peer.addr, data, self.events.clone(), policy);
                 }
                 None => tracing::debug!(%peer.addr, "no TLS connection to peer; message dropped"),
             },

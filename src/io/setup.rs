@@ -74,6 +74,8 @@ pub fn endpoint_config(config: &Config) -> Result<EndpointConfig, SetupError> {
             max_calls: usize::try_from(config.limits.max_calls).unwrap_or(usize::MAX),
             requests_per_second: config.limits.requests_per_second as f64,
             burst: config.limits.burst as f64,
+            invites_per_second: config.limits.invites_per_second as f64,
+            invite_burst: config.limits.invite_burst as f64,
             retry_after: Duration::from_secs(config.limits.retry_after_s),
         },
         outbound: outbound_settings(config),

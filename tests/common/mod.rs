@@ -160,6 +160,11 @@ impl Appliance {
         }
     }
 
+    /// The process id (for /proc figures such as RSS).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The child's exit status if it has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

@@ -78,6 +78,18 @@ pub(crate) fn limits(raw: RawLimits, path: &FieldPath, c: &mut Checker) -> Optio
         c,
     );
     let burst = within(raw.burst.unwrap_or(d.burst), (1, 1_000_000), &path.key("burst"), c);
+    let invites = within(
+        raw.invites_per_second.unwrap_or(d.invites_per_second),
+        (1, 100_000),
+        &path.key("invites_per_second"),
+        c,
+    );
+    let invite_burst = within(
+        raw.invite_burst.unwrap_or(d.invite_burst),
+        (1, 1_000_000),
+        &path.key("invite_burst"),
+        c,
+    );
     let retry = within(
         raw.retry_after_s.unwrap_or(d.retry_after_s),
         (1, 3600),
@@ -88,6 +100,8 @@ pub(crate) fn limits(raw: RawLimits, path: &FieldPath, c: &mut Checker) -> Optio
         max_calls: max_calls?,
         requests_per_second: rps?,
         burst: burst?,
+        invites_per_second: invites?,
+        invite_burst: invite_burst?,
         retry_after_s: retry?,
     })
 }

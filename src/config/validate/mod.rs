@@ -4,6 +4,7 @@
 mod ai;
 mod carrier;
 mod checks;
+mod connections;
 mod ladder;
 mod sections;
 
@@ -43,6 +44,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
     let fallback = ladder::fallback(raw.fallback, &root.key("fallback"), &mut c);
     let callback = ladder::callback(raw.callback, &root.key("callback"), &mut c);
     let outbound = ladder::outbound(raw.outbound, &root.key("outbound"), &mut c);
+    let connections = connections::connections(raw.connections, &root.key("connections"), &mut c);
     if let (Some(f), Some(o), Some(k)) = (&fallback, &outbound, &carriers) {
         ladder::check_vs_carriers(f, o, k, &root, &mut c);
     }
@@ -52,7 +54,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
     if let (Some(sip), Some(status)) = (&sip, &status) {
         sections::check_status_vs_sip(sip, status, &mut c);
     }
-    let (Some(fallback), Some(callback), Some(outbound)) = (fallback, callback, outbound) else {
+    let (Some(fallback), Some(callback), Some(outbound), Some(connections)) =
+        (fallback, callback, outbound, connections)
+    else {
         return Err(c.problems);
     };
     match (sip, media, status, prompts, call, carriers, ai, ai_endpoints, limits, state) {
@@ -81,6 +85,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
             fallback,
             callback,
             outbound,
+            connections,
         }),
         _ => Err(c.problems),
     }

@@ -36,6 +36,9 @@ pub(crate) fn sip(raw: RawSip, path: &FieldPath, c: &mut Checker) -> Option<SipC
     }
     let user_agent = match raw.user_agent {
         Some(ua) => header_text(&ua, &path.key("user_agent"), c),
+        None if raw.user_agent_version == Some(true) => {
+            Some(defaults::USER_AGENT_VERSIONED.to_owned())
+        }
         None => Some(defaults::USER_AGENT.to_owned()),
     };
     let domain = match raw.domain {

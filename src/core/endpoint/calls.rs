@@ -25,7 +25,7 @@ impl Endpoint {
             self.send_response(now, resp);
             return;
         }
-        let Some(port) = self.ports.allocate() else {
+        let Some(port) = self.ports.allocate(&mut self.rng) else {
             let resp = self.response(&req, 503, None);
             self.send_response(now, resp);
             return;
@@ -59,7 +59,7 @@ impl Endpoint {
         self.next_call += 1;
         let invite_branch =
             req.top_via().ok().and_then(|v| v.branch().map(str::to_string)).unwrap_or_default();
-        let media = match self.media_session(now, &negotiated, &dialog.call_id) {
+        let media = match self.media_session(now, &negotiated, &dialog.call_id, carrier) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot set up media for the negotiated codec");
@@ -129,6 +129,7 @@ impl Endpoint {
         now: Instant,
         negotiated: &sdp::Negotiated,
         call_id: &str,
+        carrier: usize,
     ) -> Result<MediaSession, crate::core::media::session::MediaError> {
         let ntp_now = self
             .cfg
@@ -147,7 +148,17 @@ impl Endpoint {
             ntp_now,
             seed: rand::RngCore::next_u64(&mut self.rng),
         };
-        MediaSession::new(params, now)
+        let mut media = MediaSession::new(params, now)?;
+        media.allow_latch_from(self.media_sources(carrier));
+        Ok(media)
+    }
+
+    /// Where a carrier's media may be latched from when NAT hides the SDP's address: its
+    /// `inbound_from` networks and its proxy's address.
+    fn media_sources(&self, carrier: usize) -> Vec<ipnet::IpNet> {
+        let Some(c) = self.cfg.carriers.get(carrier) else { return Vec::new() };
+        let proxy = c.proxy.map(|p| ipnet::IpNet::from(p.addr.ip()));
+        c.inbound_from.iter().copied().chain(proxy).collect()
     }
 
     pub(super) fn find_call_by_invite(&self, req: &Request) -> Option<u64> {

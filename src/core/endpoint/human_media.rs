@@ -24,11 +24,15 @@ impl Endpoint {
         let Some(c) = self.human.legs.get_mut(&id).and_then(|h| h.connected.as_mut()) else {
             return true; // early media before the answer is not played
         };
+        let before = c.media.counters();
         if local_port == rtp_port {
             c.media.on_rtp(now, from, data);
         } else {
             c.media.on_rtcp(now, from, data);
         }
+        let after = c.media.counters();
+        self.counters.media_refused_source += (after.rtp_wrong_source - before.rtp_wrong_source)
+            + (after.rtcp_wrong_source - before.rtcp_wrong_source);
         self.drain_human(now, id);
         true
     }

@@ -47,7 +47,7 @@ use crate::core::carrier::probe::ProbeOutput;
 use crate::core::carrier::register::RegisterOutput;
 use crate::core::ladder::{LadderConfig, LadderPrompts};
 pub use crate::core::limits::Limits;
-use crate::core::limits::RateLimiter;
+use crate::core::limits::{Budget, RateLimiter};
 use crate::core::media::codec::opus::OpusTuning;
 use crate::core::media::codec::pipeline::AiFormat;
 use crate::core::media::jitter::JitterConfig;
@@ -499,14 +499,15 @@ impl Endpoint {
         }
     }
 
-    /// The per-source rate limit on new out-of-dialog requests (never ACK, CANCEL or requests
-    /// inside a call). An INVITE over the limit gets 503 with Retry-After; anything else is
-    /// dropped. True when the request was refused.
+    /// The per-source rate limits on new out-of-dialog requests (never ACK, CANCEL or requests
+    /// inside a call); INVITEs have their own budget. An INVITE over the limit gets 503 with
+    /// Retry-After; anything else is dropped. True when the request was refused.
     fn rate_limited(&mut self, now: Instant, peer: Peer, req: &Request) -> bool {
         let in_dialog = req.to_hdr().is_ok_and(|t| t.tag().is_some());
+        let budget = if req.method == Method::Invite { Budget::Invite } else { Budget::Other };
         if in_dialog
             || matches!(req.method, Method::Ack | Method::Cancel)
-            || self.rate.allow(now, peer.addr.ip())
+            || self.rate.allow(now, peer.addr.ip(), budget)
         {
             return false;
         }
@@ -562,8 +563,9 @@ impl Endpoint {
         }
         let after = call.media.counters();
         self.counters.rtp_received += after.rtp_received - before.rtp_received;
+        self.counters.media_refused_source += (after.rtp_wrong_source - before.rtp_wrong_source)
+            + (after.rtcp_wrong_source - before.rtcp_wrong_source);
         self.counters.rtp_invalid += (after.rtp_invalid - before.rtp_invalid)
-            + (after.rtp_wrong_source - before.rtp_wrong_source)
             + (after.rtp_unknown_payload_type - before.rtp_unknown_payload_type)
             + (after.rtcp_invalid - before.rtcp_invalid);
         let id = call.id;

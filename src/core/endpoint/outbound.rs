@@ -221,7 +221,7 @@ impl Endpoint {
         };
         let views = self.carrier_views();
         let mut leg = OutboundLeg::new(cfg);
-        let Some(port) = self.ports.allocate() else {
+        let Some(port) = self.ports.allocate(&mut self.rng) else {
             tracing::warn!("no RTP port for the human leg");
             return false;
         };
@@ -553,7 +553,9 @@ impl Endpoint {
             a.ack = Some(ack);
         }
         let media = match sdp::accept_answer(&resp.body) {
-            Ok(neg) => self.media_session(now, &neg, &dialog.call_id).map_err(|e| e.to_string()),
+            Ok(neg) => {
+                self.media_session(now, &neg, &dialog.call_id, carrier).map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         let mut media = match media {

@@ -26,6 +26,8 @@ pub struct Counters {
     pub rate_limited: u64,
     /// Agent audio that ran out mid-speech and came back (a gap the caller heard), all calls.
     pub ai_underruns: u64,
+    /// RTP and RTCP packets refused because of their source address (strict source).
+    pub media_refused_source: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

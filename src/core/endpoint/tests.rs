@@ -96,7 +96,7 @@ fn config() -> EndpointConfig {
         listen: vec![(Transport::Udp, "127.0.0.1:5060".parse().unwrap())],
         user_agent: "trunkguard-test".into(),
         media_ip: "127.0.0.1".parse().unwrap(),
-        rtp_ports: (20000, 20010),
+        rtp_ports: (20000, 20003), // two ports: the first call gets 20000, the next 20002
         carriers: vec![
             carrier("carrier-a", "127.0.0.2/32", None),
             carrier("carrier-b", "127.0.0.3/32", None),
@@ -439,7 +439,7 @@ fn no_common_codec_gets_488_and_frees_the_port() {
     h.send(CARRIER_A, &invite("c1", "z9hG4bK-inv1", &offer));
     assert_eq!(h.statuses(), vec![488]);
     assert_eq!(h.ep.status(h.now).calls.active, 0);
-    assert_eq!(h.ep.ports.available(), 5);
+    assert_eq!(h.ep.ports.available(), 2);
 }
 
 #[test]
@@ -489,6 +489,79 @@ fn rtp_is_counted_and_symmetric() {
         !dests.is_empty() && dests.iter().all(|d| *d == from),
         "RTP follows the source: {dests:?}"
     );
+}
+
+#[test]
+fn media_from_outside_the_carrier_is_refused_counted_and_never_answered() {
+    let mut h = Harness::new(config());
+    let tag = answered(&mut h, "c1");
+    h.send(CARRIER_A, &in_dialog("ACK", "c1", &tag, 1, "z9hG4bK-ack"));
+    let mut pkt = vec![0x80, 0x00, 0x00, 0x01, 0, 0, 0, 160, 0, 0, 0, 42];
+    pkt.extend_from_slice(&[0xff; 160]);
+    let attacker: SocketAddr = "198.51.100.66:7000".parse().unwrap();
+    let rr = [0x80, 201, 0, 1, 0, 0, 0, 9];
+    h.out.clear();
+    for _ in 0..3 {
+        h.ep.handle_input(h.now, Input::Rtp { local_port: 20000, from: attacker, data: &pkt });
+    }
+    h.ep.handle_input(h.now, Input::Rtp { local_port: 20001, from: attacker, data: &rr });
+    let carrier: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+    h.ep.handle_input(h.now, Input::Rtp { local_port: 20000, from: carrier, data: &pkt });
+    let status = h.ep.status(h.now);
+    assert_eq!(status.counters.media_refused_source, 4);
+    assert_eq!(status.counters.rtp_received, 1);
+    assert_eq!(status.active_calls[0].counters.rtp_wrong_source, 3);
+    assert_eq!(status.active_calls[0].counters.rtcp_wrong_source, 1);
+    h.advance(Duration::from_secs(6));
+    let dests: Vec<SocketAddr> = h
+        .out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transmit(Transmit::Rtp { to, .. }) => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert!(!dests.is_empty());
+    assert!(dests.iter().all(|d| d.ip() == carrier.ip()), "nothing to the attacker: {dests:?}");
+}
+
+#[test]
+fn the_media_source_is_fixed_until_a_re_invite_moves_it() {
+    let mut h = Harness::new(config());
+    let tag = answered(&mut h, "c1");
+    h.send(CARRIER_A, &in_dialog("ACK", "c1", &tag, 1, "z9hG4bK-ack"));
+    let mut pkt = vec![0x80, 0x00, 0x00, 0x01, 0, 0, 0, 160, 0, 0, 0, 42];
+    pkt.extend_from_slice(&[0xff; 160]);
+    let rtp = |h: &mut Harness, from: &str| {
+        let from: SocketAddr = from.parse().unwrap();
+        h.ep.handle_input(h.now, Input::Rtp { local_port: 20000, from, data: &pkt });
+    };
+    rtp(&mut h, "127.0.0.2:7000"); // NAT rewrote the port: latched
+    rtp(&mut h, "127.0.0.2:6000"); // the SDP address, too late: refused
+    assert_eq!(h.ep.status(h.now).counters.media_refused_source, 1);
+    let body = PCMU_OFFER.replace("6000", "6002").replace('\n', "\r\n");
+    let reinvite = in_dialog("INVITE", "c1", &tag, 2, "z9hG4bK-re").replace(
+        "Content-Length: 0",
+        &format!("Content-Type: application/sdp\nContent-Length: {}", body.len()),
+    ) + &body.replace("\r\n", "\n");
+    h.send(CARRIER_A, &reinvite);
+    h.out.clear();
+    rtp(&mut h, "127.0.0.2:6002"); // the new offer's address latches
+    rtp(&mut h, "127.0.0.2:7000"); // the old source is refused now
+    let status = h.ep.status(h.now);
+    assert_eq!(status.counters.media_refused_source, 2);
+    assert_eq!(status.counters.rtp_received, 2);
+    h.advance(Duration::from_millis(100));
+    let dests: Vec<SocketAddr> = h
+        .out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transmit(Transmit::Rtp { local_port: 20000, to, .. }) => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert!(!dests.is_empty());
+    assert!(dests.iter().all(|d| *d == "127.0.0.2:6002".parse().unwrap()), "{dests:?}");
 }
 
 #[test]
@@ -589,9 +662,15 @@ fn over_max_calls_new_invites_get_503_with_retry_after_and_calls_go_on() {
 
 #[test]
 fn a_flooding_source_is_rate_limited_but_calls_in_progress_are_not() {
-    let limits = Limits { requests_per_second: 1.0, burst: 3.0, ..Limits::default() };
+    let limits = Limits {
+        requests_per_second: 1.0,
+        burst: 3.0,
+        invites_per_second: 1.0,
+        invite_burst: 1.0,
+        ..Limits::default()
+    };
     let mut h = Harness::new(EndpointConfig { limits, ..config() });
-    let tag = answered(&mut h, "c1"); // one token
+    let tag = answered(&mut h, "c1"); // the INVITE's one token
     h.send(CARRIER_A, &in_dialog("ACK", "c1", &tag, 1, "z9hG4bK-ack"));
     for i in 0..5 {
         h.send(
@@ -600,11 +679,35 @@ fn a_flooding_source_is_rate_limited_but_calls_in_progress_are_not() {
                 .replace(";tag=x", ""),
         );
     }
-    assert_eq!(h.statuses(), vec![200, 200], "two more tokens in the burst, then nothing");
+    assert_eq!(h.statuses(), vec![200, 200, 200], "the burst of three, then nothing");
     h.send(CARRIER_A, &invite("c2", "z9hG4bK-c2", PCMU_OFFER));
     assert_eq!(h.statuses(), vec![503], "an INVITE over the limit is told to go elsewhere");
     // in-dialog requests of the call in progress still work
     h.send(CARRIER_A, &in_dialog("BYE", "c1", &tag, 2, "z9hG4bK-bye"));
     assert_eq!(h.statuses(), vec![200]);
-    assert_eq!(h.ep.status(h.now).counters.rate_limited, 4);
+    assert_eq!(h.ep.status(h.now).counters.rate_limited, 3);
+}
+
+#[test]
+fn an_options_flood_leaves_the_same_carriers_invites_answered() {
+    let limits = Limits {
+        requests_per_second: 1.0,
+        burst: 3.0,
+        invites_per_second: 1.0,
+        invite_burst: 2.0,
+        ..Limits::default()
+    };
+    let mut h = Harness::new(EndpointConfig { limits, ..config() });
+    for i in 0..50 {
+        h.send(
+            CARRIER_A,
+            &in_dialog("OPTIONS", &format!("o{i}"), "x", 1, &format!("z9hG4bK-o{i}"))
+                .replace(";tag=x", ""),
+        );
+    }
+    assert_eq!(h.statuses().len(), 3, "the OPTIONS burst, then dropped");
+    h.send(CARRIER_A, &invite("c1", "z9hG4bK-c1", PCMU_OFFER));
+    let statuses = h.statuses();
+    assert!(!statuses.contains(&503), "the INVITE has its own budget: {statuses:?}");
+    assert_eq!(h.ep.status(h.now).calls.active, 1);
 }

@@ -13,6 +13,7 @@
 //! - [`cushion`]: the playout cushion's target from the agent's measured arrival jitter.
 //! - [`playout`]: the playout buffer for bursty audio from the AI (cushion, talk spurts,
 //!   underruns, barge-in flush, marks).
+//! - [`source`]: strict media source rules: accept the SDP's address or latch once, then fixed.
 //! - [`session`]: one call's media, tying all of the above to a 20 ms clock.
 
 pub mod codec;
@@ -27,4 +28,5 @@ pub mod rtcp;
 pub mod rtp;
 pub mod rtp_out;
 pub mod session;
+pub mod source;
 pub mod stats;

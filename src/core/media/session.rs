@@ -30,6 +30,7 @@ use super::prompt::Prompt;
 use super::rtcp::{RtcpConfig, RtcpSession};
 use super::rtp::inspect;
 use super::rtp_out::RtpOut;
+use super::source::SourceGuard;
 use super::stats::{CallMediaStats, MosCodec, SendUnderruns};
 use crate::core::sdp::{CodecName, Negotiated};
 use crate::core::timer::{Timer, TimerTable};
@@ -93,7 +94,10 @@ pub enum MediaEvent {
 pub struct MediaCounters {
     pub rtp_received: u64,
     pub rtp_invalid: u64,
+    /// RTP refused because of its source address (strict source).
     pub rtp_wrong_source: u64,
+    /// RTCP refused because of its source address.
+    pub rtcp_wrong_source: u64,
     pub rtp_unknown_payload_type: u64,
     pub decode_errors: u64,
     pub concealed_frames: u64,
@@ -174,9 +178,8 @@ pub struct MediaSession {
     dtmf_rx: DtmfReceiver,
     dtmf_tx: Option<DtmfSender>,
     prompt: Option<PromptCursor>,
-    remote_rtp: SocketAddr,
-    remote_rtcp: SocketAddr,
-    latched: bool,
+    /// Where media may come from and where it goes (strict source, latching once).
+    source: SourceGuard,
     timers: TimerTable,
     out: VecDeque<MediaTransmit>,
     events: VecDeque<MediaEvent>,
@@ -223,9 +226,7 @@ impl MediaSession {
             dtmf_rx: DtmfReceiver::new(codec.clock_rate),
             dtmf_tx: p.negotiated.dtmf_payload_type.map(|pt| DtmfSender::new(pt, codec.clock_rate)),
             prompt: None,
-            remote_rtp,
-            remote_rtcp: rtcp_of(remote_rtp),
-            latched: false,
+            source: SourceGuard::new(remote_rtp),
             timers: TimerTable::default(),
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -344,7 +345,7 @@ impl MediaSession {
                 return;
             }
         };
-        if self.latched && from != self.remote_rtp {
+        if !self.source.rtp_allowed(from) {
             self.counters.rtp_wrong_source += 1;
             return;
         }
@@ -376,35 +377,35 @@ impl MediaSession {
 
     /// A datagram on the RTCP port.
     pub fn on_rtcp(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        if !self.source.rtcp_allowed(from) {
+            self.counters.rtcp_wrong_source += 1;
+            return;
+        }
         match self.rtcp.on_rtcp(now, data) {
             Ok(_) => {
                 self.counters.rtcp_received += 1;
-                if self.latched {
-                    self.remote_rtcp = from;
-                }
+                self.source.latch_rtcp(from);
             }
             Err(_) => self.counters.rtcp_invalid += 1,
         }
     }
 
-    /// The peer moved its media (re-INVITE / UPDATE): send there until its packets say
-    /// otherwise.
+    /// The peer moved its media (a new offer: re-INVITE / UPDATE): send there, and let the
+    /// source latch once more.
     pub fn set_remote(&mut self, rtp: SocketAddr) {
-        self.remote_rtp = rtp;
-        self.remote_rtcp = rtcp_of(rtp);
-        self.latched = false;
+        self.source.reoffer(rtp);
     }
 
-    /// Symmetric RTP: after the first valid packet, send to where the caller's packets come
-    /// from, and accept no other source.
+    /// Networks a NATed peer's media may be latched from besides the SDP's IP (the carrier's
+    /// `inbound_from`).
+    pub fn allow_latch_from(&mut self, nets: Vec<ipnet::IpNet>) {
+        self.source.set_latch_nets(nets);
+    }
+
+    /// Strict source: after the first valid packet from an allowed address, send to where it
+    /// came from and accept no other source until a new offer.
     fn latch(&mut self, from: SocketAddr) {
-        if !self.latched {
-            self.latched = true;
-            if from != self.remote_rtp {
-                self.remote_rtp = from;
-                self.remote_rtcp = rtcp_of(from);
-            }
-        }
+        self.source.latch_rtp(from);
     }
 
     fn dtmf_event(&mut self, ev: DtmfEvent) {
@@ -423,7 +424,11 @@ impl MediaSession {
             self.send_due_frames(now);
         }
         while let Some(report) = self.rtcp.poll_report(now) {
-            self.out.push_back(MediaTransmit { rtcp: true, to: self.remote_rtcp, data: report });
+            self.out.push_back(MediaTransmit {
+                rtcp: true,
+                to: self.source.rtcp_target(),
+                data: report,
+            });
         }
     }
 
@@ -613,7 +618,7 @@ impl MediaSession {
         let mut any = false;
         while let Some(p) = tx.poll_packet(now, ts) {
             let data = self.rtp_out.packet_at(p.payload_type, &p.payload(), p.timestamp, p.marker);
-            self.out.push_back(MediaTransmit { rtcp: false, to: self.remote_rtp, data });
+            self.out.push_back(MediaTransmit { rtcp: false, to: self.source.rtp_target(), data });
             self.counters.rtp_sent += 1;
             any = true;
         }
@@ -631,13 +636,21 @@ impl MediaSession {
             payload_len,
         );
         self.counters.rtp_sent += 1;
-        self.out.push_back(MediaTransmit { rtcp: false, to: self.remote_rtp, data: packet });
+        self.out.push_back(MediaTransmit {
+            rtcp: false,
+            to: self.source.rtp_target(),
+            data: packet,
+        });
     }
 
     /// Ends the session: an RTCP BYE to the peer.
     pub fn close(&mut self, now: Instant, reason: &str) {
         if let Some(bye) = self.rtcp.bye(now, reason) {
-            self.out.push_back(MediaTransmit { rtcp: true, to: self.remote_rtcp, data: bye });
+            self.out.push_back(MediaTransmit {
+                rtcp: true,
+                to: self.source.rtcp_target(),
+                data: bye,
+            });
         }
         self.timers.stop_all();
     }
@@ -668,7 +681,7 @@ impl MediaSession {
     }
 
     pub fn remote_rtp(&self) -> SocketAddr {
-        self.remote_rtp
+        self.source.rtp_target()
     }
 
     pub fn counters(&self) -> MediaCounters {
@@ -710,8 +723,8 @@ impl std::fmt::Debug for MediaSession {
         f.debug_struct("MediaSession")
             .field("codec", &self.codec_name)
             .field("ssrc", &self.rtp_out.ssrc())
-            .field("remote_rtp", &self.remote_rtp)
-            .field("latched", &self.latched)
+            .field("remote_rtp", &self.source.rtp_target())
+            .field("latched", &self.source.rtp_latched())
             .field("counters", &self.counters)
             .finish_non_exhaustive()
     }
@@ -739,9 +752,5 @@ fn to_caller_frame(ai: AiFormat, pcm: &[i16]) -> CallerFrame {
 }
 
 /// RTCP goes to the port above RTP (RFC 3550 §11), unless the peer's RTCP arrives elsewhere.
-fn rtcp_of(rtp: SocketAddr) -> SocketAddr {
-    SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
-}
-
 #[cfg(test)]
 mod tests;

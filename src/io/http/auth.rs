@@ -10,8 +10,8 @@
 //! - Every POST except `/login` carries the CSRF token of `GET /api/session` in the
 //!   `X-CSRF-Token` header (or, for `/logout`, a `csrf_token` form field). `/login` instead
 //!   requires `Origin` (or `Referer`) to be this server when the client sends one.
-//! - Failed logins slow down and lock out per client and globally ([`Lockout`]); every refusal
-//!   says the same [`LOGIN_FAILED`].
+//! - Failed logins slow down and lock out per client, and only slow down globally; loopback is
+//!   never locked out ([`Lockout`]); every refusal says the same [`LOGIN_FAILED`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -209,6 +209,11 @@ async fn login(Extension(auth): Extension<Arc<Auth>>, request: Request) -> Respo
     let Some(candidate) = form_field(body, "password").await else {
         return json_error(StatusCode::BAD_REQUEST, "expected a form field `password`");
     };
+    // everyone's recent failures slow every login down a little (never lock anyone out)
+    let slowdown = auth.lockout().global_delay(client, auth.now());
+    if !slowdown.is_zero() {
+        tokio::time::sleep(slowdown).await;
+    }
     // Held until the outcome is recorded, so concurrent guesses cannot outrun the lockout.
     let Ok(_permit) = auth.verifying.acquire().await else {
         return login_failed();

@@ -7,6 +7,7 @@ pub mod health;
 
 pub mod admin;
 pub mod auth;
+pub mod serve;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -40,6 +41,15 @@ pub struct Shared {
     /// Asks the drive loop for a snapshot taken now (for `/status`, so it is never stale).
     status_source: std::sync::OnceLock<mpsc::Sender<oneshot::Sender<EndpointStatus>>>,
     health: health::HealthState,
+    /// The stream listeners' connection tables (set once at start).
+    connections: std::sync::OnceLock<ConnCounters>,
+}
+
+/// The connection tables of the SIP stream listeners and of the status server.
+#[derive(Debug, Clone)]
+pub struct ConnCounters {
+    pub sip: crate::io::conns::Conns,
+    pub http: crate::io::conns::Conns,
 }
 
 impl Shared {
@@ -51,6 +61,7 @@ impl Shared {
             commands: None,
             status_source: Default::default(),
             health: Default::default(),
+            connections: Default::default(),
         })
     }
 
@@ -63,6 +74,7 @@ impl Shared {
             commands: Some(commands),
             status_source: Default::default(),
             health: Default::default(),
+            connections: Default::default(),
         })
     }
 
@@ -75,6 +87,31 @@ impl Shared {
         let (reply, rx) = oneshot::channel();
         tx.send((command, reply)).await.map_err(|_| CommandUnavailable)?;
         rx.await.map_err(|_| CommandUnavailable)
+    }
+
+    /// The connection tables, for `/metrics` (set once by the shell at start).
+    pub fn set_connections(&self, conns: ConnCounters) {
+        let _ = self.connections.set(conns);
+    }
+
+    pub fn connections(&self) -> Option<&ConnCounters> {
+        self.connections.get()
+    }
+
+    /// Connection figures for `/metrics` (zero before [`Shared::set_connections`]).
+    pub fn connection_stats(&self) -> health::metrics::ConnStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(c) = self.connections.get() else { return Default::default() };
+        let ((sip_open, sip_cap), (http_open, http_cap)) = (c.sip.counts(), c.http.counts());
+        health::metrics::ConnStats {
+            sip_open: sip_open as u64,
+            sip_refused_cap: sip_cap,
+            sip_refused_source: c.sip.refused_source.load(Relaxed),
+            sip_timed_out: c.sip.timed_out.load(Relaxed),
+            http_open: http_open as u64,
+            http_refused_cap: http_cap,
+            http_timed_out: c.http.timed_out.load(Relaxed),
+        }
     }
 
     /// Lets `/status` ask the drive loop for a snapshot taken at the moment of the request.

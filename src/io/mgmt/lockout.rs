@@ -1,7 +1,10 @@
-//! Login throttling: after each failed login the next attempt is refused for an exponentially
-//! growing delay, and after too many failures everyone is locked out for a while. Counted per
-//! client address (IPv6 per /64) and globally (an attacker with many addresses).
-//! Plain state told the time; the caller refuses attempts while [`Lockout::allowed`] is false.
+//! Login throttling: after each failed login the same client's next attempt is refused for an
+//! exponentially growing delay, and after too many failures that client is locked out for a
+//! while (per client address; IPv6 per /64). Failures from everyone together only slow every
+//! login down by a few seconds ([`Lockout::global_delay`]): an attacker with many addresses can
+//! never lock the operator out, and the operator on the box (loopback) is never locked out.
+//! Plain state told the time; the caller refuses attempts while [`Lockout::allowed`] is false
+//! and waits [`Lockout::global_delay`] before checking a password.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,17 +15,22 @@ pub const LOCKOUT: Duration = Duration::from_secs(15 * 60);
 /// Delay after the first failure that slows down; it doubles with each further failure.
 pub const FIRST_DELAY: Duration = Duration::from_secs(1);
 
-/// When slowdown starts and when lockout starts, in failures.
+/// When slowdown starts and when lockout starts, in failures, and the longest slowdown.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
     pub slow_after: u32,
     pub lock_after: u32,
+    pub max_delay: Duration,
 }
 
 /// One client address: 1, 2, 4, 8 s after failures 1-4, locked after the 5th.
-pub const PER_CLIENT: Policy = Policy { slow_after: 1, lock_after: 5 };
-/// Everyone: 1, 2, 4 ... s after failures 10-19, locked after the 20th.
-pub const GLOBAL: Policy = Policy { slow_after: 10, lock_after: 20 };
+pub const PER_CLIENT: Policy = Policy { slow_after: 1, lock_after: 5, max_delay: LOCKOUT };
+/// The operator on loopback: slowed down like anyone (1, 2, 4, 8 s), never locked out.
+pub const LOOPBACK: Policy =
+    Policy { slow_after: 1, lock_after: u32::MAX, max_delay: Duration::from_secs(8) };
+/// Everyone together: every login waits 1, 2, 4 s after failures 10, 11, 12+ (never a lockout).
+pub const GLOBAL: Policy =
+    Policy { slow_after: 10, lock_after: u32::MAX, max_delay: Duration::from_secs(4) };
 
 impl Policy {
     /// How long attempts are refused after the `failures`-th failure.
@@ -31,7 +39,7 @@ impl Policy {
             LOCKOUT
         } else if failures >= self.slow_after {
             let doublings = (failures - self.slow_after).min(16);
-            FIRST_DELAY.saturating_mul(1 << doublings).min(LOCKOUT)
+            FIRST_DELAY.saturating_mul(1 << doublings).min(self.max_delay)
         } else {
             Duration::ZERO
         }
@@ -72,17 +80,27 @@ impl Lockout {
         Lockout::default()
     }
 
-    /// Whether `client` may try a password now.
+    /// Whether `client` may try a password now (its own failures only).
     pub fn allowed(&mut self, client: IpAddr, now: Instant) -> bool {
         self.forget(now);
-        let blocked = |f: Option<&Failures>| f.is_some_and(|f| f.blocked(now));
-        !blocked(self.global.as_ref()) && !blocked(self.clients.get(&key(client)))
+        !self.clients.get(&key(client)).is_some_and(|f| f.blocked(now))
+    }
+
+    /// How long every login waits before its password is checked, because of everyone's recent
+    /// failures (at most [`GLOBAL`]'s `max_delay`; nothing for the operator on loopback).
+    pub fn global_delay(&mut self, client: IpAddr, now: Instant) -> Duration {
+        self.forget(now);
+        match self.global {
+            Some(f) if !is_loopback(client) => f.blocked_until.saturating_duration_since(now),
+            _ => Duration::ZERO,
+        }
     }
 
     pub fn failed(&mut self, client: IpAddr, now: Instant) {
         self.forget(now);
         let mut slot = self.clients.get(&key(client)).copied();
-        Failures::record(&mut slot, PER_CLIENT, now);
+        let policy = if is_loopback(client) { LOOPBACK } else { PER_CLIENT };
+        Failures::record(&mut slot, policy, now);
         if let Some(f) = slot {
             self.clients.insert(key(client), f);
         }
@@ -101,6 +119,10 @@ impl Lockout {
             self.global = None;
         }
     }
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 /// IPv4 (also IPv4-mapped IPv6) as is; IPv6 by its /64, which one host usually controls.
@@ -128,8 +150,8 @@ mod tests {
         assert_eq!(PER_CLIENT.delay(5), LOCKOUT);
         assert_eq!(GLOBAL.delay(9), Duration::ZERO);
         assert_eq!(GLOBAL.delay(10), Duration::from_secs(1));
-        assert_eq!(GLOBAL.delay(19), Duration::from_secs(512));
-        assert_eq!(GLOBAL.delay(20), LOCKOUT);
+        assert_eq!(GLOBAL.delay(12), Duration::from_secs(4));
+        assert_eq!(GLOBAL.delay(1000), Duration::from_secs(4), "a slowdown, never a lockout");
     }
 
     #[test]
@@ -163,19 +185,37 @@ mod tests {
     }
 
     #[test]
-    fn many_addresses_hit_the_global_lockout() {
+    fn many_addresses_only_slow_everyone_down_never_lock_out() {
         let t0 = Instant::now();
         let mut l = Lockout::new();
-        let mut now = t0;
-        for i in 0..GLOBAL.lock_after {
+        for i in 0..200u32 {
             let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250) as u8));
-            assert!(l.allowed(ip, now), "failure {i}");
-            l.failed(ip, now);
-            now += GLOBAL.delay(i + 1).min(Duration::from_secs(600));
+            assert!(l.allowed(ip, t0), "failure {i}");
+            l.failed(ip, t0);
         }
-        // a fresh address, even after the longest slowdown, is locked out
-        assert!(!l.allowed(B, now));
-        assert!(l.allowed(B, now + LOCKOUT));
+        // a fresh address may still try, after at most the global slowdown
+        assert!(l.allowed(B, t0));
+        let wait = l.global_delay(B, t0);
+        assert!(wait > Duration::ZERO && wait <= GLOBAL.max_delay, "{wait:?}");
+        assert_eq!(l.global_delay(B, t0 + GLOBAL.max_delay), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_operator_on_loopback_is_never_locked_out() {
+        let t0 = Instant::now();
+        let mut l = Lockout::new();
+        let me: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut now = t0;
+        for _ in 0..50 {
+            l.failed(me, now);
+            l.failed(A, now); // and an attacker failing along
+            now += Duration::from_secs(1);
+        }
+        assert!(!l.allowed(A, now), "the attacker is locked");
+        assert!(l.allowed(me, now + LOOPBACK.max_delay), "loopback only waits its slowdown");
+        assert_eq!(l.global_delay(me, now), Duration::ZERO);
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(l.allowed(mapped, now + LOOPBACK.max_delay));
     }
 
     #[test]

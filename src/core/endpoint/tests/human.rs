@@ -37,7 +37,7 @@ fn human_config() -> EndpointConfig {
             human_timeout: Duration::from_secs(25),
             ..LadderConfig::default()
         },
-        rtp_ports: (20000, 20020),
+        rtp_ports: (20000, 20003), // the caller on 20000, the human on 20002
         ..config()
     }
 }

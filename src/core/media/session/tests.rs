@@ -739,3 +739,59 @@ fn cushion_figures_with_30_ms_of_agent_jitter() {
     println!("cushion_added_delay_p99_ms: {}", pct(99));
     assert_eq!(gaps, 0);
 }
+
+/// An RTCP receiver report with no report blocks.
+fn empty_rr(ssrc: u32) -> Vec<u8> {
+    let mut rr = vec![0x80, 201, 0, 1];
+    rr.extend_from_slice(&ssrc.to_be_bytes());
+    rr
+}
+
+#[test]
+fn an_attacker_racing_the_carrier_neither_latches_nor_is_heard() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    let attacker: SocketAddr = "198.51.100.66:7002".parse().unwrap();
+    let carrier: SocketAddr = CARRIER.parse().unwrap();
+    // the attacker's packets arrive first, then the carrier's
+    for i in 0..5 {
+        s.on_rtp(t0, attacker, &caller_packet(i, 160 * u32::from(i), 0, &[0x11; 160]));
+        s.on_rtp(t0, attacker, &caller_packet(i, 160 * u32::from(i), 101, &[1, 0x80, 0, 160]));
+    }
+    for i in 0..5 {
+        s.on_rtp(t0, carrier, &caller_packet(i, 160 * u32::from(i), 0, &[0x55; 160]));
+    }
+    let c = s.counters();
+    assert_eq!((c.rtp_wrong_source, c.rtp_received, c.dtmf_received), (10, 5, 0));
+    assert_eq!(s.remote_rtp(), carrier);
+    s.on_rtcp(t0, "198.51.100.66:7003".parse().unwrap(), &empty_rr(9));
+    assert_eq!(s.counters().rtcp_wrong_source, 1);
+    assert_eq!(s.counters().rtcp_received, 0);
+    s.play_prompt(Prompt::high_demand().unwrap());
+    s.start(t0);
+    let out = run(&mut s, t0, t0 + Duration::from_secs(8));
+    assert!(out.iter().filter(|t| t.rtcp).count() > 0);
+    assert!(out.iter().filter(|t| t.rtcp).all(|t| t.to == "127.0.0.2:6001".parse().unwrap()));
+    assert!(out.iter().filter(|t| !t.rtcp).all(|t| t.to == carrier));
+    let frame = s.poll_caller_audio().expect("the carrier's audio");
+    assert!(frame.iter().all(|x| *x == Law::Ulaw.decode(&[0x55])[0]), "never the attacker's");
+}
+
+#[test]
+fn nat_latching_needs_an_allowed_network_and_re_latches_only_on_a_new_offer() {
+    let t0 = Instant::now();
+    let mut s = pcmu_session(t0);
+    s.allow_latch_from(vec!["203.0.113.0/24".parse().unwrap()]);
+    let nat: SocketAddr = "203.0.113.9:31000".parse().unwrap();
+    s.on_rtp(t0, "198.51.100.66:31000".parse().unwrap(), &caller_packet(1, 160, 0, &[0; 160]));
+    assert_eq!(s.remote_rtp(), CARRIER.parse().unwrap(), "outside the carrier: refused");
+    s.on_rtp(t0, nat, &caller_packet(2, 320, 0, &[0; 160]));
+    assert_eq!(s.remote_rtp(), nat);
+    s.on_rtp(t0, "203.0.113.10:31000".parse().unwrap(), &caller_packet(3, 480, 0, &[0; 160]));
+    assert_eq!(s.remote_rtp(), nat, "fixed once latched");
+    assert_eq!(s.counters().rtp_wrong_source, 2);
+    let moved: SocketAddr = "203.0.113.20:40000".parse().unwrap();
+    s.set_remote(moved);
+    s.on_rtp(t0, nat, &caller_packet(4, 640, 0, &[0; 160]));
+    assert_eq!(s.remote_rtp(), nat, "after a new offer a carrier address may latch again");
+}

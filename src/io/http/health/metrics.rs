@@ -39,11 +39,26 @@ pub fn breaker_value(state: &str) -> i64 {
     }
 }
 
+/// Stream connections (SIP over TCP/TLS, the status server): open now and refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    pub sip_open: u64,
+    /// Refused by a cap (total or per source).
+    pub sip_refused_cap: u64,
+    /// Closed at once: the source is no carrier's.
+    pub sip_refused_source: u64,
+    pub sip_timed_out: u64,
+    pub http_open: u64,
+    pub http_refused_cap: u64,
+    pub http_timed_out: u64,
+}
+
 /// Renders the scrape body.
 pub fn render(
     s: &EndpointStatus,
     readiness: &Readiness,
     storage: &StorageStatus,
+    conns: &ConnStats,
 ) -> Result<String, fmt::Error> {
     let mut r = Registry::with_prefix("trunkguard");
     readiness_metrics(&mut r, readiness);
@@ -55,6 +70,7 @@ pub fn render(
     media_metrics(&mut r, s);
     wire_metrics(&mut r, s);
     storage_metrics(&mut r, storage);
+    connection_metrics(&mut r, conns);
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, &r)?;
     Ok(out)
@@ -374,6 +390,48 @@ fn wire_metrics(r: &mut Registry, s: &EndpointStatus) {
         "ai_playout_underruns",
         "Agent audio that ran out mid-speech and came back (a gap the caller heard)",
         c.ai_underruns,
+    );
+    counter(
+        r,
+        "media_refused_source",
+        "RTP and RTCP packets refused: not from the SDP's or the latched address",
+        c.media_refused_source,
+    );
+}
+
+/// Stream connections: what is open, what the caps and the source rule refused, timeouts.
+fn connection_metrics(r: &mut Registry, c: &ConnStats) {
+    gauge(r, "sip_stream_connections", "SIP TCP/TLS connections open", c.sip_open as i64);
+    counter(
+        r,
+        "sip_stream_refused_cap",
+        "SIP TCP/TLS connections refused: total or per-source cap reached",
+        c.sip_refused_cap,
+    );
+    counter(
+        r,
+        "sip_stream_refused_source",
+        "SIP TCP/TLS connections closed unanswered: source in no carrier's inbound_from",
+        c.sip_refused_source,
+    );
+    counter(
+        r,
+        "sip_stream_timeouts",
+        "SIP TCP/TLS connections closed: idle, message head too slow, or TLS handshake",
+        c.sip_timed_out,
+    );
+    gauge(r, "http_connections", "Status server connections open", c.http_open as i64);
+    counter(
+        r,
+        "http_refused_cap",
+        "Status server connections refused: total or per-source cap reached",
+        c.http_refused_cap,
+    );
+    counter(
+        r,
+        "http_timeouts",
+        "Status server connections closed: request head too slow, idle, or TLS handshake",
+        c.http_timed_out,
     );
 }
 

@@ -161,7 +161,8 @@ async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
     let Some(status) = shared.status() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
     };
-    match metrics::render(&status, &readiness, &shared.storage_status()) {
+    let conns = shared.connection_stats();
+    match metrics::render(&status, &readiness, &shared.storage_status(), &conns) {
         Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n").into_response(),
     }
