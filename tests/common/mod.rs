@@ -975,7 +975,10 @@ pub struct AgentSim {
 impl Drop for AgentSim {
     fn drop(&mut self) {
         if let (Some(rt), Some(handle)) = (self.rt.take(), self.handle.take()) {
-            let _ = rt.block_on(tokio::time::timeout(Duration::from_secs(3), handle.shutdown()));
+            // the timer is created inside the runtime (it needs its reactor)
+            let _ = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(3), handle.shutdown()).await
+            });
             rt.shutdown_timeout(Duration::from_secs(1));
         }
     }
