@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::guard::{AgentGuard, GuardConfig, Violation};
 use super::openai::{self, AudioFormat, AudioInput, AudioOutput, RealtimeSession, SessionAudio};
 use super::twilio::{self, StartInfo};
 use super::{ProtocolError, DEFAULT_MAX_FRAME};
@@ -82,6 +83,8 @@ pub struct SessionConfig {
     pub max_outgoing: usize,
     pub transcript_max_entries: usize,
     pub transcript_max_chars: usize,
+    /// What the agent may send (rates, marks, queued audio): breaking it ends the session.
+    pub guard: GuardConfig,
 }
 
 impl Default for SessionConfig {
@@ -94,6 +97,7 @@ impl Default for SessionConfig {
             max_outgoing: 500,
             transcript_max_entries: 64,
             transcript_max_chars: 8000,
+            guard: GuardConfig::default(),
         }
     }
 }
@@ -195,6 +199,9 @@ pub enum AiEvent {
     Error(String),
     /// No frame for the stall timeout while the caller talks: consider failing over.
     Stalled,
+    /// The agent broke a bound (flood, too many marks, too much audio ahead): the session is
+    /// over; a failure for the agent's breaker, and the call fails over.
+    Violation(Violation),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,6 +234,8 @@ pub struct SessionStats {
     pub truncates: u64,
     pub marks_echoed: u64,
     pub stalls: u64,
+    /// Bounds broken by the agent (at most one per session: it ends the session).
+    pub violations: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,6 +284,7 @@ pub struct AiSession {
     truncated: VecDeque<String>,
     pending_assistant: Option<(String, String)>,
     stats: SessionStats,
+    guard: AgentGuard,
 }
 
 impl AiSession {
@@ -315,6 +325,7 @@ impl AiSession {
             truncated: VecDeque::new(),
             pending_assistant: None,
             stats: SessionStats::default(),
+            guard: AgentGuard::new(config.guard),
         }
     }
 
@@ -415,6 +426,10 @@ impl AiSession {
         self.on_activity(now);
         self.stats.frames_in += 1;
         let mut events = Vec::new();
+        if let Err(v) = self.guard.on_frame(now, text.len()) {
+            self.violate(v, &mut events);
+            return events;
+        }
         let result = match self.protocol {
             AiProtocol::Twilio => twilio::decode_with_limit(text, self.config.max_frame)
                 .map(|m| self.on_twilio(m, &mut events)),
@@ -424,6 +439,7 @@ impl AiSession {
         if let Err(e) = result {
             self.stats.errors_in += 1;
             events.push(AiEvent::Error(e.to_string()));
+            self.bad_frame(now, &mut events);
         }
         events
     }
@@ -435,7 +451,24 @@ impl AiSession {
         }
         self.on_activity(now);
         self.stats.errors_in += 1;
-        vec![AiEvent::Error(error.to_string())]
+        let mut events = vec![AiEvent::Error(error.to_string())];
+        self.bad_frame(now, &mut events);
+        events
+    }
+
+    fn bad_frame(&mut self, now: Instant, events: &mut Vec<AiEvent>) {
+        if let Err(v) = self.guard.on_bad_frame(now) {
+            self.violate(v, events);
+        }
+    }
+
+    /// The agent broke a bound: the session ends here (nothing more is read or queued).
+    fn violate(&mut self, v: Violation, events: &mut Vec<AiEvent>) {
+        self.stats.violations += 1;
+        self.state = State::Closed;
+        self.timers.stop_all();
+        self.marks.clear();
+        events.push(AiEvent::Violation(v));
     }
 
     /// Any sign of life from the agent (every frame, including WebSocket pongs).
@@ -552,13 +585,22 @@ impl AiSession {
         }
         match msg {
             twilio::Inbound::Media { ulaw, .. } => {
+                if let Err(v) = self.guard.check_unplayed(self.unplayed() + ulaw.len() as u64, 8000)
+                {
+                    return self.violate(v, events);
+                }
                 self.queued += ulaw.len() as u64;
                 events.push(AiEvent::Audio(AiAudio::Ulaw8k(ulaw)));
             }
             twilio::Inbound::Mark { name, .. } if self.queued <= self.played => {
                 self.echo_mark(name, events);
             }
-            twilio::Inbound::Mark { name, .. } => self.marks.push_back((name, self.queued)),
+            twilio::Inbound::Mark { name, .. } => {
+                if let Err(v) = self.guard.check_mark(self.marks.len(), &name) {
+                    return self.violate(v, events);
+                }
+                self.marks.push_back((name, self.queued));
+            }
             twilio::Inbound::Clear { .. } => {
                 self.flush(events);
                 // As Twilio does: marks still pending are echoed when cleared.
@@ -625,6 +667,10 @@ impl AiSession {
                 }
             },
         };
+        let ahead = self.unplayed() + audio.samples() as u64;
+        if let Err(v) = self.guard.check_unplayed(ahead, self.output_rate()) {
+            return self.violate(v, events);
+        }
         if self.current_item.as_ref().is_none_or(|i| i.item_id != item_id) {
             self.current_item = Some(ItemPlayout { item_id, start: self.queued, end: self.queued });
         }
