@@ -4,7 +4,6 @@
 //! so that the login form is read). Never panics; every request gets a response.
 #![no_main]
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
