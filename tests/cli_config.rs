@@ -71,3 +71,60 @@ fn unknown_key_and_missing_file_exit_two() {
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read configuration"), "{stderr}");
 }
+
+/// The example file, edited.
+fn example_with(dir: &std::path::Path, edit: impl Fn(String) -> String) -> std::path::PathBuf {
+    let path = dir.join("trunkguard.toml");
+    std::fs::write(&path, edit(std::fs::read_to_string(EXAMPLE).unwrap())).unwrap();
+    path
+}
+
+#[test]
+fn a_duration_beyond_the_clock_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_with(dir.path(), |t| {
+        t.replace("max_duration_s = 3600", "max_duration_s = 9223372036854775807")
+    });
+    let (code, stdout, stderr) = check_config(&path);
+    assert_eq!(code, 2, "stdout: {stdout} stderr: {stderr}");
+    assert!(stderr.contains("call.max_duration_s: must be at most 86400"), "{stderr}");
+    let path = example_with(dir.path(), |t| {
+        t.replace("max_duration_s = 3600", "max_duration_s = 92233720368547758070")
+    });
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("call.max_duration_s: number too large"), "{stderr}");
+}
+
+#[test]
+fn token_file_dev_zero_is_refused_without_reading_it_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_with(dir.path(), |t| {
+        format!(
+            "{t}\n[[ai_endpoint]]\nname = \"p\"\nrole = \"primary\"\nprotocol = \"openai-realtime\"\n\
+             url = \"wss://agent.example/v1\"\ntoken_file = \"/dev/zero\"\n"
+        )
+    });
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("ai_endpoint[0].token_file: \"/dev/zero\": cannot read: larger than"));
+}
+
+#[test]
+fn a_50_mb_user_agent_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ua = "a".repeat(50 * 1024 * 1024);
+    let path = example_with(dir.path(), |t| {
+        t.replace("user_agent = \"trunkguard\"", &format!("user_agent = \"{ua}\""))
+    });
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2, "{}", &stderr[..stderr.len().min(400)]);
+    assert!(stderr.contains("cannot read configuration: larger than 1048576 bytes"), "{stderr}");
+    let ua = "a".repeat(300);
+    let path = example_with(dir.path(), |t| {
+        t.replace("user_agent = \"trunkguard\"", &format!("user_agent = \"{ua}\""))
+    });
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("sip.user_agent: is 300 bytes long; at most 256"), "{stderr}");
+}

@@ -100,7 +100,7 @@ pub enum ConfigError {
     Read {
         path: String,
         #[source]
-        source: std::io::Error,
+        source: super::bounds::ReadError,
     },
     /// The file was read but is invalid; one diagnostic per problem, in file order.
     #[error("{}", DiagnosticList(.0))]

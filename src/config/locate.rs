@@ -45,11 +45,16 @@ impl<'a> SourceMap<'a> {
         prefix.iter().filter(|&&b| b == b'\n').count() + 1
     }
 
-    /// The deepest field whose key or value covers `offset`.
+    /// The deepest field whose key or value covers `offset`. When the document does not parse
+    /// (a number too big for TOML, a syntax error), the path is read from the text: the table
+    /// header above and the keys before `offset` on its line.
     pub(crate) fn path_at(&self, offset: usize) -> FieldPath {
         let mut segments = Vec::new();
-        if let Some(root) = &self.root {
-            deepest_at(root, offset, &mut segments);
+        match &self.root {
+            Some(root) => {
+                deepest_at(root, offset, &mut segments);
+            }
+            None => segments = path_from_text(self.text, offset),
         }
         FieldPath::from_segments(segments)
     }
@@ -149,6 +154,75 @@ fn table_kind(table: &dyn TableLike) -> Kind {
     Kind::Table(entries)
 }
 
+/// The path at `offset` read from the raw lines: the last `[table]` / `[[array]]` header
+/// before it (arrays of tables counted for their index) and the `key =` chain of its line
+/// (inline tables included). Best effort, for documents toml_edit cannot parse.
+fn path_from_text(text: &str, offset: usize) -> Vec<Segment> {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or_default();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let mut header: Vec<Segment> = Vec::new();
+    let mut arrays: Vec<(String, usize)> = Vec::new();
+    for line in before.get(..line_start).unwrap_or_default().lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            let name = name.trim().to_owned();
+            match arrays.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, count)) => *count += 1,
+                None => arrays.push((name.clone(), 1)),
+            }
+            header = header_segments(&name, &arrays);
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            header = header_segments(name.trim(), &arrays);
+        }
+    }
+    header.extend(line_keys(before.get(line_start..).unwrap_or_default()));
+    header
+}
+
+/// `a.b` as segments, with the current index after each prefix that is an array of tables.
+fn header_segments(name: &str, arrays: &[(String, usize)]) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    let mut prefix = String::new();
+    for part in name.split('.') {
+        let part = part.trim().trim_matches('"');
+        if !prefix.is_empty() {
+            prefix.push('.');
+        }
+        prefix.push_str(part);
+        segments.push(Segment::Key(part.to_owned()));
+        if let Some((_, count)) = arrays.iter().find(|(n, _)| *n == prefix) {
+            segments.push(Segment::Index(count - 1));
+        }
+    }
+    segments
+}
+
+/// The keys open at the end of `line`: `probe = { down_after = 9` gives probe, down_after.
+fn line_keys(line: &str) -> Vec<Segment> {
+    let mut open: Vec<Segment> = Vec::new();
+    let mut last: Option<String> = None;
+    let mut token = String::new();
+    for ch in line.chars() {
+        match ch {
+            '=' => last = Some(std::mem::take(&mut token).trim().trim_matches('"').to_owned()),
+            '{' => open.extend(last.take().map(Segment::Key)),
+            '}' => {
+                open.pop();
+            }
+            ',' => {
+                last = None;
+                token.clear();
+            }
+            _ if last.is_none() => token.push(ch),
+            _ => {}
+        }
+    }
+    let leaf = last.into_iter().flat_map(|k| k.split('.').map(str::to_owned).collect::<Vec<_>>());
+    open.extend(leaf.filter(|k| !k.is_empty()).map(Segment::Key));
+    open
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +281,19 @@ probe = { interval_ms = 10, down_after = 0 }
     fn unparsable_document_still_knows_lines() {
         let map = SourceMap::new("a = 1\nb = = 2\n");
         assert_eq!(map.line_of(8), 2);
-        assert!(map.path_at(8).is_root());
+        assert_eq!(map.path_at(10).to_string(), "b");
+        assert!(map.path_at(0).is_root());
+    }
+
+    #[test]
+    fn unparsable_document_names_the_field_from_the_text() {
+        let text = "[[carrier]]\nname = \"a\"\n[[carrier]]\nname = \"b\"\n\
+                    probe = { interval_ms = 10, down_after = 99999999999999999999999 }\n";
+        let map = SourceMap::new(text);
+        let at = text.find("9999").unwrap();
+        assert_eq!(map.path_at(at).to_string(), "carrier[1].probe.down_after");
+        let text = "[call]\nmax_duration_s = 99999999999999999999999\n";
+        let at = text.find("9999").unwrap();
+        assert_eq!(SourceMap::new(text).path_at(at).to_string(), "call.max_duration_s");
     }
 }

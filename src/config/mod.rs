@@ -10,6 +10,7 @@
 //! process's working directory, and are checked at load time.
 
 mod addr;
+pub mod bounds;
 mod defaults;
 mod error;
 mod locate;
@@ -43,7 +44,9 @@ impl Config {
         let map = SourceMap::new(text);
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| ConfigError::Invalid(vec![serde_diagnostic(&e, &map, origin)]))?;
-        validate::validate(raw).map_err(|problems| {
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|e| ConfigError::Invalid(vec![serde_diagnostic(&e, &map, origin)]))?;
+        validate::validate(raw, &table).map_err(|problems| {
             let mut diagnostics: Vec<Diagnostic> = problems
                 .into_iter()
                 .map(|(field, message)| Diagnostic {
@@ -58,11 +61,11 @@ impl Config {
         })
     }
 
-    /// Reads and validates a configuration file.
+    /// Reads (at most [`bounds::MAX_CONFIG_BYTES`]) and validates a configuration file.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path)
+        let text = bounds::read_limited_string(path, bounds::MAX_CONFIG_BYTES)
             .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
         Config::from_toml_str(&text, &origin)
     }

@@ -475,6 +475,8 @@ pub struct RegisterConfig {
 impl RegisterConfig {
     pub const DEFAULT_EXPIRES_S: u32 = 300;
     pub const MIN_EXPIRES_S: u32 = 60;
+    /// One day: a longer lifetime is never granted by a registrar and would only hide a typo.
+    pub const MAX_EXPIRES_S: u32 = 86_400;
 
     /// Requested registration lifetime.
     pub fn expires(&self) -> Duration {

@@ -935,3 +935,112 @@ no_provisional_ms = 10
     assert!(err.contains("outbound.preferred_carrier") && err.contains("no proxy"), "{err}");
     assert!(err.contains("fallback.human") && err.contains("with a proxy"), "{err}");
 }
+
+// ---- bounds: numbers the runtime can hold, files and strings read with a limit ------------
+
+#[test]
+fn durations_beyond_the_clock_are_refused() {
+    let text = with_carrier("[call]\nmax_duration_s = 9223372036854775807");
+    assert_error(&text, 2, "call.max_duration_s", "must be at most 86400");
+    assert_eq!(parse(&with_carrier("[call]\nmax_duration_s = 86400")).call.max_duration_s, 86_400);
+    let probe = "[[carrier]]\nname = \"a\"\nproxy = \"udp:10.0.0.1:5060\"\n\
+                 probe = { interval_ms = 9223372036854775807, timeout_ms = 9223372036854775807, \
+                 down_after = 4294967295, up_after = 101 }\n";
+    for field in ["interval_ms", "timeout_ms", "down_after", "up_after"] {
+        assert_error(probe, 4, &format!("carrier[0].probe.{field}"), "must be at most");
+    }
+}
+
+#[test]
+fn register_expires_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    let text = format!(
+        "[[carrier]]\nname = \"a\"\nproxy = \"udp:10.0.0.1:5060\"\n\
+         register = {{ user = \"u\", password_file = '{}', expires = 4294967295 }}\n",
+        pw.display()
+    );
+    assert_error(&text, 4, "carrier[0].register.expires", "must be at most 86400");
+}
+
+#[test]
+fn numbers_too_big_for_toml_keep_their_field() {
+    let text = with_carrier("[call]\nmax_duration_s = 99999999999999999999999");
+    let all = errors(&text);
+    let shown: Vec<String> = all.iter().map(ToString::to_string).collect();
+    assert!(
+        all.iter().any(|d| d.line == Some(2) && d.field.to_string() == "call.max_duration_s"),
+        "{shown:?}"
+    );
+    let text =
+        "[[carrier]]\nname = \"a\"\nproxy = \"udp:10.0.0.1:5060\"\n[[carrier]]\nname = \"b\"\n\
+                proxy = \"udp:10.0.0.2:5060\"\n[carrier.probe]\ndown_after = 99999999999\n";
+    assert_error(text, 8, "carrier[1].probe.down_after", "");
+    let text = "[media]\njitter_min_ms = -1\n";
+    assert_error(text, 2, "media.jitter_min_ms", "");
+}
+
+#[test]
+fn secret_files_are_read_with_a_limit() {
+    let text = "[[carrier]]\nname = \"a\"\nproxy = \"udp:10.0.0.1:5060\"\n\
+                register = { user = \"u\", password_file = \"/dev/zero\" }\n\
+                [[ai_endpoint]]\nname = \"p\"\nrole = \"primary\"\nprotocol = \"openai-realtime\"\n\
+                url = \"wss://a.example/x\"\ntoken_file = \"/dev/zero\"\n";
+    assert_error(text, 4, "carrier[0].register.password_file", "larger than 16384 bytes");
+    assert_error(text, 10, "ai_endpoint[0].token_file", "larger than 16384 bytes");
+}
+
+#[test]
+fn tls_and_prompt_files_must_be_regular_and_bounded() {
+    let text = "[sip]\ntls = { cert = \"/dev/zero\", key = \"/dev/zero\" }\n";
+    assert_error(text, 2, "sip.tls.cert", "not a regular file");
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.pem");
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len(bounds::MAX_PEM_BYTES + 1).unwrap();
+    let text =
+        format!("[sip]\ntls = {{ cert = '{}', key = '{}' }}\n", big.display(), big.display());
+    assert_error(&text, 2, "sip.tls.key", "larger than 1048576");
+    let prompt = dir.path().join("high-demand.wav");
+    std::fs::File::create(&prompt).unwrap().set_len(bounds::MAX_PROMPT_BYTES + 1).unwrap();
+    let text = with_carrier(&format!("[prompts]\ndir = '{}'", dir.path().display()));
+    assert_error(&text, 1, "prompts.high_demand", "larger than 2097152");
+}
+
+#[test]
+fn strings_and_lists_are_bounded_naming_the_field() {
+    let ua = "a".repeat(bounds::MAX_USER_AGENT + 1);
+    assert_error(
+        &with_carrier(&format!("[sip]\nuser_agent = \"{ua}\"")),
+        2,
+        "sip.user_agent",
+        "at most 256",
+    );
+    let ua = "a".repeat(bounds::MAX_USER_AGENT);
+    assert_eq!(parse(&with_carrier(&format!("[sip]\nuser_agent = \"{ua}\""))).sip.user_agent, ua);
+    let long = "x".repeat(bounds::MAX_STRING + 1);
+    let text = format!(
+        "[[carrier]]\nname = \"a\"\ninbound_from = [\"192.0.2.1\"]\n[[ai_endpoint]]\nname = \"p\"\n\
+         role = \"primary\"\nprotocol = \"openai-realtime\"\nurl = \"wss://a.example/x\"\n\
+         voice = \"{long}\"\ninstructions = \"{long}\"\nheaders = {{ X-A = \"{long}\" }}\n"
+    );
+    assert_error(&text, 9, "ai_endpoint[0].voice", "at most 4096");
+    assert_error(&text, 11, "ai_endpoint[0].headers.X-A", "at most 4096");
+    let all = errors(&text);
+    assert!(!all.iter().any(|d| d.field.to_string() == "ai_endpoint[0].instructions"), "{all:?}");
+    let many = vec!["\"192.0.2.1\""; bounds::MAX_ENTRIES + 1].join(",");
+    let text = format!("[[carrier]]\nname = \"a\"\ninbound_from = [{many}]\n");
+    assert_error(&text, 3, "carrier[0].inbound_from", "at most 1024");
+}
+
+#[test]
+fn load_refuses_a_file_larger_than_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.toml");
+    let ua = "a".repeat(bounds::MAX_CONFIG_BYTES as usize);
+    std::fs::write(&path, format!("[sip]\nuser_agent = \"{ua}\"\n")).unwrap();
+    let e = Config::load(&path).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+    assert!(e.to_string().contains("larger than 1048576 bytes"), "{e}");
+}

@@ -29,6 +29,10 @@ const WRITE_QUEUE: usize = 1024;
 /// How long we wait for the agent's close frame after sending ours.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A frame the agent does not take within this is a dead connection (an agent that stops
+/// reading must not hold the task, and its close, forever).
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the drive loop asks of one connection.
 #[derive(Debug)]
 pub enum WsCommand {
@@ -141,12 +145,17 @@ impl AiConnections {
         }
     }
 
-    /// Closes `conn` cleanly if open, or stops its connect attempt.
+    /// Closes `conn` cleanly if open (or at once when its writer is full: a flooding or
+    /// stuck agent is cut off), or stops its connect attempt.
     pub fn close(&mut self, conn: u64) {
         match self.writers.remove(&conn) {
             Some(w) => {
-                let _ = w.try_send(WsCommand::Close);
-                self.tasks.remove(&conn);
+                let task = self.tasks.remove(&conn);
+                if w.try_send(WsCommand::Close).is_err() {
+                    if let Some(task) = task {
+                        task.abort();
+                    }
+                }
             }
             None => {
                 if let Some(task) = self.tasks.remove(&conn) {
@@ -231,6 +240,22 @@ fn classify(e: &WsError) -> FailureKind {
     }
 }
 
+/// How a read error counts: frames over the size limit, bad UTF-8 or framing are the agent
+/// breaking the protocol (its breaker trips); anything else is a dropped connection.
+fn stream_failure(e: &WsError) -> FailureKind {
+    match e {
+        WsError::Capacity(_) | WsError::Protocol(_) | WsError::Utf8(_) | WsError::AttackAttempt => {
+            FailureKind::Protocol
+        }
+        _ => FailureKind::Dropped,
+    }
+}
+
+/// Sends one message within [`SEND_TIMEOUT`]; false when the connection is unusable.
+async fn send(sink: &mut futures_util::stream::SplitSink<Ws, Message>, msg: Message) -> bool {
+    matches!(tokio::time::timeout(SEND_TIMEOUT, sink.send(msg)).await, Ok(Ok(())))
+}
+
 /// Pumps one open connection until it closes, then reports how.
 async fn run_connection(conn: u64, ws: Ws, events: NetTx) {
     let (mut sink, mut stream) = ws.split();
@@ -242,17 +267,18 @@ async fn run_connection(conn: u64, ws: Ws, events: NetTx) {
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 Some(WsCommand::Text(t)) => {
-                    if sink.send(Message::text(t)).await.is_err() { break FailureKind::Dropped; }
+                    if !send(&mut sink, Message::text(t)).await { break FailureKind::Dropped; }
                 }
                 Some(WsCommand::Ping) => {
-                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break FailureKind::Dropped; }
+                    if !send(&mut sink, Message::Ping(Vec::new().into())).await { break FailureKind::Dropped; }
                 }
                 Some(WsCommand::Close) | None => {
                     let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    // the closing handshake: wait (bounded) for the agent's close frame
-                    let _ = tokio::time::timeout(CLOSE_WAIT, close_reply(&mut stream)).await;
-                    let _ = sink.close().await;
+                    if send(&mut sink, Message::Close(Some(frame))).await {
+                        // the closing handshake: wait (bounded) for the agent's close frame
+                        let _ = tokio::time::timeout(CLOSE_WAIT, close_reply(&mut stream)).await;
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.close()).await;
+                    }
                     return; // we closed it: nothing to report
                 }
             },
@@ -272,7 +298,8 @@ async fn run_connection(conn: u64, ws: Ws, events: NetTx) {
                     break if clean { FailureKind::CleanClose } else { FailureKind::Dropped };
                 }
                 Some(Ok(Message::Frame(_))) => {}
-                Some(Err(_)) | None => break FailureKind::Dropped,
+                Some(Err(e)) => break stream_failure(&e),
+                None => break FailureKind::Dropped,
             },
         }
     };

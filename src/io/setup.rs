@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::config::bounds::{read_limited, ReadError, MAX_PROMPT_BYTES};
 use crate::config::NoAnswerAction;
 use crate::config::{
     AiAudioFormat, AiEndpointConfig, AiProtocolName, AiRole, CarrierConfig, Config,
@@ -32,7 +33,7 @@ const HANGUP_AFTER_PROMPT: Duration = Duration::from_millis(500);
 #[derive(Debug, Error)]
 pub enum SetupError {
     #[error("prompt {path}: {source}")]
-    PromptRead { path: PathBuf, source: std::io::Error },
+    PromptRead { path: PathBuf, source: ReadError },
     #[error("prompts.{key}: {path}: {source}")]
     Prompt { key: &'static str, path: PathBuf, source: LadderPromptError },
     #[error("embedded prompt {key}: {source}")]
@@ -208,7 +209,7 @@ fn carrier_settings(config: &Config, c: &CarrierConfig) -> CarrierSettings {
 fn load_prompts(config: &Config) -> Result<LadderPrompts, SetupError> {
     LadderPrompts::try_from_fn(|id| match config.prompts.path(id) {
         Some(path) => {
-            let bytes = std::fs::read(path)
+            let bytes = read_limited(path, MAX_PROMPT_BYTES)
                 .map_err(|source| SetupError::PromptRead { path: path.to_path_buf(), source })?;
             load_checked(&bytes).map_err(|source| SetupError::Prompt {
                 key: id.key(),

@@ -3,13 +3,17 @@
 
 use ipnet::IpNet;
 
-use super::checks::{at_least, header_text, host, required, user_part};
+use super::checks::{between, header_text, host, required, user_part};
 use super::Checker;
 use crate::config::addr::{parse_net, parse_transport_addr};
+use crate::config::bounds::{read_limited_string, MAX_SECRET_BYTES};
 use crate::config::error::FieldPath;
 use crate::config::model::{CarrierConfig, Password, ProbeConfig, RegisterConfig};
 use crate::config::raw::{RawCarrier, RawProbe, RawRegister};
 use crate::core::sip::Peer;
+
+/// The longest probe interval (and timeout): one hour.
+const MAX_PROBE_INTERVAL_MS: u64 = 3_600_000;
 
 /// What cross-carrier checks need, kept even when the carrier itself is invalid.
 struct Checked {
@@ -134,13 +138,21 @@ fn probe(
     }
     let raw = raw.unwrap_or_default();
     let d = ProbeConfig::DEFAULT;
-    let interval_ms =
-        at_least(raw.interval_ms.unwrap_or(d.interval_ms), 1, &path.key("interval_ms"), c);
-    let timeout_ms =
-        at_least(raw.timeout_ms.unwrap_or(d.timeout_ms), 1, &path.key("timeout_ms"), c);
+    let interval_ms = between(
+        raw.interval_ms.unwrap_or(d.interval_ms),
+        (1, MAX_PROBE_INTERVAL_MS),
+        &path.key("interval_ms"),
+        c,
+    );
+    let timeout_ms = between(
+        raw.timeout_ms.unwrap_or(d.timeout_ms),
+        (1, MAX_PROBE_INTERVAL_MS),
+        &path.key("timeout_ms"),
+        c,
+    );
     let down_after =
-        at_least(raw.down_after.unwrap_or(d.down_after), 1, &path.key("down_after"), c);
-    let up_after = at_least(raw.up_after.unwrap_or(d.up_after), 1, &path.key("up_after"), c);
+        between(raw.down_after.unwrap_or(d.down_after), (1, 100), &path.key("down_after"), c);
+    let up_after = between(raw.up_after.unwrap_or(d.up_after), (1, 100), &path.key("up_after"), c);
     if let (Some(interval), Some(timeout)) = (interval_ms, timeout_ms) {
         if timeout > interval {
             c.error(
@@ -166,7 +178,8 @@ fn register(raw: RawRegister, path: &FieldPath, c: &mut Checker) -> Option<Regis
         required(raw.user, &path.key("user"), c).and_then(|u| user_part(&u, &path.key("user"), c));
     let password = password(raw.password_file, raw.password_env, path, c);
     let expires = raw.expires.unwrap_or(RegisterConfig::DEFAULT_EXPIRES_S);
-    let expires_s = at_least(expires, RegisterConfig::MIN_EXPIRES_S, &path.key("expires"), c);
+    let range = (RegisterConfig::MIN_EXPIRES_S, RegisterConfig::MAX_EXPIRES_S);
+    let expires_s = between(expires, range, &path.key("expires"), c);
     let domain = optional(raw.domain, |d, c| host(d, &path.key("domain"), c), c);
     let realm = optional(raw.realm, |r, c| realm(r, &path.key("realm"), c), c);
     let contact_user =
@@ -231,7 +244,7 @@ pub(crate) fn password_from_file(
     path: &FieldPath,
     c: &mut Checker,
 ) -> Option<Password> {
-    match std::fs::read_to_string(file) {
+    match read_limited_string(std::path::Path::new(file), MAX_SECRET_BYTES) {
         Ok(text) => non_empty_password(text.trim_end_matches(['\r', '\n']), path, c),
         Err(e) => {
             c.error(path, format!("{file:?}: cannot read: {e}"));

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use super::Checker;
+use crate::config::bounds::MAX_PEM_BYTES;
 use crate::config::error::FieldPath;
 
 /// A value that must be present: records "is required" when missing.
@@ -29,8 +30,34 @@ pub(crate) fn at_least<T: PartialOrd + std::fmt::Display>(
     Some(value)
 }
 
-/// A file that must exist and be readable now (TLS material, prompts).
+/// Records an error unless `lo <= value <= hi` ("must be at least" / "must be at most").
+pub(crate) fn between<T: PartialOrd + std::fmt::Display>(
+    value: T,
+    (lo, hi): (T, T),
+    path: &FieldPath,
+    c: &mut Checker,
+) -> Option<T> {
+    let value = at_least(value, lo, path, c)?;
+    if value > hi {
+        c.error(path, format!("must be at most {hi} (got {value})"));
+        return None;
+    }
+    Some(value)
+}
+
+/// A file that must exist, be readable now and be a regular file of at most `max` bytes
+/// (TLS material, CA bundles): what the runtime later reads is bounded.
 pub(crate) fn readable_file(value: &str, path: &FieldPath, c: &mut Checker) -> Option<PathBuf> {
+    bounded_file(value, MAX_PEM_BYTES, path, c)
+}
+
+/// [`readable_file`] with its own size limit.
+pub(crate) fn bounded_file(
+    value: &str,
+    max: u64,
+    path: &FieldPath,
+    c: &mut Checker,
+) -> Option<PathBuf> {
     if value.is_empty() {
         c.error(path, "must not be empty");
         return None;
@@ -40,13 +67,22 @@ pub(crate) fn readable_file(value: &str, path: &FieldPath, c: &mut Checker) -> O
         c.error(path, format!("{value:?}: is a directory, expected a file"));
         return None;
     }
-    match File::open(&file) {
-        Ok(_) => Some(file),
+    let meta = match File::open(&file).and_then(|f| f.metadata()) {
+        Ok(meta) => meta,
         Err(e) => {
             c.error(path, format!("{value:?}: cannot open: {e}"));
-            None
+            return None;
         }
+    };
+    if !meta.is_file() {
+        c.error(path, format!("{value:?}: not a regular file"));
+        return None;
     }
+    if meta.len() > max {
+        c.error(path, format!("{value:?}: {} bytes, larger than {max}", meta.len()));
+        return None;
+    }
+    Some(file)
 }
 
 /// A host name or IP literal (`example.com`, `192.0.2.1`, `[2001:db8::1]`).

@@ -6,6 +6,7 @@ mod carrier;
 mod checks;
 mod connections;
 mod ladder;
+mod lengths;
 mod sections;
 
 use super::error::FieldPath;
@@ -28,8 +29,10 @@ impl Checker {
 }
 
 /// Validates the whole file; `Err` carries every problem found.
-pub(crate) fn validate(raw: RawConfig) -> Result<Config, Problems> {
+/// `table` is the same document untyped, for the length bounds of every value.
+pub(crate) fn validate(raw: RawConfig, table: &toml::Table) -> Result<Config, Problems> {
     let mut c = Checker::default();
+    lengths::check(table, &mut c);
     let root = FieldPath::root();
     let sip = sections::sip(raw.sip, &root.key("sip"), &mut c);
     let media = sections::media(raw.media, &root.key("media"), &mut c);

@@ -4,9 +4,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use super::checks::{at_least, header_text, host, readable_file, required};
+use super::checks::{between, bounded_file, header_text, host, readable_file, required};
 use super::Checker;
 use crate::config::addr::{ListenAddr, PortRange};
+use crate::config::bounds::{read_limited, MAX_PROMPT_BYTES};
 use crate::config::defaults;
 use crate::config::error::FieldPath;
 use crate::config::model::{
@@ -301,10 +302,11 @@ pub(crate) fn prompts(raw: RawPrompts, path: &FieldPath, c: &mut Checker) -> Opt
     ok.then_some(PromptsConfig { dir: Some(dir_path), high_demand, files })
 }
 
-/// A prompt file that exists, is readable, and loads as a prompt of an accepted length.
+/// A prompt file that exists, is readable, and loads as a prompt of an accepted length (read
+/// with a size limit).
 fn prompt_file(file: &std::path::Path, path: &FieldPath, c: &mut Checker) -> Option<()> {
-    readable_file(&file.to_string_lossy(), path, c)?;
-    let loaded = std::fs::read(file)
+    bounded_file(&file.to_string_lossy(), MAX_PROMPT_BYTES, path, c)?;
+    let loaded = read_limited(file, MAX_PROMPT_BYTES)
         .map_err(|e| e.to_string())
         .and_then(|bytes| load_checked(&bytes).map_err(|e| e.to_string()));
     match loaded {
@@ -316,9 +318,13 @@ fn prompt_file(file: &std::path::Path, path: &FieldPath, c: &mut Checker) -> Opt
     }
 }
 
+/// The longest call accepted: one day (any larger value is a mistake, and the largest integers
+/// would overflow the clock when a call starts).
+pub const MAX_CALL_DURATION_S: u64 = 86_400;
+
 pub(crate) fn call(raw: RawCall, path: &FieldPath, c: &mut Checker) -> Option<CallConfig> {
     let max = raw.max_duration_s.unwrap_or(defaults::MAX_CALL_DURATION_S);
-    let max_duration_s = at_least(max, 1, &path.key("max_duration_s"), c)?;
+    let max_duration_s = between(max, (1, MAX_CALL_DURATION_S), &path.key("max_duration_s"), c)?;
     Some(CallConfig { max_duration_s })
 }
 

@@ -67,6 +67,8 @@ pub enum ChangeCause {
     TrialFailed(Option<FailureKind>),
     /// The half-open trial never reported within the trial timeout.
     TrialUnreported,
+    /// The endpoint broke the protocol (a flood, oversized frames, too many marks).
+    Violation,
 }
 
 impl ChangeCause {
@@ -85,6 +87,7 @@ impl ChangeCause {
                 None => "the trial failed".to_string(),
             },
             ChangeCause::TrialUnreported => "the trial never reported".to_string(),
+            ChangeCause::Violation => format!("{endpoint} broke the protocol's bounds"),
         }
     }
 }
@@ -257,6 +260,17 @@ impl CircuitBreaker {
         }
     }
 
+    /// The endpoint broke the protocol (a flood, oversized frames, too many marks): a failure
+    /// that opens the breaker at once, whatever the count. A connection that opens and then
+    /// misbehaves would otherwise reset the count with every successful connect.
+    pub fn on_violation(&mut self, now: Instant) {
+        self.handle_timeout(now);
+        self.stats.failures += 1;
+        if !matches!(self.inner, Inner::Open { .. }) {
+            self.trip(now, ChangeCause::Violation);
+        }
+    }
+
     /// A neutral outcome frees a half-open trial slot without deciding anything.
     fn on_neutral(&mut self) {
         if let Inner::HalfOpen { trial: Some(_) } = self.inner {
@@ -332,6 +346,20 @@ mod tests {
             b.record(t0, Err(FailureKind::Dropped));
         }
         b
+    }
+
+    #[test]
+    fn a_violation_trips_at_once_even_between_successful_connects() {
+        let t0 = Instant::now();
+        let mut b = CircuitBreaker::default();
+        assert!(b.try_acquire(t0));
+        b.record(t0, Ok(()));
+        b.on_violation(t0);
+        assert!(matches!(b.state(t0), BreakerState::Open));
+        assert!(!b.try_acquire(t0 + Duration::from_secs(1)), "refused during the cooldown");
+        assert_eq!(b.stats().trips, 1);
+        b.on_violation(t0 + Duration::from_secs(2));
+        assert_eq!(b.stats().trips, 1, "an open breaker is not tripped again");
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! - [`twilio`] and [`openai`]: typed messages of the two wire protocols (Twilio Media Streams,
 //!   OpenAI Realtime), JSON encoders and panic-free decoders.
 //! - [`session`]: the per-call bridge state machine over one connected endpoint.
+//! - [`guard`]: what one agent may send per call (rates, marks, queued audio).
 //!
 //! The I/O layer (tokio-tungstenite) feeds text frames in, drains text frames out, maps binary
 //! frames to [`ProtocolError::Binary`] and reports connect outcomes as [`FailureKind`].
 
 pub mod breaker;
+pub mod guard;
 pub mod openai;
 pub mod selector;
 pub mod session;

@@ -182,6 +182,14 @@ impl SetupAttempt {
         self
     }
 
+    /// A setup whose first connect waits until `at` (repeated mid-call failovers back off);
+    /// the full budget starts then. The caller hears the filler meanwhile.
+    pub fn not_before(mut self, at: Instant) -> Self {
+        self.timers.set(Timer::AiConnectRetry, at);
+        self.timers.set(Timer::AiSetupBudget, at + self.config.effective_budget());
+        self
+    }
+
     /// Reports how attempt `id` ended. Results of attempts no longer in flight are ignored.
     pub fn on_connect_result(
         &mut self,

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::guard::{AgentGuard, GuardConfig, Violation};
 use super::openai::{self, AudioFormat, AudioInput, AudioOutput, RealtimeSession, SessionAudio};
 use super::twilio::{self, StartInfo};
 use super::{ProtocolError, DEFAULT_MAX_FRAME};
@@ -86,6 +87,8 @@ pub struct SessionConfig {
     pub max_outgoing: usize,
     pub transcript_max_entries: usize,
     pub transcript_max_chars: usize,
+    /// What the agent may send (rates, marks, queued audio): breaking it ends the session.
+    pub guard: GuardConfig,
 }
 
 impl Default for SessionConfig {
@@ -99,6 +102,7 @@ impl Default for SessionConfig {
             max_outgoing: 500,
             transcript_max_entries: 64,
             transcript_max_chars: 8000,
+            guard: GuardConfig::default(),
         }
     }
 }
@@ -203,6 +207,9 @@ pub enum AiEvent {
     /// Connected, but no audio and no sign of speech within the first-audio timeout (pings
     /// answered or not): fail over as for a dead socket.
     Mute,
+    /// The agent broke a bound (flood, too many marks, too much audio ahead): the session is
+    /// over; a failure for the agent's breaker, and the call fails over.
+    Violation(Violation),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -237,6 +244,8 @@ pub struct SessionStats {
     pub stalls: u64,
     /// Sessions given up for sending no audio and no sign of speech after open.
     pub mutes: u64,
+    /// Bounds broken by the agent (at most one per session: it ends the session).
+    pub violations: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,6 +296,7 @@ pub struct AiSession {
     truncated: VecDeque<String>,
     pending_assistant: Option<(String, String)>,
     stats: SessionStats,
+    guard: AgentGuard,
 }
 
 impl AiSession {
@@ -328,6 +338,7 @@ impl AiSession {
             truncated: VecDeque::new(),
             pending_assistant: None,
             stats: SessionStats::default(),
+            guard: AgentGuard::new(config.guard),
         }
     }
 
@@ -429,6 +440,10 @@ impl AiSession {
         self.on_activity(now);
         self.stats.frames_in += 1;
         let mut events = Vec::new();
+        if let Err(v) = self.guard.on_frame(now, text.len()) {
+            self.violate(v, &mut events);
+            return events;
+        }
         let result = match self.protocol {
             AiProtocol::Twilio => twilio::decode_with_limit(text, self.config.max_frame)
                 .map(|m| self.on_twilio(m, &mut events)),
@@ -438,6 +453,7 @@ impl AiSession {
         if let Err(e) = result {
             self.stats.errors_in += 1;
             events.push(AiEvent::Error(e.to_string()));
+            self.bad_frame(now, &mut events);
         }
         events
     }
@@ -449,7 +465,24 @@ impl AiSession {
         }
         self.on_activity(now);
         self.stats.errors_in += 1;
-        vec![AiEvent::Error(error.to_string())]
+        let mut events = vec![AiEvent::Error(error.to_string())];
+        self.bad_frame(now, &mut events);
+        events
+    }
+
+    fn bad_frame(&mut self, now: Instant, events: &mut Vec<AiEvent>) {
+        if let Err(v) = self.guard.on_bad_frame(now) {
+            self.violate(v, events);
+        }
+    }
+
+    /// The agent broke a bound: the session ends here (nothing more is read or queued).
+    fn violate(&mut self, v: Violation, events: &mut Vec<AiEvent>) {
+        self.stats.violations += 1;
+        self.state = State::Closed;
+        self.timers.stop_all();
+        self.marks.clear();
+        events.push(AiEvent::Violation(v));
     }
 
     /// Any sign of life from the agent (every frame, including WebSocket pongs).
@@ -573,13 +606,22 @@ impl AiSession {
         match msg {
             twilio::Inbound::Media { ulaw, .. } => {
                 self.heard_speech();
+                if let Err(v) = self.guard.check_unplayed(self.unplayed() + ulaw.len() as u64, 8000)
+                {
+                    return self.violate(v, events);
+                }
                 self.queued += ulaw.len() as u64;
                 events.push(AiEvent::Audio(AiAudio::Ulaw8k(ulaw)));
             }
             twilio::Inbound::Mark { name, .. } if self.queued <= self.played => {
                 self.echo_mark(name, events);
             }
-            twilio::Inbound::Mark { name, .. } => self.marks.push_back((name, self.queued)),
+            twilio::Inbound::Mark { name, .. } => {
+                if let Err(v) = self.guard.check_mark(self.marks.len(), &name) {
+                    return self.violate(v, events);
+                }
+                self.marks.push_back((name, self.queued));
+            }
             twilio::Inbound::Clear { .. } => {
                 self.heard_speech();
                 self.flush(events);
@@ -652,6 +694,10 @@ impl AiSession {
                 }
             },
         };
+        let ahead = self.unplayed() + audio.samples() as u64;
+        if let Err(v) = self.guard.check_unplayed(ahead, self.output_rate()) {
+            return self.violate(v, events);
+        }
         if self.current_item.as_ref().is_none_or(|i| i.item_id != item_id) {
             self.current_item = Some(ItemPlayout { item_id, start: self.queued, end: self.queued });
         }

@@ -619,3 +619,139 @@ fn the_default_first_audio_timeout_is_four_seconds() {
     assert_eq!(s.handle_timeout(t0 + MS(3999)), vec![]);
     assert_eq!(s.handle_timeout(t0 + MS(4000)), vec![AiEvent::Mute]);
 }
+
+// ---------------------------------------------------------------- bounds (guard)
+
+fn media(sid: &str, n: usize) -> String {
+    encode_agent_media(sid, &vec![0x2a; n])
+}
+
+fn violations(events: &[AiEvent]) -> usize {
+    events.iter().filter(|e| matches!(e, AiEvent::Violation(_))).count()
+}
+
+#[test]
+fn a_mark_flood_is_a_violation_at_the_cap_and_the_session_ends() {
+    let t0 = Instant::now();
+    let mut s = twilio_open(t0, None);
+    drain(&mut s);
+    // Audio queued and unplayed: every mark waits for it.
+    assert!(violations(&s.on_text(t0, &media("MZ1", 800))).eq(&0));
+    let max = SessionConfig::default().guard.max_marks;
+    let mut at = None;
+    for i in 0..max + 10 {
+        // spread over time so that the rate bound is not what stops it
+        let now = t0 + MS(i as u64 * 2);
+        let ev = s.on_text(now, &encode_agent_mark("MZ1", &format!("m{i}")));
+        if violations(&ev) > 0 {
+            at = Some(i);
+            break;
+        }
+    }
+    assert_eq!(at, Some(max), "the mark beyond {max} breaks the bound");
+    assert_eq!(s.stats().violations, 1);
+    // Over: nothing more is taken, no marks are echoed, nothing queued.
+    assert!(s.on_text(t0 + MS(3000), &media("MZ1", 160)).is_empty());
+    assert!(s.on_played(t0 + MS(3000), 800).is_empty());
+    assert!(drain(&mut s).is_empty());
+}
+
+#[test]
+fn a_long_mark_name_is_a_violation() {
+    let t0 = Instant::now();
+    let mut s = twilio_open(t0, None);
+    s.on_text(t0, &media("MZ1", 800));
+    let name = "x".repeat(SessionConfig::default().guard.max_mark_name + 1);
+    let ev = s.on_text(t0, &encode_agent_mark("MZ1", &name));
+    assert_eq!(violations(&ev), 1, "{ev:?}");
+}
+
+#[test]
+fn audio_far_ahead_of_the_caller_is_a_violation() {
+    let t0 = Instant::now();
+    let mut s = twilio_open(t0, None);
+    // 120 s may be queued (60 frames of 2 s), the next 20 ms is too much...
+    for i in 0..60u64 {
+        let ev = s.on_text(t0 + MS(i * 20), &media("MZ1", 16_000));
+        assert_eq!(violations(&ev), 0, "frame {i}");
+    }
+    // ...unless the caller has heard some of it.
+    s.on_played(t0 + MS(1300), 160);
+    assert_eq!(violations(&s.on_text(t0 + MS(1300), &media("MZ1", 160))), 0);
+    let ev = s.on_text(t0 + MS(1320), &media("MZ1", 160));
+    assert_eq!(
+        ev,
+        vec![AiEvent::Violation(super::super::guard::Violation::Unplayed { max_ms: 120_000 })]
+    );
+}
+
+#[test]
+fn openai_deltas_far_ahead_are_a_violation_at_24_khz() {
+    let t0 = Instant::now();
+    let mut s = openai_open(t0, OpenAiFormat::Pcm24k, None);
+    // 2 s of 24 kHz PCM16 per delta: 96 000 bytes
+    let chunk = vec![0u8; 96_000];
+    let mut broke = None;
+    for i in 0..70u64 {
+        if violations(&s.on_text(t0 + MS(i * 20), &delta("item_1", &chunk))) > 0 {
+            broke = Some(i);
+            break;
+        }
+    }
+    assert_eq!(broke, Some(60), "120 s of audio ahead is the bound");
+}
+
+#[test]
+fn a_frame_flood_and_garbage_are_violations_on_the_fake_clock() {
+    let t0 = Instant::now();
+    let max = SessionConfig::default().guard.max_frames_per_s as usize;
+    // Unknown but well-formed frames: cheap for the agent, a flood for us.
+    let mut s = twilio_open(t0, None);
+    let mut broke = None;
+    for i in 0..max + 5 {
+        let ev = s.on_text(t0 + Duration::from_micros(i as u64 * 100), r#"{"event":"noise"}"#);
+        if violations(&ev) > 0 {
+            broke = Some(i);
+            break;
+        }
+    }
+    assert_eq!(broke, Some(max));
+    // The same number of frames spread over two seconds is fine.
+    let mut s = twilio_open(t0, None);
+    for i in 0..max {
+        let ev = s.on_text(t0 + MS(i as u64 * 2), r#"{"event":"noise"}"#);
+        assert_eq!(violations(&ev), 0, "frame {i}");
+    }
+    // Garbage: a handful is tolerated (errors), a stream of it is a violation.
+    let mut s = twilio_open(t0, None);
+    let bad = SessionConfig::default().guard.max_bad_frames_per_s as usize;
+    for i in 0..bad {
+        let ev = s.on_text(t0 + MS(i as u64), "not json");
+        assert!(matches!(ev.as_slice(), [AiEvent::Error(_)]), "{ev:?}");
+    }
+    assert_eq!(violations(&s.on_text(t0 + MS(30), "not json")), 1);
+    // Binary frames count as garbage too.
+    let mut s = twilio_open(t0, None);
+    let mut n = 0;
+    while violations(&s.on_protocol_error(t0, ProtocolError::Binary)) == 0 {
+        n += 1;
+        assert!(n <= bad, "binary frames never broke the bound");
+    }
+}
+
+#[test]
+fn a_byte_flood_of_big_frames_is_a_violation() {
+    let t0 = Instant::now();
+    let mut s = twilio_open(t0, None);
+    // 200 KiB frames of well-formed but unknown events, 50 in a second: 10 MB/s.
+    let big = format!(r#"{{"event":"noise","pad":"{}"}}"#, "a".repeat(200 * 1024));
+    let mut broke = None;
+    for i in 0..50u64 {
+        if violations(&s.on_text(t0 + MS(i * 20), &big)) > 0 {
+            broke = Some(i);
+            break;
+        }
+    }
+    let at = broke.expect("a byte flood breaks the bound");
+    assert!((39..=41).contains(&at), "8 MiB per second: broke at frame {at}");
+}

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
+use rand::{Rng, RngCore};
 
 use crate::core::ai::selector::{
     Action, AiBreakers, AttemptId, Endpoint, SelectorConfig, SetupAttempt,
@@ -147,6 +147,26 @@ pub struct Bridge {
     last_failure: Option<(Endpoint, FailureKind)>,
     /// Connections tried since the last setup began.
     attempts: u32,
+    /// Mid-call failovers of this call so far (the second and later back off).
+    failovers: u32,
+}
+
+/// Backoff of repeated mid-call failovers: the first re-bridges at once, the n-th (n ≥ 2)
+/// waits a jittered delay in [c/2, c] with c = min(MAX, BASE·2^(n-2)): 0.25-0.5 s, 0.5-1 s, ...
+/// up to 4-8 s, so a call with a broken agent makes a few reconnects, never dozens.
+const FAILOVER_BACKOFF_BASE: Duration = Duration::from_millis(500);
+const FAILOVER_BACKOFF_MAX: Duration = Duration::from_secs(8);
+
+/// The delay before re-bridging after failover number `n` (1-based) of one call.
+pub fn failover_delay(n: u32, rng: &mut impl RngCore) -> Duration {
+    if n <= 1 {
+        return Duration::ZERO;
+    }
+    let factor = 1u32 << (n - 2).min(16);
+    let ceiling = FAILOVER_BACKOFF_BASE.saturating_mul(factor).min(FAILOVER_BACKOFF_MAX);
+    let half = ceiling / 2;
+    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(rng.gen_range(0..=nanos))
 }
 
 impl Bridge {
@@ -169,6 +189,7 @@ impl Bridge {
             live_at: None,
             last_failure: None,
             attempts: 0,
+            failovers: 0,
         };
         let mut out = Vec::new();
         bridge.poll_setup(now, hub, rng, &mut out);
@@ -331,7 +352,11 @@ impl Bridge {
                     out.push(BridgeOutput::AgentDone);
                 } else {
                     if let Some(b) = hub.breakers.get_mut(endpoint) {
-                        b.record(now, Err(kind));
+                        match kind {
+                            // Oversized or malformed WebSocket frames: the agent broke the protocol.
+                            FailureKind::Protocol => b.on_violation(now),
+                            _ => b.record(now, Err(kind)),
+                        }
                     }
                     self.fail_over(now, kind, hub, rng, &mut out);
                 }
@@ -396,13 +421,20 @@ impl Bridge {
         out: &mut Vec<BridgeOutput>,
     ) {
         let stalled = events.iter().any(|e| matches!(e, AiEvent::Stalled | AiEvent::Mute));
+        let violated = events.iter().any(|e| matches!(e, AiEvent::Violation(_)));
         if events.contains(&AiEvent::Mute) {
             tracing::warn!("AI agent mute: no audio and no sign of speech since it went live");
         }
         self.on_events(now, events, hub, out);
         self.drain(out);
-        if stalled {
-            self.fail_over(now, FailureKind::Stalled, hub, rng, out);
+        if violated {
+            if let Some(b) = self.live_endpoint().and_then(|e| hub.breakers.get_mut(e)) {
+                b.on_violation(now);
+            }
+        }
+        if stalled || violated {
+            let kind = if violated { FailureKind::Protocol } else { FailureKind::Stalled };
+            self.fail_over(now, kind, hub, rng, out);
         }
     }
 
@@ -435,6 +467,9 @@ impl Bridge {
                 }
                 AiEvent::Clear => out.push(BridgeOutput::Clear),
                 AiEvent::Error(e) => tracing::debug!(error = %e, "agent frame refused"),
+                AiEvent::Violation(v) => {
+                    tracing::warn!(violation = %v, "agent broke its bounds: failing over")
+                }
                 AiEvent::Ready
                 | AiEvent::Mark(_)
                 | AiEvent::SpeechStarted
@@ -489,6 +524,11 @@ impl Bridge {
         let mut attempt = SetupAttempt::new(now, hub.selector);
         if let Some(endpoint) = failed {
             attempt = attempt.after_failure_of(endpoint);
+        }
+        self.failovers = self.failovers.saturating_add(1);
+        let delay = failover_delay(self.failovers, rng);
+        if !delay.is_zero() {
+            attempt = attempt.not_before(now + delay);
         }
         self.phase = Phase::Setup { attempt, in_flight: None };
         self.poll_setup(now, hub, rng, out);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::*;
 
 mod ai;
+mod hostile_agent;
 mod human;
 mod ladder;
 mod operator;
