@@ -420,12 +420,15 @@ fn an_ai_endpoint_out_of_service_gets_no_calls() {
     assert_eq!(h.ep.status(h.now).admin.ai_endpoints_out_of_service, vec!["primary".to_string()]);
 }
 
-/// PCMU packets sent to the caller so far (RTCP not counted), forgotten with the RTCP.
+/// PCMU packets carrying audible audio sent to the caller so far (comfort noise and RTCP not
+/// counted), forgotten with the rest of the RTP and RTCP.
 fn take_pcmu(h: &mut Harness) -> usize {
+    // μ-law codes of magnitude 0x70-0x7F are within a few steps of zero: comfort noise
+    let audible = |payload: &[u8]| payload.iter().any(|b| b & 0x7f < 0x60);
     let mut n = 0;
     h.out.retain(|o| match o {
         Output::Transmit(Transmit::Rtp { data, .. }) => {
-            n += usize::from(data.len() > 12 && data[1] & 0x7f == 0);
+            n += usize::from(data.len() > 12 && data[1] & 0x7f == 0 && audible(&data[12..]));
             false
         }
         _ => true,
