@@ -494,7 +494,14 @@ impl Endpoint {
                 self.tx.handle_request(now, peer, req)
             }
             Ok(SipMessage::Request(_)) => self.counters.dropped_unknown_source += 1,
-            Ok(SipMessage::Response(resp)) => self.tx.handle_response(now, peer, resp),
+            // a response from outside every carrier's networks reaches the transactions only
+            // when it answers a request we sent to that very address
+            Ok(SipMessage::Response(resp))
+                if allowed || self.tx.expects_response_from(peer.addr.ip(), &resp) =>
+            {
+                self.tx.handle_response(now, peer, resp)
+            }
+            Ok(SipMessage::Response(_)) => self.counters.dropped_unknown_source += 1,
             Err(err) => self.bad_message(peer, data, &err, allowed),
         }
     }

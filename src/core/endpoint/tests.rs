@@ -605,6 +605,40 @@ fn carrier_probing_marks_down_then_up() {
 }
 
 #[test]
+fn responses_from_outside_the_carriers_reach_no_transaction_unless_we_asked_that_address() {
+    // the proxy (203.0.113.5) is outside the carrier's inbound_from: its answers to our
+    // probes count; the same answers forged from another address outside are dropped
+    const PROXY: &str = "203.0.113.5:5060";
+    const FORGER: &str = "198.51.100.66:5060";
+    let mut cfg = config();
+    cfg.carriers[0] = carrier("carrier-a", "127.0.0.2/32", Some(PROXY));
+    let mut h = Harness::new(cfg);
+    let answer_from = |h: &mut Harness, from: &str| {
+        for (_, m) in h.take_sip() {
+            if let SipMessage::Request(opt) = m {
+                let ok = build::response_to(&opt.headers, 200, Some("p"), "carrier");
+                h.send(from, &String::from_utf8(ok.to_bytes()).unwrap());
+            }
+        }
+    };
+    for _ in 0..300 {
+        h.advance(Duration::from_millis(10));
+        answer_from(&mut h, FORGER);
+    }
+    let status = h.ep.status(h.now);
+    assert_ne!(status.carriers[0].state, "up", "forged answers must not bring it up");
+    assert!(status.counters.dropped_unknown_source >= 2, "{:?}", status.counters);
+    for _ in 0..300 {
+        h.advance(Duration::from_millis(10));
+        answer_from(&mut h, PROXY);
+        if h.ep.status(h.now).carriers[0].state == "up" {
+            break;
+        }
+    }
+    assert_eq!(h.ep.status(h.now).carriers[0].state, "up", "the proxy's own answers count");
+}
+
+#[test]
 fn a_carrier_b_call_is_classified_as_carrier_b() {
     let mut h = Harness::new(config());
     h.send(

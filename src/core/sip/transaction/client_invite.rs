@@ -34,6 +34,11 @@ pub(super) struct ClientInvite {
 }
 
 impl ClientInvite {
+    /// Where the INVITE went.
+    pub(super) fn peer(&self) -> Peer {
+        self.peer
+    }
+
     /// Sends the INVITE and starts A (UDP only) and B.
     pub(super) fn start(
         now: Instant,

@@ -28,6 +28,11 @@ pub(super) struct ClientNonInvite {
 }
 
 impl ClientNonInvite {
+    /// Where the request went.
+    pub(super) fn peer(&self) -> Peer {
+        self.peer
+    }
+
     /// Sends the request and starts E (UDP only) and F.
     pub(super) fn start(
         now: Instant,

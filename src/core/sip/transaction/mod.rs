@@ -24,6 +24,7 @@ mod server_non_invite;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -134,6 +135,13 @@ enum ClientTx {
 }
 
 impl ClientTx {
+    fn peer(&self) -> Peer {
+        match self {
+            ClientTx::Invite(t) => t.peer(),
+            ClientTx::NonInvite(t) => t.peer(),
+        }
+    }
+
     fn on_response(&mut self, now: Instant, resp: Response, out: &mut Outbox) {
         match self {
             ClientTx::Invite(tx) => tx.on_response(now, resp, out),
@@ -230,8 +238,9 @@ pub struct TransactionLayer {
     client_index: HashMap<ClientKey, ClientTxId>,
     servers: BTreeMap<u64, ServerEntry>,
     server_index: HashMap<ServerKey, u64>,
-    /// Branches of ended INVITE client transactions, for late 2xx: id and forget-at.
-    ended_invites: HashMap<String, (ClientTxId, Instant)>,
+    /// Branches of ended INVITE client transactions, for late 2xx: id, forget-at and the
+    /// address the INVITE went to.
+    ended_invites: HashMap<String, (ClientTxId, Instant, IpAddr)>,
     out: Outbox,
     dropped_responses: u64,
     dropped_requests: u64,
@@ -324,11 +333,24 @@ impl TransactionLayer {
             return self.reap_client(now, id);
         }
         match self.ended_invites.get(&key.branch) {
-            Some(&(id, _)) if key.method == Method::Invite && resp.status / 100 == 2 => {
+            Some(&(id, _, _)) if key.method == Method::Invite && resp.status / 100 == 2 => {
                 self.out.event(TxEvent::Response { id, resp });
             }
             _ => self.drop_response(peer, "no matching client transaction"),
         }
+    }
+
+    /// True when `resp` answers a request of ours that went to `ip` (a live client
+    /// transaction, or a late 2xx to an ended INVITE). The endpoint lets responses from
+    /// sources outside every carrier's networks reach the transactions only then.
+    pub fn expects_response_from(&self, ip: IpAddr, resp: &Response) -> bool {
+        let Ok(key) = ClientKey::from_response(resp) else {
+            return false;
+        };
+        if let Some(entry) = self.client_index.get(&key).and_then(|id| self.clients.get(id)) {
+            return entry.tx.peer().addr.ip() == ip;
+        }
+        self.ended_invites.get(&key.branch).is_some_and(|(_, _, to)| *to == ip)
     }
 
     fn drop_response(&mut self, peer: Peer, why: &'static str) {
@@ -532,7 +554,8 @@ impl TransactionLayer {
         self.client_index.remove(&entry.key);
         if entry.key.method == Method::Invite {
             let forget_at = now + 64 * self.timers.t1;
-            self.ended_invites.insert(entry.key.branch, (id, forget_at));
+            let ip = entry.tx.peer().addr.ip();
+            self.ended_invites.insert(entry.key.branch, (id, forget_at, ip));
         }
     }
 
@@ -545,6 +568,6 @@ impl TransactionLayer {
     }
 
     fn forget_ended(&mut self, now: Instant) {
-        self.ended_invites.retain(|_, (_, forget_at)| *forget_at > now);
+        self.ended_invites.retain(|_, (_, forget_at, _)| *forget_at > now);
     }
 }
