@@ -42,8 +42,8 @@ enum Hostility {
     OversizeFrames,
 }
 
-/// The hostile agent: counts call sessions (`start` received; health probes connect too but
-/// never start a stream), and what it managed to send.
+/// The hostile agent: counts call sessions (`start` received; a health probe's `start` carries
+/// `trunkguard_probe` and is not counted), and what it managed to send.
 struct Hostile {
     addr: SocketAddr,
     calls: Arc<AtomicUsize>,
@@ -86,6 +86,11 @@ async fn attack(
         match rx.next().await {
             Some(Ok(Message::Text(t))) => {
                 let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                if v["event"] == "start"
+                    && v["start"]["customParameters"]["trunkguard_probe"] == "1"
+                {
+                    return; // a health probe's stream (docs/ai.md): not a call
+                }
                 if v["event"] == "start" {
                     calls.fetch_add(1, Ordering::Relaxed);
                     break v["streamSid"].as_str().unwrap_or_default().to_string();
