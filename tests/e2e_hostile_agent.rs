@@ -233,8 +233,15 @@ fn hostile_agent(base: u16, mode: Hostility) {
         .build()
         .expect("runtime");
     let ports = Ports::new(base);
+    // The standby on a runtime of its own: the hostile agent's floods keep its workers busy,
+    // and a standby starved of them would look like a standby that never answers.
+    let sim_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("standby runtime");
     let hostile = Hostile::start(&rt, mode);
-    let sim = standby_sim(&rt);
+    let sim = standby_sim(&sim_rt);
     let app = Appliance::start(&config(ports, hostile.addr, sim.addr));
     let rss_idle = rss_kb(&app);
     let sink = RtpSink::bind(CARRIER_IP, ports.audio(0));
@@ -283,9 +290,12 @@ fn hostile_agent(base: u16, mode: Hostility) {
     assert!(bye_ok, "the call stayed up until the caller hung up");
     assert!(rss_peak < RSS_BOUND_KB, "VmRSS {rss_peak} kB over {RSS_BOUND_KB} kB");
     drop(app);
-    rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), sim.shutdown()).await }).ok();
+    sim_rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(3), sim.shutdown()).await })
+        .ok();
     drop(hostile);
     rt.shutdown_timeout(Duration::from_secs(2));
+    sim_rt.shutdown_timeout(Duration::from_secs(2));
 }
 
 #[test]
