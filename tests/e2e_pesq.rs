@@ -393,11 +393,11 @@ fn echo_call(app: &Appliance, ports: Ports, n: u16, frames: &[Vec<u8>], imp: Imp
     Heard { pcm: heard(&packets), dropped, return_gaps: return_gaps(&packets), media }
 }
 
-#[test]
-fn speech_through_the_box_scores_pesq_under_loss_and_jitter() {
-    let ports = Ports::new(40600);
+/// The real binary answering carrier-a's calls, bridged to an echo agent (the simulator,
+/// Twilio Media Streams, μ-law) on `ports.base + 95`; the agent stops when dropped.
+fn box_with_echo_agent(ports: Ports) -> (Appliance, AgentSim) {
     let agent_port = ports.base + 95;
-    let _agent = spawn_agent_sim(agent_port);
+    let agent = spawn_agent_sim(agent_port);
     let config = format!(
         "{}{}[ai]\nsetup_budget_ms = 1500\n\n[[ai_endpoint]]\nname = \"echo\"\nrole = \"primary\"\n\
          protocol = \"twilio-media-streams\"\nurl = \"ws://127.0.0.1:{agent_port}/media\"\n\
@@ -405,7 +405,13 @@ fn speech_through_the_box_scores_pesq_under_loss_and_jitter() {
         base_config(ports),
         inbound_carrier("carrier-a", CARRIER_IP)
     );
-    let app = Appliance::start(&config);
+    (Appliance::start(&config), agent)
+}
+
+#[test]
+fn speech_through_the_box_scores_pesq_under_loss_and_jitter() {
+    let ports = Ports::new(40600);
+    let (app, _agent) = box_with_echo_agent(ports);
     let reference = speech();
     // the reference is what the caller's phone sent: the speech after μ-law
     let frames = ulaw_frames(&reference);
@@ -484,16 +490,7 @@ fn speech_with_key_presses(frames: &[Vec<u8>], presses: usize) -> Vec<Vec<u8>> {
 #[test]
 fn key_presses_are_neither_loss_nor_concealed_in_the_call_record() {
     let ports = Ports::new(40800);
-    let agent_port = ports.base + 95;
-    let _agent = spawn_agent_sim(agent_port);
-    let config = format!(
-        "{}{}[ai]\nsetup_budget_ms = 1500\n\n[[ai_endpoint]]\nname = \"echo\"\nrole = \"primary\"\n\
-         protocol = \"twilio-media-streams\"\nurl = \"ws://127.0.0.1:{agent_port}/media\"\n\
-         audio_format = \"g711_ulaw\"\n\n",
-        base_config(ports),
-        inbound_carrier("carrier-a", CARRIER_IP)
-    );
-    let app = Appliance::start(&config);
+    let (app, _agent) = box_with_echo_agent(ports);
     let frames = ulaw_frames(&speech());
     let packets = speech_with_key_presses(&frames[..200], 3);
     let sip = RawSip::bind(CARRIER_IP, ports.peer(0));
