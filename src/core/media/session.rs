@@ -704,12 +704,8 @@ impl MediaSession {
         };
         let concealed_ms = self.counters.concealed_frames * 20;
         let (jitter, rtcp) = (self.jitter.stats(), self.rtcp.stats());
-        let stats =
-            CallMediaStats::collect(codec, &jitter, &rtcp, concealed_ms, self.underruns.frames());
-        if rtcp.packets_sent <= self.counters.comfort_frames {
-            return stats.without_outbound_audio();
-        }
-        stats
+        let (underruns, comfort) = (self.underruns.frames(), self.counters.comfort_frames);
+        CallMediaStats::collect(codec, &jitter, &rtcp, concealed_ms, underruns, comfort)
     }
 
     /// The AI-side rate of this session.

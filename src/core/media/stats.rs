@@ -239,31 +239,23 @@ pub struct CallMediaStats {
 }
 
 impl CallMediaStats {
-    /// The box sent only comfort noise (no prompt, no agent or human audio): the caller heard
-    /// nothing to score, so box -> caller has no MOS and the flow says so.
-    pub fn without_outbound_audio(mut self) -> CallMediaStats {
-        let inbound = self.mos_inbound.is_some();
-        self.mos_outbound = None;
-        self.mos = self.mos_inbound;
-        self.media = MediaFlow::of(inbound, false);
-        self
-    }
-
-    /// Builds the snapshot from the jitter buffer and RTCP counters, the concealed time and
-    /// the send underruns.
+    /// Builds the snapshot from the jitter buffer and RTCP counters, the concealed time, the
+    /// send underruns and the comfort-noise frames sent (packets that carried nothing to
+    /// score: a box that sent only those has no box -> caller score).
     pub fn collect(
         codec: MosCodec,
         jitter: &JitterStats,
         rtcp: &RtcpStats,
         concealed_ms: u64,
         send_underrun_frames: u64,
+        comfort_frames: u64,
     ) -> CallMediaStats {
         let rtt_ms = rtcp.rtt.map(|d| d.as_secs_f64() * 1000.0);
         let loss_percent = effective_loss_percent(jitter, rtcp);
         let one_way_delay_ms = rtt_ms.unwrap_or(0.0) / 2.0 + f64::from(jitter.target_ms) + FRAME_MS;
         let em = e_model(codec, loss_percent, one_way_delay_ms);
         let inbound = jitter.received.max(rtcp.packets_received) > 0;
-        let outbound = rtcp.packets_sent > 0;
+        let outbound = rtcp.packets_sent > comfort_frames;
         let outbound_loss = outbound_loss_percent(rtcp, send_underrun_frames);
         let out_delay_ms = rtt_ms.unwrap_or(0.0) / 2.0 + FRAME_MS;
         let mos_inbound = inbound.then(|| round2(em.mos));
@@ -429,7 +421,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let s = CallMediaStats::collect(MosCodec::G711, &jitter, &rtcp, 500, 0);
+        let s = CallMediaStats::collect(MosCodec::G711, &jitter, &rtcp, 500, 0, 0);
         assert_eq!((s.packets_received, s.packets_sent, s.packets_lost), (1000, 990, 15));
         assert_eq!((s.packets_late, s.duplicates, s.concealed_ms), (10, 5, 500));
         assert_eq!((s.jitter_buffer_depth_ms, s.jitter_buffer_target_ms), (40, 60));
@@ -461,6 +453,7 @@ mod tests {
             &RtcpStats::default(),
             0,
             0,
+            0,
         );
         assert_eq!((empty.loss_percent, empty.rtt_ms, empty.packets_lost), (0.0, None, 0));
         assert_eq!(serde_json::to_value(&empty).unwrap()["rtt_ms"], serde_json::Value::Null);
@@ -474,6 +467,7 @@ mod tests {
             &RtcpStats::default(),
             0,
             0,
+            0,
         );
         assert_eq!((none.mos, none.mos_inbound, none.mos_outbound), (None, None, None));
         assert_eq!(none.media, MediaFlow::None);
@@ -483,7 +477,7 @@ mod tests {
         // the box talks, the caller sends nothing: only the outbound direction is scored
         let sending = RtcpStats { packets_sent: 500, ..Default::default() };
         let one_way =
-            CallMediaStats::collect(MosCodec::G711, &JitterStats::default(), &sending, 0, 0);
+            CallMediaStats::collect(MosCodec::G711, &JitterStats::default(), &sending, 0, 0, 0);
         assert_eq!(one_way.media, MediaFlow::OutboundOnly);
         assert_eq!(one_way.mos_inbound, None);
         assert_eq!(one_way.mos, one_way.mos_outbound);
@@ -499,11 +493,11 @@ mod tests {
             packets_expected: 1000,
             ..Default::default()
         };
-        let good = CallMediaStats::collect(MosCodec::G711, &jitter, &clean, 0, 0);
+        let good = CallMediaStats::collect(MosCodec::G711, &jitter, &clean, 0, 0, 0);
         assert!(good.mos_outbound > good.mos_inbound, "no buffer delay on the way out");
         assert_eq!(good.mos, good.mos_inbound);
         // 50 underrun frames against 1000 sent: about 4.8 % outbound loss
-        let starved = CallMediaStats::collect(MosCodec::G711, &jitter, &clean, 0, 50);
+        let starved = CallMediaStats::collect(MosCodec::G711, &jitter, &clean, 0, 50, 0);
         assert!((starved.outbound_loss_percent - 4.76).abs() < 0.01, "{starved:?}");
         assert!(starved.mos_outbound < starved.mos_inbound);
         assert_eq!(starved.mos, starved.mos_outbound);
@@ -519,7 +513,7 @@ mod tests {
             }),
             ..clean
         };
-        let lossy = CallMediaStats::collect(MosCodec::G711, &jitter, &reported, 0, 0);
+        let lossy = CallMediaStats::collect(MosCodec::G711, &jitter, &reported, 0, 0, 0);
         assert_eq!(lossy.outbound_loss_percent, 8.0);
         assert_eq!(lossy.mos, lossy.mos_outbound);
     }
